@@ -1,0 +1,30 @@
+"""Live facts the actors publish and `/health` and the status page read.
+
+A plain object shared on the one event loop: no locks needed, and nothing here
+is the truth about data (the database is); it only says how the service feels.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class ServiceState:
+    started_monotonic: float = field(default_factory=time.monotonic)
+    started_at: float = field(default_factory=time.time)
+    listener_up: bool = False
+    last_notification_at: float | None = None
+    last_poll_at: float | None = None
+    # Now minus the newest data timestamp that reached the batcher, at that moment.
+    intake_lag_seconds: float | None = None
+    last_tick_at: float | None = None
+    demo: bool = False
+    draining: bool = False
+    actors_up: dict[str, bool] = field(default_factory=dict)
+    actor_restarts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def uptime_seconds(self) -> float:
+        return time.monotonic() - self.started_monotonic

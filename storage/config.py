@@ -1,0 +1,231 @@
+"""Typed settings: `config.toml` defaults, overridden by environment variables.
+
+Loaded once at start-up. Every failure names the key, because a service that
+starts with a silently ignored typo is worse than one that refuses to start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_PATH = REPO_ROOT / "config.toml"
+CONFIG_ENV = "PUMP_PREDICTOR_CONFIG"
+
+SECRET_KEYS = frozenset({"api_token"})
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown, missing or has a bad value."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    db_dsn: str
+    embedded_data_dir: str
+    db_pool_min_size: int
+    db_pool_max_size: int
+    api_host: str
+    api_port: int
+    api_token: str
+    api_public_reads: bool
+    training_service_api_url: str
+    training_service_timeout_seconds: float
+    model_storage_path: str
+    batch_size: int
+    batch_timeout_seconds: float
+    polling_interval_seconds: float
+    feature_history_size: int
+    catchup_max_age_seconds: int
+    cursor_overlap_rows: int
+    poll_page_size: int
+    listener_probe_interval_seconds: float
+    listener_probe_timeout_seconds: float
+    n8n_webhook_url: str
+    n8n_webhook_timeout: float
+    webhook_concurrency: int
+    webhook_per_host_limit: int
+    webhook_max_age_seconds: int
+    webhook_max_attempts: int
+    evaluation_grace_seconds: int
+    evaluation_interval_seconds: float
+    evaluation_page_size: int
+    health_max_lag_seconds: float
+    log_level: str
+    log_format: str
+    shutdown_deadline_seconds: float
+    streamlit_port: int
+    api_base_url: str
+
+    @property
+    def embedded(self) -> bool:
+        """No DSN configured: run on the embedded PostgreSQL."""
+        return not self.db_dsn
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some values changed, validated like a loaded config."""
+        new = dataclasses.replace(self, **changes)
+        _validate(new)
+        return new
+
+    def public_view(self) -> dict[str, Any]:
+        """Every setting with secrets removed: tokens hidden, DSN passwords masked."""
+        view: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name in SECRET_KEYS:
+                value = "***" if value else ""
+            elif field.name == "db_dsn" or field.name.endswith("_url"):
+                value = redact_url(value)
+            view[field.name] = value
+        return view
+
+
+def redact_url(url: str) -> str:
+    """Mask the password (and any query secrets) of a URL or DSN for display."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
+    query = "&".join(
+        f"{k}=***" if k.lower() in {"password", "token", "secret", "key"} else f"{k}={v}"
+        for k, _, v in (p.partition("=") for p in parts.query.split("&") if p)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _field_types() -> dict[str, type]:
+    hints = typing.get_type_hints(Settings)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Settings)}
+
+
+def _coerce(key: str, raw: Any, kind: type, source: str) -> Any:
+    """Turn a TOML or environment value into the field's type, or say what is wrong."""
+    if isinstance(raw, str) and kind is not str:
+        text = raw.strip()
+        try:
+            if kind is bool:
+                lowered = text.lower()
+                if lowered in {"1", "true", "yes", "on"}:
+                    return True
+                if lowered in {"0", "false", "no", "off"}:
+                    return False
+                raise ValueError(text)
+            return kind(text)
+        except ValueError:
+            raise ConfigError(
+                f"{key}: {source} value {raw!r} is not a valid {kind.__name__}"
+            ) from None
+    if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)
+    if kind is int and isinstance(raw, bool):
+        raise ConfigError(f"{key}: {source} value {raw!r} is not a valid int")
+    if not isinstance(raw, kind):
+        raise ConfigError(f"{key}: {source} value {raw!r} is not a valid {kind.__name__}")
+    return raw
+
+
+def _validate(s: Settings) -> None:
+    def need(cond: bool, key: str, what: str) -> None:
+        if not cond:
+            raise ConfigError(f"{key}: {what} (got {getattr(s, key)!r})")
+
+    for port_key in ("api_port", "streamlit_port"):
+        need(1 <= getattr(s, port_key) <= 65535, port_key, "must be a port 1-65535")
+    for positive in (
+        "db_pool_min_size",
+        "db_pool_max_size",
+        "batch_size",
+        "feature_history_size",
+        "poll_page_size",
+        "webhook_concurrency",
+        "webhook_per_host_limit",
+        "webhook_max_attempts",
+        "evaluation_page_size",
+    ):
+        need(getattr(s, positive) >= 1, positive, "must be at least 1")
+    for seconds in (
+        "training_service_timeout_seconds",
+        "batch_timeout_seconds",
+        "polling_interval_seconds",
+        "listener_probe_interval_seconds",
+        "listener_probe_timeout_seconds",
+        "n8n_webhook_timeout",
+        "evaluation_interval_seconds",
+        "health_max_lag_seconds",
+        "shutdown_deadline_seconds",
+    ):
+        need(getattr(s, seconds) > 0, seconds, "must be greater than 0")
+    for non_negative in (
+        "catchup_max_age_seconds",
+        "cursor_overlap_rows",
+        "webhook_max_age_seconds",
+        "evaluation_grace_seconds",
+    ):
+        need(getattr(s, non_negative) >= 0, non_negative, "must not be negative")
+    need(
+        s.db_pool_max_size >= s.db_pool_min_size, "db_pool_max_size", "must be >= db_pool_min_size"
+    )
+    need(s.log_format in {"json", "console"}, "log_format", "must be 'json' or 'console'")
+    need(
+        s.log_level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"},
+        "log_level",
+        "must be DEBUG, INFO, WARNING, ERROR or CRITICAL",
+    )
+    for url_key in ("training_service_api_url", "api_base_url", "n8n_webhook_url"):
+        url = getattr(s, url_key)
+        if url:
+            need(
+                urlsplit(url).scheme in {"http", "https"} and bool(urlsplit(url).netloc),
+                url_key,
+                "must be an http(s) URL",
+            )
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read `config.toml` (sections are for humans; keys are flat) and the environment."""
+    env = os.environ if env is None else env
+    config_path = Path(path or env.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+    try:
+        with config_path.open("rb") as fh:
+            document = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{CONFIG_ENV}: config file {config_path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_path}: invalid TOML: {exc}") from None
+
+    types = _field_types()
+    values: dict[str, Any] = {}
+    for section, table in document.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{section}: expected a [section] of keys in {config_path}")
+        for key, raw in table.items():
+            if key not in types:
+                raise ConfigError(f"{section}.{key}: unknown configuration key")
+            if key in values:
+                raise ConfigError(f"{section}.{key}: key defined twice")
+            values[key] = _coerce(key, raw, types[key], str(config_path))
+    missing = sorted(set(types) - set(values))
+    if missing:
+        raise ConfigError(f"{', '.join(missing)}: missing from {config_path}")
+    for key, kind in types.items():
+        env_name = key.upper()
+        if env_name in env:
+            values[key] = _coerce(env_name, env[env_name], kind, "environment")
+    settings = Settings(**values)
+    _validate(settings)
+    return settings

@@ -1,0 +1,49 @@
+"""Where the database comes from: `DB_DSN`, or the embedded server by default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import anyio
+import asyncpg
+import structlog
+
+from storage.config import Settings
+from storage.db import connect, create_pool
+from storage.embedded import EmbeddedPostgres
+from storage.migrate import apply_migrations
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class Database:
+    dsn: str
+    embedded: EmbeddedPostgres | None
+
+    async def close(self) -> None:
+        if self.embedded is not None:
+            await anyio.to_thread.run_sync(self.embedded.stop)
+
+
+async def open_database(settings: Settings) -> Database:
+    """Start the embedded server when no DSN is set; never touch foreign tables otherwise."""
+    if settings.db_dsn:
+        return Database(settings.db_dsn, None)
+    embedded = EmbeddedPostgres(settings.embedded_data_dir)
+    dsn = await anyio.to_thread.run_sync(embedded.start)
+    return Database(dsn, embedded)
+
+
+async def migrate(dsn: str, *, embedded: bool) -> list[str]:
+    conn = await connect(dsn)
+    try:
+        return await apply_migrations(conn, embedded=embedded)
+    finally:
+        await conn.close()
+
+
+async def open_pool(settings: Settings, dsn: str) -> asyncpg.Pool:
+    return await create_pool(
+        dsn, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size
+    )

@@ -1,0 +1,48 @@
+"""asyncpg pool with the codecs every query relies on.
+
+Codecs are registered once per connection so that no caller ever parses JSON
+or converts Decimals by hand (the service being replaced did, and turned 0
+into NULL on the way).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+
+def _encode_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """jsonb/json <-> Python objects, numeric -> float."""
+    for typename in ("jsonb", "json"):
+        await conn.set_type_codec(
+            typename, encoder=_encode_json, decoder=json.loads, schema="pg_catalog"
+        )
+    await conn.set_type_codec(
+        "numeric", encoder=str, decoder=float, schema="pg_catalog", format="text"
+    )
+
+
+async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
+    """A single connection with our codecs (for the listener and for scripts)."""
+    conn: asyncpg.Connection = await asyncpg.connect(dsn, **kwargs)
+    await init_connection(conn)
+    return conn
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=init_connection,
+        # Prepared statements stay on; a pgbouncer in transaction mode would need 0.
+        command_timeout=60,
+    )
+    assert pool is not None
+    return pool

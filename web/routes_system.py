@@ -1,0 +1,86 @@
+"""System routes: health, metrics, configuration, service statistics."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+from aiohttp import web
+from aioprometheus.renderer import render
+
+from actors import metrics
+from web.context import VERSION, ctx
+
+routes = web.RouteTableDef()
+
+
+async def health_report(request: web.Request) -> tuple[bool, dict[str, Any]]:
+    """Healthy only when the database answers, intake is alive and lag is bounded."""
+    context = ctx(request)
+    state, settings = context.state, context.settings
+    reasons: list[str] = []
+    checks: dict[str, Any] = {}
+    try:
+        with anyio.fail_after(2.0):
+            async with context.pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"error: {type(exc).__name__}"
+        reasons.append("database does not answer")
+    intake_running = "listener" in state.actors_up or "poller" in state.actors_up
+    if intake_running:
+        polling_recent = state.last_poll_at is not None and time.time() - state.last_poll_at < max(
+            5.0, 3 * settings.polling_interval_seconds
+        )
+        checks["listener"] = (
+            "up" if state.listener_up else ("down, polling covers" if polling_recent else "down")
+        )
+        if not state.listener_up and not polling_recent:
+            reasons.append("listener is down and polling is not running")
+    lag = state.intake_lag_seconds
+    checks["intake_lag_seconds"] = None if lag is None else round(lag, 3)
+    if (
+        lag is not None
+        and lag > settings.health_max_lag_seconds
+        and state.last_tick_at is not None
+        and time.time() - state.last_tick_at < settings.health_max_lag_seconds
+    ):
+        reasons.append(f"intake lag {lag:.1f}s exceeds {settings.health_max_lag_seconds:.0f}s")
+    down = sorted(name for name, up in state.actors_up.items() if not up)
+    checks["actors_down"] = down
+    checks["actor_restarts"] = dict(state.actor_restarts)
+    if state.draining:
+        reasons.append("service is shutting down")
+    body = {
+        "status": "healthy" if not reasons else "degraded",
+        "reasons": reasons,
+        "checks": checks,
+        "version": VERSION,
+        "uptime_seconds": round(state.uptime_seconds, 1),
+        "demo": state.demo,
+    }
+    return not reasons, body
+
+
+@routes.get("/health")
+@routes.get("/api/health")
+async def health(request: web.Request) -> web.Response:
+    healthy, body = await health_report(request)
+    return web.json_response(body, status=200 if healthy else 503)
+
+
+@routes.get("/metrics")
+@routes.get("/api/metrics")
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    state = ctx(request).state
+    if state.last_notification_at is not None:
+        metrics.LISTENER_NOTIFICATION_AGE.set({}, time.time() - state.last_notification_at)
+    body, headers = render(metrics.REGISTRY, request.headers.getall("Accept", []))
+    return web.Response(body=body, headers=headers)
+
+
+@routes.get("/api/config")
+async def config_endpoint(request: web.Request) -> web.Response:
+    return web.json_response(ctx(request).settings.public_view())
