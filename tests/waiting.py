@@ -1,0 +1,28 @@
+"""Wait for a condition with a deadline, never sleep for a fixed time and hope."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import anyio
+
+T = TypeVar("T")
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[T]],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str = "condition",
+) -> T:
+    """Call `probe` until it returns a truthy value; fail with `what` after `timeout`."""
+    last: T | None = None
+    with anyio.move_on_after(timeout):
+        while True:
+            last = await probe()
+            if last:
+                return last
+            await anyio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
