@@ -40,10 +40,15 @@ class Batch:
     """Batcher -> every predictor: the latest tick per coin plus their history.
 
     `history` holds, per coin, the newest rows at or before that coin's tick
-    (FEATURE_HISTORY_SIZE of them) with the base columns of coin_metrics;
+    (FEATURE_HISTORY_SIZE of them) with the base columns of coin_metrics.
     `prefix` holds the running state of each coin before its first loaded row
-    (see features/), so running features equal their value over all history.
-    The same immutable frames go to every predictor.
+    (see features/), one row per (mint, phase_key): phase_key is "all" or the
+    sorted phase ids of a model joined by "," — a model with phases sees only
+    rows of its phases, so its running state is computed over those alone.
+    The same immutable frames go to every predictor. A predictor calls
+    `completion.ack(key)` once its work for the batch is committed (also when
+    the batch had nothing for it); the durable intake cursor advances to
+    `max_row_id` only when every predictor has acknowledged.
     """
 
     batch_id: int
@@ -51,6 +56,42 @@ class Batch:
     history: pl.DataFrame
     prefix: pl.DataFrame
     created_at: float  # time.time() at flush
+    max_row_id: int
+    completion: BatchCompletion
+
+
+class BatchCompletion:
+    """Which predictors still owe an acknowledgement for one batch."""
+
+    __slots__ = ("_done", "_pending")
+
+    def __init__(self, expected: set[int]) -> None:
+        import anyio
+
+        self._pending = set(expected)
+        self._done = anyio.Event()
+        if not self._pending:
+            self._done.set()
+
+    def ack(self, key: int) -> None:
+        """Predictor `key` is done with the batch (or went away)."""
+        self._pending.discard(key)
+        if not self._pending:
+            self._done.set()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    async def wait(self) -> None:
+        await self._done.wait()
+
+
+def phase_key(phases: tuple[int, ...] | list[int] | None) -> str:
+    """The key of a model's phase filter in `Batch.prefix` ("all" without one)."""
+    if not phases:
+        return "all"
+    return ",".join(str(p) for p in sorted(set(phases)))
 
 
 @dataclass(frozen=True, slots=True)
