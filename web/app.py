@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
 from aiohttp import web
 
-from web import routes_system
+from web import routes_status, routes_system
 from web.auth import auth_middleware
 from web.context import CONTEXT, AppContext
 from web.errors import error_middleware
@@ -13,5 +17,9 @@ from web.errors import error_middleware
 def create_app(context: AppContext) -> web.Application:
     app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=2**20)
     app[CONTEXT] = context
+    aiohttp_jinja2.setup(
+        app, loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")), autoescape=True
+    )
     app.add_routes(routes_system.routes)
+    app.add_routes(routes_status.routes)
     return app

@@ -78,7 +78,9 @@ async def test_external_database_never_gets_foreign_tables(empty_db_dsn: str) ->
     assert has_predictions
 
 
-def _run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def _run_cli(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "actors.cli", *args],
         env={**os.environ, **env},
@@ -105,7 +107,9 @@ def test_unknown_config_key_stops_startup_naming_the_key(tmp_path: Path) -> None
     assert "unknown" in result.stderr
 
 
-def test_sigterm_stops_the_service_within_the_deadline_with_clean_db_shutdown(tmp_path: Path) -> None:
+def test_sigterm_stops_the_service_within_the_deadline_with_clean_db_shutdown(
+    tmp_path: Path,
+) -> None:
     from conftest import free_port
 
     port = free_port()
@@ -161,7 +165,9 @@ class _Crasher:
 
     starts = 0
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         type(self).starts += 1
         task_status.started()
         await anyio.sleep(0.01)
