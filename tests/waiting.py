@@ -13,7 +13,7 @@ T = TypeVar("T")
 async def wait_for(
     probe: Callable[[], Awaitable[T]],
     *,
-    timeout: float = 10.0,
+    timeout: float = 10.0,  # noqa: ASYNC109 - the deadline is the point of this helper
     interval: float = 0.02,
     what: str = "condition",
 ) -> T:
