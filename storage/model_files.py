@@ -24,7 +24,7 @@ import warnings
 from collections.abc import AsyncIterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, Protocol
+from typing import Any, BinaryIO, Final, Literal, Protocol
 
 import anyio
 import numpy as np
@@ -117,11 +117,25 @@ async def _chunks(data: bytes | AsyncIterable[bytes]) -> AsyncIterable[bytes]:
             yield chunk
 
 
+def _flush_and_fsync(file: BinaryIO) -> None:
+    file.flush()
+    os.fsync(file.fileno())
+
+
 def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable (a crash could otherwise forget it)."""
-    fd = os.open(directory, os.O_RDONLY)
+    """Make the rename itself durable (a crash could otherwise forget it).
+
+    Best effort: some filesystems refuse fsync on a directory, and the file
+    itself is complete by now, so that is no reason to fail the store.
+    """
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
     try:
         os.fsync(fd)
+    except OSError:
+        pass
     finally:
         os.close(fd)
 
@@ -147,28 +161,30 @@ async def store_model_file(
         dir=target_dir, prefix=f".model_{int(model_id)}_", suffix=".part"
     )
     tmp_path = Path(tmp_name)
+    tmp_file = os.fdopen(fd, "wb")
     digest = hashlib.sha256()
     size = 0
     try:
-        async with anyio.wrap_file(os.fdopen(fd, "wb")) as out:
+        try:
             async for chunk in _chunks(data):
                 if chunk:
                     digest.update(chunk)
                     size += len(chunk)
-                    await out.write(chunk)
-            await out.flush()
-            await anyio.to_thread.run_sync(os.fsync, out.wrapped.fileno())
+                    await anyio.to_thread.run_sync(tmp_file.write, chunk)
+            await anyio.to_thread.run_sync(_flush_and_fsync, tmp_file)
+        finally:
+            # Closed synchronously: after a cancellation, an await would not run.
+            tmp_file.close()
         if size == 0:
             raise ModelFileError(f"model {model_id}: the model file is empty")
         sha256 = digest.hexdigest()
         final = target_dir / f"model_{int(model_id)}_{sha256[:8]}{suffix}"
         await anyio.to_thread.run_sync(os.replace, tmp_path, final)
-        await anyio.to_thread.run_sync(_fsync_directory, target_dir)
     except BaseException:
-        # Synchronous on purpose: after a cancellation, awaiting would be cancelled too.
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_path)
         raise
+    await anyio.to_thread.run_sync(_fsync_directory, target_dir)
     log.info("model file stored", model_id=model_id, path=str(final), sha256=sha256, bytes=size)
     return final, sha256
 
