@@ -363,7 +363,10 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     feature_names = [str(n) for n in names] if names is not None else None
     if kind == "random_forest" and names is not None:
         del obj.feature_names_in_
-    n_features = int(obj.n_features_in_)
+    n_features_in = getattr(obj, "n_features_in_", None)
+    if n_features_in is None:
+        raise ModelFileError(f"{model_path}: the model does not record its number of features")
+    n_features = int(n_features_in)
     if feature_names is not None and len(feature_names) != n_features:
         raise ModelFileError(
             f"{model_path}: the model names {len(feature_names)} features "
