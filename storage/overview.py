@@ -73,3 +73,28 @@ async def load_overview(pool: asyncpg.Pool) -> Overview:
         for r in rows
     ]
     return Overview(models, outbox["pending"], outbox["dead"])
+
+
+_STATS_SQL = """
+SELECT
+    (SELECT count(*) FROM active_models WHERE is_active) AS active_models,
+    (SELECT count(*) FROM active_models) AS imported_models,
+    (SELECT count(*) FROM predictions) AS predictions_total,
+    (SELECT count(*) FROM predictions WHERE predicted_at > now() - interval '1 hour')
+        AS predictions_last_hour,
+    (SELECT count(*) FROM predictions WHERE evaluation_result IS NULL) AS predictions_pending,
+    (SELECT count(DISTINCT coin_id) FROM predictions
+        WHERE predicted_at > now() - interval '1 hour') AS coins_last_hour,
+    (SELECT max(predicted_at) FROM predictions) AS last_prediction_at,
+    (SELECT count(*) FROM webhook_outbox WHERE status = 'pending') AS outbox_pending,
+    (SELECT count(*) FROM webhook_outbox WHERE status = 'dead') AS outbox_dead,
+    (SELECT count(*) FROM webhook_outbox WHERE status = 'delivered') AS outbox_delivered,
+    (SELECT last_id FROM intake_cursor ORDER BY updated_at DESC LIMIT 1) AS intake_cursor_id
+"""
+
+
+async def load_stats(pool: asyncpg.Pool) -> dict[str, object]:
+    """Database-side counts for `GET /api/stats` (cheap enough for an operator's poll)."""
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(_STATS_SQL)
+    return dict(row)

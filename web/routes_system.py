@@ -10,6 +10,7 @@ from aiohttp import web
 from aioprometheus.renderer import render
 
 from actors import metrics
+from storage.overview import load_stats
 from web.context import VERSION, ctx
 
 routes = web.RouteTableDef()
@@ -84,3 +85,23 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 @routes.get("/api/config")
 async def config_endpoint(request: web.Request) -> web.Response:
     return web.json_response(ctx(request).settings.public_view())
+
+
+@routes.get("/api/stats")
+async def stats_endpoint(request: web.Request) -> web.Response:
+    context = ctx(request)
+    state = context.state
+    database = await load_stats(context.pool)
+    last = database.get("last_prediction_at")
+    body = {
+        "version": VERSION,
+        "uptime_seconds": round(state.uptime_seconds, 1),
+        "demo": state.demo,
+        "listener_up": state.listener_up,
+        "intake_lag_seconds": state.intake_lag_seconds,
+        "actors": {name: ("up" if up else "down") for name, up in state.actors_up.items()},
+        "actor_restarts": dict(state.actor_restarts),
+        **{k: v for k, v in database.items() if k != "last_prediction_at"},
+        "last_prediction_at": last.isoformat() if last is not None else None,
+    }
+    return web.json_response(body)

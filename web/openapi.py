@@ -1,0 +1,515 @@
+"""The OpenAPI 3.1 document of every route, served at `/api/openapi.json`.
+
+Written by hand next to the routes (one table, below) rather than inferred, so
+that a test can hold the two against each other: every registered route must be
+documented here and every documented route must exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from web.context import VERSION
+
+JSON = "application/json"
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "details"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "details": {"type": "object"},
+            },
+        }
+    },
+}
+
+ID = {"type": "integer", "minimum": 1}
+THRESHOLD = {"type": "number", "minimum": 0.5, "maximum": 1.0}
+SECONDS = {"type": "integer", "minimum": 0, "maximum": 86400}
+CAP = {"type": "integer", "minimum": 0}
+SEND_MODES = {
+    "type": "array",
+    "minItems": 1,
+    "items": {"enum": ["all", "alerts_only", "positive_only", "negative_only"]},
+}
+ISO_TIME = {"type": "string", "format": "date-time"}
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    where: str  # "path" | "query"
+    schema: dict[str, Any]
+    description: str = ""
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    method: str
+    path: str
+    summary: str
+    tag: str
+    params: tuple[Param, ...] = ()
+    body: dict[str, Any] | None = None
+    body_required: bool = True
+    mutating: bool = False
+    responses: dict[int, str] = field(default_factory=dict)
+    content_type: str = JSON
+
+
+def _id(name: str = "id", what: str = "active model id") -> Param:
+    return Param(name, "path", ID, what, required=True)
+
+
+def _q(name: str, schema: dict[str, Any], description: str = "") -> Param:
+    return Param(name, "query", schema, description)
+
+
+def _obj(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+PAGE = (
+    _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size"),
+    _q("offset", {"type": "integer", "minimum": 0}, "rows to skip"),
+)
+MODEL = "models"
+PRED = "predictions"
+STATS = "statistics"
+ALERTS = "alerts"
+SYS = "system"
+HOOKS = "webhooks"
+
+ALERT_CONFIG_BODY = _obj(
+    {
+        "alert_threshold": THRESHOLD,
+        "n8n_webhook_url": {"type": ["string", "null"], "format": "uri"},
+        "n8n_enabled": {"type": "boolean"},
+        "n8n_send_modes": SEND_MODES,
+        "coin_filter_mode": {"enum": ["all", "whitelist"]},
+        "coin_whitelist": {"type": "array", "items": {"type": "string", "maxLength": 64}},
+    }
+)
+IGNORE_BODY = _obj(
+    {
+        "ignore_negative_seconds": SECONDS,
+        "ignore_positive_seconds": SECONDS,
+        "ignore_alert_seconds": SECONDS,
+    }
+)
+CAPS_BODY = _obj({"max_open_negative": CAP, "max_open_positive": CAP, "max_open_alert": CAP})
+
+OPERATIONS: tuple[Operation, ...] = (
+    # System
+    Operation(
+        "GET",
+        "/health",
+        "Health: 200 healthy, 503 degraded with reasons",
+        SYS,
+        responses={200: "healthy", 503: "degraded"},
+    ),
+    Operation(
+        "GET",
+        "/api/health",
+        "Health (same as /health)",
+        SYS,
+        responses={200: "healthy", 503: "degraded"},
+    ),
+    Operation("GET", "/metrics", "Prometheus metrics", SYS, content_type="text/plain"),
+    Operation(
+        "GET",
+        "/api/metrics",
+        "Prometheus metrics (same as /metrics)",
+        SYS,
+        content_type="text/plain",
+    ),
+    Operation("GET", "/api/config", "Effective configuration without secrets", SYS),
+    Operation("GET", "/api/stats", "Service statistics: uptime, intake, predictions, outbox", SYS),
+    Operation("GET", "/api/openapi.json", "This document", SYS),
+    Operation("GET", "/", "Status page (HTML)", SYS, content_type="text/html"),
+    # Models
+    Operation(
+        "GET",
+        "/api/models/available",
+        "READY models of the Training Service",
+        MODEL,
+        responses={502: "Training Service unreachable"},
+    ),
+    Operation(
+        "GET",
+        "/api/models/available/{model_id}",
+        "One model of the Training Service",
+        MODEL,
+        params=(_id("model_id", "ml_models id"),),
+        responses={404: "unknown model", 502: "Training Service unreachable"},
+    ),
+    Operation(
+        "POST",
+        "/api/models/import",
+        "Import a READY model and activate it",
+        MODEL,
+        body=_obj({"model_id": ID}, ("model_id",)),
+        mutating=True,
+        responses={
+            201: "imported",
+            404: "unknown model",
+            409: "already imported",
+            422: "refused",
+            502: "Training Service unreachable",
+        },
+    ),
+    Operation(
+        "GET",
+        "/api/models",
+        "Imported models",
+        MODEL,
+        params=(_q("include_inactive", {"type": "boolean"}),),
+    ),
+    Operation(
+        "GET",
+        "/api/models/active",
+        "Active models",
+        MODEL,
+        params=(_q("include_inactive", {"type": "boolean"}),),
+    ),
+    Operation(
+        "GET",
+        "/api/models/{id}",
+        "One imported model",
+        MODEL,
+        params=(_id(),),
+        responses={404: "unknown model"},
+    ),
+    Operation(
+        "DELETE",
+        "/api/models/{id}",
+        "Delete a model, its file, predictions and state",
+        MODEL,
+        params=(_id(),),
+        mutating=True,
+        responses={404: "unknown model"},
+    ),
+    Operation(
+        "POST",
+        "/api/models/{id}/activate",
+        "Activate",
+        MODEL,
+        params=(_id(),),
+        mutating=True,
+        responses={404: "unknown model"},
+    ),
+    Operation(
+        "POST",
+        "/api/models/{id}/deactivate",
+        "Deactivate",
+        MODEL,
+        params=(_id(),),
+        mutating=True,
+        responses={404: "unknown model"},
+    ),
+    Operation(
+        "POST",
+        "/api/models/{id}/reload",
+        "Re-read the model file (hot reload)",
+        MODEL,
+        params=(_id(),),
+        mutating=True,
+        responses={404: "unknown model", 422: "refused"},
+    ),
+    Operation(
+        "PATCH",
+        "/api/models/{id}/rename",
+        "Rename",
+        MODEL,
+        params=(_id(),),
+        body=_obj({"name": {"type": "string", "minLength": 1, "maxLength": 200}}, ("name",)),
+        mutating=True,
+        responses={404: "unknown model"},
+    ),
+    Operation(
+        "POST",
+        "/api/models/{id}/update-metrics",
+        "Copy the training metrics again from the Training Service",
+        MODEL,
+        params=(_id(),),
+        mutating=True,
+        responses={404: "unknown model", 502: "Training Service unreachable"},
+    ),
+    Operation(
+        "GET",
+        "/api/models/{id}/alert-config",
+        "Alert and webhook settings",
+        ALERTS,
+        params=(_id(),),
+        responses={404: "unknown model"},
+    ),
+    Operation(
+        "PATCH",
+        "/api/models/{id}/alert-config",
+        "Change alert and webhook settings (only the fields named)",
+        ALERTS,
+        params=(_id(),),
+        body=ALERT_CONFIG_BODY,
+        mutating=True,
+        responses={404: "unknown model", 422: "invalid field"},
+    ),
+    Operation(
+        "GET",
+        "/api/models/{id}/ignore-settings",
+        "Ignore windows per tag",
+        ALERTS,
+        params=(_id(),),
+        responses={404: "unknown model"},
+    ),
+    Operation(
+        "PATCH",
+        "/api/models/{id}/ignore-settings",
+        "Change ignore windows",
+        ALERTS,
+        params=(_id(),),
+        body=IGNORE_BODY,
+        mutating=True,
+        responses={404: "unknown model", 422: "invalid field"},
+    ),
+    Operation(
+        "GET",
+        "/api/models/{id}/max-log-entries",
+        "Caps of open predictions per coin and tag",
+        ALERTS,
+        params=(_id(),),
+        responses={404: "unknown model"},
+    ),
+    Operation(
+        "PATCH",
+        "/api/models/{id}/max-log-entries",
+        "Change the caps",
+        ALERTS,
+        params=(_id(),),
+        body=CAPS_BODY,
+        mutating=True,
+        responses={404: "unknown model", 422: "invalid field"},
+    ),
+    Operation(
+        "GET",
+        "/api/models/{id}/n8n-status",
+        "Webhook delivery status of this model",
+        HOOKS,
+        params=(_id(),),
+        responses={404: "unknown model"},
+    ),
+    Operation(
+        "GET",
+        "/api/models/{id}/statistics",
+        "Live quality next to training quality",
+        STATS,
+        params=(_id(),),
+        responses={404: "unknown model"},
+    ),
+    Operation(
+        "GET",
+        "/api/models/{id}/coins/{coin_id}/details",
+        "Price history around this model's predictions for a coin",
+        PRED,
+        params=(
+            _id(),
+            Param(
+                "coin_id", "path", {"type": "string", "minLength": 1, "maxLength": 64}, "mint", True
+            ),
+        ),
+        responses={404: "unknown model or coin"},
+    ),
+    Operation(
+        "DELETE",
+        "/api/models/{id}/predictions",
+        "Delete this model's predictions",
+        PRED,
+        params=(_id(),),
+        mutating=True,
+        responses={404: "unknown model"},
+    ),
+    # Predictions
+    Operation(
+        "POST",
+        "/api/predict",
+        "Predict now for one coin (stored and sent)",
+        PRED,
+        body=_obj(
+            {
+                "coin_id": {"type": "string", "minLength": 1, "maxLength": 64},
+                "model_ids": {"type": "array", "items": ID},
+                "timestamp": ISO_TIME,
+            },
+            ("coin_id",),
+        ),
+        mutating=True,
+        responses={404: "unknown coin or model", 422: "invalid field"},
+    ),
+    Operation(
+        "GET",
+        "/api/predictions",
+        "Predictions with filters and a real total",
+        PRED,
+        params=(
+            _q("coin_id", {"type": "string"}),
+            _q("active_model_id", ID),
+            _q("model_id", ID),
+            _q("tag", {"enum": ["negative", "positive", "alert"]}),
+            _q("evaluation_result", {"enum": ["success", "failed", "not_applicable", "pending"]}),
+            _q("probability_min", {"type": "number", "minimum": 0, "maximum": 1}),
+            _q("probability_max", {"type": "number", "minimum": 0, "maximum": 1}),
+            _q("data_from", ISO_TIME),
+            _q("data_to", ISO_TIME),
+            _q("predicted_from", ISO_TIME),
+            _q("predicted_to", ISO_TIME),
+            *PAGE,
+        ),
+        responses={422: "invalid filter"},
+    ),
+    Operation(
+        "GET",
+        "/api/predictions/latest/{coin_id}",
+        "Latest prediction per model",
+        PRED,
+        params=(
+            Param(
+                "coin_id", "path", {"type": "string", "minLength": 1, "maxLength": 64}, "mint", True
+            ),
+        ),
+        responses={404: "no prediction for this coin"},
+    ),
+    # Statistics
+    Operation(
+        "GET",
+        "/api/alerts/statistics",
+        "Alert outcomes, profit and loss",
+        STATS,
+        params=(_q("active_model_id", ID), _q("date_from", ISO_TIME), _q("date_to", ISO_TIME)),
+        responses={422: "invalid filter"},
+    ),
+    # Webhooks
+    Operation("GET", "/api/webhooks/dead", "Webhook jobs that were given up", HOOKS, params=PAGE),
+    Operation(
+        "POST",
+        "/api/webhooks/{job_id}/retry",
+        "Send a dead webhook job again",
+        HOOKS,
+        params=(_id("job_id", "outbox job id"),),
+        mutating=True,
+        responses={404: "unknown job", 409: "job is not dead"},
+    ),
+)
+
+
+def _operation_doc(op: Operation) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        "200" if op.method != "POST" or 201 not in op.responses else "201": {
+            "description": "OK",
+            "content": {
+                op.content_type: {
+                    "schema": {} if op.content_type != JSON else {"type": ["object", "array"]}
+                }
+            },
+        }
+    }
+    error = {"description": "", "content": {JSON: {"schema": ERROR_SCHEMA}}}
+    for status, description in op.responses.items():
+        if status in (200, 201):
+            continue
+        responses[str(status)] = {**error, "description": description}
+    if op.body is not None or any(p.where == "query" for p in op.params):
+        responses.setdefault("400", {**error, "description": "malformed request"})
+        responses.setdefault("422", {**error, "description": "invalid field"})
+    if op.mutating:
+        responses["401"] = {**error, "description": "missing or invalid bearer token"}
+    doc: dict[str, Any] = {
+        "summary": op.summary,
+        "tags": [op.tag],
+        "operationId": f"{op.method.lower()}_{op.path.strip('/').replace('/', '_')}".replace(
+            "{", ""
+        )
+        .replace("}", "")
+        .replace(".", "_")
+        or "root",
+        "responses": responses,
+    }
+    if op.params:
+        doc["parameters"] = [
+            {
+                "name": p.name,
+                "in": p.where,
+                "required": p.required or p.where == "path",
+                "schema": p.schema,
+                **({"description": p.description} if p.description else {}),
+            }
+            for p in op.params
+        ]
+    if op.body is not None:
+        doc["requestBody"] = {"required": op.body_required, "content": {JSON: {"schema": op.body}}}
+    if op.mutating:
+        doc["security"] = [{"bearer": []}]
+    return doc
+
+
+def openapi_document() -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation_doc(op)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "pump-predictor",
+            "version": VERSION,
+            "description": "Real-time ML predictions for pump.fun coins. Errors are "
+            '`{"error": {"code", "message", "details"}}`.',
+        },
+        "servers": [{"url": "/"}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": ERROR_SCHEMA},
+        },
+        "paths": paths,
+    }
+
+
+def documented_routes() -> set[tuple[str, str]]:
+    return {(op.method, op.path) for op in OPERATIONS}
+
+
+def registered_routes(app: web.Application) -> set[tuple[str, str]]:
+    """(method, path) of every route, with `{id:\\d+}` written as `{id}`."""
+    import re
+
+    found: set[tuple[str, str]] = set()
+    for route in app.router.routes():
+        if route.method in {"HEAD", "OPTIONS"}:
+            continue
+        info = route.resource.get_info() if route.resource is not None else {}
+        path = info.get("path") or info.get("formatter") or ""
+        path = re.sub(r"\{(\w+):[^}]*\}", r"{\1}", path)
+        found.add((route.method, path))
+    return found
+
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/api/openapi.json")
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
