@@ -1,0 +1,380 @@
+"""Queries on `webhook_outbox`: the durable queue of webhook deliveries.
+
+Jobs are written in the transaction that stores the predictions they report
+(`enqueue`), so a restart loses nothing. Dispatchers `claim` due jobs with
+`FOR UPDATE SKIP LOCKED` and a lease (`locked_until`): two dispatchers never
+hold the same job, and the jobs of a crashed one come back when its lease ends.
+The lease value a claim wrote is the fence for every later write: a dispatcher
+whose lease expired (and whose job was claimed again) cannot settle it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import asyncpg
+
+JobStatus = Literal["pending", "delivered", "dead"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxJob:
+    """A delivery to add to the outbox (see `actors.webhook_payload.webhook_jobs`)."""
+
+    idempotency_key: str
+    target_url: str
+    coin_id: str
+    data_timestamp: datetime
+    active_model_ids: tuple[int, ...]
+    model_ids: tuple[int, ...]
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A claimed job and the lease value that proves this dispatcher still holds it."""
+
+    job_id: int
+    locked_until: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    id: int
+    idempotency_key: str
+    target_url: str
+    coin_id: str
+    data_timestamp: datetime
+    active_model_ids: tuple[int, ...]
+    model_ids: tuple[int, ...]
+    payload: dict[str, Any]
+    attempts: int  # finished attempts before this one
+    created_at: datetime
+    locked_until: datetime
+
+    @property
+    def lease(self) -> Lease:
+        return Lease(self.id, self.locked_until)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """A job as the API shows it (dead list, status pages)."""
+
+    id: int
+    idempotency_key: str
+    target_url: str
+    coin_id: str
+    data_timestamp: datetime
+    active_model_ids: tuple[int, ...]
+    model_ids: tuple[int, ...]
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    last_status_code: int | None
+    created_at: datetime
+    delivered_at: datetime | None
+    last_attempt_at: datetime | None
+
+
+# Array columns go through text literals ('{1,2}') because unnest() flattens a
+# bigint[][] instead of yielding one array per row.
+_ENQUEUE_SQL = """
+INSERT INTO webhook_outbox (idempotency_key, target_url, coin_id, data_timestamp,
+                            active_model_ids, model_ids, payload)
+SELECT k, u, c, t, a::bigint[], m::bigint[], p::jsonb
+FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[],
+            $7::text[]) AS j(k, u, c, t, a, m, p)
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING id
+"""
+
+
+def _int_array_literal(values: Sequence[int]) -> str:
+    return "{" + ",".join(str(int(v)) for v in values) + "}"
+
+
+async def enqueue(conn: asyncpg.Connection, jobs: Sequence[OutboxJob]) -> int:
+    """Add jobs in the caller's transaction; returns how many were new.
+
+    A job whose idempotency key exists is skipped, so re-processing a tick never
+    makes a second delivery.
+    """
+    if not jobs:
+        return 0
+    rows = await conn.fetch(
+        _ENQUEUE_SQL,
+        [j.idempotency_key for j in jobs],
+        [j.target_url for j in jobs],
+        [j.coin_id for j in jobs],
+        [j.data_timestamp for j in jobs],
+        [_int_array_literal(j.active_model_ids) for j in jobs],
+        [_int_array_literal(j.model_ids) for j in jobs],
+        [json.dumps(j.payload, separators=(",", ":"), allow_nan=False) for j in jobs],
+    )
+    return len(rows)
+
+
+_CLAIM_SQL = """
+WITH due AS (
+    SELECT id FROM webhook_outbox
+    WHERE status = 'pending'
+      AND next_attempt_at <= now()
+      AND (locked_until IS NULL OR locked_until <= now())
+      AND NOT (target_url = ANY($2::text[]))
+    ORDER BY next_attempt_at, id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE webhook_outbox AS o
+SET locked_until = clock_timestamp() + make_interval(secs => $3)
+FROM due
+WHERE o.id = due.id
+RETURNING o.id, o.idempotency_key, o.target_url, o.coin_id, o.data_timestamp,
+          o.active_model_ids, o.model_ids, o.payload, o.attempts, o.created_at, o.locked_until
+"""
+
+
+async def claim(
+    conn: asyncpg.Connection,
+    *,
+    limit: int,
+    lease_seconds: float,
+    exclude_urls: Sequence[str] = (),
+) -> list[ClaimedJob]:
+    """Lease up to `limit` due jobs (oldest due first), skipping `exclude_urls`."""
+    if limit <= 0:
+        return []
+    rows = await conn.fetch(_CLAIM_SQL, limit, list(exclude_urls), float(lease_seconds))
+    jobs = [
+        ClaimedJob(
+            id=r["id"],
+            idempotency_key=r["idempotency_key"],
+            target_url=r["target_url"],
+            coin_id=r["coin_id"],
+            data_timestamp=r["data_timestamp"],
+            active_model_ids=tuple(r["active_model_ids"]),
+            model_ids=tuple(r["model_ids"]),
+            payload=r["payload"],
+            attempts=r["attempts"],
+            created_at=r["created_at"],
+            locked_until=r["locked_until"],
+        )
+        for r in rows
+    ]
+    jobs.sort(key=lambda j: j.id)
+    return jobs
+
+
+_NEXT_DUE_SQL = """
+SELECT extract(epoch FROM (greatest(next_attempt_at, now()) - now()))::float8
+FROM webhook_outbox
+WHERE status = 'pending' AND (locked_until IS NULL OR locked_until <= now())
+ORDER BY next_attempt_at
+LIMIT 1
+"""
+
+
+async def seconds_until_next_due(conn: asyncpg.Connection) -> float | None:
+    """Seconds until the earliest unleased pending job is due (0 if one is due now)."""
+    value = await conn.fetchval(_NEXT_DUE_SQL)
+    return None if value is None else float(value)
+
+
+# One UPDATE per settlement kind, over all leases of a delivery at once; the
+# (id, locked_until) pair is the fence.
+_SETTLE_SQL = """
+UPDATE webhook_outbox AS o
+SET status = $3,
+    attempts = o.attempts + 1,
+    locked_until = NULL,
+    next_attempt_at = CASE WHEN $3 = 'pending' THEN now() + make_interval(secs => $4)
+                           ELSE o.next_attempt_at END,
+    delivered_at = CASE WHEN $3 = 'delivered' THEN now() ELSE o.delivered_at END,
+    last_error = $5,
+    last_status_code = $6
+FROM unnest($1::bigint[], $2::timestamptz[]) AS l(id, locked_until)
+WHERE o.id = l.id AND o.locked_until = l.locked_until AND o.status = 'pending'
+RETURNING o.id
+"""
+
+
+async def _settle(
+    conn: asyncpg.Connection,
+    leases: Sequence[Lease],
+    status: JobStatus,
+    delay_seconds: float,
+    error: str | None,
+    status_code: int | None,
+) -> list[int]:
+    if not leases:
+        return []
+    rows = await conn.fetch(
+        _SETTLE_SQL,
+        [lease.job_id for lease in leases],
+        [lease.locked_until for lease in leases],
+        status,
+        float(delay_seconds),
+        error,
+        status_code,
+    )
+    return sorted(r["id"] for r in rows)
+
+
+async def mark_delivered(
+    conn: asyncpg.Connection, leases: Sequence[Lease], *, status_code: int | None
+) -> list[int]:
+    """The receiver accepted the jobs; returns the ids this lease still held."""
+    return await _settle(conn, leases, "delivered", 0.0, None, status_code)
+
+
+async def retry_at(
+    conn: asyncpg.Connection,
+    leases: Sequence[Lease],
+    *,
+    delay_seconds: float,
+    error: str,
+    status_code: int | None,
+) -> list[int]:
+    """Count the attempt and make the jobs due again after `delay_seconds`."""
+    return await _settle(conn, leases, "pending", delay_seconds, error, status_code)
+
+
+async def mark_dead(
+    conn: asyncpg.Connection, leases: Sequence[Lease], *, error: str, status_code: int | None
+) -> list[int]:
+    """Give the jobs up: they stay visible in the dead list until retried by hand."""
+    return await _settle(conn, leases, "dead", 0.0, error, status_code)
+
+
+async def release(conn: asyncpg.Connection, leases: Sequence[Lease]) -> list[int]:
+    """Hand claimed jobs back without an attempt (the dispatcher had no room for them)."""
+    if not leases:
+        return []
+    rows = await conn.fetch(
+        """
+        UPDATE webhook_outbox AS o SET locked_until = NULL
+        FROM unnest($1::bigint[], $2::timestamptz[]) AS l(id, locked_until)
+        WHERE o.id = l.id AND o.locked_until = l.locked_until AND o.status = 'pending'
+        RETURNING o.id
+        """,
+        [lease.job_id for lease in leases],
+        [lease.locked_until for lease in leases],
+    )
+    return sorted(r["id"] for r in rows)
+
+
+async def outbox_depth(conn: asyncpg.Connection) -> int:
+    """Pending jobs (due or waiting for a retry)."""
+    value = await conn.fetchval("SELECT count(*) FROM webhook_outbox WHERE status = 'pending'")
+    return int(value)
+
+
+_ROW_COLUMNS = """
+o.id, o.idempotency_key, o.target_url, o.coin_id, o.data_timestamp, o.active_model_ids,
+o.model_ids, o.status, o.attempts, o.next_attempt_at, o.last_error, o.last_status_code,
+o.created_at, o.delivered_at,
+(SELECT max(a.attempted_at) FROM webhook_attempts a WHERE a.outbox_id = o.id) AS last_attempt_at
+"""
+
+
+def _outbox_row(r: asyncpg.Record) -> OutboxRow:
+    return OutboxRow(
+        id=r["id"],
+        idempotency_key=r["idempotency_key"],
+        target_url=r["target_url"],
+        coin_id=r["coin_id"],
+        data_timestamp=r["data_timestamp"],
+        active_model_ids=tuple(r["active_model_ids"]),
+        model_ids=tuple(r["model_ids"]),
+        status=r["status"],
+        attempts=r["attempts"],
+        next_attempt_at=r["next_attempt_at"],
+        last_error=r["last_error"],
+        last_status_code=r["last_status_code"],
+        created_at=r["created_at"],
+        delivered_at=r["delivered_at"],
+        last_attempt_at=r["last_attempt_at"],
+    )
+
+
+async def get_job(conn: asyncpg.Connection, job_id: int) -> OutboxRow | None:
+    row = await conn.fetchrow(
+        f"SELECT {_ROW_COLUMNS} FROM webhook_outbox o WHERE o.id = $1", job_id
+    )
+    return None if row is None else _outbox_row(row)
+
+
+async def list_dead(
+    conn: asyncpg.Connection,
+    *,
+    limit: int,
+    offset: int,
+    active_model_id: int | None = None,
+) -> tuple[int, list[OutboxRow]]:
+    """(total, one page) of dead jobs, newest first; optionally only one model's."""
+    model_filter = [] if active_model_id is None else [active_model_id]
+    total = await conn.fetchval(
+        "SELECT count(*) FROM webhook_outbox WHERE status = 'dead'"
+        " AND active_model_ids @> $1::bigint[]",
+        model_filter,
+    )
+    rows = await conn.fetch(
+        f"SELECT {_ROW_COLUMNS} FROM webhook_outbox o"
+        " WHERE o.status = 'dead' AND o.active_model_ids @> $1::bigint[]"
+        " ORDER BY o.id DESC LIMIT $2 OFFSET $3",
+        model_filter,
+        limit,
+        offset,
+    )
+    return int(total), [_outbox_row(r) for r in rows]
+
+
+async def requeue_dead(
+    conn: asyncpg.Connection, job_id: int
+) -> Literal["requeued", "not_found", "not_dead"]:
+    """Make a dead job due now with a fresh retry budget (attempts and age reset).
+
+    Its earlier attempts stay in `webhook_attempts`; `created_at` restarts
+    because the maximum age is measured from it.
+    """
+    requeued = await conn.fetchval(
+        """
+        UPDATE webhook_outbox
+        SET status = 'pending', attempts = 0, created_at = now(), next_attempt_at = now(),
+            locked_until = NULL
+        WHERE id = $1 AND status = 'dead'
+        RETURNING id
+        """,
+        job_id,
+    )
+    if requeued is not None:
+        return "requeued"
+    exists = await conn.fetchval("SELECT true FROM webhook_outbox WHERE id = $1", job_id)
+    return "not_dead" if exists else "not_found"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelOutboxCounts:
+    pending: int
+    delivered: int
+    dead: int
+
+
+async def model_outbox_counts(conn: asyncpg.Connection, active_model_id: int) -> ModelOutboxCounts:
+    """Jobs that carry this model's predictions, by status."""
+    row = await conn.fetchrow(
+        """
+        SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+               count(*) FILTER (WHERE status = 'delivered') AS delivered,
+               count(*) FILTER (WHERE status = 'dead') AS dead
+        FROM webhook_outbox WHERE active_model_ids @> ARRAY[$1::bigint]
+        """,
+        active_model_id,
+    )
+    return ModelOutboxCounts(row["pending"], row["delivered"], row["dead"])

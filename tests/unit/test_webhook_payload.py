@@ -1,0 +1,253 @@
+"""Tags, send modes, the n8n payload and outbox jobs (CONTRACTS.md sections 3-4)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from actors.webhook_payload import (
+    ReportedPrediction,
+    WebhookModel,
+    build_payload,
+    matches_send_modes,
+    tag_for,
+    webhook_jobs,
+)
+
+T0 = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+
+
+def _model(**changes: object) -> WebhookModel:
+    base = WebhookModel(
+        active_model_id=7,
+        model_id=41,
+        name="Pump hunter",
+        model_type="xgboost",
+        target_variable="price_close",
+        target_operator=None,
+        target_value=None,
+        future_minutes=5,
+        price_change_percent=10.0,
+        target_direction="up",
+        features=("price_close", "volume_sol"),
+        phases=(1, 2),
+        alert_threshold=0.7,
+        n8n_webhook_url=None,
+        n8n_enabled=True,
+        n8n_send_modes=("all",),
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def _prediction(p: float, coin: str = "CoinA", at: datetime = T0) -> ReportedPrediction:
+    return ReportedPrediction(coin, at, int(p >= 0.5), p, tag_for(p, 0.7), 0.7)
+
+
+@pytest.mark.parametrize(
+    ("p", "threshold", "tag"),
+    [
+        (0.0, 0.7, "negative"),
+        (0.4999, 0.7, "negative"),
+        (0.5, 0.7, "positive"),
+        (0.6999, 0.7, "positive"),
+        (0.7, 0.7, "alert"),
+        (1.0, 0.7, "alert"),
+        (0.5, 0.5, "alert"),
+        (0.99, 1.0, "positive"),
+        (1.0, 1.0, "alert"),
+    ],
+)
+def test_tag_boundaries_follow_the_contract(p: float, threshold: float, tag: str) -> None:
+    assert tag_for(p, threshold) == tag
+
+
+@given(st.floats(0, 1), st.floats(0.5, 1))
+def test_tag_is_alert_exactly_at_or_above_threshold(p: float, threshold: float) -> None:
+    tag = tag_for(p, threshold)
+    assert (tag == "alert") == (p >= threshold)
+    assert (tag == "negative") == (p < 0.5 and p < threshold)
+
+
+@pytest.mark.parametrize(
+    ("modes", "expected"),
+    [
+        (["all"], {"negative", "positive", "alert"}),
+        (["alerts_only"], {"alert"}),
+        # Literal reading of the tag: positive_only does not include alerts.
+        (["positive_only"], {"positive"}),
+        (["negative_only"], {"negative"}),
+        (["positive_only", "alerts_only"], {"positive", "alert"}),
+        (["negative_only", "alerts_only"], {"negative", "alert"}),
+        (["all", "alerts_only"], {"negative", "positive", "alert"}),
+        (["bogus"], set()),
+        ([], set()),
+    ],
+)
+def test_send_modes_combine_with_or(modes: list[str], expected: set[str]) -> None:
+    selected = {tag for tag in ("negative", "positive", "alert") if matches_send_modes(modes, tag)}
+    assert selected == expected
+
+
+def test_payload_matches_the_contract_field_by_field() -> None:
+    model = _model()
+    alert = ReportedPrediction("CoinA", T0, 1, 0.91, "alert", 0.7)
+    other = _model(active_model_id=8, model_id=42, name="Second", phases=None)
+    positive = ReportedPrediction("CoinA", T0, 1, 0.55, "positive", 0.6)
+    payload = build_payload("CoinA", T0, [(model, alert), (other, positive)], "9.9.9")
+    assert payload == {
+        "coin_id": "CoinA",
+        "timestamp": "2026-01-02T03:04:05.678000+00:00",
+        "predictions": [
+            {
+                "prediction": 1,
+                "probability": 0.91,
+                "is_alert": True,
+                "alert_threshold": 0.7,
+                "tag": "alert",
+                "model": {
+                    "id": 41,
+                    "active_model_id": 7,
+                    "name": "Pump hunter",
+                    "model_type": "xgboost",
+                    "target_variable": "price_close",
+                    "target_operator": None,
+                    "target_value": None,
+                    "future_minutes": 5,
+                    "price_change_percent": 10.0,
+                    "target_direction": "up",
+                    "features": ["price_close", "volume_sol"],
+                    "phases": [1, 2],
+                },
+            },
+            {
+                "prediction": 1,
+                "probability": 0.55,
+                "is_alert": False,
+                "alert_threshold": 0.6,
+                "tag": "positive",
+                "model": {
+                    "id": 42,
+                    "active_model_id": 8,
+                    "name": "Second",
+                    "model_type": "xgboost",
+                    "target_variable": "price_close",
+                    "target_operator": None,
+                    "target_value": None,
+                    "future_minutes": 5,
+                    "price_change_percent": 10.0,
+                    "target_direction": "up",
+                    "features": ["price_close", "volume_sol"],
+                    "phases": None,
+                },
+            },
+        ],
+        "metadata": {
+            "total_predictions": 2,
+            "alerts_count": 1,
+            "service": "pump-predictor",
+            "version": "9.9.9",
+        },
+    }
+    json.dumps(payload, allow_nan=False)  # plain JSON, nothing exotic
+
+
+def test_payload_timestamp_is_utc_iso_whatever_the_input_zone() -> None:
+    berlin = T0.astimezone(timezone(timedelta(hours=1)))
+    payload = build_payload("CoinA", berlin, [(_model(), _prediction(0.2, at=berlin))], "1")
+    assert payload["timestamp"] == "2026-01-02T03:04:05.678000+00:00"
+
+
+def test_classic_model_reports_its_target_definition() -> None:
+    model = _model(
+        target_variable="market_cap_close",
+        target_operator=">=",
+        target_value=0.0,
+        future_minutes=None,
+        price_change_percent=None,
+        target_direction=None,
+    )
+    item = build_payload("C", T0, [(model, _prediction(0.3))], "1")["predictions"][0]
+    # A target value of 0 stays 0 (the old service turned it into null).
+    assert item["model"]["target_value"] == 0.0
+    assert item["model"]["target_operator"] == ">="
+    assert item["prediction"] == 0 and item["is_alert"] is False and item["tag"] == "negative"
+
+
+def test_jobs_use_the_model_url_else_the_global_one() -> None:
+    preds = [_prediction(0.9)]
+    own = webhook_jobs(_model(n8n_webhook_url="http://own/hook"), preds, default_url="http://g/h")
+    fallback = webhook_jobs(_model(), preds, default_url="http://g/h")
+    assert [j.target_url for j in own] == ["http://own/hook"]
+    assert [j.target_url for j in fallback] == ["http://g/h"]
+    assert own[0].idempotency_key != fallback[0].idempotency_key
+
+
+def test_no_jobs_when_disabled_without_url_or_excluded_by_send_mode() -> None:
+    preds = [_prediction(0.9), _prediction(0.2, coin="CoinB")]
+    assert webhook_jobs(_model(n8n_enabled=False), preds, default_url="http://g/h") == []
+    assert webhook_jobs(_model(), preds, default_url="") == []
+    assert webhook_jobs(_model(), preds, default_url=None) == []
+    only_positive = _model(n8n_send_modes=("positive_only",))
+    assert webhook_jobs(only_positive, preds, default_url="http://g/h") == []
+
+
+def test_one_job_per_coin_with_only_the_selected_predictions() -> None:
+    preds = [_prediction(0.9, "CoinA"), _prediction(0.2, "CoinB"), _prediction(0.6, "CoinC")]
+    model = _model(n8n_send_modes=("alerts_only", "negative_only"))
+    jobs = webhook_jobs(model, preds, default_url="http://g/h", version="1")
+    assert sorted(j.coin_id for j in jobs) == ["CoinA", "CoinB"]
+    for job in jobs:
+        assert job.active_model_ids == (7,) and job.model_ids == (41,)
+        assert job.data_timestamp == T0
+        assert job.payload["coin_id"] == job.coin_id
+        assert [p["tag"] for p in job.payload["predictions"]] == (
+            ["alert"] if job.coin_id == "CoinA" else ["negative"]
+        )
+        assert job.payload["metadata"]["total_predictions"] == 1
+
+
+def test_idempotency_key_is_stable_and_distinct_per_model_coin_tick_and_url() -> None:
+    preds = [_prediction(0.9)]
+    first = webhook_jobs(_model(), preds, default_url="http://g/h")[0].idempotency_key
+    again = webhook_jobs(_model(), preds, default_url="http://g/h")[0].idempotency_key
+    assert first == again
+    variants = [
+        webhook_jobs(_model(active_model_id=8), preds, default_url="http://g/h")[0],
+        webhook_jobs(_model(), [_prediction(0.9, "CoinB")], default_url="http://g/h")[0],
+        webhook_jobs(
+            _model(), [_prediction(0.9, at=T0 + timedelta(seconds=1))], default_url="http://g/h"
+        )[0],
+        webhook_jobs(_model(), preds, default_url="http://g/other")[0],
+    ]
+    keys = {job.idempotency_key for job in variants}
+    assert len(keys) == 4 and first not in keys
+
+
+def test_model_from_active_models_row_uses_the_custom_name() -> None:
+    row = {
+        "id": 3,
+        "model_id": 12,
+        "name": "rf-2026",
+        "custom_name": "My RF",
+        "model_type": "random_forest",
+        "target_variable": "price_close",
+        "target_operator": None,
+        "target_value": None,
+        "future_minutes": 10,
+        "price_change_percent": 5.0,
+        "target_direction": "down",
+        "features": ["price_close"],
+        "phases": [2],
+        "alert_threshold": 0.8,
+        "n8n_webhook_url": None,
+        "n8n_enabled": True,
+        "n8n_send_modes": ["alerts_only"],
+    }
+    model = WebhookModel.from_row(row)
+    assert model.name == "My RF" and model.phases == (2,) and model.features == ("price_close",)
+    assert WebhookModel.from_row({**row, "custom_name": None}).name == "rf-2026"

@@ -1,0 +1,199 @@
+"""A real webhook receiver for tests (aiohttp on 127.0.0.1) and helpers to make jobs.
+
+The receiver records every request and answers from a script per path: a
+sequence of `Answer`s (status, delay, Retry-After, or "hold until released"),
+then the default answer. It can be stopped and started again on the same port
+to play a receiver that is down.
+
+The job helpers go through the real entry point the predictors use:
+`webhook_jobs(...)` + `outbox.enqueue(...)` in the transaction that inserts the
+predictions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections import defaultdict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from actors.webhook_payload import ReportedPrediction, WebhookModel, tag_for, webhook_jobs
+from storage import outbox
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int = 200
+    delay: float = 0.0
+    retry_after: str | None = None
+    hold: bool = False  # wait until `WebhookReceiver.release()`
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: Any
+    at: float  # time.monotonic()
+    status: int  # what the receiver answered (0 while held)
+
+
+@dataclass
+class WebhookReceiver:
+    host: str = "127.0.0.1"
+    port: int = 0
+    default: Answer = field(default_factory=Answer)
+    requests: list[Received] = field(default_factory=list)
+    _scripts: dict[str, deque[Answer]] = field(default_factory=lambda: defaultdict(deque))
+    _release: asyncio.Event = field(default_factory=asyncio.Event)
+    _runner: web.AppRunner | None = None
+    in_flight: int = 0
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+    def script(self, path: str, answers: Sequence[Answer]) -> None:
+        """Answer the next requests to `path` with `answers`, then with the default."""
+        self._scripts[path].extend(answers)
+
+    def release(self) -> None:
+        """Let held requests (and future ones) answer."""
+        self._release.set()
+
+    def received(self, path: str | None = None) -> list[Received]:
+        return [r for r in self.requests if path is None or r.path == path]
+
+    def bodies(self, path: str | None = None) -> list[Any]:
+        return [r.body for r in self.received(path)]
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            body: Any = json.loads(raw)
+        except ValueError:
+            body = raw.decode(errors="replace")
+        script = self._scripts[request.path]
+        answer = script.popleft() if script else self.default
+        self.in_flight += 1
+        try:
+            if answer.hold:
+                await self._release.wait()
+            if answer.delay:
+                await asyncio.sleep(answer.delay)
+        finally:
+            self.in_flight -= 1
+        self.requests.append(
+            Received(request.path, dict(request.headers), body, time.monotonic(), answer.status)
+        )
+        headers = {"Retry-After": answer.retry_after} if answer.retry_after else {}
+        return web.json_response({"ok": answer.status < 300}, status=answer.status, headers=headers)
+
+    async def start(self) -> WebhookReceiver:
+        """Listen (again) on the same port; the first start picks a free one."""
+        if self.port == 0:
+            with socket.socket() as sock:
+                sock.bind((self.host, 0))
+                self.port = int(sock.getsockname()[1])
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port, reuse_address=True).start()
+        return self
+
+    async def stop(self) -> None:
+        """Go down: connections are refused until `start()`."""
+        if self._runner is not None:
+            self._release.set()
+            await self._runner.cleanup()
+            self._runner = None
+            self._release = asyncio.Event()
+
+
+# ---- making jobs the way the predictors do ----------------------------------------
+
+
+async def insert_active_model(conn: asyncpg.Connection, model_id: int, **columns: Any) -> int:
+    """An active_models row with sensible defaults; returns its id."""
+    values: dict[str, Any] = {
+        "model_id": model_id,
+        "name": f"model-{model_id}",
+        "model_type": "xgboost",
+        "target_kind": "time_based",
+        "target_variable": "price_close",
+        "future_minutes": 5,
+        "price_change_percent": 10.0,
+        "target_direction": "up",
+        "features": ["price_close", "volume_sol"],
+        "phases": [1, 2],
+        "file_path": f"/models/{model_id}.pkl",
+        "file_sha256": "0" * 64,
+    }
+    values.update(columns)
+    names = list(values)
+    # Column names come from this test module's callers, never from input.
+    sql = (
+        f"INSERT INTO active_models ({', '.join(names)}) "
+        f"VALUES ({', '.join(f'${i + 1}' for i in range(len(names)))}) RETURNING id"
+    )
+    return int(await conn.fetchval(sql, *values.values()))
+
+
+async def load_webhook_model(conn: asyncpg.Connection, active_model_id: int) -> WebhookModel:
+    row = await conn.fetchrow("SELECT * FROM active_models WHERE id = $1", active_model_id)
+    assert row is not None
+    return WebhookModel.from_row(row)
+
+
+async def store_predictions(
+    conn: asyncpg.Connection,
+    active_model_id: int,
+    ticks: Sequence[tuple[str, datetime, float]],
+    *,
+    default_url: str | None,
+) -> int:
+    """Insert predictions for (coin, data_timestamp, probability) and enqueue their jobs
+    in one transaction, as a predictor does; returns the number of new jobs."""
+    async with conn.transaction():
+        model = await load_webhook_model(conn, active_model_id)
+        reported = [
+            ReportedPrediction(
+                coin,
+                at,
+                int(p >= 0.5),
+                p,
+                tag_for(p, model.alert_threshold),
+                model.alert_threshold,
+            )
+            for coin, at, p in ticks
+        ]
+        await conn.executemany(
+            """
+            INSERT INTO predictions (active_model_id, model_id, coin_id, data_timestamp,
+                prediction, probability, alert_threshold, tag, target_kind, evaluation_due_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'time_based', $4)
+            ON CONFLICT (active_model_id, coin_id, data_timestamp) DO NOTHING
+            """,
+            [
+                (
+                    model.active_model_id,
+                    model.model_id,
+                    r.coin_id,
+                    r.data_timestamp,
+                    r.prediction,
+                    r.probability,
+                    r.alert_threshold,
+                    r.tag,
+                )
+                for r in reported
+            ],
+        )
+        return await outbox.enqueue(conn, webhook_jobs(model, reported, default_url=default_url))
