@@ -10,8 +10,9 @@ import structlog
 from anyio.abc import TaskStatus
 
 from actors.state import ServiceState
-from actors.supervisor import STAGE_WEB, ActorSpec, Supervisor
+from actors.supervisor import STAGE_OUTPUT, STAGE_WEB, ActorSpec, Supervisor
 from actors.web_server import WebServer
+from actors.webhooks import WebhookDispatcher, poker
 from storage.config import Settings
 from storage.database import Database, migrate, open_database, open_pool
 from web.app import create_app
@@ -73,6 +74,15 @@ class Service:
         context = self.app_context
         settings = self.settings
         specs: list[ActorSpec] = []
+        pool = self.pool
+        assert pool is not None
+        # Predictors poke the running dispatcher (whichever instance) after committing.
+        context.services["webhooks_poke"] = poker(self.supervisor)
+        specs.append(
+            ActorSpec(
+                "webhooks", lambda: WebhookDispatcher.from_settings(settings, pool), STAGE_OUTPUT
+            )
+        )
         specs.append(
             ActorSpec(
                 "web",

@@ -175,14 +175,17 @@ _NEXT_DUE_SQL = """
 SELECT extract(epoch FROM (greatest(next_attempt_at, now()) - now()))::float8
 FROM webhook_outbox
 WHERE status = 'pending' AND (locked_until IS NULL OR locked_until <= now())
+  AND NOT (target_url = ANY($1::text[]))
 ORDER BY next_attempt_at
 LIMIT 1
 """
 
 
-async def seconds_until_next_due(conn: asyncpg.Connection) -> float | None:
+async def seconds_until_next_due(
+    conn: asyncpg.Connection, *, exclude_urls: Sequence[str] = ()
+) -> float | None:
     """Seconds until the earliest unleased pending job is due (0 if one is due now)."""
-    value = await conn.fetchval(_NEXT_DUE_SQL)
+    value = await conn.fetchval(_NEXT_DUE_SQL, list(exclude_urls))
     return None if value is None else float(value)
 
 

@@ -18,6 +18,7 @@ from actors.webhook_payload import (
     tag_for,
     webhook_jobs,
 )
+from actors.webhooks import DeliveryResult, WebhookDispatcher, parse_retry_after
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 
@@ -251,3 +252,80 @@ def test_model_from_active_models_row_uses_the_custom_name() -> None:
     model = WebhookModel.from_row(row)
     assert model.name == "My RF" and model.phases == (2,) and model.features == ("price_close",)
     assert WebhookModel.from_row({**row, "custom_name": None}).name == "rf-2026"
+
+
+# ---- dispatcher rules (pure parts of actors/webhooks.py) ---------------------------
+
+
+def _result(
+    status: int | None, reason: str | None, retry_after: float | None = None
+) -> DeliveryResult:
+    return DeliveryResult(status, reason, None, retry_after, 0.01)
+
+
+def _rules(**changes: object) -> WebhookDispatcher:
+    options: dict[str, object] = {
+        "timeout": 1.0,
+        "concurrency": 2,
+        "per_host_limit": 1,
+        "max_age_seconds": 3600,
+        "max_attempts": 5,
+        "backoff_base": 1.0,
+        "backoff_max": 60.0,
+    }
+    options.update(changes)
+    return WebhookDispatcher(None, **options)  # type: ignore[arg-type]  # rules need no pool
+
+
+def test_retry_after_accepts_seconds_and_http_dates() -> None:
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(" 0 ") == 0.0
+    assert parse_retry_after("Thu, 01 Jan 2026 12:00:30 GMT", now=now) == 30.0
+    assert parse_retry_after("Thu, 01 Jan 2026 11:00:00 GMT", now=now) == 0.0  # past: now
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("-5") is None
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "outcome"),
+    [
+        (200, None, "delivered"),
+        (204, None, "delivered"),
+        (500, "http_5xx", "retry"),
+        (503, "http_5xx", "retry"),
+        (429, "http_429", "retry"),
+        (None, "timeout", "retry"),
+        (None, "connection", "retry"),
+        (400, "http_4xx", "failed"),
+        (404, "http_4xx", "failed"),
+        (410, "http_4xx", "failed"),
+        (301, "http_3xx", "failed"),
+        (None, "invalid_url", "failed"),
+    ],
+)
+def test_which_answers_are_retried(status: int | None, reason: str | None, outcome: str) -> None:
+    decision, _ = _rules().decide(_result(status, reason), attempt=1, created_at=datetime.now(UTC))
+    assert decision == outcome
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
+    rules = _rules(backoff_base=1.0, backoff_max=10.0)
+    for attempt, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 10.0), (9, 10.0)]:
+        delays = [rules.backoff(attempt) for _ in range(200)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 1  # jittered, so retries of many jobs spread out
+
+
+def test_retry_after_wins_over_backoff_and_limits_make_a_job_dead() -> None:
+    rules = _rules(max_attempts=3, max_age_seconds=100)
+    now = datetime.now(UTC)
+    assert rules.decide(_result(429, "http_429", 42.0), attempt=1, created_at=now) == (
+        "retry",
+        42.0,
+    )
+    assert rules.decide(_result(500, "http_5xx"), attempt=3, created_at=now)[0] == "dead"
+    old = now - timedelta(seconds=99)
+    assert rules.decide(_result(500, "http_5xx", 5.0), attempt=1, created_at=old)[0] == "dead"
+    assert rules.decide(_result(429, "http_429", 500.0), attempt=1, created_at=now)[0] == "dead"

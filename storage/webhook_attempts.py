@@ -1,0 +1,146 @@
+"""Queries on `webhook_attempts`: every delivery attempt, with the model ids it carried.
+
+The service being replaced logged attempts without a model id, so nobody could
+say whose alert was lost; here each attempt names its models and the per-model
+n8n status is read from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+import asyncpg
+
+Outcome = Literal["delivered", "retry", "failed", "dead"]
+OUTCOMES: tuple[Outcome, ...] = ("delivered", "retry", "failed", "dead")
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One attempt to write (one per job, also when jobs shared one POST)."""
+
+    outbox_id: int
+    attempt: int  # 1 for the first attempt of the job
+    target_url: str
+    active_model_ids: tuple[int, ...]
+    model_ids: tuple[int, ...]
+    status_code: int | None
+    latency_ms: float | None
+    error: str | None
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    id: int
+    outbox_id: int
+    attempt: int
+    attempted_at: datetime
+    target_url: str
+    active_model_ids: tuple[int, ...]
+    model_ids: tuple[int, ...]
+    status_code: int | None
+    latency_ms: float | None
+    error: str | None
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelWebhookStatus:
+    """What n8n-status shows for one model, from its own attempts."""
+
+    last_attempt: AttemptRow | None
+    last_success: AttemptRow | None
+    last_error: AttemptRow | None
+    counts: dict[str, int]  # by outcome, every outcome present
+
+
+_INSERT_SQL = """
+INSERT INTO webhook_attempts (outbox_id, attempt, target_url, active_model_ids, model_ids,
+                              status_code, latency_ms, error, outcome)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+"""
+
+
+async def record_attempts(conn: asyncpg.Connection, records: Sequence[AttemptRecord]) -> None:
+    if not records:
+        return
+    await conn.executemany(
+        _INSERT_SQL,
+        [
+            (
+                r.outbox_id,
+                r.attempt,
+                r.target_url,
+                list(r.active_model_ids),
+                list(r.model_ids),
+                r.status_code,
+                r.latency_ms,
+                r.error,
+                r.outcome,
+            )
+            for r in records
+        ],
+    )
+
+
+_COLUMNS = """id, outbox_id, attempt, attempted_at, target_url, active_model_ids, model_ids,
+status_code, latency_ms, error, outcome"""
+
+
+def _row(r: asyncpg.Record | None) -> AttemptRow | None:
+    if r is None:
+        return None
+    return AttemptRow(
+        id=r["id"],
+        outbox_id=r["outbox_id"],
+        attempt=r["attempt"],
+        attempted_at=r["attempted_at"],
+        target_url=r["target_url"],
+        active_model_ids=tuple(r["active_model_ids"]),
+        model_ids=tuple(r["model_ids"]),
+        status_code=r["status_code"],
+        latency_ms=r["latency_ms"],
+        error=r["error"],
+        outcome=r["outcome"],
+    )
+
+
+async def attempts_for_job(conn: asyncpg.Connection, outbox_id: int) -> list[AttemptRow]:
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM webhook_attempts WHERE outbox_id = $1 ORDER BY id", outbox_id
+    )
+    return [r for r in (_row(row) for row in rows) if r is not None]
+
+
+async def model_status(conn: asyncpg.Connection, active_model_id: int) -> ModelWebhookStatus:
+    """Last attempt, last success, last error and counts of the attempts that carried
+    this model's predictions."""
+    ids = [active_model_id]
+    # `@>` (not `= ANY`) so the GIN index on active_model_ids is used.
+    last = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM webhook_attempts WHERE active_model_ids @> $1::bigint[]"
+        " ORDER BY id DESC LIMIT 1",
+        ids,
+    )
+    success = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM webhook_attempts WHERE active_model_ids @> $1::bigint[]"
+        " AND outcome = 'delivered' ORDER BY id DESC LIMIT 1",
+        ids,
+    )
+    error = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM webhook_attempts WHERE active_model_ids @> $1::bigint[]"
+        " AND outcome <> 'delivered' ORDER BY id DESC LIMIT 1",
+        ids,
+    )
+    counts_rows = await conn.fetch(
+        "SELECT outcome, count(*) AS n FROM webhook_attempts"
+        " WHERE active_model_ids @> $1::bigint[] GROUP BY outcome",
+        ids,
+    )
+    counts: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
+    counts.update({r["outcome"]: int(r["n"]) for r in counts_rows})
+    return ModelWebhookStatus(_row(last), _row(success), _row(error), counts)
