@@ -1,0 +1,184 @@
+"""Properties of the engine that hold for any data, windows and number of coins."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import polars as pl
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from features import compute, engineered_names, prefix_state
+from scripts.pandas_features import compute_pandas
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+NUMERIC = [
+    "price_open",
+    "price_high",
+    "price_low",
+    "price_close",
+    "market_cap_close",
+    "volume_sol",
+    "buy_volume_sol",
+    "sell_volume_sol",
+    "net_volume_sol",
+    "whale_buy_volume_sol",
+    "whale_sell_volume_sol",
+    "dev_sold_amount",
+    "volatility_pct",
+    "buy_pressure_ratio",
+    "unique_signer_ratio",
+]
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _coin(rng: np.random.Generator, mint: str, rows: int, nulls: bool) -> pl.DataFrame:
+    gaps = rng.integers(1, 120, size=rows).cumsum()
+    close = np.abs(rng.normal(3e-8, 1e-8, size=rows)) + 1e-9
+    if rng.random() < 0.3:
+        close[: rows // 2] = close[0]  # flat prices
+    data = {
+        "mint": [mint] * rows,
+        "timestamp": [START + timedelta(seconds=int(g)) for g in gaps],
+        "price_close": close,
+        "price_open": close * rng.uniform(0.95, 1.05, rows),
+        "price_high": close * rng.uniform(1.0, 1.2, rows),
+        "price_low": close * rng.uniform(0.8, 1.0, rows),
+        "market_cap_close": close * 1.5e11,
+        "volume_sol": np.where(rng.random(rows) < 0.2, 0.0, rng.exponential(5, rows)),
+        "buy_volume_sol": rng.exponential(3, rows),
+        "sell_volume_sol": rng.exponential(3, rows),
+        "net_volume_sol": rng.normal(0, 3, rows),
+        "whale_buy_volume_sol": np.where(rng.random(rows) < 0.7, 0.0, rng.exponential(4, rows)),
+        "whale_sell_volume_sol": np.where(rng.random(rows) < 0.7, 0.0, rng.exponential(4, rows)),
+        "dev_sold_amount": np.where(rng.random(rows) < 0.9, 0.0, rng.exponential(1, rows)),
+        "volatility_pct": rng.exponential(10, rows),
+        "buy_pressure_ratio": rng.uniform(0, 1, rows),
+        "unique_signer_ratio": rng.uniform(0, 1, rows),
+    }
+    frame = pl.DataFrame(data)
+    if nulls:
+        for column in (
+            "dev_sold_amount",
+            "volatility_pct",
+            "whale_buy_volume_sol",
+            "buy_pressure_ratio",
+        ):
+            mask = rng.random(rows) < 0.15
+            frame = frame.with_columns(
+                pl.when(pl.Series(mask)).then(None).otherwise(pl.col(column)).alias(column)
+            )
+    return frame
+
+
+def _coins(seed: int, count: int, max_rows: int, nulls: bool = True) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pl.concat(
+        [_coin(rng, f"Coin{i}", int(rng.integers(1, max_rows + 1)), nulls) for i in range(count)]
+    )
+
+
+def _assert_close(ours: pl.DataFrame, theirs: pl.DataFrame, columns: list[str]) -> None:
+    a = ours.select(columns).cast(pl.Float64).to_numpy()
+    b = theirs.select(columns).cast(pl.Float64).to_numpy()
+    bad = np.abs(a - b) > np.maximum(1e-12, 1e-9 * np.abs(b))
+    assert not bad.any(), [columns[j] for j in sorted(set(np.where(bad)[1]))]
+
+
+@SETTINGS
+@given(
+    seed=st.integers(0, 10_000),
+    windows=st.lists(st.integers(1, 40), min_size=1, max_size=4, unique=True),
+)
+def test_any_positive_window_list_matches_the_pandas_reference(
+    seed: int, windows: list[int]
+) -> None:
+    history = _coins(seed, count=3, max_rows=60)
+    ours = compute(history, windows)
+    theirs = pl.from_pandas(
+        compute_pandas(history.to_pandas(), windows).assign(
+            timestamp=lambda d: pd.to_datetime(d["timestamp"], utc=True)
+        )
+    )
+    names = engineered_names(windows)
+    assert [c for c in ours.columns if c in names] == names
+    _assert_close(ours, theirs, names)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000))
+def test_coins_never_influence_each_other(seed: int) -> None:
+    history = _coins(seed, count=4, max_rows=40)
+    together = compute(history)
+    alone = pl.concat(
+        [compute(history.filter(pl.col("mint") == m)) for m in sorted(history["mint"].unique())]
+    )
+    _assert_close(together, alone, engineered_names())
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000), cut=st.integers(0, 200))
+def test_features_of_a_tick_never_change_when_later_rows_arrive(seed: int, cut: int) -> None:
+    coin = _coins(seed, count=1, max_rows=80).sort("timestamp")
+    tick = min(cut, coin.height - 1)
+    as_of_then = compute(coin.head(tick + 1)).tail(1)
+    later = compute(coin)  # the tick's row computed with the rows after it present
+    # Serving never reads rows after the tick: recompute from the rows up to it.
+    upto = later.filter(pl.col("timestamp") <= coin["timestamp"][tick])
+    as_of_now = compute(coin.filter(pl.col("timestamp") <= coin["timestamp"][tick])).tail(1)
+    assert upto.height == tick + 1
+    _assert_close(as_of_then, as_of_now, engineered_names())
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000), keep=st.integers(31, 60))
+def test_bounded_history_with_prefix_state_equals_full_history(seed: int, keep: int) -> None:
+    """The serving path: newest rows + running state == compute() over all rows, at the tick."""
+    coin = _coins(seed, count=1, max_rows=200).sort("timestamp")
+    if coin.height <= keep:
+        coin = pl.concat([coin, _coins(seed + 1, 1, 1).head(0)])
+    prefix = coin.head(max(0, coin.height - keep))
+    window = coin.tail(min(keep, coin.height))
+    seeded = compute(window, seed=prefix_state(prefix) if prefix.height else None).tail(1)
+    full = compute(coin).tail(1)
+    _assert_close(seeded, full, engineered_names())
+
+
+def test_prefix_state_can_be_advanced_in_steps() -> None:
+    coin = _coins(7, count=1, max_rows=150).sort("timestamp")
+    step = prefix_state(coin.slice(40, 50), seed=prefix_state(coin.head(40)))
+    once = prefix_state(coin.head(90))
+    assert step.drop("mint").to_dicts() == once.drop("mint").to_dicts()
+
+
+def test_breakout_long_ago_still_counts_with_bounded_history() -> None:
+    rows = 300
+    ts = [START + timedelta(minutes=i) for i in range(rows)]
+    high = [1.0] * rows
+    high[10] = 5.0  # the all-time high, long before the loaded window
+    coin = pl.DataFrame(
+        {"mint": ["A"] * rows, "timestamp": ts, "price_high": high, "price_close": [1.0] * rows}
+    )
+    coin = coin.with_columns(
+        [pl.lit(1.0).alias(c) for c in NUMERIC if c not in {"price_high", "price_close"}]
+    )
+    window = coin.tail(31)
+    seeded = compute(window, seed=prefix_state(coin.head(rows - 31))).tail(1)
+    assert seeded["rolling_ath"][0] == 5.0
+    assert seeded["minutes_since_ath"][0] == float(rows - 1 - 10)
+    assert seeded["ath_distance_pct"][0] == 80.0
+
+
+def test_has_data_flags_follow_coin_age() -> None:
+    ts = [START + timedelta(minutes=m) for m in (0, 4, 5, 9, 10)]
+    coin = pl.DataFrame(
+        {"mint": ["A"] * 5, "timestamp": ts, "price_high": [1.0] * 5, "price_close": [1.0] * 5}
+    )
+    coin = coin.with_columns(
+        [pl.lit(1.0).alias(c) for c in NUMERIC if c not in {"price_high", "price_close"}]
+    )
+    out = compute(coin, [5], has_data_for=["price_roc_5_has_data", "volume_spike_5_has_data"])
+    assert out["price_roc_5_has_data"].to_list() == [0, 0, 1, 1, 1]
+    assert out["volume_spike_5_has_data"].to_list() == [0, 0, 0, 0, 1]
