@@ -72,6 +72,7 @@ class OutboxRow:
     data_timestamp: datetime
     active_model_ids: tuple[int, ...]
     model_ids: tuple[int, ...]
+    payload: dict[str, Any]
     status: str
     attempts: int
     next_attempt_at: datetime
@@ -280,7 +281,7 @@ async def outbox_depth(conn: asyncpg.Connection) -> int:
 
 _ROW_COLUMNS = """
 o.id, o.idempotency_key, o.target_url, o.coin_id, o.data_timestamp, o.active_model_ids,
-o.model_ids, o.status, o.attempts, o.next_attempt_at, o.last_error, o.last_status_code,
+o.model_ids, o.payload, o.status, o.attempts, o.next_attempt_at, o.last_error, o.last_status_code,
 o.created_at, o.delivered_at,
 (SELECT max(a.attempted_at) FROM webhook_attempts a WHERE a.outbox_id = o.id) AS last_attempt_at
 """
@@ -295,6 +296,7 @@ def _outbox_row(r: asyncpg.Record) -> OutboxRow:
         data_timestamp=r["data_timestamp"],
         active_model_ids=tuple(r["active_model_ids"]),
         model_ids=tuple(r["model_ids"]),
+        payload=r["payload"],
         status=r["status"],
         attempts=r["attempts"],
         next_attempt_at=r["next_attempt_at"],

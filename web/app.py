@@ -8,7 +8,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from web import openapi, routes_status, routes_system
+from web import openapi, routes_alert_config, routes_status, routes_system
 from web.auth import auth_middleware
 from web.context import CONTEXT, AppContext
 from web.errors import error_middleware
@@ -23,4 +23,5 @@ def create_app(context: AppContext) -> web.Application:
     app.add_routes(routes_system.routes)
     app.add_routes(routes_status.routes)
     app.add_routes(openapi.routes)
+    app.add_routes(routes_alert_config.routes)
     return app

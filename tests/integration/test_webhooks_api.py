@@ -1,0 +1,282 @@
+"""Alert settings, n8n status and dead webhooks through the real HTTP API of a Service."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import anyio
+import asyncpg
+from aiohttp import web
+from waiting import wait_for
+from webhook_receiver import Answer, WebhookReceiver, insert_active_model, store_predictions
+
+from actors.service import Service
+from storage.config import Settings
+from storage.db import connect
+from storage.model_settings import MODELS_CHANNEL
+from web import routes_alert_config
+from web.openapi import documented_routes, registered_routes
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+@asynccontextmanager
+async def api(settings: Settings) -> AsyncIterator[tuple[Service, aiohttp.ClientSession, str]]:
+    service = Service(settings)
+    async with anyio.create_task_group() as tg:
+        await tg.start(service.run)
+        try:
+            async with aiohttp.ClientSession() as http:
+                yield service, http, f"http://127.0.0.1:{service.web_port}"
+        finally:
+            await service.shutdown()
+            tg.cancel_scope.cancel()
+
+
+async def _call(
+    http: aiohttp.ClientSession, method: str, url: str, body: Any = None
+) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body)
+    headers = {"Content-Type": "application/json"}
+    async with http.request(method, url, data=data, headers=headers) as response:
+        return response.status, await response.json()
+
+
+async def _row(dsn: str, model: int) -> dict[str, Any]:
+    conn = await connect(dsn)
+    try:
+        row = await conn.fetchrow("SELECT * FROM active_models WHERE id = $1", model)
+    finally:
+        await conn.close()
+    assert row is not None
+    return dict(row)
+
+
+async def _model(dsn: str, model_id: int = 41, **columns: Any) -> int:
+    conn = await connect(dsn)
+    try:
+        return await insert_active_model(conn, model_id, **columns)
+    finally:
+        await conn.close()
+
+
+async def test_alert_config_patch_changes_only_the_named_fields_and_notifies(
+    settings: Settings,
+) -> None:
+    settings = settings.replace(n8n_webhook_url="https://bot:s3cret@n8n.example/webhook/global")
+    model = await _model(
+        settings.db_dsn,
+        n8n_webhook_url="https://n8n.example/webhook/own",
+        n8n_send_modes=["alerts_only"],
+        coin_filter_mode="whitelist",
+        coin_whitelist=["MintA", "MintB"],
+        ignore_alert_seconds=60,
+        max_open_alert=3,
+    )
+    before = await _row(settings.db_dsn, model)
+    listener = await asyncpg.connect(settings.db_dsn)
+    notes: list[str] = []
+    await listener.add_listener(MODELS_CHANNEL, lambda *args: notes.append(args[3]))
+    try:
+        async with api(settings) as (_, http, base):
+            url = f"{base}/api/models/{model}/alert-config"
+            status, body = await _call(http, "PATCH", url, {"alert_threshold": 0.85})
+            assert status == 200, body
+            assert body["alert_threshold"] == 0.85
+            assert body["n8n_send_modes"] == ["alerts_only"]
+            assert body["coin_whitelist"] == ["MintA", "MintB"]
+            assert body["effective_webhook_url"] == "https://n8n.example/webhook/own"
+            assert body["webhook_url_source"] == "model"
+            after = await _row(settings.db_dsn, model)
+            changed = {k for k in before if before[k] != after[k]}
+            assert changed == {"alert_threshold", "updated_at"}
+            await wait_for(lambda: _true(len(notes) == 1), what="NOTIFY on the models channel")
+            assert json.loads(notes[0]) == {"active_model_id": model, "action": "settings"}
+
+            status, body = await _call(
+                http,
+                "PATCH",
+                url,
+                {"n8n_webhook_url": None, "n8n_send_modes": ["positive_only", "alerts_only"]},
+            )
+            assert status == 200, body
+            assert body["alert_threshold"] == 0.85  # kept from the first PATCH
+            assert body["n8n_webhook_url"] is None
+            # Falls back to the global URL, shown without its password.
+            assert body["effective_webhook_url"] == "https://bot:***@n8n.example/webhook/global"
+            assert body["webhook_url_source"] == "global"
+            assert "s3cret" not in json.dumps(body)
+            status, fetched = await _call(http, "GET", url)
+            assert status == 200 and fetched == body
+            final = await _row(settings.db_dsn, model)
+            assert final["n8n_send_modes"] == ["positive_only", "alerts_only"]
+            assert final["coin_filter_mode"] == "whitelist"
+            assert (final["ignore_alert_seconds"], final["max_open_alert"]) == (60, 3)
+    finally:
+        await listener.close()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_alert_config_patch_validates_each_field_and_changes_nothing_on_error(
+    settings: Settings,
+) -> None:
+    model = await _model(settings.db_dsn)
+    before = await _row(settings.db_dsn, model)
+    cases: list[tuple[Any, int, str]] = [
+        ({"alert_threshold": 0.49}, 422, "alert_threshold"),
+        ({"alert_threshold": 1.01}, 422, "alert_threshold"),
+        ({"alert_threshold": "0.8"}, 422, "alert_threshold"),
+        ({"alert_threshold": True}, 422, "alert_threshold"),
+        ({"n8n_webhook_url": "ftp://n8n.example/hook"}, 422, "n8n_webhook_url"),
+        ({"n8n_webhook_url": "not a url"}, 422, "n8n_webhook_url"),
+        ({"n8n_webhook_url": "http://"}, 422, "n8n_webhook_url"),
+        ({"n8n_webhook_url": 5}, 422, "n8n_webhook_url"),
+        ({"n8n_enabled": "yes"}, 422, "n8n_enabled"),
+        ({"n8n_send_modes": []}, 422, "n8n_send_modes"),
+        ({"n8n_send_modes": ["everything"]}, 422, "n8n_send_modes"),
+        ({"n8n_send_modes": "all"}, 422, "n8n_send_modes"),
+        ({"coin_filter_mode": "some"}, 422, "coin_filter_mode"),
+        ({"coin_whitelist": "MintA"}, 422, "coin_whitelist"),
+        ({"coin_whitelist": ["M" * 65]}, 422, "coin_whitelist"),
+        ({"coin_filter_mode": "whitelist"}, 422, "coin_whitelist"),  # empty whitelist
+        ({"alert_threshold": 0.8, "treshold": 0.9}, 422, "treshold"),  # atomic: nothing set
+        ({}, 422, "body"),
+        ([0.8], 400, "body"),
+    ]
+    async with api(settings) as (_, http, base):
+        url = f"{base}/api/models/{model}/alert-config"
+        for body, expected, field in cases:
+            status, answer = await _call(http, "PATCH", url, body)
+            assert (status, answer["error"]["details"].get("field")) == (expected, field), body
+            assert field in answer["error"]["message"], answer
+        status, answer = await _call(
+            http, "PATCH", f"{base}/api/models/{model + 999}/alert-config", {"n8n_enabled": False}
+        )
+        assert status == 404, answer
+        status, answer = await _call(http, "GET", f"{base}/api/models/{model + 999}/n8n-status")
+        assert status == 404, answer
+    assert await _row(settings.db_dsn, model) == before
+
+
+async def test_ignore_settings_and_caps_patch_only_named_fields(settings: Settings) -> None:
+    model = await _model(settings.db_dsn, ignore_positive_seconds=30, max_open_negative=2)
+    async with api(settings) as (_, http, base):
+        ignore = f"{base}/api/models/{model}/ignore-settings"
+        status, body = await _call(http, "PATCH", ignore, {"ignore_alert_seconds": 86400})
+        assert status == 200, body
+        assert (body["ignore_alert_seconds"], body["ignore_positive_seconds"]) == (86400, 30)
+        for bad in (86401, -1, 1.5, "10", None):
+            status, body = await _call(http, "PATCH", ignore, {"ignore_negative_seconds": bad})
+            assert status == 422, (bad, body)
+            assert body["error"]["details"]["field"] == "ignore_negative_seconds"
+
+        caps = f"{base}/api/models/{model}/max-log-entries"
+        # The original service's names still work.
+        status, body = await _call(http, "PATCH", caps, {"max_log_entries_per_coin_alert": 5})
+        assert status == 200, body
+        assert (body["max_open_alert"], body["max_log_entries_per_coin_alert"]) == (5, 5)
+        assert body["max_open_negative"] == 2
+        status, body = await _call(http, "PATCH", caps, {"max_open_positive": 0})
+        assert status == 200 and body["max_open_positive"] == 0 and body["max_open_alert"] == 5
+        status, body = await _call(
+            http, "PATCH", caps, {"max_open_alert": 1, "max_log_entries_per_coin_alert": 2}
+        )
+        assert status == 422 and "given twice" in body["error"]["message"]
+        status, body = await _call(http, "PATCH", caps, {"max_open_alert": -1})
+        assert status == 422 and body["error"]["details"]["field"] == "max_open_alert"
+        status, body = await _call(http, "GET", caps)
+        assert status == 200 and body["max_open_alert"] == 5
+        status, body = await _call(http, "GET", ignore)
+        assert status == 200 and body["ignore_alert_seconds"] == 86400
+    row = await _row(settings.db_dsn, model)
+    assert (row["ignore_negative_seconds"], row["ignore_positive_seconds"]) == (0, 30)
+    assert (row["max_open_negative"], row["max_open_positive"], row["max_open_alert"]) == (2, 0, 5)
+
+
+async def test_a_rejected_webhook_shows_in_n8n_status_and_the_dead_list_and_can_be_retried(
+    settings: Settings,
+) -> None:
+    receiver = await WebhookReceiver().start()
+    try:
+        receiver.script("/hook", [Answer(400)])
+        url = receiver.url("/hook").replace("http://", "http://bot:s3cret@")
+        model = await _model(settings.db_dsn, n8n_webhook_url=url)
+        quiet = await _model(settings.db_dsn, 42)
+        async with api(settings) as (service, http, base):
+            async with service.pool.acquire() as conn:  # type: ignore[union-attr]
+                await store_predictions(conn, model, [("CoinA", T0, 0.9)], default_url=None)
+            service.app_context.services["webhooks_poke"]()  # type: ignore[union-attr]
+            status_url = f"{base}/api/models/{model}/n8n-status"
+
+            async def dead_in_status() -> Any:
+                _, body = await _call(http, "GET", status_url)
+                return body if body["jobs"]["dead"] == 1 else None
+
+            body = await wait_for(dead_in_status, what="the rejected job in n8n-status")
+            assert body["status"] == "failing"
+            assert body["last_error"]["status_code"] == 400
+            assert body["last_error"]["outcome"] == "failed"
+            assert body["last_error"]["active_model_ids"] == [model]
+            assert body["last_error"]["model_ids"] == [41]
+            assert body["last_success"] is None
+            assert body["attempts_by_outcome"] == {
+                "delivered": 0,
+                "retry": 0,
+                "failed": 1,
+                "dead": 0,
+            }
+            assert body["effective_webhook_url"].startswith("http://bot:***@127.0.0.1:")
+            assert "s3cret" not in json.dumps(body)
+            [dead_job] = body["dead_jobs"]
+            assert dead_job["coin_id"] == "CoinA"
+            assert dead_job["payload"]["predictions"][0]["tag"] == "alert"
+            assert len(receiver.received()) == 1  # 400 is not retried
+
+            status, dead = await _call(http, "GET", f"{base}/api/webhooks/dead?limit=10")
+            assert status == 200 and dead["total"] == 1
+            assert dead["jobs"][0]["id"] == dead_job["id"]
+            status, answer = await _call(http, "GET", f"{base}/api/webhooks/dead?limit=0")
+            assert status == 422 and answer["error"]["details"]["field"] == "limit"
+
+            status, _ = await _call(http, "POST", f"{base}/api/webhooks/{dead_job['id']}/retry")
+            assert status == 200
+
+            async def delivered() -> Any:
+                _, body = await _call(http, "GET", status_url)
+                return body if body["status"] == "ok" else None
+
+            body = await wait_for(delivered, what="the retried job delivered")
+            assert body["jobs"] == {"pending": 0, "delivered": 1, "dead": 0}
+            assert body["last_success"]["status_code"] == 200
+            assert body["attempts_by_outcome"]["delivered"] == 1
+            assert [r.status for r in receiver.received()] == [400, 200]
+            status, dead = await _call(http, "GET", f"{base}/api/webhooks/dead")
+            assert dead["total"] == 0
+            status, answer = await _call(
+                http, "POST", f"{base}/api/webhooks/{dead_job['id']}/retry"
+            )
+            assert status == 409, answer
+            status, answer = await _call(http, "POST", f"{base}/api/webhooks/999999/retry")
+            assert status == 404, answer
+            # Another model's status knows nothing of these attempts.
+            status, other = await _call(http, "GET", f"{base}/api/models/{quiet}/n8n-status")
+            assert status == 200
+            assert other["status"] == "no_url" and other["last_attempt"] is None
+    finally:
+        await receiver.stop()
+
+
+def test_alert_and_webhook_routes_are_all_documented_in_openapi() -> None:
+    app = web.Application()
+    app.add_routes(routes_alert_config.routes)
+    mine = registered_routes(app)
+    assert len(mine) == 9
+    assert mine <= documented_routes()

@@ -1,0 +1,404 @@
+"""Per-model alert settings, webhook status and the dead-webhook list.
+
+PATCH bodies change only the fields they name (the service being replaced reset
+the others). Each field is validated on its own and a wrong one is a 422 that
+names it; unknown fields are refused rather than ignored, because a typo that
+silently does nothing is how an alert gets lost.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from actors.webhook_payload import SEND_MODES
+from storage import outbox
+from storage.config import redact_url
+from storage.model_settings import (
+    ALERT_COLUMNS,
+    CAP_COLUMNS,
+    IGNORE_COLUMNS,
+    ModelSettings,
+    get_settings,
+    update_settings,
+)
+from storage.outbox import OutboxRow
+from storage.webhook_attempts import AttemptRow, model_status
+from web.context import ctx
+from web.errors import ApiError, bad_field, not_found, read_json_object
+
+routes = web.RouteTableDef()
+
+MAX_URL_LENGTH = 2048
+MAX_MINT_LENGTH = 64  # coin_metrics.mint is varchar(64)
+MAX_WHITELIST = 10_000
+MAX_CAP = 2**31 - 1  # integer column
+DEAD_PREVIEW = 20
+
+# The original service's names for the caps, still sent by users' scripts.
+CAP_ALIASES = {
+    "max_log_entries_per_coin_negative": "max_open_negative",
+    "max_log_entries_per_coin_positive": "max_open_positive",
+    "max_log_entries_per_coin_alert": "max_open_alert",
+}
+
+
+# ---- field validators: each returns the value to store or raises a 422 naming the field
+
+
+def _number(field: str, value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise bad_field(field, "must be a number")
+    if not math.isfinite(value) or not low <= value <= high:
+        raise bad_field(field, f"must be between {low} and {high}")
+    return float(value)
+
+
+def _integer(field: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad_field(field, "must be an integer")
+    if not low <= value <= high:
+        raise bad_field(field, f"must be between {low} and {high}")
+    return value
+
+
+def _boolean(field: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise bad_field(field, "must be true or false")
+    return value
+
+
+def _webhook_url(field: str, value: Any) -> str | None:
+    """http(s) URL with a host, or null (empty string also clears: use the global URL)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise bad_field(field, "must be an http(s) URL or null")
+    url = value.strip()
+    if len(url) > MAX_URL_LENGTH or any(ch.isspace() for ch in url):
+        raise bad_field(field, f"must be an http(s) URL of at most {MAX_URL_LENGTH} characters")
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        raise bad_field(field, "is not a valid URL") from None
+    if parts.scheme not in {"http", "https"} or not parts.hostname or not port_ok:
+        raise bad_field(field, "must be an http or https URL with a host")
+    return url
+
+
+def _send_modes(field: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise bad_field(field, f"must be a non-empty list of: {', '.join(SEND_MODES)}")
+    modes: list[str] = []
+    for mode in value:
+        if not isinstance(mode, str) or mode not in SEND_MODES:
+            raise bad_field(field, f"unknown send mode {mode!r}; known: {', '.join(SEND_MODES)}")
+        if mode not in modes:
+            modes.append(mode)
+    return modes
+
+
+def _filter_mode(field: str, value: Any) -> str:
+    if value not in ("all", "whitelist"):
+        raise bad_field(field, "must be 'all' or 'whitelist'")
+    return str(value)
+
+
+def _whitelist(field: str, value: Any) -> list[str]:
+    if not isinstance(value, list):
+        raise bad_field(field, "must be a list of coin mints")
+    if len(value) > MAX_WHITELIST:
+        raise bad_field(field, f"must hold at most {MAX_WHITELIST} mints")
+    mints: list[str] = []
+    for mint in value:
+        if not isinstance(mint, str) or not mint.strip() or len(mint.strip()) > MAX_MINT_LENGTH:
+            raise bad_field(field, f"every mint must be a string of 1-{MAX_MINT_LENGTH} characters")
+        if mint.strip() not in mints:
+            mints.append(mint.strip())
+    return mints
+
+
+Validator = Callable[[str, Any], Any]
+
+ALERT_FIELDS: dict[str, Validator] = {
+    "alert_threshold": lambda f, v: _number(f, v, 0.5, 1.0),
+    "n8n_webhook_url": _webhook_url,
+    "n8n_enabled": _boolean,
+    "n8n_send_modes": _send_modes,
+    "coin_filter_mode": _filter_mode,
+    "coin_whitelist": _whitelist,
+}
+IGNORE_FIELDS: dict[str, Validator] = {
+    name: (lambda f, v: _integer(f, v, 0, 86400)) for name in IGNORE_COLUMNS
+}
+CAP_FIELDS: dict[str, Validator] = {
+    name: (lambda f, v: _integer(f, v, 0, MAX_CAP)) for name in CAP_COLUMNS
+}
+assert set(ALERT_FIELDS) == set(ALERT_COLUMNS)
+
+
+def validate_changes(
+    body: Mapping[str, Any],
+    fields: Mapping[str, Validator],
+    aliases: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The columns to set, validated; 422 naming unknown, duplicate or wrong fields."""
+    aliases = aliases or {}
+    unknown = sorted(k for k in body if k not in fields and k not in aliases)
+    if unknown:
+        error = bad_field(
+            unknown[0],
+            f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+            f"known: {', '.join(sorted([*fields, *aliases]))}",
+        )
+        error.details["fields"] = unknown
+        raise error
+    if not body:
+        raise bad_field("body", f"name at least one of: {', '.join(sorted(fields))}")
+    changes: dict[str, Any] = {}
+    named_as: dict[str, str] = {}
+    for key, value in body.items():
+        column = aliases.get(key, key)
+        if column in named_as:
+            raise bad_field(key, f"given twice (also as {named_as[column]})")
+        named_as[column] = key
+        changes[column] = fields[column](key, value)
+    return changes
+
+
+def _check_whitelist(settings: ModelSettings) -> None:
+    if settings.coin_filter_mode == "whitelist" and not settings.coin_whitelist:
+        raise bad_field("coin_whitelist", "must name at least one mint in whitelist mode")
+
+
+# ---- responses
+
+
+def _effective_url(request: web.Request, settings: ModelSettings) -> tuple[str | None, str | None]:
+    if settings.n8n_webhook_url:
+        return settings.n8n_webhook_url, "model"
+    default = ctx(request).settings.n8n_webhook_url
+    return (default, "global") if default else (None, None)
+
+
+def _alert_config(request: web.Request, s: ModelSettings) -> dict[str, Any]:
+    url, source = _effective_url(request, s)
+    return {
+        "active_model_id": s.active_model_id,
+        "model_id": s.model_id,
+        "name": s.name,
+        "alert_threshold": s.alert_threshold,
+        "n8n_webhook_url": redact_url(s.n8n_webhook_url) if s.n8n_webhook_url else None,
+        "n8n_enabled": s.n8n_enabled,
+        "n8n_send_modes": list(s.n8n_send_modes),
+        "coin_filter_mode": s.coin_filter_mode,
+        "coin_whitelist": list(s.coin_whitelist),
+        "effective_webhook_url": redact_url(url) if url else None,
+        "webhook_url_source": source,
+        "updated_at": s.updated_at.isoformat(),
+    }
+
+
+def _ignore_settings(s: ModelSettings) -> dict[str, Any]:
+    return {
+        "active_model_id": s.active_model_id,
+        "ignore_negative_seconds": s.ignore_negative_seconds,
+        "ignore_positive_seconds": s.ignore_positive_seconds,
+        "ignore_alert_seconds": s.ignore_alert_seconds,
+        "updated_at": s.updated_at.isoformat(),
+    }
+
+
+def _caps(s: ModelSettings) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "active_model_id": s.active_model_id,
+        "max_open_negative": s.max_open_negative,
+        "max_open_positive": s.max_open_positive,
+        "max_open_alert": s.max_open_alert,
+    }
+    body.update({alias: body[column] for alias, column in CAP_ALIASES.items()})
+    body["updated_at"] = s.updated_at.isoformat()
+    return body
+
+
+def _attempt(a: AttemptRow | None) -> dict[str, Any] | None:
+    if a is None:
+        return None
+    return {
+        "job_id": a.outbox_id,
+        "attempt": a.attempt,
+        "attempted_at": a.attempted_at.isoformat(),
+        "target_url": redact_url(a.target_url),
+        "status_code": a.status_code,
+        "latency_ms": a.latency_ms,
+        "error": a.error,
+        "outcome": a.outcome,
+        "active_model_ids": list(a.active_model_ids),
+        "model_ids": list(a.model_ids),
+    }
+
+
+def _job(j: OutboxRow) -> dict[str, Any]:
+    return {
+        "id": j.id,
+        "status": j.status,
+        "target_url": redact_url(j.target_url),
+        "coin_id": j.coin_id,
+        "data_timestamp": j.data_timestamp.isoformat(),
+        "active_model_ids": list(j.active_model_ids),
+        "model_ids": list(j.model_ids),
+        "attempts": j.attempts,
+        "last_error": j.last_error,
+        "last_status_code": j.last_status_code,
+        "created_at": j.created_at.isoformat(),
+        "last_attempt_at": j.last_attempt_at.isoformat() if j.last_attempt_at else None,
+        "idempotency_key": j.idempotency_key,
+        "payload": j.payload,
+    }
+
+
+def _model_id(request: web.Request) -> int:
+    return int(request.match_info["id"])
+
+
+async def _load(request: web.Request) -> ModelSettings:
+    async with ctx(request).pool.acquire() as conn:
+        settings = await get_settings(conn, _model_id(request))
+    if settings is None:
+        raise not_found("model", _model_id(request))
+    return settings
+
+
+async def _patch(
+    request: web.Request,
+    fields: Mapping[str, Validator],
+    aliases: Mapping[str, str] | None = None,
+    check: Callable[[ModelSettings], None] | None = None,
+) -> ModelSettings:
+    body = await read_json_object(request)
+    changes = validate_changes(body, fields, aliases)
+    async with ctx(request).pool.acquire() as conn:
+        updated = await update_settings(conn, _model_id(request), changes, check=check)
+    if updated is None:
+        raise not_found("model", _model_id(request))
+    return updated
+
+
+# ---- routes
+
+
+@routes.get(r"/api/models/{id:\d+}/alert-config")
+async def get_alert_config(request: web.Request) -> web.Response:
+    return web.json_response(_alert_config(request, await _load(request)))
+
+
+@routes.patch(r"/api/models/{id:\d+}/alert-config")
+async def patch_alert_config(request: web.Request) -> web.Response:
+    updated = await _patch(request, ALERT_FIELDS, check=_check_whitelist)
+    return web.json_response(_alert_config(request, updated))
+
+
+@routes.get(r"/api/models/{id:\d+}/ignore-settings")
+async def get_ignore_settings(request: web.Request) -> web.Response:
+    return web.json_response(_ignore_settings(await _load(request)))
+
+
+@routes.patch(r"/api/models/{id:\d+}/ignore-settings")
+async def patch_ignore_settings(request: web.Request) -> web.Response:
+    return web.json_response(_ignore_settings(await _patch(request, IGNORE_FIELDS)))
+
+
+@routes.get(r"/api/models/{id:\d+}/max-log-entries")
+async def get_max_log_entries(request: web.Request) -> web.Response:
+    return web.json_response(_caps(await _load(request)))
+
+
+@routes.patch(r"/api/models/{id:\d+}/max-log-entries")
+async def patch_max_log_entries(request: web.Request) -> web.Response:
+    return web.json_response(_caps(await _patch(request, CAP_FIELDS, CAP_ALIASES)))
+
+
+def _summary(settings: ModelSettings, url: str | None, last: AttemptRow | None) -> str:
+    if not settings.n8n_enabled:
+        return "disabled"
+    if url is None:
+        return "no_url"
+    if last is None:
+        return "no_attempts"
+    return {"delivered": "ok", "retry": "retrying"}.get(last.outcome, "failing")
+
+
+@routes.get(r"/api/models/{id:\d+}/n8n-status")
+async def n8n_status(request: web.Request) -> web.Response:
+    """Webhook health of one model, from the attempts that carried its predictions."""
+    settings = await _load(request)
+    async with ctx(request).pool.acquire() as conn:
+        status = await model_status(conn, settings.active_model_id)
+        counts = await outbox.model_outbox_counts(conn, settings.active_model_id)
+        _, dead = await outbox.list_dead(
+            conn, limit=DEAD_PREVIEW, offset=0, active_model_id=settings.active_model_id
+        )
+    url, source = _effective_url(request, settings)
+    return web.json_response(
+        {
+            "active_model_id": settings.active_model_id,
+            "model_id": settings.model_id,
+            "status": _summary(settings, url, status.last_attempt),
+            "n8n_enabled": settings.n8n_enabled,
+            "n8n_send_modes": list(settings.n8n_send_modes),
+            "effective_webhook_url": redact_url(url) if url else None,
+            "webhook_url_source": source,
+            "last_attempt": _attempt(status.last_attempt),
+            "last_success": _attempt(status.last_success),
+            "last_error": _attempt(status.last_error),
+            "attempts_by_outcome": status.counts,
+            "jobs": {"pending": counts.pending, "delivered": counts.delivered, "dead": counts.dead},
+            "dead_jobs": [_job(j) for j in dead],
+        }
+    )
+
+
+def _page_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_field(name, "must be an integer") from None
+    if not low <= value <= high:
+        raise bad_field(name, f"must be between {low} and {high}")
+    return value
+
+
+@routes.get("/api/webhooks/dead")
+async def dead_webhooks(request: web.Request) -> web.Response:
+    limit = _page_param(request, "limit", 50, 1, 1000)
+    offset = _page_param(request, "offset", 0, 0, 2**62)
+    async with ctx(request).pool.acquire() as conn:
+        total, jobs = await outbox.list_dead(conn, limit=limit, offset=offset)
+    return web.json_response(
+        {"total": total, "limit": limit, "offset": offset, "jobs": [_job(j) for j in jobs]}
+    )
+
+
+@routes.post(r"/api/webhooks/{job_id:\d+}/retry")
+async def retry_dead_webhook(request: web.Request) -> web.Response:
+    """Send a dead job again, with a fresh retry budget."""
+    job_id = int(request.match_info["job_id"])
+    context = ctx(request)
+    async with context.pool.acquire() as conn:
+        result = await outbox.requeue_dead(conn, job_id)
+    if result == "not_found":
+        raise not_found("webhook job", job_id)
+    if result == "not_dead":
+        raise ApiError(409, "conflict", f"webhook job {job_id} is not dead", {"id": job_id})
+    poke = context.services.get("webhooks_poke")
+    if callable(poke):
+        poke()
+    return web.json_response({"id": job_id, "status": "pending"})
