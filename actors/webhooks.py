@@ -296,10 +296,12 @@ class WebhookDispatcher:
             ) as response:
                 status = response.status
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                text = await response.text(errors="replace")
+                # Only the start of the body is kept (for the error message); a receiver
+                # that streams megabytes must not slow the dispatcher down.
+                head = await response.content.read(1024)
             if not 200 <= status < 300:
                 reason = "http_429" if status == 429 else f"http_{status // 100}xx"
-                error = f"HTTP {status}: {text[:200]}".strip()
+                error = f"HTTP {status}: {head.decode(errors='replace')[:200]}".strip()
         except TimeoutError:
             reason, error = "timeout", f"no answer within {self.timeout}s"
         except aiohttp.InvalidURL as exc:
@@ -308,6 +310,15 @@ class WebhookDispatcher:
             reason, error = "connection", f"{type(exc).__name__}: {exc}"
         except aiohttp.ClientError as exc:
             reason, error = "client_error", f"{type(exc).__name__}: {exc}"
+        except Exception as exc:
+            # A job that breaks the HTTP client would crash the actor, come back after
+            # its lease and crash it again: it is logged and given up instead.
+            self._log.exception(
+                "webhook_unexpected_error",
+                job_ids=[job.id for job in jobs],
+                url=redact_url(jobs[0].target_url),
+            )
+            reason, error = "unexpected", f"{type(exc).__name__}: {exc}"
         latency = time.monotonic() - started
         metrics.WEBHOOK_LATENCY.observe({}, latency)
         return DeliveryResult(status, reason, error, retry_after, latency)

@@ -431,3 +431,23 @@ async def test_jobs_built_from_the_pure_builder_enqueue_once_per_tick(pool: asyn
             assert await outbox.enqueue(conn, jobs) == 1
         async with conn.transaction():
             assert await outbox.enqueue(conn, jobs + jobs) == 0
+
+
+async def test_a_job_with_an_unusable_url_is_given_up_without_stopping_others(
+    pool: asyncpg.Pool, receiver: WebhookReceiver
+) -> None:
+    async with pool.acquire() as conn:
+        # Written straight into the database (the API would refuse it).
+        broken = await insert_active_model(conn, 41, n8n_webhook_url="not-a-url")
+        fine = await insert_active_model(conn, 42, n8n_webhook_url=receiver.url("/hook"))
+        await store_predictions(conn, broken, [("CoinA", T0, 0.9)], default_url=None)
+        await store_predictions(conn, fine, [("CoinA", T0, 0.9)], default_url=None)
+    async with running(_dispatcher(pool)):
+        await wait_for(lambda: _all_settled(pool), what="both jobs settled")
+    rows = await pool.fetch(
+        "SELECT o.status, a.outcome, a.error FROM webhook_outbox o"
+        " JOIN webhook_attempts a ON a.outbox_id = o.id WHERE o.target_url = 'not-a-url'"
+    )
+    assert [(r["status"], r["outcome"]) for r in rows] == [("dead", "failed")]
+    assert rows[0]["error"]
+    assert len(receiver.received()) == 1
