@@ -337,7 +337,12 @@ def _summary(settings: ModelSettings, url: str | None, last: AttemptRow | None) 
 async def n8n_status(request: web.Request) -> web.Response:
     """Webhook health of one model, from the attempts that carried its predictions."""
     settings = await _load(request)
-    async with ctx(request).pool.acquire() as conn:
+    async with (
+        ctx(request).pool.acquire() as conn,
+        # One snapshot: otherwise a delivery settling between the queries shows a dead
+        # job without the attempt that killed it.
+        conn.transaction(isolation="repeatable_read", readonly=True),
+    ):
         status = await model_status(conn, settings.active_model_id)
         counts = await outbox.model_outbox_counts(conn, settings.active_model_id)
         _, dead = await outbox.list_dead(
