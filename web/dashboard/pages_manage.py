@@ -1,0 +1,201 @@
+"""Manage model: settings of one imported model.
+
+Each form sends only the fields the operator changed: the API keeps every field
+a PATCH does not name, so an untouched field can never be reset by a stale form
+(the service being replaced lost settings exactly that way).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from web.dashboard import common
+from web.dashboard.api_client import ApiClient
+
+SEND_MODES = ("all", "alerts_only", "positive_only", "negative_only")
+IGNORE_FIELDS = {
+    "ignore_negative_seconds": "Ignore a coin after a negative prediction (s)",
+    "ignore_positive_seconds": "Ignore a coin after a positive prediction (s)",
+    "ignore_alert_seconds": "Ignore a coin after an alert (s)",
+}
+CAP_FIELDS = {
+    "max_open_negative": "Max open negative predictions per coin (0 = no cap)",
+    "max_open_positive": "Max open positive predictions per coin (0 = no cap)",
+    "max_open_alert": "Max open alerts per coin (0 = no cap)",
+}
+
+
+def changed_fields(current: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
+    """The fields whose wanted value differs from the API's current one."""
+    changes: dict[str, Any] = {}
+    for name, value in wanted.items():
+        old = current.get(name)
+        if isinstance(value, float) and isinstance(old, int | float):
+            if abs(value - float(old)) > 1e-9:
+                changes[name] = value
+        elif value != old:
+            changes[name] = value
+    return changes
+
+
+def _patch(api: ApiClient, path: str, current: dict[str, Any], wanted: dict[str, Any]) -> None:
+    changes = changed_fields(current, wanted)
+    if not changes:
+        st.info("Nothing changed.")
+        return
+    if common.attempt(api.patch, path, changes) is not None:
+        common.rerun_with(f"Saved: {', '.join(sorted(changes))}.")
+
+
+def _rename(api: ApiClient, ident: int, model: dict[str, Any]) -> None:
+    with st.form(f"rename_{ident}"):
+        name = st.text_input("Name", value=common.model_name(model), key=f"name_{ident}")
+        if st.form_submit_button("Rename"):
+            if not name.strip():
+                st.error("The name must not be empty.")
+            elif name.strip() == common.model_name(model):
+                st.info("Nothing changed.")
+            elif (
+                common.attempt(api.patch, f"/api/models/{ident}/rename", {"name": name.strip()})
+                is not None
+            ):
+                common.rerun_with(f"Renamed to {name.strip()}.")
+
+
+def _alerts(api: ApiClient, ident: int, config: dict[str, Any]) -> None:
+    with st.form(f"alerts_{ident}"):
+        threshold = st.number_input(
+            "Alert threshold",
+            min_value=0.5,
+            max_value=1.0,
+            step=0.01,
+            value=float(config.get("alert_threshold", 0.7)),
+            key=f"alert_threshold_{ident}",
+        )
+        url = st.text_input(
+            "Webhook URL (empty: the global N8N_WEBHOOK_URL)",
+            value=config.get("n8n_webhook_url") or "",
+            key=f"n8n_webhook_url_{ident}",
+        )
+        st.caption(
+            f"Effective: {config.get('effective_webhook_url') or 'none'} "
+            f"({config.get('webhook_url_source') or 'no URL'})"
+        )
+        enabled = st.checkbox(
+            "Send to webhook", value=bool(config.get("n8n_enabled")), key=f"n8n_enabled_{ident}"
+        )
+        modes = st.multiselect(
+            "Send modes",
+            SEND_MODES,
+            default=[m for m in config.get("n8n_send_modes") or [] if m in SEND_MODES],
+            key=f"n8n_send_modes_{ident}",
+        )
+        mode = st.radio(
+            "Coins",
+            ("all", "whitelist"),
+            index=1 if config.get("coin_filter_mode") == "whitelist" else 0,
+            horizontal=True,
+            key=f"coin_filter_mode_{ident}",
+        )
+        whitelist = st.text_area(
+            "Coin whitelist (one mint per line)",
+            value="\n".join(config.get("coin_whitelist") or []),
+            key=f"coin_whitelist_{ident}",
+        )
+        if st.form_submit_button("Save alert settings"):
+            wanted = {
+                "alert_threshold": round(float(threshold), 4),
+                "n8n_webhook_url": url.strip() or None,
+                "n8n_enabled": enabled,
+                "n8n_send_modes": list(modes),
+                "coin_filter_mode": mode,
+                "coin_whitelist": [line.strip() for line in whitelist.splitlines() if line.strip()],
+            }
+            _patch(api, f"/api/models/{ident}/alert-config", config, wanted)
+
+
+def _integers(
+    api: ApiClient,
+    ident: int,
+    path: str,
+    title: str,
+    fields: dict[str, str],
+    current: dict[str, Any],
+) -> None:
+    with st.form(f"{path.rsplit('/', 1)[-1]}_{ident}"):
+        wanted = {
+            name: int(
+                st.number_input(
+                    label,
+                    min_value=0,
+                    step=1,
+                    value=int(current.get(name) or 0),
+                    key=f"{name}_{ident}",
+                )
+            )
+            for name, label in fields.items()
+        }
+        if st.form_submit_button(f"Save {title}"):
+            _patch(api, path, current, wanted)
+
+
+def _danger(api: ApiClient, ident: int, model: dict[str, Any]) -> None:
+    left, right = st.columns(2)
+    with left:
+        if st.button("Reload model file", key=f"reload_{ident}"):
+            with st.spinner("Reloading ..."):
+                done = common.attempt(api.post, f"/api/models/{ident}/reload")
+            if done is not None:
+                common.rerun_with(f"Model {ident} reloaded.")
+    with right:
+        sure = st.checkbox(
+            f"Yes, delete {common.model_name(model)} with its file and all its predictions",
+            key=f"confirm_delete_{ident}",
+        )
+        clicked = st.button(
+            "Delete model", key=f"delete_{ident}", disabled=not sure, type="primary"
+        )
+        if clicked and common.attempt(api.delete, f"/api/models/{ident}") is not None:
+            st.session_state.pop("manage_model", None)
+            common.rerun_with(f"Model {ident} deleted.")
+
+
+def render(api: ApiClient, health: dict[str, Any]) -> None:
+    st.header("Manage model")
+    common.flash()
+    models = common.need(api.models, include_inactive=True)
+    if not models:
+        st.info("No model imported yet.")
+        return
+    by_id = {common.model_id(m): m for m in models if common.model_id(m) is not None}
+    chosen = st.selectbox(
+        "Model",
+        list(by_id),
+        format_func=lambda i: common.model_label(by_id[i]),
+        key="manage_model",
+    )
+    ident = chosen if chosen in by_id else next(iter(by_id))
+    assert ident is not None
+    model = by_id[ident]
+    st.caption(
+        f"{model.get('model_type', '')} · Training Service model {model.get('model_id')} · "
+        f"target: {common.target_text(model)}"
+    )
+    config = common.need(api.get, f"/api/models/{ident}/alert-config")
+    ignore = common.need(api.get, f"/api/models/{ident}/ignore-settings")
+    caps = common.need(api.get, f"/api/models/{ident}/max-log-entries")
+
+    st.subheader("Name")
+    _rename(api, ident, model)
+    st.subheader("Alerts and webhook")
+    _alerts(api, ident, config)
+    st.subheader("Ignore windows")
+    _integers(
+        api, ident, f"/api/models/{ident}/ignore-settings", "ignore windows", IGNORE_FIELDS, ignore
+    )
+    st.subheader("Open-prediction caps")
+    _integers(api, ident, f"/api/models/{ident}/max-log-entries", "caps", CAP_FIELDS, caps)
+    st.subheader("Model file")
+    _danger(api, ident, model)

@@ -1,0 +1,180 @@
+"""Statistics: how one model does live, next to how it did in training."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from web.dashboard import common
+from web.dashboard.api_client import ApiClient
+
+SAMPLE = 1000  # newest predictions the charts are drawn from (the API's page maximum)
+QUALITY = ("accuracy", "precision", "recall", "f1")
+
+
+def confusion(frame: pd.DataFrame) -> dict[str, int]:
+    """Live confusion matrix of evaluated predictions.
+
+    An evaluation says whether the prediction came true, so a `success` of a
+    1 is a true positive and a `failed` 0 is a missed pump (false negative).
+    """
+    done = frame[frame["evaluation_result"].isin(["success", "failed"])]
+    hit = done["evaluation_result"] == "success"
+    yes = done["prediction"] == 1
+    return {
+        "tp": int((yes & hit).sum()),
+        "fp": int((yes & ~hit).sum()),
+        "tn": int((~yes & hit).sum()),
+        "fn": int((~yes & ~hit).sum()),
+    }
+
+
+def _matrix_chart(matrix: dict[str, int]) -> alt.LayerChart | alt.FacetChart:
+    cells = pd.DataFrame(
+        [
+            {"predicted": "1 (pump)", "actual": "1 (pump)", "count": matrix["tp"]},
+            {"predicted": "1 (pump)", "actual": "0", "count": matrix["fp"]},
+            {"predicted": "0", "actual": "0", "count": matrix["tn"]},
+            {"predicted": "0", "actual": "1 (pump)", "count": matrix["fn"]},
+        ]
+    )
+    base = alt.Chart(cells).encode(x="predicted:N", y="actual:N")
+    return alt.layer(
+        base.mark_rect().encode(color="count:Q"),
+        base.mark_text(fontSize=18).encode(text="count:Q"),
+    )
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    columns = [
+        "data_timestamp",
+        "predicted_at",
+        "probability",
+        "prediction",
+        "tag",
+        "evaluation_result",
+        "actual_change_pct",
+    ]
+    frame = pd.DataFrame.from_records(
+        [{c: row.get(c) for c in columns} for row in rows], columns=columns
+    )
+    for column in ("data_timestamp", "predicted_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True, errors="coerce")
+    frame["probability"] = pd.to_numeric(frame["probability"], errors="coerce")
+    frame["actual_change_pct"] = pd.to_numeric(frame["actual_change_pct"], errors="coerce")
+    return frame
+
+
+def _quality(model: dict[str, Any], stats: dict[str, Any] | None, frame: pd.DataFrame) -> None:
+    live_matrix = common.dig(stats or {}, "live.confusion_matrix", "live_confusion_matrix")
+    matrix = live_matrix if isinstance(live_matrix, dict) else confusion(frame)
+    tp, fp, tn, fn = (int(matrix.get(k, 0)) for k in ("tp", "fp", "tn", "fn"))
+    evaluated = tp + fp + tn + fn
+    live = {
+        "accuracy": (tp + tn) / evaluated if evaluated else None,
+        "precision": tp / (tp + fp) if tp + fp else None,
+        "recall": tp / (tp + fn) if tp + fn else None,
+        "f1": 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else None,
+    }
+    cols = st.columns(len(QUALITY))
+    for col, name in zip(cols, QUALITY, strict=True):
+        trained = common.first(
+            common.training_metric(model, name), common.dig(stats or {}, f"training.{name}")
+        )
+        col.metric(f"live {name}", common.percent(live[name]))
+        col.caption(f"training: {common.percent(trained)}")
+    st.caption(f"{evaluated:,} evaluated predictions")
+    st.altair_chart(_matrix_chart({"tp": tp, "fp": fp, "tn": tn, "fn": fn}))
+
+
+def _alerts(api: ApiClient, ident: int) -> None:
+    body = common.quietly(api.get, "/api/alerts/statistics", active_model_id=ident)
+    if not isinstance(body, dict):
+        st.caption("Alert statistics are not available from the API.")
+        return
+    cols = st.columns(5)
+    cols[0].metric("Alerts", common.number(common.dig(body, "alerts.total", "total_alerts")))
+    cols[1].metric(
+        "Alert success rate",
+        common.percent(common.dig(body, "alerts.success_rate", "alert_success_rate")),
+    )
+    cols[2].metric("Profit (sum %)", common.number(common.dig(body, "profit_pct", "profit")))
+    cols[3].metric("Loss (sum %)", common.number(common.dig(body, "loss_pct", "loss")))
+    cols[4].metric("Net (sum %)", common.number(common.dig(body, "net_pct", "net")))
+
+
+def _charts(frame: pd.DataFrame) -> None:
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Predictions over time**")
+        st.altair_chart(
+            alt.Chart(frame)
+            .mark_bar()
+            .encode(
+                x=alt.X("yearmonthdatehours(data_timestamp):T", title="hour (UTC)"),
+                y=alt.Y("count():Q", title="predictions"),
+                color="tag:N",
+            ),
+            width="stretch",
+        )
+    with right:
+        st.markdown("**Probability histogram**")
+        st.altair_chart(
+            alt.Chart(frame)
+            .mark_bar()
+            .encode(
+                x=alt.X("probability:Q", bin=alt.Bin(extent=[0, 1], step=0.05)),
+                y=alt.Y("count():Q", title="predictions"),
+                color="tag:N",
+            ),
+            width="stretch",
+        )
+    alerts = frame[(frame["tag"] == "alert") & frame["actual_change_pct"].notna()]
+    st.markdown("**Cumulative actual change of evaluated alerts (sum of %)**")
+    if alerts.empty:
+        st.caption("No evaluated alert yet.")
+        return
+    alerts = alerts.sort_values("data_timestamp").assign(
+        cumulative_change_pct=lambda f: f["actual_change_pct"].cumsum()
+    )
+    st.altair_chart(
+        alt.Chart(alerts)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("data_timestamp:T", title="data time (UTC)"),
+            y=alt.Y("cumulative_change_pct:Q", title="cumulative change (%)"),
+        ),
+        width="stretch",
+    )
+
+
+def render(api: ApiClient, health: dict[str, Any]) -> None:
+    st.header("Statistics")
+    models = common.need(api.models, include_inactive=True)
+    if not models:
+        st.info("No model imported yet.")
+        return
+    by_id = {common.model_id(m): m for m in models if common.model_id(m) is not None}
+    chosen = st.selectbox(
+        "Model", list(by_id), format_func=lambda i: common.model_label(by_id[i]), key="stats_model"
+    )
+    ident = chosen if chosen in by_id else next(iter(by_id))
+    assert ident is not None
+    model = by_id[ident]
+    stats = common.attempt(api.get, f"/api/models/{ident}/statistics")
+    total, rows = common.need(api.predictions, active_model_id=ident, limit=SAMPLE)
+    frame = _frame(rows)
+    st.caption(
+        f"{total:,} predictions in all; charts use the newest {len(rows):,}."
+        if total > len(rows)
+        else f"{total:,} predictions."
+    )
+    _quality(model, stats if isinstance(stats, dict) else None, frame)
+    _alerts(api, ident)
+    if frame.empty:
+        st.info("No predictions yet for this model.")
+        return
+    _charts(frame)
