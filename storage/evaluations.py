@@ -1,0 +1,267 @@
+"""Evaluation of due predictions: did each one come true? (CONTRACTS.md section 2)
+
+One set-based statement per page: it picks the oldest due, pending predictions
+(`FOR UPDATE SKIP LOCKED`, so two evaluators never take the same rows), looks
+up their prices with LATERAL index reads on coin_metrics (mint, timestamp) and
+writes every outcome in one UPDATE. The target definition comes from the
+prediction row itself, so a later change of the model never rewrites history,
+and the model's active flag is not consulted (deactivated models' predictions
+are evaluated too; deleted models cascade-delete theirs).
+
+Definitions (T = data_timestamp, D = evaluation_due_at = T + future_minutes for
+time-based targets, = T for classic ones):
+
+- row at T: the coin_metrics row of the coin at exactly T (highest id wins).
+  Missing -> `not_applicable` with a reason; nothing else can be said.
+- close as of D: price_close of the latest row at or before D that has a
+  price (rows are written only when the coin trades, so the last trade price
+  holds). It is at least the row at T, so "no trade after T" means change 0.
+- actual change % = (close as of D - close at T) / close at T * 100, computed
+  in numeric so that an exact +10 % reaches a 10 % threshold (float rounding
+  would sometimes give 9.999...).
+- time-based came true: change >= +pct (up) or change <= -pct (down).
+- classic came true: `<target_variable> <op> <target_value>` on the row at T.
+  The variable is matched against the coin_metrics column catalogue; the CASE
+  below is generated from that catalogue, never from the row's text.
+- success: the prediction (0/1) equals whether it came true; else failed.
+- max gain / max drawdown: highest `price_high` and lowest `price_low` inside
+  (T, D] relative to close at T, with the earliest time each was reached.
+  High/low rather than close because a take-profit or stop order fills on the
+  intra-row extreme; a row without high/low falls back to its close. NULL when
+  nothing traded in the window. The gain can be negative (never rose above the
+  price at T) and the drawdown positive (never fell below it): they are the
+  extremes, not clipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from features.columns import NUMERIC_BASE_COLUMNS, quote_ident
+
+REASON_NO_ROW_AT_T = "no coin_metrics row for this coin at the prediction timestamp"
+REASON_NO_PRICE_AT_T = "price_close at the prediction timestamp is NULL or 0"
+REASON_INCOMPLETE_TIME_TARGET = "time-based target without direction or price_change_percent"
+REASON_UNKNOWN_VARIABLE = "target_variable is not a numeric coin_metrics column"
+REASON_INCOMPLETE_CLASSIC_TARGET = "classic target without operator or value"
+REASON_VARIABLE_NULL = "target_variable is NULL on the row at the prediction timestamp"
+
+# Classic targets may name any numeric coin_metrics column but the row id.
+_CLASSIC_VARIABLES = [name for name in NUMERIC_BASE_COLUMNS if name != "id"]
+_TARGET_VALUE_CASE = "\n".join(
+    [
+        "CASE page.target_variable",
+        *(f"    WHEN '{n}' THEN c.{quote_ident(n)}::numeric" for n in _CLASSIC_VARIABLES),
+        "END",
+    ]
+)
+
+_EVALUATE_SQL = f"""
+WITH page AS (
+    SELECT p.id, p.coin_id, p.data_timestamp, p.evaluation_due_at, p.prediction,
+           p.target_kind, p.target_variable, p.target_operator, p.target_value,
+           p.price_change_percent, p.target_direction
+    FROM predictions p
+    WHERE p.evaluation_result IS NULL
+      AND p.evaluation_due_at <= now() - make_interval(secs => $1)
+    ORDER BY p.evaluation_due_at, p.id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+),
+measured AS (
+    SELECT page.*,
+           at_t.id IS NOT NULL AS has_row_at_t,
+           at_t.close_t,
+           at_t.variable_value,
+           as_of.close_d,
+           as_of.ts_d,
+           hi.price AS max_price, hi.ts AS max_ts,
+           lo.price AS min_price, lo.ts AS min_ts
+    FROM page
+    LEFT JOIN LATERAL (
+        SELECT c.id, c.price_close::numeric AS close_t,
+        {_TARGET_VALUE_CASE} AS variable_value
+        FROM coin_metrics c
+        WHERE c.mint = page.coin_id AND c."timestamp" = page.data_timestamp
+        ORDER BY c.id DESC
+        LIMIT 1
+    ) at_t ON true
+    LEFT JOIN LATERAL (
+        SELECT c.price_close::numeric AS close_d, c."timestamp" AS ts_d
+        FROM coin_metrics c
+        WHERE c.mint = page.coin_id AND c."timestamp" <= page.evaluation_due_at
+          AND c.price_close IS NOT NULL
+        ORDER BY c."timestamp" DESC, c.id DESC
+        LIMIT 1
+    ) as_of ON true
+    LEFT JOIN LATERAL (
+        SELECT coalesce(c.price_high, c.price_close)::numeric AS price, c."timestamp" AS ts
+        FROM coin_metrics c
+        WHERE c.mint = page.coin_id
+          AND c."timestamp" > page.data_timestamp AND c."timestamp" <= page.evaluation_due_at
+          AND coalesce(c.price_high, c.price_close) IS NOT NULL
+        ORDER BY 1 DESC, c."timestamp", c.id
+        LIMIT 1
+    ) hi ON true
+    LEFT JOIN LATERAL (
+        SELECT coalesce(c.price_low, c.price_close)::numeric AS price, c."timestamp" AS ts
+        FROM coin_metrics c
+        WHERE c.mint = page.coin_id
+          AND c."timestamp" > page.data_timestamp AND c."timestamp" <= page.evaluation_due_at
+          AND coalesce(c.price_low, c.price_close) IS NOT NULL
+        ORDER BY 1, c."timestamp", c.id
+        LIMIT 1
+    ) lo ON true
+),
+changed AS (
+    SELECT m.*,
+           CASE WHEN m.close_t > 0 THEN (m.close_d - m.close_t) / m.close_t * 100 END
+               AS change_pct,
+           CASE WHEN m.close_t > 0 THEN (m.max_price - m.close_t) / m.close_t * 100 END
+               AS gain_pct,
+           CASE WHEN m.close_t > 0 THEN (m.min_price - m.close_t) / m.close_t * 100 END
+               AS drawdown_pct
+    FROM measured m
+),
+judged AS (
+    SELECT ch.*,
+           CASE
+               WHEN ch.target_kind = 'time_based' THEN
+                   CASE ch.target_direction
+                       WHEN 'up' THEN ch.change_pct >= ch.price_change_percent::numeric
+                       WHEN 'down' THEN ch.change_pct <= -ch.price_change_percent::numeric
+                   END
+               ELSE
+                   CASE ch.target_operator
+                       WHEN '>' THEN ch.variable_value > ch.target_value::numeric
+                       WHEN '<' THEN ch.variable_value < ch.target_value::numeric
+                       WHEN '>=' THEN ch.variable_value >= ch.target_value::numeric
+                       WHEN '<=' THEN ch.variable_value <= ch.target_value::numeric
+                       WHEN '=' THEN ch.variable_value = ch.target_value::numeric
+                   END
+           END AS came_true,
+           CASE
+               WHEN NOT ch.has_row_at_t THEN $3::text
+               WHEN ch.target_kind = 'time_based' AND NOT coalesce(ch.close_t > 0, false)
+                   THEN $4::text
+               WHEN ch.target_kind = 'time_based'
+                    AND (ch.target_direction IS NULL OR ch.price_change_percent IS NULL)
+                   THEN $5::text
+               WHEN ch.target_kind = 'classic'
+                    AND (ch.target_operator IS NULL OR ch.target_value IS NULL)
+                   THEN $7::text
+               WHEN ch.target_kind = 'classic' AND (
+                        ch.target_variable IS NULL
+                        OR NOT ch.target_variable = ANY($9::text[]))
+                   THEN $6::text
+               WHEN ch.target_kind = 'classic' AND ch.variable_value IS NULL THEN $8::text
+           END AS reason
+    FROM changed ch
+)
+UPDATE predictions p
+SET evaluation_result = CASE
+        WHEN j.reason IS NOT NULL OR j.came_true IS NULL THEN 'not_applicable'
+        WHEN (j.prediction = 1) = j.came_true THEN 'success'
+        ELSE 'failed'
+    END,
+    evaluation_reason = CASE
+        WHEN j.reason IS NOT NULL THEN j.reason
+        WHEN j.came_true IS NULL THEN 'target could not be evaluated'
+    END,
+    evaluated_at = now(),
+    price_close_at_eval = CASE WHEN j.has_row_at_t THEN j.close_d::float8 END,
+    eval_price_timestamp = CASE WHEN j.has_row_at_t THEN j.ts_d END,
+    actual_change_pct = j.change_pct::float8,
+    max_gain_pct = j.gain_pct::float8,
+    max_gain_at = CASE WHEN j.gain_pct IS NOT NULL THEN j.max_ts END,
+    max_drawdown_pct = j.drawdown_pct::float8,
+    max_drawdown_at = CASE WHEN j.drawdown_pct IS NOT NULL THEN j.min_ts END
+FROM judged j
+WHERE p.id = j.id
+RETURNING p.id, p.active_model_id, p.evaluation_result
+"""
+
+_MODEL_COUNTS_SQL = """
+SELECT active_model_id,
+       count(*) FILTER (WHERE evaluation_result IN ('success', 'failed')) AS evaluated,
+       count(*) FILTER (WHERE evaluation_result = 'success') AS successes
+FROM predictions
+WHERE $1::bigint[] IS NULL OR active_model_id = ANY($1::bigint[])
+GROUP BY active_model_id
+"""
+
+_LAG_SQL = """
+SELECT coalesce(extract(epoch FROM now() - min(evaluation_due_at)), 0)::float8
+FROM predictions
+WHERE evaluation_result IS NULL AND evaluation_due_at <= now()
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluatedPrediction:
+    id: int
+    active_model_id: int
+    result: str  # success | failed | not_applicable
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEvaluationCounts:
+    active_model_id: int
+    evaluated: int  # success + failed (not_applicable does not say anything about quality)
+    successes: int
+
+    @property
+    def success_rate(self) -> float | None:
+        return self.successes / self.evaluated if self.evaluated else None
+
+
+async def evaluate_due_page(
+    conn: asyncpg.Connection, *, grace_seconds: float, limit: int
+) -> list[EvaluatedPrediction]:
+    """Evaluate up to `limit` of the oldest predictions due `grace_seconds` ago.
+
+    Runs in its own transaction: either the whole page is written or none of it
+    (and the rows stay pending for the next attempt).
+    """
+    async with conn.transaction():
+        rows = await conn.fetch(
+            _EVALUATE_SQL,
+            float(grace_seconds),
+            limit,
+            REASON_NO_ROW_AT_T,
+            REASON_NO_PRICE_AT_T,
+            REASON_INCOMPLETE_TIME_TARGET,
+            REASON_UNKNOWN_VARIABLE,
+            REASON_INCOMPLETE_CLASSIC_TARGET,
+            REASON_VARIABLE_NULL,
+            _CLASSIC_VARIABLES,
+        )
+    return [
+        EvaluatedPrediction(r["id"], r["active_model_id"], r["evaluation_result"]) for r in rows
+    ]
+
+
+async def model_evaluation_counts(
+    conn: asyncpg.Connection, active_model_ids: list[int] | None = None
+) -> list[ModelEvaluationCounts]:
+    """Evaluated and successful predictions per model (all models when ids is None)."""
+    rows = await conn.fetch(_MODEL_COUNTS_SQL, active_model_ids)
+    return [
+        ModelEvaluationCounts(r["active_model_id"], r["evaluated"], r["successes"]) for r in rows
+    ]
+
+
+async def evaluation_lag_seconds(conn: asyncpg.Connection) -> float:
+    """Age of the oldest due, pending prediction (0 when none is due)."""
+    return float(await conn.fetchval(_LAG_SQL))
+
+
+async def oldest_pending_due_at(conn: asyncpg.Connection) -> datetime | None:
+    """When the next pending prediction falls due (None when nothing is pending)."""
+    value: datetime | None = await conn.fetchval(
+        "SELECT min(evaluation_due_at) FROM predictions WHERE evaluation_result IS NULL"
+    )
+    return value

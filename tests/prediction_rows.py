@@ -1,0 +1,150 @@
+"""Rows for outcome tests, inserted with plain SQL (the predictor is not under test here)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+
+async def add_model(conn: asyncpg.Connection, model_id: int, **columns: Any) -> int:
+    """An active_models row (time-based, up 10 % in 5 min by default); returns its id."""
+    values: dict[str, Any] = {
+        "model_id": model_id,
+        "name": f"model-{model_id}",
+        "model_type": "xgboost",
+        "target_kind": "time_based",
+        "target_variable": "price_close",
+        "future_minutes": 5,
+        "price_change_percent": 10.0,
+        "target_direction": "up",
+        "features": ["price_close"],
+        "file_path": f"/models/{model_id}.pkl",
+        "file_sha256": "0" * 64,
+    }
+    values.update(columns)
+    names = list(values)
+    # Column names come from the tests calling this helper, never from input.
+    sql = (
+        f"INSERT INTO active_models ({', '.join(names)}) "
+        f"VALUES ({', '.join(f'${i + 1}' for i in range(len(names)))}) RETURNING id"
+    )
+    return int(await conn.fetchval(sql, *values.values()))
+
+
+async def add_metric(
+    conn: asyncpg.Connection,
+    coin: str,
+    at: datetime,
+    close: float | None,
+    *,
+    high: float | None = None,
+    low: float | None = None,
+    **columns: Any,
+) -> int:
+    """One coin_metrics row; high/low default to the close."""
+    values: dict[str, Any] = {
+        "mint": coin,
+        "timestamp": at,
+        "price_open": close,
+        "price_high": close if high is None else high,
+        "price_low": close if low is None else low,
+        "price_close": close,
+    }
+    values.update(columns)
+    names = list(values)
+    quoted = ", ".join('"' + name + '"' for name in names)
+    sql = (
+        f"INSERT INTO coin_metrics ({quoted}) "
+        f"VALUES ({', '.join(f'${i + 1}' for i in range(len(names)))}) RETURNING id"
+    )
+    return int(await conn.fetchval(sql, *values.values()))
+
+
+async def add_prediction(
+    conn: asyncpg.Connection,
+    active_model_id: int,
+    coin: str,
+    at: datetime,
+    *,
+    prediction: int,
+    probability: float | None = None,
+    tag: str | None = None,
+    alert_threshold: float = 0.7,
+    **columns: Any,
+) -> int:
+    """A prediction carrying its model's target definition as the predictor stores it.
+
+    The target columns are copied from active_models unless given; evaluation_due_at
+    is T + future_minutes for time-based targets and T for classic ones.
+    """
+    model = await conn.fetchrow("SELECT * FROM active_models WHERE id = $1", active_model_id)
+    assert model is not None
+    if probability is None:
+        probability = 0.9 if prediction == 1 else 0.2
+    if tag is None:
+        tag = (
+            "negative"
+            if probability < 0.5
+            else ("alert" if probability >= alert_threshold else "positive")
+        )
+    values: dict[str, Any] = {
+        "active_model_id": active_model_id,
+        "model_id": model["model_id"],
+        "coin_id": coin,
+        "data_timestamp": at,
+        "prediction": prediction,
+        "probability": probability,
+        "alert_threshold": alert_threshold,
+        "tag": tag,
+    }
+    for name in (
+        "target_kind",
+        "target_variable",
+        "target_operator",
+        "target_value",
+        "future_minutes",
+        "price_change_percent",
+        "target_direction",
+    ):
+        values[name] = columns.pop(name, model[name])
+    if "evaluation_due_at" not in columns:
+        minutes = values["future_minutes"] if values["target_kind"] == "time_based" else 0
+        columns["evaluation_due_at"] = at + timedelta(minutes=minutes or 0)
+    values.update(columns)
+    names = list(values)
+    sql = (
+        f"INSERT INTO predictions ({', '.join(names)}) "
+        f"VALUES ({', '.join(f'${i + 1}' for i in range(len(names)))}) RETURNING id"
+    )
+    return int(await conn.fetchval(sql, *values.values()))
+
+
+async def set_outcome(
+    conn: asyncpg.Connection,
+    prediction_id: int,
+    result: str,
+    *,
+    change: float | None = None,
+    reason: str | None = None,
+) -> None:
+    """Write an outcome directly (statistics tests start from known outcomes)."""
+    await conn.execute(
+        """
+        UPDATE predictions
+        SET evaluation_result = $2, actual_change_pct = $3, evaluation_reason = $4,
+            evaluated_at = now()
+        WHERE id = $1
+        """,
+        prediction_id,
+        result,
+        change,
+        reason,
+    )
+
+
+async def prediction(conn: asyncpg.Connection, prediction_id: int) -> dict[str, Any]:
+    row = await conn.fetchrow("SELECT * FROM predictions WHERE id = $1", prediction_id)
+    assert row is not None
+    return dict(row)
