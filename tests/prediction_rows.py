@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
+import aiohttp
 import asyncpg
+from aiohttp import web
+
+from storage.config import Settings
+from web.app import create_app
+from web.context import AppContext
 
 
 async def add_model(conn: asyncpg.Connection, model_id: int, **columns: Any) -> int:
@@ -148,3 +156,33 @@ async def prediction(conn: asyncpg.Connection, prediction_id: int) -> dict[str, 
     row = await conn.fetchrow("SELECT * FROM predictions WHERE id = $1", prediction_id)
     assert row is not None
     return dict(row)
+
+
+@asynccontextmanager
+async def serve_api(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[ApiClient]:
+    """The real aiohttp app on 127.0.0.1 (no actors, so no evaluator changes rows)."""
+    runner = web.AppRunner(create_app(AppContext(settings=settings, pool=pool)))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield ApiClient(http, f"http://127.0.0.1:{port}")
+    finally:
+        await runner.cleanup()
+
+
+class ApiClient:
+    def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
+        self.http = http
+        self.base = base
+
+    async def call(
+        self, method: str, path: str, params: dict[str, Any] | None = None
+    ) -> tuple[int, Any]:
+        async with self.http.request(method, self.base + path, params=params) as response:
+            return response.status, await response.json()
+
+    async def get(self, path: str, **params: Any) -> tuple[int, Any]:
+        return await self.call("GET", path, {k: str(v) for k, v in params.items()})

@@ -8,7 +8,15 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from web import openapi, routes_alert_config, routes_status, routes_system
+from web import (
+    openapi,
+    routes_alert_config,
+    routes_models,
+    routes_predictions,
+    routes_statistics,
+    routes_status,
+    routes_system,
+)
 from web.auth import auth_middleware
 from web.context import CONTEXT, AppContext
 from web.errors import error_middleware
@@ -24,4 +32,7 @@ def create_app(context: AppContext) -> web.Application:
     app.add_routes(routes_status.routes)
     app.add_routes(openapi.routes)
     app.add_routes(routes_alert_config.routes)
+    app.add_routes(routes_models.routes)
+    app.add_routes(routes_predictions.routes)
+    app.add_routes(routes_statistics.routes)
     return app

@@ -319,8 +319,12 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/models/{id}/statistics",
         "Live quality next to training quality",
         STATS,
-        params=(_id(),),
-        responses={404: "unknown model"},
+        params=(
+            _id(),
+            _q("date_from", ISO_TIME, "data_timestamp from (inclusive)"),
+            _q("date_to", ISO_TIME, "data_timestamp to (inclusive)"),
+        ),
+        responses={400: "invalid filter", 404: "unknown model"},
     ),
     Operation(
         "GET",
@@ -332,8 +336,10 @@ OPERATIONS: tuple[Operation, ...] = (
             Param(
                 "coin_id", "path", {"type": "string", "minLength": 1, "maxLength": 64}, "mint", True
             ),
+            _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "latest predictions"),
+            _q("points", {"type": "integer", "minimum": 1, "maximum": 10000}, "price rows"),
         ),
-        responses={404: "unknown model or coin"},
+        responses={400: "invalid parameter", 404: "unknown model or no prediction for the coin"},
     ),
     Operation(
         "DELETE",
@@ -374,13 +380,15 @@ OPERATIONS: tuple[Operation, ...] = (
             _q("evaluation_result", {"enum": ["success", "failed", "not_applicable", "pending"]}),
             _q("probability_min", {"type": "number", "minimum": 0, "maximum": 1}),
             _q("probability_max", {"type": "number", "minimum": 0, "maximum": 1}),
-            _q("data_from", ISO_TIME),
-            _q("data_to", ISO_TIME),
-            _q("predicted_from", ISO_TIME),
-            _q("predicted_to", ISO_TIME),
+            _q("date_from", ISO_TIME, "data_timestamp from (inclusive)"),
+            _q("date_to", ISO_TIME, "data_timestamp to (inclusive)"),
+            _q("data_from", ISO_TIME, "alias of date_from"),
+            _q("data_to", ISO_TIME, "alias of date_to"),
+            _q("predicted_from", ISO_TIME, "predicted_at from (inclusive)"),
+            _q("predicted_to", ISO_TIME, "predicted_at to (inclusive)"),
             *PAGE,
         ),
-        responses={422: "invalid filter"},
+        responses={400: "invalid filter"},
     ),
     Operation(
         "GET",
@@ -401,7 +409,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Alert outcomes, profit and loss",
         STATS,
         params=(_q("active_model_id", ID), _q("date_from", ISO_TIME), _q("date_to", ISO_TIME)),
-        responses={422: "invalid filter"},
+        responses={400: "invalid filter"},
     ),
     # Webhooks
     Operation("GET", "/api/webhooks/dead", "Webhook jobs that were given up", HOOKS, params=PAGE),
