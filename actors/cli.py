@@ -1,11 +1,14 @@
-"""`pump-predictor` command line: serve, migrate (later: replay, demo, dashboard)."""
+"""`pump-predictor` command line: serve, migrate, replay, demo (later: dashboard)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
 
 import anyio
 import structlog
@@ -61,6 +64,51 @@ async def _migrate(settings: Settings) -> None:
         await database.close()
 
 
+def _script(name: str) -> ModuleType:
+    """`scripts/<name>.py`: tools that live beside the installed packages, not inside them."""
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:
+        sys.path.append(root)
+    return importlib.import_module(f"scripts.{name}")
+
+
+def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    tool = _script("replay")
+    try:
+        speed = tool.parse_speed(args.speed)
+    except argparse.ArgumentTypeError as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 2
+    return int(
+        anyio.run(
+            lambda: tool.replay_command(
+                settings,
+                args.file,
+                speed=speed,
+                shift_to_now=args.shift_to_now,
+                progress=not args.quiet,
+            )
+        )
+    )
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    tool = _script("demo_data")
+    try:
+        return int(
+            anyio.run(
+                lambda: tool.demo_command(
+                    settings,
+                    n_coins=args.coins,
+                    seed=args.seed,
+                    allow_external_database=args.allow_external_database,
+                )
+            )
+        )
+    except KeyboardInterrupt:  # Ctrl-C is how a demo ends
+        return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pump-predictor", description=__doc__)
     parser.add_argument("--config", help="path of config.toml (default: the repository's)")
@@ -71,6 +119,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--demo", action="store_true", help="run the demo collector and models")
     sub.add_parser("migrate", help="apply database migrations and exit")
+    replay = sub.add_parser(
+        "replay", help="replay recorded coin_metrics rows (.csv or .parquet) into the database"
+    )
+    replay.add_argument("file", help="recorded coin_metrics rows (.csv, .parquet)")
+    replay.add_argument(
+        "--speed",
+        default="1",
+        help="time scale: 1 = recorded pace, 10 = ten times faster, 0 or inf = no waiting",
+    )
+    replay.add_argument(
+        "--shift-to-now",
+        action="store_true",
+        help="move all timestamps by one offset so the first row is stamped now",
+    )
+    replay.add_argument("--quiet", action="store_true", help="no progress line")
+    demo = sub.add_parser(
+        "demo", help="write SYNTHETIC coin_metrics and serve demo models (stand-in TS)"
+    )
+    demo.add_argument("--coins", type=int, default=20, help="live demo coins (default 20)")
+    demo.add_argument("--seed", type=int, default=None, help="seed of the live market")
+    demo.add_argument(
+        "--allow-external-database",
+        action="store_true",
+        help="write demo rows even though DB_DSN is set (a scratch database only)",
+    )
     return parser
 
 
@@ -86,6 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         anyio.run(lambda: _serve(settings, dashboard=not args.no_dashboard, demo=args.demo))
     elif args.command == "migrate":
         anyio.run(_migrate, settings)
+    elif args.command == "replay":
+        return _replay(settings, args)
+    elif args.command == "demo":
+        return _demo(settings, args)
     return 0
 
 

@@ -52,6 +52,7 @@ from features.columns import BASE_COLUMNS
 from features.engineering import engineered_names
 from features.matrix import FeatureSpec
 from scripts.replay import COLLECTOR_COLUMNS, insert_coin_metrics
+from storage.config import Settings
 
 __all__ = [
     "DEFAULT_PHASES",
@@ -888,31 +889,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-async def _main(args: argparse.Namespace) -> None:
-    from storage.config import load_settings
+async def demo_command(
+    settings: Settings, *, n_coins: int, seed: int | None, allow_external_database: bool
+) -> int:
+    """`pump-predictor demo`: run the demo on the configured database until interrupted."""
     from storage.database import migrate, open_database, open_pool
 
-    settings = load_settings(args.config)
-    if not settings.embedded and not args.allow_external_database:
-        raise SystemExit(
+    if not settings.embedded and not allow_external_database:
+        print(
             "demo: DB_DSN is set; refusing to write synthetic rows into a real database "
-            "(pass --allow-external-database if it is a scratch database)"
+            "(pass --allow-external-database if it is a scratch database)",
+            file=sys.stderr,
         )
+        return 2
     database = await open_database(settings)
     try:
         await migrate(database.dsn, embedded=settings.embedded)
         pool = await open_pool(settings, database.dsn)
         try:
-            await run_demo(pool, n_coins=args.coins, seed=args.seed)
+            await run_demo(pool, n_coins=n_coins, seed=seed)
         finally:
-            await pool.close()
+            with anyio.CancelScope(shield=True):
+                await pool.close()
     finally:
-        await database.close()
+        with anyio.CancelScope(shield=True):
+            await database.close()
+    return 0
 
 
 if __name__ == "__main__":
-    cli = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    from storage.config import load_settings
+
+    cli = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     cli.add_argument("--config", help="path of config.toml (default: the repository's)")
     add_arguments(cli)
+    parsed = cli.parse_args()
     with suppress(KeyboardInterrupt):  # Ctrl-C is how a demo ends
-        anyio.run(_main, cli.parse_args())
+        anyio.run(
+            lambda: demo_command(
+                load_settings(parsed.config),
+                n_coins=parsed.coins,
+                seed=parsed.seed,
+                allow_external_database=parsed.allow_external_database,
+            )
+        )

@@ -41,6 +41,7 @@ import asyncpg
 import polars as pl
 
 from features.columns import BASE_COLUMNS, normalise
+from storage.config import Settings
 
 __all__ = [
     "COLLECTOR_COLUMNS",
@@ -359,41 +360,51 @@ def check_before_replay(path: str | Path, speed: float, shift_to_now: bool) -> l
     return warnings
 
 
-async def _main(args: argparse.Namespace) -> None:
-    from storage.config import load_settings
+async def replay_command(
+    settings: Settings, file: str, *, speed: float, shift_to_now: bool, progress: bool
+) -> int:
+    """`pump-predictor replay`: replay into the configured database; return the exit code."""
     from storage.database import migrate, open_database, open_pool
 
-    # Read (and refuse) the recording before starting any database.
-    recording = read_recording(args.file)
-    for warning in check_before_replay(args.file, args.speed, args.shift_to_now):
-        print(f"warning: {warning}", file=sys.stderr)
-    settings = load_settings(args.config)
+    try:
+        # Read (and refuse) the recording before starting any database.
+        recording = read_recording(file)
+    except ReplayError as error:
+        print(f"replay: {error}", file=sys.stderr)
+        return 2
+    for warning in check_before_replay(file, speed, shift_to_now):
+        print(f"replay: warning: {warning}", file=sys.stderr)
     database = await open_database(settings)
     try:
         await migrate(database.dsn, embedded=settings.embedded)
         pool = await open_pool(settings, database.dsn)
         try:
             result = await replay(
-                pool,
-                recording,
-                args.speed,
-                shift_to_now=args.shift_to_now,
-                progress=not args.quiet,
+                pool, recording, speed, shift_to_now=shift_to_now, progress=progress
             )
-            print(describe(result))
         finally:
             await pool.close()
     finally:
         await database.close()
+    print(describe(result))
+    return 0
 
 
 if __name__ == "__main__":
-    cli = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    from storage.config import load_settings
+
+    cli = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     cli.add_argument("--config", help="path of config.toml (default: the repository's)")
     add_arguments(cli)
     parsed = cli.parse_args()
-    try:
-        anyio.run(_main, parsed)
-    except ReplayError as error:
-        print(f"replay: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(
+        anyio.run(
+            lambda: replay_command(
+                load_settings(parsed.config),
+                parsed.file,
+                speed=parsed.speed,
+                shift_to_now=parsed.shift_to_now,
+                progress=not parsed.quiet,
+            )
+        )
+    )
