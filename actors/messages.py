@@ -63,11 +63,12 @@ class Batch:
 class BatchCompletion:
     """Which predictors still owe an acknowledgement for one batch."""
 
-    __slots__ = ("_done", "_pending")
+    __slots__ = ("_done", "_pending", "expected")
 
     def __init__(self, expected: set[int]) -> None:
         import anyio
 
+        self.expected = frozenset(expected)
         self._pending = set(expected)
         self._done = anyio.Event()
         if not self._pending:

@@ -1,0 +1,217 @@
+"""Coalesce ticks per coin, flush on size or age, load history once, fan out.
+
+Flushes when BATCH_SIZE coins are pending or the oldest pending tick has waited
+BATCH_TIMEOUT_SECONDS. Ticks keep arriving while a batch is being loaded or
+waits for slow predictors, and are coalesced per coin (the latest wins): when
+downstream is slow, batches grow instead of queues.
+
+The durable cursor advances here, in batch order, only after every predictor
+acknowledged the batch (its predictions are committed): never before the work
+it confirms.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import anyio
+import asyncpg
+import polars as pl
+import structlog
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from actors import metrics
+from actors.batch_bus import BatchBus
+from actors.messages import Batch, BatchCompletion, Tick, TickPage
+from actors.prefix_cache import PrefixCache
+from actors.state import ServiceState
+from features.columns import BASE_COLUMNS
+from features.running import empty_prefix
+from storage import coin_metrics, cursor
+from storage.config import Settings
+
+log = structlog.get_logger(__name__)
+
+
+class Batcher:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        pages: MemoryObjectReceiveStream[TickPage],
+        bus: BatchBus,
+        state: ServiceState,
+        *,
+        batch_size: int,
+        batch_timeout: float,
+        history_size: int,
+        cursor_name: str = cursor.DEFAULT_NAME,
+    ) -> None:
+        self._pool = pool
+        self._pages = pages
+        self._bus = bus
+        self._state = state
+        self._batch_size = batch_size
+        self._batch_timeout = batch_timeout
+        self._history_size = history_size
+        self._cursor_name = cursor_name
+        self._pending: dict[str, Tick] = {}
+        self._pending_max_id = 0
+        self._oldest_at: float | None = None
+        self._changed = anyio.Event()
+        self._stopping = False
+        self._batch_ids = 0
+        self._prefix = PrefixCache(self._rows_before)
+        self._confirm_send: MemoryObjectSendStream[tuple[Batch, datetime]] | None = None
+        self.cursor_position = 0
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        pages: MemoryObjectReceiveStream[TickPage],
+        bus: BatchBus,
+        state: ServiceState,
+    ) -> Batcher:
+        return cls(
+            pool,
+            pages,
+            bus,
+            state,
+            batch_size=settings.batch_size,
+            batch_timeout=settings.batch_timeout_seconds,
+            history_size=settings.feature_history_size,
+        )
+
+    def request_stop(self) -> None:
+        """Flush what is pending, wait for its acknowledgements, write the cursor, return."""
+        self._stopping = True
+        self._changed.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        confirm_send, confirm_receive = anyio.create_memory_object_stream[tuple[Batch, datetime]](
+            64
+        )
+        self._confirm_send = confirm_send
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._confirm, confirm_receive)
+            collector = anyio.CancelScope()
+            tg.start_soon(self._collect, collector)
+            task_status.started()
+            try:
+                await self._flush_loop()
+            finally:
+                collector.cancel()
+                confirm_send.close()
+
+    async def _collect(self, scope: anyio.CancelScope) -> None:
+        with scope:
+            async for page in self._pages:
+                self.add(page.ticks)
+
+    def add(self, ticks: tuple[Tick, ...]) -> None:
+        now = time.time()
+        for tick in ticks:
+            current = self._pending.get(tick.coin_id)
+            if current is None or (tick.data_timestamp, tick.row_id) >= (
+                current.data_timestamp,
+                current.row_id,
+            ):
+                self._pending[tick.coin_id] = tick
+            self._pending_max_id = max(self._pending_max_id, tick.row_id)
+            lag = now - tick.data_timestamp.timestamp()
+            metrics.INTAKE_LAG.observe({}, max(lag, 0.0))
+        if ticks:
+            self._state.intake_lag_seconds = now - max(t.data_timestamp for t in ticks).timestamp()
+            self._state.last_tick_at = now
+            metrics.TICKS_RECEIVED.add({}, len(ticks))
+            if self._oldest_at is None:
+                self._oldest_at = now
+            self._changed.set()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            reason = await self._wait_for_flush()
+            if reason is None:
+                return
+            await self.flush(reason)
+
+    async def _wait_for_flush(self) -> str | None:
+        while True:
+            if self._pending:
+                if len(self._pending) >= self._batch_size:
+                    return "size"
+                if self._stopping:
+                    return "shutdown"
+                assert self._oldest_at is not None
+                remaining = self._oldest_at + self._batch_timeout - time.time()
+                if remaining <= 0:
+                    return "timeout"
+            elif self._stopping:
+                return None
+            else:
+                remaining = None
+            self._changed = anyio.Event()
+            with anyio.move_on_after(remaining if remaining is not None else 3600):
+                await self._changed.wait()
+
+    async def flush(self, reason: str) -> Batch:
+        ticks = tuple(sorted(self._pending.values(), key=lambda t: t.row_id))
+        max_row_id, waited = self._pending_max_id, time.time() - (self._oldest_at or time.time())
+        self._pending, self._oldest_at = {}, None
+        self._batch_ids += 1
+        expected = set(self._bus.subscriber_ids)
+        completion = BatchCompletion(expected)
+        if expected:
+            history, prefix = await self._load(ticks)
+        else:
+            history, prefix = pl.DataFrame(), empty_prefix(with_phase_key=True)
+        batch = Batch(
+            batch_id=self._batch_ids,
+            ticks=ticks,
+            history=history,
+            prefix=prefix,
+            created_at=time.time(),
+            max_row_id=max_row_id,
+            completion=completion,
+        )
+        metrics.BATCHES.inc({"reason": reason})
+        metrics.BATCH_SIZE.observe({}, len(ticks))
+        metrics.BATCH_WAIT.observe({}, waited)
+        await self._bus.publish(batch)
+        newest = max(t.data_timestamp for t in ticks)
+        assert self._confirm_send is not None
+        await self._confirm_send.send((batch, newest))
+        return batch
+
+    async def _load(self, ticks: tuple[Tick, ...]) -> tuple[pl.DataFrame, pl.DataFrame]:
+        started = time.perf_counter()
+        rows = max(self._history_size, self._bus.history_rows())
+        async with self._pool.acquire() as conn:
+            history = await coin_metrics.load_history(
+                conn,
+                [t.coin_id for t in ticks],
+                [t.data_timestamp for t in ticks],
+                rows,
+                tuple(BASE_COLUMNS),
+            )
+        prefix = await self._prefix.prefix_for(history, self._bus.phase_keys())
+        metrics.HISTORY_LOAD.observe({}, time.perf_counter() - started)
+        return history, prefix
+
+    async def _rows_before(self, mints: list[str], boundaries: list[datetime]) -> pl.DataFrame:
+        async with self._pool.acquire() as conn:
+            return await coin_metrics.load_rows_before(conn, mints, boundaries)
+
+    async def _confirm(self, batches: MemoryObjectReceiveStream[tuple[Batch, datetime]]) -> None:
+        """Advance the durable cursor in batch order once each batch is fully committed."""
+        async with batches:
+            async for batch, newest in batches:
+                await batch.completion.wait()
+                async with self._pool.acquire() as conn:
+                    self.cursor_position = await cursor.advance(
+                        conn, batch.max_row_id, newest, self._cursor_name
+                    )
+                metrics.INTAKE_CURSOR.set({}, float(self.cursor_position))

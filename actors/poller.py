@@ -1,0 +1,162 @@
+"""Read new coin_metrics rows after the durable cursor, in id order, in pages.
+
+Runs on every wake-up (listener), on a timer (the safety net when
+notifications are lost) and at start-up (catch-up after downtime, bounded by
+CATCHUP_MAX_AGE_SECONDS so a first start does not replay months).
+
+Rows can commit out of id order: a transaction that took id 100 may commit
+after one that took id 101, so a reader that only asks for "id > last seen"
+skips 100 forever. Each read therefore re-reads a short overlap behind the
+position (CURSOR_OVERLAP_ROWS ids) and drops the ids it has already emitted.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import anyio
+import asyncpg
+import structlog
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from actors import metrics
+from actors.messages import Tick, TickPage, Wakeup
+from actors.state import ServiceState
+from storage import coin_metrics, cursor
+from storage.config import Settings
+
+log = structlog.get_logger(__name__)
+
+
+class Poller:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        wakeups: MemoryObjectReceiveStream[Wakeup],
+        pages: MemoryObjectSendStream[TickPage],
+        state: ServiceState,
+        *,
+        interval: float,
+        page_size: int,
+        overlap: int,
+        max_age_seconds: float,
+        cursor_name: str = cursor.DEFAULT_NAME,
+    ) -> None:
+        self._pool = pool
+        self._wakeups = wakeups
+        self._pages = pages
+        self._state = state
+        self._interval = interval
+        self._page_size = page_size
+        self._overlap = overlap
+        self._max_age = max_age_seconds
+        self._cursor_name = cursor_name
+        self._stopping = False
+        self.position = 0  # highest id emitted
+        self.floor = 0  # never read at or below this id (the catch-up bound)
+        self._seen: set[int] = set()
+        self._resume_low: int | None = None
+        self._rewind = False
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        wakeups: MemoryObjectReceiveStream[Wakeup],
+        pages: MemoryObjectSendStream[TickPage],
+        state: ServiceState,
+    ) -> Poller:
+        return cls(
+            pool,
+            wakeups,
+            pages,
+            state,
+            interval=settings.polling_interval_seconds,
+            page_size=settings.poll_page_size,
+            overlap=settings.cursor_overlap_rows,
+            max_age_seconds=settings.catchup_max_age_seconds,
+        )
+
+    def request_stop(self) -> None:
+        self._stopping = True
+
+    def rewind(self) -> None:
+        """Re-read from the durable cursor at the next poll.
+
+        Called when the batcher restarted after a crash: the ticks it held were
+        emitted (so the seen-set would skip them) but never processed.
+        """
+        self._rewind = True
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        await self._start_position()
+        task_status.started()
+        trigger = "startup"
+        while not self._stopping:
+            await self.poll(trigger)
+            trigger = "timer"
+            with anyio.move_on_after(self._interval):
+                while not self._stopping:
+                    with anyio.move_on_after(0.25):
+                        wakeup = await self._wakeups.receive()
+                        trigger = wakeup.reason
+                        break
+
+    async def _start_position(self) -> None:
+        """Resume at the durable cursor (minus the overlap), never before the age bound."""
+        async with self._pool.acquire() as conn:
+            saved = await cursor.load(conn, self._cursor_name)
+            bound = datetime.now(UTC) - timedelta(seconds=self._max_age)
+            self.floor = await coin_metrics.last_id_before(conn, bound)
+        resume = saved.last_id if saved is not None else 0
+        skipped = max(0, self.floor - resume)
+        self.position = max(resume, self.floor)
+        # After a restart re-read the overlap too: rows below the cursor may have
+        # committed after it was written. Re-processing is idempotent.
+        self._resume_low = max(self.floor, resume - self._overlap)
+        log.info(
+            "poller_start",
+            cursor=resume,
+            floor=self.floor,
+            position=self.position,
+            skipped_as_too_old=skipped,
+        )
+        metrics.INTAKE_CURSOR.set({}, float(resume))
+
+    async def poll(self, trigger: str) -> int:
+        """Read until no new rows are left; return the number of rows emitted."""
+        if self._rewind:
+            self._rewind = False
+            self._seen.clear()
+            await self._start_position()
+        metrics.INTAKE_POLLS.inc({"trigger": trigger})
+        self._state.last_poll_at = time.time()
+        emitted = 0
+        while True:
+            low = max(self.floor, self.position - self._overlap)
+            if self._resume_low is not None:
+                low, self._resume_low = min(low, self._resume_low), None
+            exclude = [i for i in self._seen if i > low]
+            async with self._pool.acquire() as conn:
+                rows = await coin_metrics.read_ticks(conn, low, exclude, self._page_size)
+            if not rows:
+                break
+            now = time.time()
+            ticks = tuple(Tick(r.id, r.mint, r.timestamp, r.phase_id, now) for r in rows)
+            await self._pages.send(TickPage(ticks))
+            self._seen.update(t.row_id for t in ticks)
+            self.position = max(self.position, ticks[-1].row_id)
+            emitted += len(ticks)
+            metrics.INTAKE_ROWS.add({}, len(ticks))
+            if len(rows) < self._page_size:
+                break
+        self._prune()
+        return emitted
+
+    def _prune(self) -> None:
+        low = self.position - self._overlap
+        if len(self._seen) > 2 * max(self._overlap, 1):
+            self._seen = {i for i in self._seen if i > low}

@@ -1,0 +1,188 @@
+"""Reads of the collector's `coin_metrics` table (never written by this service).
+
+History for a batch is loaded with one query for all its coins and streamed
+with COPY ... CSV straight into Polars: building a frame from asyncpg records
+costs a Python object per value, the CSV path costs one parse in Rust.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+import polars as pl
+
+from features.columns import BASE_COLUMNS, UTC_TIME, history_schema, quote_ident
+
+HISTORY_COLUMNS: tuple[str, ...] = tuple(BASE_COLUMNS)
+# What the running ("prefix") state of a coin needs from the rows before its window.
+PREFIX_COLUMNS: tuple[str, ...] = (
+    "id",
+    "mint",
+    "timestamp",
+    "phase_id_at_time",
+    "price_high",
+    "price_close",
+    "dev_sold_amount",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TickRow:
+    id: int
+    mint: str
+    timestamp: datetime
+    phase_id: int | None
+
+
+async def read_ticks(
+    conn: asyncpg.Connection, after_id: int, exclude_ids: Sequence[int], limit: int
+) -> list[TickRow]:
+    """Rows with id > after_id in id order, minus the ids already seen (overlap re-reads)."""
+    rows = await conn.fetch(
+        """
+        SELECT id, mint, "timestamp", phase_id_at_time
+        FROM coin_metrics
+        WHERE id > $1 AND NOT (id = ANY($2::bigint[]))
+        ORDER BY id
+        LIMIT $3
+        """,
+        after_id,
+        list(exclude_ids),
+        limit,
+    )
+    return [TickRow(r["id"], r["mint"], r["timestamp"], r["phase_id_at_time"]) for r in rows]
+
+
+async def max_id(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM coin_metrics"))
+
+
+async def last_id_before(conn: asyncpg.Connection, moment: datetime) -> int:
+    """The highest id whose row is older than `moment`, by binary search over the id.
+
+    coin_metrics has no index on timestamp (and may hold months of rows), but ids
+    grow with time, so a bisection of primary-key lookups finds the boundary in
+    ~40 cheap queries instead of a full scan. Rows that committed out of order
+    make the answer approximate by a few rows, which the catch-up bound tolerates.
+    """
+    bounds = await conn.fetchrow("SELECT min(id) AS lo, max(id) AS hi FROM coin_metrics")
+    if bounds is None or bounds["lo"] is None:
+        return 0
+    lo, hi = int(bounds["lo"]) - 1, int(bounds["hi"])
+    probe = 'SELECT "timestamp" FROM coin_metrics WHERE id >= $1 ORDER BY id LIMIT 1'
+    # Invariant: rows with id <= lo are older than moment; the row at hi might not be.
+    if await conn.fetchval(probe, hi) < moment:
+        return hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        ts = await conn.fetchval(probe, mid)
+        if ts is not None and ts < moment:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _csv_select(columns: Sequence[str], alias: str) -> str:
+    """Select list for COPY ... CSV: times as epoch microseconds, booleans as 0/1."""
+    parts = []
+    for name in columns:
+        col = f"{alias}.{quote_ident(name)}"
+        if name == "timestamp":
+            parts.append(f"(extract(epoch FROM {col}) * 1000000)::bigint AS {quote_ident(name)}")
+        elif BASE_COLUMNS[name] == pl.Boolean():
+            parts.append(f"{col}::int AS {quote_ident(name)}")
+        else:
+            parts.append(col)
+    return ", ".join(parts)
+
+
+def _csv_frame(data: bytes, columns: Sequence[str]) -> pl.DataFrame:
+    schema = history_schema(columns)
+    read_schema = {
+        name: (pl.Int64() if name == "timestamp" or dtype == pl.Boolean() else dtype)
+        for name, dtype in schema.items()
+    }
+    if not data:
+        return pl.DataFrame(schema=schema)
+    frame = pl.read_csv(io.BytesIO(data), schema=read_schema, has_header=True)
+    casts = [pl.col("timestamp").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")]
+    casts += [pl.col(n).cast(pl.Boolean) for n, t in schema.items() if t == pl.Boolean()]
+    return frame.with_columns(casts).cast({"timestamp": UTC_TIME})
+
+
+async def _copy_frame(
+    conn: asyncpg.Connection, query: str, args: Sequence[object], columns: Sequence[str]
+) -> pl.DataFrame:
+    buffer = io.BytesIO()
+    await conn.copy_from_query(query, *args, output=buffer, format="csv", header=True)
+    return _csv_frame(buffer.getvalue(), columns)
+
+
+async def load_history(
+    conn: asyncpg.Connection,
+    mints: Sequence[str],
+    as_of: Sequence[datetime],
+    rows_per_coin: int,
+    columns: Sequence[str] = HISTORY_COLUMNS,
+) -> pl.DataFrame:
+    """Per coin, the newest `rows_per_coin` rows at or before its `as_of` time.
+
+    Rows after the tick are never read: features "as of" a tick use only its past.
+    """
+    query = f"""
+        SELECT {_csv_select(columns, "h")}
+        FROM unnest($1::text[], $2::timestamptz[]) AS t(mint, as_of)
+        CROSS JOIN LATERAL (
+            SELECT * FROM coin_metrics c
+            WHERE c.mint = t.mint AND c."timestamp" <= t.as_of
+            ORDER BY c."timestamp" DESC
+            LIMIT $3
+        ) AS h
+        ORDER BY h.mint, h."timestamp"
+    """
+    return await _copy_frame(conn, query, (list(mints), list(as_of), rows_per_coin), columns)
+
+
+async def load_rows_before(
+    conn: asyncpg.Connection, mints: Sequence[str], boundaries: Sequence[datetime]
+) -> pl.DataFrame:
+    """Per coin, every row strictly before its boundary, with only the prefix columns.
+
+    Used once per coin (first sight, or after its window jumped): afterwards the
+    batcher carries the running state forward from rows it already holds.
+    """
+    query = f"""
+        SELECT {_csv_select(PREFIX_COLUMNS, "c")}
+        FROM unnest($1::text[], $2::timestamptz[]) AS b(mint, boundary)
+        JOIN coin_metrics c ON c.mint = b.mint AND c."timestamp" < b.boundary
+        ORDER BY c.mint, c."timestamp"
+    """
+    return await _copy_frame(conn, query, (list(mints), list(boundaries)), PREFIX_COLUMNS)
+
+
+async def latest_timestamp(conn: asyncpg.Connection, mint: str) -> datetime | None:
+    """The newest data timestamp of a coin (manual predictions default to it)."""
+    value: datetime | None = await conn.fetchval(
+        'SELECT max("timestamp") FROM coin_metrics WHERE mint = $1', mint
+    )
+    return value
+
+
+async def row_at_or_before(conn: asyncpg.Connection, mint: str, moment: datetime) -> TickRow | None:
+    row = await conn.fetchrow(
+        """
+        SELECT id, mint, "timestamp", phase_id_at_time FROM coin_metrics
+        WHERE mint = $1 AND "timestamp" <= $2
+        ORDER BY "timestamp" DESC, id DESC LIMIT 1
+        """,
+        mint,
+        moment,
+    )
+    if row is None:
+        return None
+    return TickRow(row["id"], row["mint"], row["timestamp"], row["phase_id_at_time"])
