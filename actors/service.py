@@ -9,8 +9,23 @@ import asyncpg
 import structlog
 from anyio.abc import TaskStatus
 
+from actors.batch_bus import BatchBus
+from actors.batcher import Batcher
+from actors.listener import Listener
+from actors.messages import TickPage, Wakeup
+from actors.model_runtime import ModelRuntime
+from actors.model_sync import ModelSync
+from actors.poller import Poller
+from actors.predictor import Predictor
 from actors.state import ServiceState
-from actors.supervisor import STAGE_OUTPUT, STAGE_WEB, ActorSpec, Supervisor
+from actors.supervisor import (
+    STAGE_BATCH,
+    STAGE_INTAKE,
+    STAGE_OUTPUT,
+    STAGE_WEB,
+    ActorSpec,
+    Supervisor,
+)
 from actors.web_server import WebServer
 from actors.webhooks import WebhookDispatcher, poker
 from storage.config import Settings
@@ -36,6 +51,7 @@ class Service:
     database: Database | None = None
     pool: asyncpg.Pool | None = None
     app_context: AppContext | None = None
+    bus: BatchBus = field(default_factory=BatchBus)
 
     def __post_init__(self) -> None:
         self.supervisor = Supervisor(self.state)
@@ -76,11 +92,57 @@ class Service:
         specs: list[ActorSpec] = []
         pool = self.pool
         assert pool is not None
+        assert self.database is not None
+        dsn = self.database.dsn
+        supervisor, state, bus = self.supervisor, self.state, self.bus
         # Predictors poke the running dispatcher (whichever instance) after committing.
-        context.services["webhooks_poke"] = poker(self.supervisor)
+        poke = poker(supervisor)
+        context.services["webhooks_poke"] = poke
+        context.services["supervisor"] = supervisor
+        # Streams outlive the actors at their ends, so a restarted actor picks them up.
+        wake_send, wake_receive = anyio.create_memory_object_stream[Wakeup](1)
+        page_send, page_receive = anyio.create_memory_object_stream[TickPage](4)
+
+        def make_predictor(runtime: ModelRuntime) -> Predictor:
+            return Predictor(
+                runtime,
+                bus,
+                pool,
+                default_webhook_url=settings.n8n_webhook_url or None,
+                poke_webhooks=poke,
+            )
+
+        model_sync = ModelSync(dsn, pool, supervisor, make_predictor)
+        context.services["model_sync"] = model_sync
+        batcher_starts = 0
+
+        def make_batcher() -> Batcher:
+            nonlocal batcher_starts
+            batcher_starts += 1
+            if batcher_starts > 1 and "poller" in supervisor.actor_names:
+                supervisor.actor("poller").rewind()
+            return Batcher.from_settings(settings, pool, page_receive, bus, state)
+
         specs.append(
             ActorSpec(
                 "webhooks", lambda: WebhookDispatcher.from_settings(settings, pool), STAGE_OUTPUT
+            )
+        )
+        # Predictors first, then the intake: the first batch already finds them subscribed.
+        specs.append(ActorSpec("model-sync", lambda: model_sync, STAGE_INTAKE))
+        specs.append(ActorSpec("batcher", make_batcher, STAGE_BATCH))
+        specs.append(
+            ActorSpec(
+                "poller",
+                lambda: Poller.from_settings(settings, pool, wake_receive, page_send, state),
+                STAGE_INTAKE,
+            )
+        )
+        specs.append(
+            ActorSpec(
+                "listener",
+                lambda: Listener.from_settings(settings, dsn, wake_send, state),
+                STAGE_INTAKE,
             )
         )
         specs.append(

@@ -1,0 +1,170 @@
+"""An active model ready to run: the loaded estimator, its feature needs, its settings.
+
+`score` is the one path from a batch to probabilities, used by the predictor
+actors, by manual predictions (`POST /api/predict`) and by the benchmark, so
+that all three feed a model exactly the same features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from actors.messages import Tick, phase_key
+from actors.prefix_cache import phase_filter
+from actors.webhook_payload import WebhookModel
+from features.columns import UTC_TIME
+from features.matrix import FeatureSpec, build_matrix
+from storage.model_files import LoadedModel, ModelFileError, load_model
+from storage.predictions import NewPrediction
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRuntime:
+    row: Mapping[str, Any]  # the active_models row it was built from
+    model: LoadedModel
+    spec: FeatureSpec
+    webhook: WebhookModel
+
+    @property
+    def active_model_id(self) -> int:
+        return int(self.row["id"])
+
+    @property
+    def name(self) -> str:
+        return str(self.row["custom_name"] or self.row["name"])
+
+    @property
+    def phases(self) -> tuple[int, ...] | None:
+        return self.webhook.phases
+
+    @property
+    def phase_key(self) -> str:
+        return phase_key(self.phases)
+
+    @property
+    def file_version(self) -> tuple[str, str]:
+        return (str(self.row["file_path"]), str(self.row["file_sha256"]))
+
+    def with_row(self, row: Mapping[str, Any]) -> ModelRuntime:
+        """Same model file, new settings (threshold, webhooks, filters...)."""
+        return build_runtime(row, self.model)
+
+    def due_at(self, data_timestamp: datetime) -> datetime:
+        """When the outcome is known: T + future_minutes (time-based), T itself (classic)."""
+        minutes = self.row["future_minutes"]
+        if self.row["target_kind"] == "time_based" and minutes:
+            return data_timestamp + timedelta(minutes=int(minutes))
+        return data_timestamp
+
+    def new_prediction(
+        self,
+        tick: Tick,
+        probability: float,
+        tag: str,
+        snapshot: tuple[float | None, float | None],
+        source: str = "stream",
+    ) -> NewPrediction:
+        r = self.row
+        return NewPrediction(
+            active_model_id=self.active_model_id,
+            model_id=int(r["model_id"]),
+            coin_id=tick.coin_id,
+            data_timestamp=tick.data_timestamp,
+            phase_id=tick.phase_id,
+            prediction=1 if probability >= 0.5 else 0,
+            probability=probability,
+            alert_threshold=float(r["alert_threshold"]),
+            tag=tag,
+            price_close_at_t=snapshot[0],
+            market_cap_at_t=snapshot[1],
+            target_kind=r["target_kind"],
+            target_variable=r["target_variable"],
+            target_operator=r["target_operator"],
+            target_value=r["target_value"],
+            future_minutes=r["future_minutes"],
+            price_change_percent=r["price_change_percent"],
+            target_direction=r["target_direction"],
+            source=source,
+            evaluation_due_at=self.due_at(tick.data_timestamp),
+        )
+
+
+def build_runtime(row: Mapping[str, Any], model: LoadedModel) -> ModelRuntime:
+    features = list(row["features"])
+    if model.feature_names_in is not None and list(model.feature_names_in) != features:
+        raise ModelFileError(
+            f"model file {model.path.name} expects features {model.feature_names_in}, "
+            f"the database lists {features}"
+        )
+    if model.n_features_in != len(features):
+        raise ModelFileError(
+            f"model file {model.path.name} expects {model.n_features_in} features, "
+            f"the database lists {len(features)}"
+        )
+    spec = FeatureSpec.from_model(features, row["params"])
+    return ModelRuntime(row=dict(row), model=model, spec=spec, webhook=WebhookModel.from_row(row))
+
+
+def load_runtime(row: Mapping[str, Any]) -> ModelRuntime:
+    """Load the model file of an active_models row. Blocking: run it in a worker thread.
+
+    The file must hash to what was recorded at import: a file replaced behind our
+    back is refused, never run.
+    """
+    model = load_model(row["file_path"])
+    if model.sha256 != row["file_sha256"]:
+        raise ModelFileError(
+            f"model file {row['file_path']} has sha256 {model.sha256}, "
+            f"expected {row['file_sha256']} recorded at import"
+        )
+    return build_runtime(row, model)
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    ticks: list[Tick]
+    probabilities: np.ndarray
+    snapshots: list[tuple[float | None, float | None]]  # (price_close, market_cap) at T
+    skipped: list[tuple[Tick, str]]
+
+
+def score(
+    runtime: ModelRuntime, ticks: Sequence[Tick], history: pl.DataFrame, prefix: pl.DataFrame
+) -> Scored:
+    """Features as of each tick and the model's probabilities. Blocking (CPU)."""
+    if not ticks:
+        return Scored([], np.empty(0), [], [])
+    expr = phase_filter(runtime.phase_key)
+    own = history if expr is None else history.filter(expr)
+    seed = None
+    if "phase_key" in prefix.columns and prefix.height:
+        seed = prefix.filter(pl.col("phase_key") == runtime.phase_key).drop("phase_key")
+    computed = runtime.spec.compute(own, seed=seed)
+    frame = pl.DataFrame(
+        {"mint": [t.coin_id for t in ticks], "timestamp": [t.data_timestamp for t in ticks]},
+        schema={"mint": pl.String(), "timestamp": UTC_TIME},
+    )
+    matrix = build_matrix(computed, frame, runtime.spec)
+    skipped = [(ticks[i], reason) for i, reason in matrix.skipped]
+    if not matrix.rows:
+        return Scored([], np.empty(0), [], skipped)
+    probabilities = runtime.model.predict_proba(matrix.values)[:, 1]
+    kept = [ticks[i] for i in matrix.rows]
+    snap = frame[matrix.rows].join(
+        own.select("mint", "timestamp", "price_close", "market_cap_close").unique(
+            subset=["mint", "timestamp"], keep="last"
+        ),
+        on=["mint", "timestamp"],
+        how="left",
+        maintain_order="left",
+    )
+    snapshots = list(
+        zip(snap["price_close"].to_list(), snap["market_cap_close"].to_list(), strict=True)
+    )
+    return Scored(kept, probabilities, snapshots, skipped)

@@ -1,0 +1,233 @@
+"""One actor per active model: a batch in, that model's predictions stored.
+
+Per batch: filters (phases, coin whitelist, ignore windows, caps of open
+predictions), the feature matrix and `predict_proba` for all eligible coins at
+once in a worker thread, one multi-row idempotent insert, the scan state and
+the webhook jobs in the same transaction, then the acknowledgement that lets
+the intake cursor move. A new model object or new settings (hot reload) are
+swapped in between batches, never during one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+import anyio
+import asyncpg
+import structlog
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from actors import metrics
+from actors.batch_bus import BatchBus
+from actors.messages import Batch, Tick
+from actors.model_runtime import ModelRuntime, Scored, score
+from actors.webhook_payload import ReportedPrediction, tag_for, webhook_jobs
+from storage import outbox, predictions, scan_state
+from storage.predictions import NewPrediction, StoredPrediction
+
+log = structlog.get_logger(__name__)
+
+BATCH_ATTEMPTS = 3
+
+
+class Predictor:
+    def __init__(
+        self,
+        runtime: ModelRuntime,
+        bus: BatchBus,
+        pool: asyncpg.Pool,
+        *,
+        default_webhook_url: str | None,
+        poke_webhooks: Callable[[], None] | None = None,
+    ) -> None:
+        self._runtime = runtime
+        self._next: ModelRuntime | None = None
+        self._bus = bus
+        self._pool = pool
+        self._default_url = default_webhook_url
+        self._poke = poke_webhooks
+        self._stopping = False
+        self.key = runtime.active_model_id
+        self.batches = 0
+        self._log = log.bind(active_model_id=self.key, model=runtime.name)
+
+    @property
+    def runtime(self) -> ModelRuntime:
+        return self._next or self._runtime
+
+    def swap(self, runtime: ModelRuntime) -> None:
+        """Use `runtime` from the next batch on (hot reload)."""
+        self._next = runtime
+        self._bus.update(
+            self.key, phase_key=runtime.phase_key, history_rows=runtime.spec.history_rows
+        )
+
+    def request_stop(self) -> None:
+        """Finish the batches already handed over, then return."""
+        self._stopping = True
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        runtime = self.runtime
+        receive = self._bus.subscribe(
+            self.key, phase_key=runtime.phase_key, history_rows=runtime.spec.history_rows
+        )
+        metrics.ACTIVE_MODELS.set({}, float(len(self._bus.subscriber_ids)))
+        task_status.started()
+        try:
+            while True:
+                batch = await self._next_batch(receive)
+                if batch is None:
+                    return
+                try:
+                    await self._process_with_retry(batch)
+                finally:
+                    batch.completion.ack(self.key)
+        finally:
+            # Acknowledges whatever was still owed, so the cursor never waits on us.
+            self._bus.unsubscribe(self.key)
+            receive.close()
+            metrics.ACTIVE_MODELS.set({}, float(len(self._bus.subscriber_ids)))
+
+    async def _next_batch(self, receive: MemoryObjectReceiveStream[Batch]) -> Batch | None:
+        while True:
+            if self._stopping:
+                try:
+                    return receive.receive_nowait()
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    return None
+            with anyio.move_on_after(0.5):
+                try:
+                    return await receive.receive()
+                except anyio.EndOfStream:
+                    return None
+
+    async def _process_with_retry(self, batch: Batch) -> None:
+        for attempt in range(1, BATCH_ATTEMPTS + 1):
+            try:
+                await self.process(batch)
+                return
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+                # Transient (a dropped connection, a failover): the insert is
+                # idempotent, so trying the whole batch again is safe.
+                self._log.warning(
+                    "batch_failed", batch_id=batch.batch_id, attempt=attempt, error=repr(exc)
+                )
+                if attempt == BATCH_ATTEMPTS:
+                    break
+                await anyio.sleep(0.2 * 2**attempt)
+            except Exception:
+                self._log.exception("batch_failed_permanently", batch_id=batch.batch_id)
+                break
+        metrics.TICKS_SKIPPED.add(
+            {"model": str(self.key), "reason": "batch_failed"}, len(batch.ticks)
+        )
+
+    async def process(self, batch: Batch) -> list[StoredPrediction]:
+        if self._next is not None:
+            self._runtime, self._next = self._next, None
+            self._log = log.bind(active_model_id=self.key, model=self._runtime.name)
+        runtime = self._runtime
+        started = time.perf_counter()
+        ticks = self._eligible(runtime, batch.ticks)
+        if ticks:
+            async with self._pool.acquire() as conn:
+                ignored = await scan_state.ignored_until(conn, self.key, [t.coin_id for t in ticks])
+            if ignored:
+                kept = [
+                    t for t in ticks if t.data_timestamp >= ignored.get(t.coin_id, t.data_timestamp)
+                ]
+                self._skip("ignore_window", len(ticks) - len(kept))
+                ticks = kept
+        if not ticks:
+            return []
+        scored = await anyio.to_thread.run_sync(score, runtime, ticks, batch.history, batch.prefix)
+        for _tick, reason in scored.skipped:
+            self._skip(reason.replace(" ", "_"), 1)
+        stored = await self.store(runtime, scored)
+        self.batches += 1
+        metrics.PREDICT_SECONDS.observe({"model": str(self.key)}, time.perf_counter() - started)
+        return stored
+
+    def _eligible(self, runtime: ModelRuntime, ticks: tuple[Tick, ...]) -> list[Tick]:
+        phases = runtime.phases
+        row = runtime.row
+        whitelist = set(row["coin_whitelist"]) if row["coin_filter_mode"] == "whitelist" else None
+        kept = []
+        for tick in ticks:
+            if phases and tick.phase_id not in phases:
+                self._skip("phase", 1)
+            elif whitelist is not None and tick.coin_id not in whitelist:
+                self._skip("not_whitelisted", 1)
+            else:
+                kept.append(tick)
+        return kept
+
+    async def store(
+        self, runtime: ModelRuntime, scored: Scored, source: str = "stream"
+    ) -> list[StoredPrediction]:
+        """Insert, update scan state and queue webhooks in one transaction."""
+        threshold = float(runtime.row["alert_threshold"])
+        rows: list[NewPrediction] = []
+        for tick, p, snap in zip(
+            scored.ticks, scored.probabilities.tolist(), scored.snapshots, strict=True
+        ):
+            rows.append(runtime.new_prediction(tick, float(p), tag_for(p, threshold), snap, source))
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await self._apply_caps(conn, runtime, rows)
+            stored = await predictions.insert_predictions(conn, rows)
+            new = {(s.coin_id, s.data_timestamp) for s in stored}
+            fresh = [r for r in rows if (r.coin_id, r.data_timestamp) in new]
+            await scan_state.record(conn, self.key, [_scan(runtime, r) for r in fresh])
+            reported = [
+                ReportedPrediction(
+                    r.coin_id, r.data_timestamp, r.prediction, r.probability, r.tag, threshold
+                )
+                for r in fresh
+            ]
+            jobs = webhook_jobs(runtime.webhook, reported, default_url=self._default_url)
+            queued = await outbox.enqueue(conn, jobs)
+        now = time.time()
+        for r in fresh:
+            metrics.PREDICTIONS.inc({"model": str(self.key), "tag": r.tag})
+            metrics.PREDICTION_LAG.observe({}, max(now - r.data_timestamp.timestamp(), 0.0))
+        if len(fresh) < len(rows):
+            self._skip("already_predicted", len(rows) - len(fresh))
+        if queued and self._poke is not None:
+            self._poke()
+        return stored
+
+    async def _apply_caps(
+        self, conn: asyncpg.Connection, runtime: ModelRuntime, rows: list[NewPrediction]
+    ) -> list[NewPrediction]:
+        """Drop predictions whose coin already has the maximum of open ones with that tag."""
+        row = runtime.row
+        caps = {
+            "negative": int(row["max_open_negative"]),
+            "positive": int(row["max_open_positive"]),
+            "alert": int(row["max_open_alert"]),
+        }
+        if not any(caps.values()) or not rows:
+            return rows
+        counts = await predictions.open_counts(conn, self.key, [r.coin_id for r in rows])
+        kept = []
+        for r in rows:
+            cap = caps[r.tag]
+            if cap and counts.get((r.coin_id, r.tag), 0) >= cap:
+                self._skip(f"open_{r.tag}_cap", 1)
+                continue
+            counts[(r.coin_id, r.tag)] = counts.get((r.coin_id, r.tag), 0) + 1
+            kept.append(r)
+        return kept
+
+    def _skip(self, reason: str, count: int) -> None:
+        if count:
+            metrics.TICKS_SKIPPED.add({"model": str(self.key), "reason": reason}, count)
+
+
+def _scan(runtime: ModelRuntime, row: NewPrediction) -> scan_state.ScanResult:
+    seconds = int(runtime.row[f"ignore_{row.tag}_seconds"])
+    until = row.data_timestamp + timedelta(seconds=seconds) if seconds else None
+    return scan_state.ScanResult(row.coin_id, row.tag, row.data_timestamp, until)

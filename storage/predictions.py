@@ -1,0 +1,109 @@
+"""Writes of the `predictions` table (reads for the API live in `prediction_reads`).
+
+One multi-row INSERT per model and batch through `unnest` arrays. A prediction
+is unique per (active model, coin, data timestamp): re-processing a tick (the
+poller's overlap, a restart, NOTIFY and the timer both firing) hits the
+constraint and inserts nothing, and RETURNING tells the caller which rows are
+new, so webhooks are queued only for those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+
+import asyncpg
+
+
+@dataclass(frozen=True, slots=True)
+class NewPrediction:
+    active_model_id: int
+    model_id: int
+    coin_id: str
+    data_timestamp: datetime
+    phase_id: int | None
+    prediction: int
+    probability: float
+    alert_threshold: float
+    tag: str
+    price_close_at_t: float | None
+    market_cap_at_t: float | None
+    target_kind: str
+    target_variable: str | None
+    target_operator: str | None
+    target_value: float | None
+    future_minutes: int | None
+    price_change_percent: float | None
+    target_direction: str | None
+    source: str
+    evaluation_due_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPrediction:
+    id: int
+    coin_id: str
+    data_timestamp: datetime
+    predicted_at: datetime
+
+
+_TYPES = {
+    "active_model_id": "bigint",
+    "model_id": "bigint",
+    "coin_id": "text",
+    "data_timestamp": "timestamptz",
+    "phase_id": "int",
+    "prediction": "smallint",
+    "probability": "float8",
+    "alert_threshold": "float8",
+    "tag": "text",
+    "price_close_at_t": "float8",
+    "market_cap_at_t": "float8",
+    "target_kind": "text",
+    "target_variable": "text",
+    "target_operator": "text",
+    "target_value": "float8",
+    "future_minutes": "int",
+    "price_change_percent": "float8",
+    "target_direction": "text",
+    "source": "text",
+    "evaluation_due_at": "timestamptz",
+}
+_COLUMNS = [f.name for f in fields(NewPrediction)]
+_INSERT = f"""
+INSERT INTO predictions ({", ".join(_COLUMNS)})
+SELECT * FROM unnest({", ".join(f"${i}::{_TYPES[c]}[]" for i, c in enumerate(_COLUMNS, 1))})
+ON CONFLICT ON CONSTRAINT predictions_once_per_tick DO NOTHING
+RETURNING id, coin_id, data_timestamp, predicted_at
+"""
+
+
+async def insert_predictions(
+    conn: asyncpg.Connection, rows: Sequence[NewPrediction]
+) -> list[StoredPrediction]:
+    """Insert the rows not stored yet; return the ones this call inserted."""
+    if not rows:
+        return []
+    columns = [[getattr(r, c) for r in rows] for c in _COLUMNS]
+    result = await conn.fetch(_INSERT, *columns)
+    return [
+        StoredPrediction(r["id"], r["coin_id"], r["data_timestamp"], r["predicted_at"])
+        for r in result
+    ]
+
+
+async def open_counts(
+    conn: asyncpg.Connection, active_model_id: int, coins: Sequence[str]
+) -> dict[tuple[str, str], int]:
+    """Open (not yet evaluated) predictions per (coin, tag), for the per-coin caps."""
+    rows = await conn.fetch(
+        """
+        SELECT coin_id, tag, count(*) AS n FROM predictions
+        WHERE active_model_id = $1 AND evaluation_result IS NULL AND coin_id = ANY($2::text[])
+        GROUP BY coin_id, tag
+        """,
+        active_model_id,
+        list(coins),
+    )
+    return {(r["coin_id"], r["tag"]): int(r["n"]) for r in rows}
