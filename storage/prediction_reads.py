@@ -181,6 +181,9 @@ class PricePoint:
     price_low: float | None
     market_cap_close: float | None
     volume_sol: float | None
+    change_pct: float | None  # relative to the reference price
+    high_pct: float | None
+    low_pct: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,11 +212,18 @@ ORDER BY "timestamp" DESC, id DESC
 LIMIT 1
 """
 
+# Percentages in numeric, like the evaluator's, so that 1.8 against 2.0 is -10, not
+# -9.999999999999998.
 _PRICES_SQL = """
-SELECT "timestamp", price_close, price_high, price_low, market_cap_close, volume_sol
-FROM coin_metrics
-WHERE mint = $1 AND "timestamp" >= $2 AND "timestamp" <= $3
-ORDER BY "timestamp", id
+WITH ref AS (SELECT $5::numeric AS price)
+SELECT c."timestamp", c.price_close, c.price_high, c.price_low, c.market_cap_close,
+       c.volume_sol,
+       ((c.price_close - ref.price) / nullif(ref.price, 0) * 100)::float8 AS change_pct,
+       ((c.price_high - ref.price) / nullif(ref.price, 0) * 100)::float8 AS high_pct,
+       ((c.price_low - ref.price) / nullif(ref.price, 0) * 100)::float8 AS low_pct
+FROM coin_metrics c, ref
+WHERE c.mint = $1 AND c."timestamp" >= $2 AND c."timestamp" <= $3
+ORDER BY c."timestamp", c.id
 LIMIT $4
 """
 
@@ -245,12 +255,16 @@ async def coin_details(
         start = first.data_timestamp - DETAILS_MARGIN
         end = max(p.evaluation_due_at for p in predictions) + DETAILS_MARGIN
         reference = await conn.fetchrow(_REFERENCE_SQL, coin_id, first.data_timestamp)
-        price_rows = await conn.fetch(_PRICES_SQL, coin_id, start, end, points + 1)
+        # The stored snapshot is the fallback when the coin's rows are gone.
+        price = reference["price_close"] if reference else first.price_close_at_t
+        price_rows = await conn.fetch(
+            _PRICES_SQL, coin_id, start, end, points + 1, None if price is None else repr(price)
+        )
     prices = [PricePoint(**dict(r)) for r in price_rows[:points]]
     return CoinDetails(
         predictions=predictions,
         reference_timestamp=reference["timestamp"] if reference else None,
-        reference_price=reference["price_close"] if reference else first.price_close_at_t,
+        reference_price=price,
         window_start=start,
         window_end=end,
         prices=prices,

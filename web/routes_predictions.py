@@ -210,12 +210,6 @@ async def get_latest_predictions(request: web.Request) -> web.Response:
     return web.json_response({"coin_id": coin, "predictions": [r.as_dict() for r in rows]})
 
 
-def _pct(value: float | None, reference: float | None) -> float | None:
-    if value is None or not reference:
-        return None
-    return (value - reference) / reference * 100
-
-
 def _details(active_model_id: int, coin: str, d: CoinDetails) -> dict[str, Any]:
     ref = d.reference_price
     last = d.predictions[-1]
@@ -236,9 +230,9 @@ def _details(active_model_id: int, coin: str, d: CoinDetails) -> dict[str, Any]:
             {
                 "timestamp": p.timestamp.isoformat(),
                 "price_close": p.price_close,
-                "change_pct": _pct(p.price_close, ref),
-                "high_pct": _pct(p.price_high, ref),
-                "low_pct": _pct(p.price_low, ref),
+                "change_pct": p.change_pct,
+                "high_pct": p.high_pct,
+                "low_pct": p.low_pct,
                 "market_cap_close": p.market_cap_close,
                 "volume_sol": p.volume_sol,
             }
