@@ -43,6 +43,7 @@ __all__ = [
     "preflight_problems",
     "reload_model",
     "training_metrics_of",
+    "training_service_failure",
     "update_metrics",
 ]
 
@@ -225,8 +226,13 @@ def preflight_problems(info: ModelInfo) -> list[str]:
     return problems
 
 
-def _ts_error(exc: TrainingServiceError, model_id: int) -> ModelImportError:
-    details: dict[str, Any] = {"model_id": model_id, "url": exc.url}
+def training_service_failure(
+    exc: TrainingServiceError, model_id: int | None = None
+) -> ModelImportError:
+    """A Training Service failure as an API answer: 404 stays 404, the rest is a 502."""
+    details: dict[str, Any] = {"url": exc.url}
+    if model_id is not None:
+        details["model_id"] = model_id
     if exc.status is None:
         return ModelImportError(
             "training_service_unreachable", str(exc), status=502, details=details
@@ -242,7 +248,7 @@ async def fetch_model_info(client: TrainingServiceClient, model_id: int) -> Mode
     try:
         return await client.get_model(model_id)
     except TrainingServiceError as exc:
-        raise _ts_error(exc, model_id) from exc
+        raise training_service_failure(exc, model_id) from exc
 
 
 # --------------------------------------------------------------------------- files
@@ -324,7 +330,7 @@ async def _download(
     except TrainingServiceError as exc:
         if exc.status == 200 and isinstance(exc.__cause__, ModelFileError):
             raise _file_refused(model_id, exc.__cause__) from exc
-        raise _ts_error(exc, model_id) from exc
+        raise training_service_failure(exc, model_id) from exc
 
 
 # --------------------------------------------------------------------------- import

@@ -180,14 +180,14 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/models",
         "Imported models",
         MODEL,
-        params=(_q("include_inactive", {"type": "boolean"}),),
+        params=(_q("include_inactive", {"type": "boolean"}, "default true"),),
     ),
     Operation(
         "GET",
         "/api/models/active",
         "Active models",
         MODEL,
-        params=(_q("include_inactive", {"type": "boolean"}),),
+        params=(_q("include_inactive", {"type": "boolean"}, "default false"),),
     ),
     Operation(
         "GET",
@@ -204,7 +204,7 @@ OPERATIONS: tuple[Operation, ...] = (
         MODEL,
         params=(_id(),),
         mutating=True,
-        responses={404: "unknown model"},
+        responses={404: "unknown model", 409: "import or reload in progress"},
     ),
     Operation(
         "POST",
@@ -213,7 +213,7 @@ OPERATIONS: tuple[Operation, ...] = (
         MODEL,
         params=(_id(),),
         mutating=True,
-        responses={404: "unknown model"},
+        responses={404: "unknown model", 409: "model file missing or unusable"},
     ),
     Operation(
         "POST",
@@ -227,11 +227,16 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "POST",
         "/api/models/{id}/reload",
-        "Re-read the model file (hot reload)",
+        "Re-verify the model file, download it again if missing or altered, hot reload",
         MODEL,
         params=(_id(),),
         mutating=True,
-        responses={404: "unknown model", 422: "refused"},
+        responses={
+            404: "unknown model",
+            409: "import or delete in progress",
+            422: "refused",
+            502: "Training Service unreachable",
+        },
     ),
     Operation(
         "PATCH",
@@ -239,7 +244,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "Rename",
         MODEL,
         params=(_id(),),
-        body=_obj({"name": {"type": "string", "minLength": 1, "maxLength": 200}}, ("name",)),
+        # null or "" restores the Training Service's name
+        body=_obj({"name": {"type": ["string", "null"], "maxLength": 200}}, ("name",)),
         mutating=True,
         responses={404: "unknown model"},
     ),
@@ -250,7 +256,10 @@ OPERATIONS: tuple[Operation, ...] = (
         MODEL,
         params=(_id(),),
         mutating=True,
-        responses={404: "unknown model", 502: "Training Service unreachable"},
+        responses={
+            404: "unknown model, or gone at the Training Service",
+            502: "Training Service unreachable",
+        },
     ),
     Operation(
         "GET",
