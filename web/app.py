@@ -12,6 +12,7 @@ from web import (
     openapi,
     routes_alert_config,
     routes_models,
+    routes_predict,
     routes_predictions,
     routes_statistics,
     routes_status,
@@ -33,6 +34,7 @@ def create_app(context: AppContext) -> web.Application:
     app.add_routes(openapi.routes)
     app.add_routes(routes_alert_config.routes)
     app.add_routes(routes_models.routes)
+    app.add_routes(routes_predict.routes)
     app.add_routes(routes_predictions.routes)
     app.add_routes(routes_statistics.routes)
     return app

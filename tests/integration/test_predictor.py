@@ -1,0 +1,298 @@
+"""From a coin_metrics insert to stored predictions, with real models and the real service."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+import asyncpg
+import polars as pl
+import pytest
+from coin_rows import COLUMNS, coin_rows, insert_rows
+from model_factory import train_model
+from service_runner import running_service
+from training_service_stub import TrainingServiceStub
+from waiting import wait_for
+from webhook_receiver import WebhookReceiver, insert_active_model
+
+from features.columns import BASE_COLUMNS, normalise
+from features.matrix import FeatureSpec
+from storage import coin_metrics
+from storage.config import Settings
+from storage.db import connect
+from storage.model_files import file_sha256, load_model
+from storage.model_settings import notify_model_changed
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+# Base columns, windowed features (5/10/15) and running ones (ATH, dev sold, age flags):
+# a history window alone cannot produce the running ones, the prefix state must.
+FEATURES = [
+    "price_close",
+    "volume_sol",
+    "buy_pressure_ratio",
+    "num_buys",
+    "dev_sold_amount",
+    "rolling_ath",
+    "ath_distance_pct",
+    "minutes_since_ath",
+    "ath_is_recent",
+    "dev_sold_cumsum",
+    "price_roc_5",
+    "price_roc_15",
+    "volume_ratio_10",
+    "whale_activity_15",
+    "buy_pressure_ma_5",
+    "volatility_ma_10",
+    "price_roc_15_has_data",
+]
+
+
+def golden_rows(shift_to: datetime) -> list[dict[str, Any]]:
+    """The golden coin_metrics fixture, moved in time so that its last row is `shift_to`."""
+    frame = normalise(pl.read_csv(FIXTURES / "features" / "coin_metrics.csv"))
+    offset = shift_to - frame["timestamp"].max()
+    frame = frame.with_columns(pl.col("timestamp") + offset).sort("timestamp")
+    return frame.select(COLUMNS).to_dicts()
+
+
+async def add_model(
+    conn: asyncpg.Connection, path: Path, kind: str, model_id: int, **columns: Any
+) -> int:
+    active_model_id = await insert_active_model(
+        conn,
+        model_id,
+        model_type=kind,
+        features=FEATURES,
+        phases=None,
+        params={"use_engineered_features": True, "feature_engineering_windows": [5, 10, 15]},
+        file_path=str(path),
+        file_sha256=file_sha256(path),
+        **columns,
+    )
+    await notify_model_changed(conn, active_model_id, "imported")
+    return active_model_id
+
+
+async def expected_probability(
+    conn: asyncpg.Connection, path: Path, coin: str, at: datetime
+) -> float:
+    """The model called directly on features computed over the coin's *whole* history."""
+    history = await coin_metrics.load_history(conn, [coin], [at], 1_000_000, tuple(BASE_COLUMNS))
+    spec = FeatureSpec.from_model(FEATURES)
+    computed = spec.compute(history)
+    row = computed.filter(pl.col("timestamp") == at).select(FEATURES).to_numpy()
+    return float(load_model(path).predict_proba(row)[0, 1])
+
+
+@pytest.fixture
+def pipeline_settings(settings: Settings) -> Settings:
+    # A short history window (2 x 15 + 1 rows) so coins outgrow it and running
+    # features depend on the carried prefix state.
+    return settings.replace(feature_history_size=31, batch_timeout_seconds=0.01)
+
+
+async def test_every_active_model_predicts_each_tick_with_the_full_history_features(
+    pipeline_settings: Settings, db_dsn: str, tmp_path: Path
+) -> None:
+    xgb = train_model("xgboost", FEATURES, seed=1, path=tmp_path / "xgb.pkl")
+    forest = train_model("random_forest", FEATURES, seed=2, path=tmp_path / "rf.pkl")
+    conn = await connect(db_dsn)
+    try:
+        ids = {
+            await add_model(conn, xgb, "xgboost", 101): xgb,
+            await add_model(conn, forest, "random_forest", 102): forest,
+        }
+        async with running_service(pipeline_settings) as service:
+            await wait_for(lambda: _running(service, len(ids)), what="a predictor per active model")
+            rows = golden_rows(datetime.now(UTC))
+            # Small statements in time order, as a collector writes them.
+            for start in range(0, len(rows), 25):
+                await insert_rows(conn, rows[start : start + 25])
+            last = {r["mint"]: r["timestamp"] for r in rows}
+            await wait_for(
+                lambda: _predicted(conn, last, len(ids)),
+                timeout=30,
+                what="a prediction of each model for each coin's last row",
+            )
+        stored = await conn.fetch(
+            "SELECT * FROM predictions ORDER BY active_model_id, coin_id, data_timestamp"
+        )
+        assert stored, "no predictions"
+        for p in stored:
+            want = await expected_probability(
+                conn, ids[p["active_model_id"]], p["coin_id"], p["data_timestamp"]
+            )
+            assert p["probability"] == pytest.approx(want, abs=1e-6), (
+                f"model {p['active_model_id']} coin {p['coin_id']} at {p['data_timestamp']}"
+            )
+            assert p["prediction"] == int(want >= 0.5)
+            assert p["tag"] == (
+                "alert" if want >= 0.7 else "positive" if want >= 0.5 else "negative"
+            )
+            assert p["target_kind"] == "time_based" and p["future_minutes"] == 5
+            assert (p["evaluation_due_at"] - p["data_timestamp"]).total_seconds() == 300
+            assert p["price_close_at_t"] is not None and p["price_close_at_t"] > 0
+            assert p["source"] == "stream"
+        duplicates = await conn.fetchval(
+            """SELECT count(*) FROM (SELECT 1 FROM predictions
+               GROUP BY active_model_id, coin_id, data_timestamp HAVING count(*) > 1) d"""
+        )
+        assert duplicates == 0
+    finally:
+        await conn.close()
+
+
+async def _running(service: Any, n: int) -> bool:
+    return len([a for a in service.supervisor.actor_names if a.startswith("predictor-")]) == n
+
+
+async def _predicted(conn: asyncpg.Connection, last: dict[str, datetime], models: int) -> bool:
+    rows = await conn.fetch(
+        "SELECT coin_id, data_timestamp, count(*) AS n FROM predictions "
+        "GROUP BY coin_id, data_timestamp"
+    )
+    seen = {(r["coin_id"], r["data_timestamp"]): r["n"] for r in rows}
+    return all(seen.get((coin, at), 0) == models for coin, at in last.items())
+
+
+async def test_model_lifecycle_through_the_api_without_losing_or_duplicating_ticks(
+    pipeline_settings: Settings, db_dsn: str, tmp_path: Path
+) -> None:
+    hooks = await WebhookReceiver().start()
+    try:
+        await _lifecycle(pipeline_settings, db_dsn, hooks)
+    finally:
+        await hooks.stop()
+    # One webhook per predicted coin tick, none twice (idempotency keys are unique).
+    keys = [r.headers.get("Idempotency-Key") for r in hooks.received()]
+    assert keys and len(keys) == len(set(keys))
+
+
+async def _lifecycle(pipeline_settings: Settings, db_dsn: str, hooks: WebhookReceiver) -> None:
+    async with TrainingServiceStub() as ts:
+        ts.add_model(7, "xgboost", FEATURES, seed=1)
+        settings = pipeline_settings.replace(
+            training_service_api_url=ts.base_url, n8n_webhook_url=hooks.url()
+        )
+        conn = await connect(db_dsn)
+        try:
+            async with (
+                running_service(settings) as service,
+                aiohttp.ClientSession(f"http://127.0.0.1:{service.web_port}") as http,
+            ):
+                async with http.post("/api/models/import", json={"model_id": 7}) as resp:
+                    assert resp.status == 201, await resp.text()
+                    active_id = (await resp.json())["id"]
+                await wait_for(lambda: _running(service, 1), what="the imported model running")
+                first_file = Path(
+                    await conn.fetchval(
+                        "SELECT file_path FROM active_models WHERE id=$1", active_id
+                    )
+                )
+
+                # 1. A coin's rows -> one prediction for its newest tick, one webhook.
+                a = await _insert_coin(conn, "coinA", 40)
+                await wait_for(lambda: _has_prediction(conn, "coinA", a), what="coinA predicted")
+                await wait_for(lambda: _async(len(hooks.bodies()) >= 1), what="coinA webhook")
+                p = await conn.fetchrow("SELECT * FROM predictions WHERE coin_id = 'coinA'")
+                assert p["probability"] == pytest.approx(
+                    await expected_probability(conn, first_file, "coinA", a), abs=1e-6
+                )
+
+                # 2. Deactivated: the next ticks get no prediction (they are still consumed).
+                async with http.post(f"/api/models/{active_id}/deactivate") as resp:
+                    assert resp.status == 200, await resp.text()
+                await wait_for(lambda: _async(not _running_now(service)), what="predictor stop")
+                b = await _insert_coin(conn, "coinB", 10)
+                await wait_for(lambda: _cursor_past(conn, "coinB", b), what="coinB consumed")
+                assert not await _has_prediction(conn, "coinB", b)
+
+                # 3. Activated again: predictions resume.
+                async with http.post(f"/api/models/{active_id}/activate") as resp:
+                    assert resp.status == 200, await resp.text()
+                await wait_for(lambda: _running(service, 1), what="predictor again")
+                c = await _insert_coin(conn, "coinC", 40)
+                await wait_for(lambda: _has_prediction(conn, "coinC", c), what="coinC predicted")
+
+                # 4. The Training Service now serves a retrained file; reload picks it up.
+                ts.add_model(7, "xgboost", FEATURES, seed=99)
+                await anyio.Path(first_file).unlink()
+                async with http.post(f"/api/models/{active_id}/reload") as resp:
+                    assert resp.status == 200, await resp.text()
+                    assert (await resp.json())["reload"]["redownloaded"] is True
+                new_sha = await conn.fetchval(
+                    "SELECT file_sha256 FROM active_models WHERE id = $1", active_id
+                )
+                await wait_for(
+                    lambda: _async(
+                        service.supervisor.actor("model-sync").runtimes[active_id].model.sha256
+                        == new_sha
+                    ),
+                    what="the new model swapped in",
+                )
+                new_file = Path(
+                    await conn.fetchval(
+                        "SELECT file_path FROM active_models WHERE id=$1", active_id
+                    )
+                )
+                d = await _insert_coin(conn, "coinD", 40)
+                await wait_for(lambda: _has_prediction(conn, "coinD", d), what="coinD predicted")
+                got = await conn.fetchval(
+                    "SELECT probability FROM predictions WHERE coin_id = 'coinD' "
+                    "AND data_timestamp = $1",
+                    d,
+                )
+                want_new = await expected_probability(conn, new_file, "coinD", d)
+                assert got == pytest.approx(want_new, abs=1e-6)
+
+                # 5. A manual prediction of an already predicted tick stores nothing new.
+                async with http.post("/api/predict", json={"coin_id": "coinD"}) as resp:
+                    assert resp.status == 200, await resp.text()
+                    [manual] = (await resp.json())["predictions"]
+                assert manual["stored"] is False and manual["probability"] == pytest.approx(got)
+                async with http.post("/api/predict", json={"coin_id": "nope"}) as resp:
+                    assert resp.status == 404
+                    assert (await resp.json())["error"]["details"]["field"] == "coin_id"
+        finally:
+            dupes = await conn.fetchval(
+                """SELECT count(*) FROM (SELECT 1 FROM predictions
+                   GROUP BY active_model_id, coin_id, data_timestamp HAVING count(*) > 1) d"""
+            )
+            await conn.close()
+    assert dupes == 0
+
+
+async def _insert_coin(conn: asyncpg.Connection, mint: str, n: int) -> datetime:
+    rows = coin_rows(mint, n, seed=len(mint) + ord(mint[-1]))
+    await insert_rows(conn, rows)
+    return rows[-1]["timestamp"]
+
+
+async def _has_prediction(conn: asyncpg.Connection, coin: str, at: datetime) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT count(*) FROM predictions WHERE coin_id = $1 AND data_timestamp = $2",
+            coin,
+            at,
+        )
+    )
+
+
+async def _cursor_past(conn: asyncpg.Connection, coin: str, at: datetime) -> bool:
+    newest = await conn.fetchval(
+        "SELECT max(id) FROM coin_metrics WHERE mint = $1 AND timestamp = $2", coin, at
+    )
+    cursor = await conn.fetchval("SELECT last_id FROM intake_cursor")
+    return cursor is not None and cursor >= newest
+
+
+def _running_now(service: Any) -> bool:
+    return any(a.startswith("predictor-") for a in service.supervisor.actor_names)
+
+
+async def _async(value: bool) -> bool:
+    return value
