@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from storage import active_models, model_import
+from storage import active_models, model_import, statistics
 from storage.active_models import ActiveModelRow
 from storage.model_import import ModelImportError, client_from_settings, training_service_failure
 from storage.training_service import ModelInfo, TrainingServiceClient, TrainingServiceError
@@ -104,9 +104,12 @@ def _target(
     }
 
 
-def model_json(row: ActiveModelRow) -> dict[str, Any]:
-    """An imported model as the API shows it (no webhook URL: it may carry credentials)."""
-    return {
+def model_json(row: ActiveModelRow, live: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An imported model as the API shows it (no webhook URL: it may carry credentials).
+
+    `live` is its prediction summary (count, last prediction, outcomes) where shown.
+    """
+    body = {
         "id": row.id,
         "active_model_id": row.id,
         "model_id": row.model_id,
@@ -145,6 +148,15 @@ def model_json(row: ActiveModelRow) -> dict[str, Any]:
         "activated_at": _iso(row.activated_at),
         "deactivated_at": _iso(row.deactivated_at),
     }
+    if live is not None:
+        body["live"] = live
+    return body
+
+
+async def _with_live(request: web.Request, rows: list[ActiveModelRow]) -> list[dict[str, Any]]:
+    async with ctx(request).pool.acquire() as conn:
+        summaries = await statistics.model_summaries(conn, [r.id for r in rows])
+    return [model_json(r, summaries[r.id].as_dict()) for r in rows]
 
 
 def available_json(info: ModelInfo) -> dict[str, Any]:
@@ -252,7 +264,7 @@ async def _list(request: web.Request, default_include_inactive: bool) -> web.Res
     include_inactive = _include_inactive(request, default_include_inactive)
     async with ctx(request).pool.acquire() as conn:
         rows = await active_models.list_models(conn, include_inactive)
-    return web.json_response({"models": [model_json(r) for r in rows], "total": len(rows)})
+    return web.json_response({"models": await _with_live(request, rows), "total": len(rows)})
 
 
 @routes.get("/api/models")
@@ -269,7 +281,8 @@ async def list_active_models(request: web.Request) -> web.Response:
 
 @routes.get(r"/api/models/{id:\d+}")
 async def get_model(request: web.Request) -> web.Response:
-    return web.json_response(model_json(await _get_row(request)))
+    [body] = await _with_live(request, [await _get_row(request)])
+    return web.json_response(body)
 
 
 async def _set_active(request: web.Request, active: bool) -> web.Response:

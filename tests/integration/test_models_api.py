@@ -110,7 +110,8 @@ async def test_available_models_then_import_then_the_model_is_served(
     status, one = await _call(api, "GET", "/api/models/available/7")
     assert one["imported"] is True and one["active_model_id"] == created["id"]
     status, shown = await _call(api, "GET", f"/api/models/{created['id']}")
-    assert status == 200 and shown == created
+    assert status == 200 and shown.pop("live")["predictions"] == 0
+    assert shown == created
 
 
 async def test_import_refusals_are_json_errors_with_the_reason(
@@ -250,6 +251,9 @@ async def test_delete_removes_the_model_its_predictions_and_its_file(
         """,
         created["id"],
     )
+    status, body = await _call(api, "GET", "/api/models")
+    assert body["models"][0]["live"]["predictions"] == 1
+    assert body["models"][0]["live"]["pending"] == 1
     status, body = await _call(api, "DELETE", f"/api/models/{created['id']}")
     assert status == 200 and body == {"deleted": True, "id": created["id"], "model_id": 7}
     status, _ = await _call(api, "GET", f"/api/models/{created['id']}")
