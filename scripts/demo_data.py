@@ -577,7 +577,7 @@ def _estimator(model_type: str, seed: int) -> Any:
         from xgboost import XGBClassifier
 
         return XGBClassifier(
-            n_estimators=60, max_depth=4, learning_rate=0.15, random_state=seed, n_jobs=2
+            n_estimators=60, max_depth=4, learning_rate=0.15, random_state=seed, n_jobs=1
         )
     from sklearn.ensemble import RandomForestClassifier
 
