@@ -96,6 +96,7 @@ class Evaluator:
                 await self.evaluate_due()
             except RETRYABLE_ERRORS as exc:
                 self.failed_cycles += 1
+                metrics.EVALUATION_ERRORS.inc({})
                 self._log.error(
                     "evaluation_cycle_failed",
                     error=f"{type(exc).__name__}: {exc}",

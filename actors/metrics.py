@@ -134,12 +134,17 @@ WEBHOOK_OUTBOX_DEPTH = Gauge("pp_webhook_outbox_depth", "Pending webhook jobs.",
 EVALUATIONS = Counter(
     "pp_evaluations_total", "Predictions evaluated, by result.", registry=REGISTRY
 )
+EVALUATION_ERRORS = Counter(
+    "pp_evaluation_errors_total",
+    "Evaluation cycles that failed and will be retried.",
+    registry=REGISTRY,
+)
 EVALUATION_LAG = Gauge(
     "pp_evaluation_lag_seconds", "Age of the oldest due, unevaluated prediction.", registry=REGISTRY
 )
 MODEL_LIVE_SUCCESS_RATE = Gauge(
     "pp_model_live_success_rate",
-    "Share of evaluated predictions that came true.",
+    "Share of judged predictions that matched the outcome: success / (success + failed).",
     registry=REGISTRY,
 )
 MODEL_EVALUATED = Gauge(

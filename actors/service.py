@@ -11,6 +11,7 @@ from anyio.abc import TaskStatus
 
 from actors.batch_bus import BatchBus
 from actors.batcher import Batcher
+from actors.evaluator import Evaluator
 from actors.listener import Listener
 from actors.messages import TickPage, Wakeup
 from actors.model_runtime import ModelRuntime
@@ -19,6 +20,7 @@ from actors.poller import Poller
 from actors.predictor import Predictor
 from actors.state import ServiceState
 from actors.supervisor import (
+    STAGE_BACKGROUND,
     STAGE_BATCH,
     STAGE_INTAKE,
     STAGE_OUTPUT,
@@ -143,6 +145,11 @@ class Service:
                 "listener",
                 lambda: Listener.from_settings(settings, dsn, wake_send, state),
                 STAGE_INTAKE,
+            )
+        )
+        specs.append(
+            ActorSpec(
+                "evaluator", lambda: Evaluator.from_settings(settings, pool), STAGE_BACKGROUND
             )
         )
         specs.append(
