@@ -59,15 +59,20 @@ def render(api: ApiClient, health: dict[str, Any]) -> None:
     for model in candidates:
         ident = model["id"]
         features = model.get("features") or []
+        count = model.get("features_count", len(features))
         phases = model.get("phases")
         with st.container(border=True):
             st.markdown(f"**#{ident} {model.get('name', '')}** · {model.get('model_type', '')}")
             st.write(
-                f"Target: {common.target_text(model)} · Features: {len(features)} · "
+                f"Target: {common.target_text(model)} · Features: {count} · "
                 f"Phases: {', '.join(map(str, phases)) if phases else 'all'}"
             )
             cols = st.columns(len(METRICS))
             for col, name in zip(cols, METRICS, strict=True):
                 col.metric(name, common.number(_metric(model, name), 3))
+            problems = [str(p) for p in model.get("problems") or []]
+            if problems:
+                # Shown before the click; the import still goes to the API, which decides.
+                st.warning("The API expects to refuse this model: " + "; ".join(problems))
             if st.button("Import", key=f"import_{ident}"):
                 _import(api, model)

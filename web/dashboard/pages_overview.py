@@ -11,31 +11,27 @@ from web.dashboard import common
 from web.dashboard.api_client import ApiClient
 
 
-def _live_rate(model: dict[str, Any], stats: dict[str, Any] | None) -> Any:
-    return common.first(
-        common.dig(model, "live_success_rate", "live.success_rate"),
-        common.dig(stats or {}, "live.success_rate", "live_success_rate", "success_rate"),
-    )
-
-
-def _training_accuracy(model: dict[str, Any], stats: dict[str, Any] | None) -> Any:
-    return common.first(
-        common.training_metric(model, "accuracy"),
-        common.dig(stats or {}, "training.accuracy", "training_accuracy"),
-    )
-
-
 def _model_row(api: ApiClient, model: dict[str, Any]) -> dict[str, Any]:
+    """One line of the models table: the model, then its live numbers from
+    `/api/models/{id}/statistics` (`success_rate` counts success / (success + failed))."""
     ident = common.model_id(model)
-    stats = common.quietly(api.get, f"/api/models/{ident}/statistics")
-    webhook = common.quietly(api.get, f"/api/models/{ident}/n8n-status")
+    stats = common.quietly(api.get, f"/api/models/{ident}/statistics") or {}
+    webhook = common.quietly(api.get, f"/api/models/{ident}/n8n-status") or {}
     predictions = common.first(
-        common.dig(model, "predictions", "total_predictions", "prediction_count"),
-        common.dig(stats or {}, "live.total", "live.predictions", "total_predictions"),
+        common.dig(model, "predictions", "summary.predictions", "statistics.predictions"),
+        common.dig(stats, "total"),
     )
     last = common.first(
-        common.dig(model, "last_prediction_at"),
-        common.dig(stats or {}, "live.last_prediction_at", "last_prediction_at"),
+        common.dig(model, "last_prediction_at", "summary.last_prediction_at"),
+        common.dig(stats, "last_prediction_at", "last_data_timestamp"),
+    )
+    live_rate = common.first(
+        common.dig(model, "live_success_rate", "summary.live_success_rate"),
+        common.dig(stats, "success_rate"),
+    )
+    accuracy = common.first(
+        common.training_metric(model, "accuracy"),
+        common.dig(stats, "comparison.accuracy.training"),
     )
     return {
         "id": ident,
@@ -44,9 +40,9 @@ def _model_row(api: ApiClient, model: dict[str, Any]) -> dict[str, Any]:
         "active": bool(model.get("is_active", True)),
         "predictions": common.number(predictions),
         "last prediction": common.when(last),
-        "live success rate": common.percent(_live_rate(model, stats)),
-        "training accuracy": common.percent(_training_accuracy(model, stats)),
-        "webhook": (webhook or {}).get("status", common.MISSING),
+        "live success rate": common.percent(live_rate),
+        "training accuracy": common.percent(accuracy),
+        "webhook": webhook.get("status", common.MISSING),
     }
 
 

@@ -82,7 +82,8 @@ def _quality(model: dict[str, Any], stats: dict[str, Any] | None, frame: pd.Data
     cols = st.columns(len(QUALITY))
     for col, name in zip(cols, QUALITY, strict=True):
         trained = common.first(
-            common.training_metric(model, name), common.dig(stats or {}, f"training.{name}")
+            common.dig(stats or {}, f"comparison.{name}.training"),
+            common.training_metric(model, name),
         )
         col.metric(f"live {name}", common.percent(live[name]))
         col.caption(f"training: {common.percent(trained)}")
@@ -90,20 +91,16 @@ def _quality(model: dict[str, Any], stats: dict[str, Any] | None, frame: pd.Data
     st.altair_chart(_matrix_chart({"tp": tp, "fp": fp, "tn": tn, "fn": fn}))
 
 
-def _alerts(api: ApiClient, ident: int) -> None:
-    body = common.quietly(api.get, "/api/alerts/statistics", active_model_id=ident)
-    if not isinstance(body, dict):
-        st.caption("Alert statistics are not available from the API.")
+def _alerts(stats: dict[str, Any] | None) -> None:
+    """Alert outcomes and the sum of their actual changes (profit, loss, net)."""
+    if not stats:
         return
     cols = st.columns(5)
-    cols[0].metric("Alerts", common.number(common.dig(body, "alerts.total", "total_alerts")))
-    cols[1].metric(
-        "Alert success rate",
-        common.percent(common.dig(body, "alerts.success_rate", "alert_success_rate")),
-    )
-    cols[2].metric("Profit (sum %)", common.number(common.dig(body, "profit_pct", "profit")))
-    cols[3].metric("Loss (sum %)", common.number(common.dig(body, "loss_pct", "loss")))
-    cols[4].metric("Net (sum %)", common.number(common.dig(body, "net_pct", "net")))
+    cols[0].metric("Alerts", common.number(common.dig(stats, "alerts.total")))
+    cols[1].metric("Alert success rate", common.percent(common.dig(stats, "alerts.success_rate")))
+    cols[2].metric("Profit (sum %)", common.number(common.dig(stats, "alert_changes.profit_pct")))
+    cols[3].metric("Loss (sum %)", common.number(common.dig(stats, "alert_changes.loss_pct")))
+    cols[4].metric("Net (sum %)", common.number(common.dig(stats, "alert_changes.net_pct")))
 
 
 def _charts(frame: pd.DataFrame) -> None:
@@ -173,7 +170,7 @@ def render(api: ApiClient, health: dict[str, Any]) -> None:
         else f"{total:,} predictions."
     )
     _quality(model, stats if isinstance(stats, dict) else None, frame)
-    _alerts(api, ident)
+    _alerts(stats if isinstance(stats, dict) else None)
     if frame.empty:
         st.info("No predictions yet for this model.")
         return

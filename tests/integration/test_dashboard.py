@@ -1,0 +1,543 @@
+"""The Streamlit dashboard against the real REST API on 127.0.0.1 and a real database.
+
+The API runs on the test's event loop (aiohttp `AppRunner` on a free port);
+`AppTest` runs the dashboard script synchronously, so it is driven from a worker
+thread (`anyio.to_thread.run_sync`) while the loop keeps serving requests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+import asyncpg
+import pytest
+from aiohttp import web
+from model_factory import train_model
+from streamlit.testing.v1 import AppTest
+from waiting import wait_for
+from webhook_receiver import insert_active_model
+
+from actors.dashboard_process import DashboardProcess
+from actors.state import ServiceState
+from storage.config import Settings
+from web.app import create_app
+from web.context import AppContext
+from web.dashboard.pages_predictions import price_path
+
+APP = Path(__file__).resolve().parents[2] / "web" / "dashboard" / "app.py"
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+TOKEN = "dashboard-test-token"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@asynccontextmanager
+async def serve_api(
+    settings: Settings, pool: asyncpg.Pool, state: ServiceState | None = None
+) -> AsyncIterator[str]:
+    runner = web.AppRunner(
+        create_app(AppContext(settings, pool, state or ServiceState())),
+        access_log=None,
+        shutdown_timeout=0.5,
+    )
+    await runner.setup()
+    port = _free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+class Dashboard:
+    """AppTest of the dashboard, run off the event loop."""
+
+    def __init__(self, page: str = "Overview") -> None:
+        self.at = AppTest.from_file(str(APP), default_timeout=20)
+        self.page = page
+
+    async def run(self) -> AppTest:
+        await anyio.to_thread.run_sync(self.at.run)
+        assert not self.at.exception, [e.value for e in self.at.exception]
+        return self.at
+
+    async def open(self) -> AppTest:
+        await self.run()
+        if self.page != "Overview":
+            self.at.sidebar.radio(key="page").set_value(self.page)
+            await self.run()
+        return self.at
+
+    async def act(self, change: Callable[[AppTest], Any]) -> AppTest:
+        """Apply a widget change (set_value / click) and run the script again."""
+        change(self.at)
+        return await self.run()
+
+    def errors(self) -> list[str]:
+        return [str(e.value) for e in self.at.error]
+
+    def texts(self) -> str:
+        parts = [
+            str(e.value)
+            for kind in ("markdown", "caption", "info", "success", "warning")
+            for e in self.at.get(kind)
+        ]
+        return "\n".join(parts)
+
+
+def button(at: AppTest, label: str) -> Any:
+    """The one button (form submit buttons included) with this label."""
+    found = [b for b in at.button if b.label == label]
+    assert len(found) == 1, [b.label for b in at.button]
+    return found[0]
+
+
+@pytest.fixture
+def dashboard_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, str], None]:
+    def point_at(base_url: str, token: str = "") -> None:
+        monkeypatch.setenv("API_BASE_URL", base_url)
+        monkeypatch.setenv("API_TOKEN", token)
+
+    return point_at
+
+
+async def _model(pool: asyncpg.Pool, model_id: int, **columns: Any) -> int:
+    async with pool.acquire() as conn:
+        return await insert_active_model(conn, model_id, **columns)
+
+
+async def _prediction(
+    pool: asyncpg.Pool,
+    active_model_id: int,
+    coin: str,
+    at: datetime,
+    probability: float,
+    *,
+    result: str | None = None,
+    change: float | None = None,
+    price: float | None = 1.0,
+    threshold: float = 0.7,
+) -> int:
+    tag = "negative" if probability < 0.5 else "positive" if probability < threshold else "alert"
+    async with pool.acquire() as conn:
+        return int(
+            await conn.fetchval(
+                """
+                INSERT INTO predictions (active_model_id, model_id, coin_id, data_timestamp,
+                    prediction, probability, alert_threshold, tag, target_kind,
+                    future_minutes, price_change_percent, target_direction,
+                    price_close_at_t, evaluation_due_at, evaluation_result, evaluated_at,
+                    eval_price_timestamp, price_close_at_eval, actual_change_pct)
+                SELECT id, model_id, $2, $3::timestamptz, $4, $5, $6, $7, 'time_based', 5, 10.0,
+                       'up', $8::float8, $3::timestamptz + interval '5 minutes', $9::text,
+                       $11::timestamptz, $11::timestamptz,
+                       $8::float8 * (1 + $10::float8 / 100), $10::float8
+                FROM active_models WHERE id = $1
+                RETURNING id
+                """,
+                active_model_id,
+                coin,
+                at,
+                int(probability >= 0.5),
+                probability,
+                threshold,
+                tag,
+                price,
+                result,
+                change,
+                None if result is None else at + timedelta(minutes=5),
+            )
+        )
+
+
+async def _prices(pool: asyncpg.Pool, coin: str, points: list[tuple[datetime, float]]) -> None:
+    async with pool.acquire() as conn:
+        await conn.executemany(
+            """INSERT INTO coin_metrics (mint, "timestamp", price_open, price_high, price_low,
+                   price_close) VALUES ($1, $2, $3, $3, $3, $3)""",
+            [(coin, at, price) for at, price in points],
+        )
+
+
+async def _row(pool: asyncpg.Pool, active_model_id: int) -> dict[str, Any]:
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT * FROM active_models WHERE id = $1", active_model_id)
+    assert row is not None
+    return dict(row)
+
+
+async def _seed(pool: asyncpg.Pool) -> tuple[int, int]:
+    """An active XGBoost model with evaluated predictions and an inactive forest."""
+    live = await _model(
+        pool,
+        41,
+        name="pump-hunter",
+        training_metrics={"accuracy": 0.8, "f1": 0.7, "precision": 0.75, "recall": 0.65},
+    )
+    idle = await _model(pool, 42, name="old-forest", model_type="random_forest", is_active=False)
+    # 2 true positives (alerts +12 %, +20 %), 1 false positive (alert −5 %), 1 true negative.
+    await _prediction(pool, live, "MintAAA", T0, 0.91, result="success", change=12.0)
+    await _prediction(
+        pool, live, "MintBBB", T0 + timedelta(minutes=1), 0.85, result="success", change=20.0
+    )
+    await _prediction(
+        pool, live, "MintAAA", T0 + timedelta(minutes=2), 0.75, result="failed", change=-5.0
+    )
+    await _prediction(
+        pool, live, "MintCCC", T0 + timedelta(minutes=3), 0.2, result="success", change=1.0
+    )
+    await _prediction(pool, live, "MintBBB", T0 + timedelta(minutes=4), 0.6)
+    return live, idle
+
+
+# ---- the API is not there ---------------------------------------------------------------
+
+
+async def test_unreachable_api_shows_a_clear_message_on_every_page(
+    dashboard_env: Callable[[str, str], None],
+) -> None:
+    port = _free_port()  # nothing listens here
+    dashboard_env(f"http://127.0.0.1:{port}", "")
+    dashboard = Dashboard()
+    at = await dashboard.open()
+    for page in at.sidebar.radio(key="page").options:
+        at.sidebar.radio(key="page").set_value(page)
+        await dashboard.run()
+        errors = dashboard.errors()
+        assert len(errors) == 1, (page, errors)
+        assert f"unreachable at http://127.0.0.1:{port}" in errors[0]
+        assert "Traceback" not in errors[0]
+
+
+# ---- pages over routes that exist ---------------------------------------------------------
+
+
+async def test_demo_mode_is_labelled_and_health_is_shown(
+    settings: Settings, pool: asyncpg.Pool, dashboard_env: Callable[[str, str], None]
+) -> None:
+    state = ServiceState(demo=True, intake_lag_seconds=1.5)
+    async with serve_api(settings, pool, state) as base:
+        dashboard_env(base, "")
+        dashboard = Dashboard()
+        at = await dashboard.open()
+        assert any("DEMO MODE" in str(w.value) for w in at.sidebar.warning)
+        assert "Service healthy" in [str(s.value) for s in at.success]
+        lag = next(m for m in at.metric if m.label == "Intake lag")
+        assert lag.value == "1.5 s"
+
+    state = ServiceState(demo=False)
+    async with serve_api(settings, pool, state) as base:
+        dashboard_env(base, "")
+        at = await Dashboard().open()
+        assert not any("DEMO" in str(w.value) for w in at.sidebar.warning)
+
+
+# ---- pages over routes being built ---------------------------------------------------------
+
+
+async def test_overview_lists_models_and_deactivates_one(
+    settings: Settings, pool: asyncpg.Pool, dashboard_env: Callable[[str, str], None]
+) -> None:
+    settings = settings.replace(api_token=TOKEN, api_public_reads=False)
+    live, idle = await _seed(pool)
+    async with serve_api(settings, pool) as base:
+        dashboard_env(base, TOKEN)
+        dashboard = Dashboard()
+        at = await dashboard.open()
+        assert not dashboard.errors(), dashboard.errors()
+        table = at.dataframe[0].value
+        rows = {int(r["id"]): r for r in table.to_dict("records")}
+        assert rows[live]["name"] == "pump-hunter" and rows[live]["type"] == "xgboost"
+        assert rows[idle]["type"] == "random_forest" and not rows[idle]["active"]
+        assert rows[live]["predictions"] == "5"
+        # 3 of 4 evaluated predictions were right; training said 80 %.
+        assert rows[live]["live success rate"] == "75.0%"
+        assert rows[live]["training accuracy"] == "80.0%"
+
+        await dashboard.act(lambda at: at.button(key=f"toggle_{live}").click())
+        assert not dashboard.errors(), dashboard.errors()
+        assert (await _row(pool, live))["is_active"] is False
+        assert at.button(key=f"toggle_{live}").label == "Activate"
+        assert (await _row(pool, idle))["is_active"] is False
+
+
+async def test_alert_threshold_change_sends_only_that_field(
+    settings: Settings, pool: asyncpg.Pool, dashboard_env: Callable[[str, str], None]
+) -> None:
+    settings = settings.replace(api_token=TOKEN, api_public_reads=False)
+    model = await _model(
+        pool,
+        41,
+        # The API shows this URL redacted; an untouched form must not write it back.
+        n8n_webhook_url="https://bot:s3cret@n8n.example/webhook/own",
+        n8n_send_modes=["alerts_only"],
+        coin_filter_mode="whitelist",
+        coin_whitelist=["MintA", "MintB"],
+        ignore_alert_seconds=60,
+        max_open_alert=3,
+    )
+    before = await _row(pool, model)
+    async with serve_api(settings, pool) as base:
+        dashboard_env(base, TOKEN)
+        dashboard = Dashboard("Manage model")
+        at = await dashboard.open()
+        assert not dashboard.errors(), dashboard.errors()
+        assert at.text_input(key=f"n8n_webhook_url_{model}").value == (
+            "https://bot:***@n8n.example/webhook/own"
+        )
+
+        at.number_input(key=f"alert_threshold_{model}").set_value(0.85)
+        await dashboard.act(lambda at: button(at, "Save alert settings").click())
+        assert not dashboard.errors(), dashboard.errors()
+        after = await _row(pool, model)
+        assert {k for k in before if before[k] != after[k]} == {"alert_threshold", "updated_at"}
+        assert after["alert_threshold"] == 0.85
+        assert after["n8n_webhook_url"] == "https://bot:s3cret@n8n.example/webhook/own"
+
+        # A wrong value: the API's message, verbatim, and nothing written.
+        at.text_input(key=f"n8n_webhook_url_{model}").set_value("ftp://files.example/hook")
+        await dashboard.act(lambda at: button(at, "Save alert settings").click())
+        assert dashboard.errors() == ["n8n_webhook_url: must be an http or https URL with a host"]
+        assert await _row(pool, model) == after
+
+        at.text_input(key=f"n8n_webhook_url_{model}").set_value(
+            "https://bot:***@n8n.example/webhook/own"
+        )
+        at.number_input(key=f"ignore_alert_seconds_{model}").set_value(120)
+        await dashboard.act(lambda at: button(at, "Save ignore windows").click())
+        assert not dashboard.errors(), dashboard.errors()
+        final = await _row(pool, model)
+        assert {k for k in after if after[k] != final[k]} == {"ignore_alert_seconds", "updated_at"}
+
+
+async def test_predictions_filter_by_tag_and_coin(
+    settings: Settings, pool: asyncpg.Pool, dashboard_env: Callable[[str, str], None]
+) -> None:
+    live, _ = await _seed(pool)
+    async with serve_api(settings, pool) as base:
+        dashboard_env(base, "")
+        dashboard = Dashboard("Predictions")
+        at = await dashboard.open()
+        assert not dashboard.errors(), dashboard.errors()
+        assert len(at.dataframe[0].value) == 5
+        assert "**5** matching predictions" in dashboard.texts()
+
+        at.selectbox(key="pred_tag").set_value("alert")
+        at = await dashboard.run()
+        table = at.dataframe[0].value
+        assert sorted(table["probability"]) == [0.75, 0.85, 0.91]
+        assert set(table["tag"]) == {"alert"}
+        assert "**3** matching predictions" in dashboard.texts()
+
+        at.text_input(key="pred_coin").set_value("MintAAA")
+        at = await dashboard.run()
+        table = at.dataframe[0].value
+        assert list(table["coin_id"]) == ["MintAAA", "MintAAA"]
+        assert sorted(table["outcome"]) == ["failed", "success"]
+        assert live in set(table["active_model_id"])
+
+        at.selectbox(key="pred_outcome").set_value("failed")
+        at.slider(key="pred_prob").set_value((0.8, 1.0))
+        at = await dashboard.run()
+        assert at.dataframe[0].value.empty
+        assert "**0** matching predictions" in dashboard.texts()
+
+
+async def test_prediction_row_opens_the_coin_price_chart(
+    settings: Settings, pool: asyncpg.Pool, dashboard_env: Callable[[str, str], None]
+) -> None:
+    live = await _model(pool, 41)
+    prediction = await _prediction(
+        pool, live, "MintAAA", T0, 0.9, result="success", change=20.0, price=2.0
+    )
+    await _prices(
+        pool, "MintAAA", [(T0 + timedelta(minutes=m), 2.0 + 0.1 * m) for m in range(-2, 7)]
+    )
+    async with serve_api(settings, pool) as base:
+        dashboard_env(base, "")
+        dashboard = Dashboard("Predictions")
+        await dashboard.open()
+        at = await dashboard.act(lambda at: at.selectbox(key="pred_detail").set_value(prediction))
+        assert not dashboard.errors(), dashboard.errors()
+        assert "Coin MintAAA" in [str(h.value) for h in at.subheader]
+        charts = at.get("vega_lite_chart")
+        assert charts, "no price chart"
+        spec = json.loads(charts[-1].proto.spec)
+        assert "price change from prediction (%)" in json.dumps(spec)
+
+        # The chart's numbers: % from the price at the prediction (2.0), from the API's
+        # own answer.
+        async with aiohttp.ClientSession() as http:
+            url = f"{base}/api/models/{live}/coins/MintAAA/details"
+            async with http.get(url) as response:
+                detail = await response.json()
+        path = price_path(detail, {"price_close_at_t": 2.0, "data_timestamp": T0.isoformat()})
+        at_five = path[path["time"] == T0 + timedelta(minutes=5)]["change_pct"]
+        assert list(at_five) == pytest.approx([25.0])
+        assert path["change_pct"].min() == pytest.approx(-10.0)
+
+
+async def test_statistics_show_live_quality_next_to_training(
+    settings: Settings, pool: asyncpg.Pool, dashboard_env: Callable[[str, str], None]
+) -> None:
+    await _seed(pool)
+    async with serve_api(settings, pool) as base:
+        dashboard_env(base, "")
+        dashboard = Dashboard("Statistics")
+        at = await dashboard.open()
+        assert not dashboard.errors(), dashboard.errors()
+        metrics = {m.label: m.value for m in at.metric}
+        # 2 TP, 1 FP, 1 TN, 0 FN of the seeded evaluations.
+        assert metrics["live accuracy"] == "75.0%"
+        assert metrics["live precision"] == "66.7%"
+        assert metrics["live recall"] == "100.0%"
+        assert "training: 80.0%" in dashboard.texts()
+        assert len(at.get("vega_lite_chart")) >= 4  # matrix, time, histogram, cumulative
+
+
+async def test_import_page_imports_a_ready_model(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    dashboard_env: Callable[[str, str], None],
+    tmp_path: Path,
+) -> None:
+    features = ["price_close", "volume_sol"]
+    model_file = train_model("xgboost", features)
+    ready = {
+        "id": 77,
+        "name": "fresh-xgb",
+        "model_type": "xgboost",
+        "status": "READY",
+        "is_deleted": False,
+        "created_at": T0.isoformat(),
+        "updated_at": T0.isoformat(),
+        "target_variable": "price_close",
+        "target_operator": None,
+        "target_value": None,
+        "features": features,
+        "phases": [1, 2],
+        "params": {
+            "_time_based": {
+                "enabled": True,
+                "future_minutes": 5,
+                "min_percent_change": 10.0,
+                "direction": "up",
+            }
+        },
+        "training_accuracy": 0.81,
+        "training_f1": 0.7,
+        "training_precision": 0.72,
+        "training_recall": 0.68,
+        "roc_auc": 0.85,
+        "future_minutes": 5,
+        "price_change_percent": 10.0,
+        "target_direction": "up",
+    }
+
+    # A model this service cannot compute a feature of: the import must be refused.
+    refused = {**ready, "id": 78, "name": "odd-features", "features": ["price_close", "moon_phase"]}
+    offered = {77: ready, 78: refused}
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response(list(offered.values()))
+
+    async def one(request: web.Request) -> web.Response:
+        model = offered.get(int(request.match_info["id"]))
+        if model is None:
+            return web.json_response({"detail": "not found"}, status=404)
+        return web.json_response(model)
+
+    files = {77: model_file, 78: train_model("xgboost", refused["features"])}
+
+    async def download(request: web.Request) -> web.Response:
+        body = files[int(request.match_info["id"])]
+        return web.Response(body=body, content_type="application/octet-stream")
+
+    training = web.Application()
+    training.router.add_get("/api/models", models)
+    training.router.add_get("/api/models/{id}", one)
+    training.router.add_get("/api/models/{id}/download", download)
+    runner = web.AppRunner(training, access_log=None)
+    await runner.setup()
+    port = _free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    settings = settings.replace(training_service_api_url=f"http://127.0.0.1:{port}/api")
+    try:
+        async with serve_api(settings, pool) as base:
+            dashboard_env(base, "")
+            dashboard = Dashboard("Import model")
+            at = await dashboard.open()
+            assert not dashboard.errors(), dashboard.errors()
+            assert "Features: 2" in dashboard.texts()
+            assert "price +10.0% within 5 min" in dashboard.texts()
+            # Refused: the API's own message, verbatim, and nothing imported.
+            at = await dashboard.act(lambda at: at.button(key="import_78").click())
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(f"{base}/api/models/import", json={"model_id": 78}) as response,
+            ):
+                assert response.status == 422, await response.text()
+                message = (await response.json())["error"]["message"]
+            assert "moon_phase" in message
+            assert dashboard.errors() == [message]
+
+            at = await dashboard.act(lambda at: at.button(key="import_77").click())
+            assert not dashboard.errors(), dashboard.errors()
+            async with pool.acquire() as conn:
+                rows = await conn.fetch("SELECT model_id, is_active FROM active_models")
+            assert [(r["model_id"], r["is_active"]) for r in rows] == [(77, True)]
+            assert any("Imported model 77" in str(s.value) for s in at.success)
+            buttons = {b.key for b in at.button}
+            assert "import_77" not in buttons and "import_78" in buttons
+    finally:
+        await runner.cleanup()
+
+
+# ---- the child process ---------------------------------------------------------------------
+
+
+async def test_dashboard_process_restarts_a_dead_child_and_stops_it_on_shutdown(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    async with serve_api(settings, pool) as base:
+        actor = DashboardProcess(
+            port=_free_port(), api_base_url=base, backoff_initial=0.1, stop_deadline=3.0
+        )
+        async with anyio.create_task_group() as tg:
+            await tg.start(actor.run)
+            with anyio.fail_after(40):
+                await actor.wait_ready()
+            first = actor.pid
+            assert first is not None
+            async with aiohttp.ClientSession() as http, http.get(actor.url) as response:
+                assert response.status == 200
+            os.kill(first, signal.SIGKILL)
+            await wait_for(
+                lambda: _async(actor.pid not in (None, first)), timeout=10, what="a new dashboard"
+            )
+            with anyio.fail_after(40):
+                await actor.wait_ready()
+            assert actor.restarts == 1
+            second = actor.pid
+            actor.request_stop()
+        assert actor.pid is None
+        with pytest.raises(ProcessLookupError):
+            os.kill(second, 0)
+
+
+async def _async(value: bool) -> bool:
+    return value
