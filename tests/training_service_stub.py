@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import anyio
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -89,6 +90,9 @@ class TrainingServiceStub:
     models: dict[int, StubModel] = field(default_factory=dict)
     # (method, path with query) of every request, in order.
     requests: list[str] = field(default_factory=list)
+    # When set, downloads wait for it (after being recorded in `requests`): a download
+    # that is in flight for as long as the test needs.
+    download_gate: anyio.Event | None = None
     _server: TestServer | None = None
 
     # ---- what it serves
@@ -184,6 +188,8 @@ class TrainingServiceStub:
     async def _download(self, request: web.Request) -> web.Response:
         self._seen(request)
         model = self._get(request)
+        if self.download_gate is not None:
+            await self.download_gate.wait()
         if model.file is None:
             raise web.HTTPNotFound(text='{"detail": "Model file not found"}')
         return web.Response(

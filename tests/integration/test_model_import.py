@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import asyncpg
 import numpy as np
 import pytest
@@ -455,3 +456,30 @@ async def test_delete_removes_the_row_its_predictions_and_its_file(
     # And it can be imported again.
     again = await import_model(pool, settings, client, 7)
     assert again != active_id and len(_files(settings)) == 1
+
+
+async def test_a_second_import_during_a_download_is_refused_as_busy(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    training_service: TrainingServiceStub,
+    client: TrainingServiceClient,
+) -> None:
+    training_service.add_model(7, "xgboost", FEATURES)
+    gate = training_service.download_gate = anyio.Event()
+    imported: list[int] = []
+
+    async def first() -> None:
+        imported.append(await import_model(pool, settings, client, 7))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(first)
+        await wait_for(
+            lambda: _async(training_service.downloads(7) == 1), what="first download in flight"
+        )
+        # Refused at once, not queued behind the download.
+        with anyio.fail_after(5), pytest.raises(ModelImportError) as caught:
+            await import_model(pool, settings, client, 7)
+        assert (caught.value.status, caught.value.code) == (409, "model_busy")
+        gate.set()
+    assert len(imported) == 1 and await _count(pool) == 1
+    assert training_service.downloads(7) == 1 and len(_files(settings)) == 1
