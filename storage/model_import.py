@@ -382,8 +382,11 @@ async def import_model(
                 file_sha256=sha256,
             )
             try:
-                async with conn.transaction():
-                    row = await active_models.insert_model(conn, new)
+                # Shielded: a cancellation during COMMIT would leave us not knowing whether
+                # the row exists, and the cleanup below would remove a committed model's file.
+                with anyio.CancelScope(shield=True):
+                    async with conn.transaction():
+                        row = await active_models.insert_model(conn, new)
             except asyncpg.UniqueViolationError:
                 # Imported by something that does not take our lock: keep its file.
                 other = await active_models.get_model_by_model_id(conn, model_id)
