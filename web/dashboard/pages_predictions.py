@@ -209,9 +209,12 @@ def render(api: ApiClient, health: dict[str, Any]) -> None:
     if not rows:
         return
     by_id = {row.get("id"): row for row in rows}
-    selected = getattr(getattr(event, "selection", None), "rows", None) or []
-    if selected:
+    selected = list(getattr(getattr(event, "selection", None), "rows", None) or [])
+    # A click in the table picks the detail; the picker below still works afterwards
+    # because a selection only counts when it changes.
+    if selected and selected[0] < len(rows) and selected != st.session_state.get("_pred_selected"):
         st.session_state["pred_detail"] = rows[selected[0]].get("id")
+    st.session_state["_pred_selected"] = selected
     chosen = st.selectbox(
         "Coin detail for prediction",
         [None, *by_id],
