@@ -517,14 +517,15 @@ async def reload_model(
             loaded = await _load(row.model_id, path)
             _check_kind(row.model_id, row.model_type, loaded)
             _check_same_features(row, loaded)
-            updated = await active_models.update_file(
-                conn,
-                row.id,
-                file_path=str(path),
-                file_sha256=loaded.sha256,
-                file_state="ok" if problem is None else "redownloaded",
-                notify_action=notify_action,
-            )
+            with anyio.CancelScope(shield=True):  # as in import: never orphan a committed file
+                updated = await active_models.update_file(
+                    conn,
+                    row.id,
+                    file_path=str(path),
+                    file_sha256=loaded.sha256,
+                    file_state="ok" if problem is None else "redownloaded",
+                    notify_action=notify_action,
+                )
         except BaseException as exc:
             if path != old_path:
                 _unlink_quietly(path)
