@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from types import ModuleType
 
 import anyio
@@ -39,11 +37,48 @@ async def _serve(settings: Settings, *, dashboard: bool, demo: bool) -> None:
             metrics=f"http://127.0.0.1:{service.web_port}/metrics",
             health=f"http://127.0.0.1:{service.web_port}/health",
             embedded_database=settings.embedded,
+            demo=demo,
         )
+        _print_banner(settings, service.web_port, dashboard=dashboard, demo=demo)
         tg.start_soon(watch_signals)
         # The service returns after shutdown; then stop watching signals.
         await _wait_finished(service)
         tg.cancel_scope.cancel()
+
+
+async def _dashboard(settings: Settings) -> None:
+    from actors.dashboard_process import DashboardProcess
+
+    dashboard = DashboardProcess.from_settings(settings)
+    print(f"dashboard on {dashboard.url} (API: {settings.api_base_url})", flush=True)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(dashboard.run)
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                dashboard.request_stop()
+                break
+
+
+def _print_banner(settings: Settings, port: int | None, *, dashboard: bool, demo: bool) -> None:
+    """Where things are, for the person who just ran ./scripts/run."""
+    host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::") else settings.api_host
+    lines = [
+        "",
+        "pump-predictor is running"
+        + (" with DEMO data (synthetic coins and models)" if demo else ""),
+        f"  status page  http://{host}:{port}/",
+        f"  REST API     http://{host}:{port}/api  (OpenAPI: /api/openapi.json)",
+        f"  metrics      http://{host}:{port}/metrics",
+    ]
+    if dashboard:
+        lines.append(f"  dashboard    http://{host}:{settings.streamlit_port}/")
+    if settings.embedded:
+        lines.append(f"  database     embedded PostgreSQL in {settings.embedded_data_dir}")
+    if demo:
+        lines.append(
+            "  Plain service: ./scripts/run --no-demo; real database: set DB_DSN (README)."
+        )
+    print("\n".join(lines) + "\n", flush=True)
 
 
 async def _wait_finished(service: object) -> None:
@@ -65,11 +100,9 @@ async def _migrate(settings: Settings) -> None:
 
 
 def _script(name: str) -> ModuleType:
-    """`scripts/<name>.py`: tools that live beside the installed packages, not inside them."""
-    root = str(Path(__file__).resolve().parent.parent)
-    if root not in sys.path:
-        sys.path.append(root)
-    return importlib.import_module(f"scripts.{name}")
+    from actors.tools import load_script
+
+    return load_script(name)
 
 
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
@@ -117,8 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--no-dashboard", action="store_true", help="do not start the Streamlit dashboard"
     )
-    serve.add_argument("--demo", action="store_true", help="run the demo collector and models")
+    mode = serve.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--demo",
+        action="store_true",
+        help="run the demo (synthetic coins, stand-in Training Service, demo models); "
+        "the default on the embedded database",
+    )
+    mode.add_argument(
+        "--no-demo", action="store_true", help="plain service, also on the embedded database"
+    )
     sub.add_parser("migrate", help="apply database migrations and exit")
+    sub.add_parser("dashboard", help="run only the Streamlit dashboard (talks to API_BASE_URL)")
     replay = sub.add_parser(
         "replay", help="replay recorded coin_metrics rows (.csv or .parquet) into the database"
     )
@@ -156,7 +199,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level, settings.log_format)
     if args.command == "serve":
-        anyio.run(lambda: _serve(settings, dashboard=not args.no_dashboard, demo=args.demo))
+        # Demo data only ever goes into the embedded database unless asked for explicitly.
+        demo = args.demo or (settings.embedded and not args.no_demo)
+        if demo and settings.embedded:
+            # The embedded database has no ingest lag to wait for: outcomes show up sooner.
+            settings = settings.replace(
+                evaluation_grace_seconds=min(settings.evaluation_grace_seconds, 5)
+            )
+        anyio.run(lambda: _serve(settings, dashboard=not args.no_dashboard, demo=demo))
+    elif args.command == "dashboard":
+        anyio.run(_dashboard, settings)
     elif args.command == "migrate":
         anyio.run(_migrate, settings)
     elif args.command == "replay":

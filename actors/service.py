@@ -11,6 +11,8 @@ from anyio.abc import TaskStatus
 
 from actors.batch_bus import BatchBus
 from actors.batcher import Batcher
+from actors.dashboard_process import DashboardProcess
+from actors.demo import DemoRunner
 from actors.evaluator import Evaluator
 from actors.listener import Listener
 from actors.messages import TickPage, Wakeup
@@ -159,4 +161,29 @@ class Service:
                 STAGE_WEB,
             )
         )
+        if self.options.demo:
+            specs.append(
+                ActorSpec(
+                    "demo",
+                    lambda: DemoRunner(settings, pool, state, context.services),
+                    STAGE_INTAKE,
+                )
+            )
+        if self.options.dashboard:
+            specs.append(
+                ActorSpec(
+                    "dashboard",
+                    # After "web": the dashboard is pointed at the port it really bound.
+                    lambda: DashboardProcess.from_settings(
+                        settings, api_base_url=self._local_api_url()
+                    ),
+                    STAGE_BACKGROUND,
+                )
+            )
         return specs
+
+    def _local_api_url(self) -> str:
+        host = self.settings.api_host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.web_port}"
