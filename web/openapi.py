@@ -7,7 +7,7 @@ documented here and every documented route must exist.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
@@ -32,10 +32,11 @@ ERROR_SCHEMA: dict[str, Any] = {
     },
 }
 
-ID = {"type": "integer", "minimum": 1}
+# Ids are BIGINT columns: a larger number can name no row (it answers 404).
+ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
 THRESHOLD = {"type": "number", "minimum": 0.5, "maximum": 1.0}
 SECONDS = {"type": "integer", "minimum": 0, "maximum": 86400}
-CAP = {"type": "integer", "minimum": 0}
+CAP = {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
 SEND_MODES = {
     "type": "array",
     "minItems": 1,
@@ -51,6 +52,8 @@ class Param:
     schema: dict[str, Any]
     description: str = ""
     required: bool = False
+    # The handler reads `?name=` (empty) as "not given", as HTML forms send it.
+    allow_empty: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,8 @@ class Operation:
     mutating: bool = False
     responses: dict[int, str] = field(default_factory=dict)
     content_type: str = JSON
+    # Bodies that are not the error shape (e.g. the health report answered with 503).
+    schemas: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 def _id(name: str = "id", what: str = "active model id") -> Param:
@@ -73,6 +78,11 @@ def _id(name: str = "id", what: str = "active model id") -> Param:
 
 def _q(name: str, schema: dict[str, Any], description: str = "") -> Param:
     return Param(name, "query", schema, description)
+
+
+def _empty_ok(params: tuple[Param, ...]) -> tuple[Param, ...]:
+    """Query parameters whose handler treats an empty value as absent."""
+    return tuple(replace(p, allow_empty=True) if p.where == "query" else p for p in params)
 
 
 def _obj(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -114,6 +124,15 @@ IGNORE_BODY = _obj(
         "ignore_alert_seconds": SECONDS,
     }
 )
+HEALTH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "reasons", "checks"],
+    "properties": {
+        "status": {"enum": ["healthy", "degraded"]},
+        "reasons": {"type": "array", "items": {"type": "string"}},
+        "checks": {"type": "object"},
+    },
+}
 CAPS_BODY = _obj({"max_open_negative": CAP, "max_open_positive": CAP, "max_open_alert": CAP})
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -124,6 +143,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Health: 200 healthy, 503 degraded with reasons",
         SYS,
         responses={200: "healthy", 503: "degraded"},
+        schemas={200: HEALTH_SCHEMA, 503: HEALTH_SCHEMA},
     ),
     Operation(
         "GET",
@@ -131,6 +151,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Health (same as /health)",
         SYS,
         responses={200: "healthy", 503: "degraded"},
+        schemas={200: HEALTH_SCHEMA, 503: HEALTH_SCHEMA},
     ),
     Operation("GET", "/metrics", "Prometheus metrics", SYS, content_type="text/plain"),
     Operation(
@@ -328,10 +349,12 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/models/{id}/statistics",
         "Live quality next to training quality",
         STATS,
-        params=(
-            _id(),
-            _q("date_from", ISO_TIME, "data_timestamp from (inclusive)"),
-            _q("date_to", ISO_TIME, "data_timestamp to (inclusive)"),
+        params=_empty_ok(
+            (
+                _id(),
+                _q("date_from", ISO_TIME, "data_timestamp from (inclusive)"),
+                _q("date_to", ISO_TIME, "data_timestamp to (inclusive)"),
+            )
         ),
         responses={400: "invalid filter", 404: "unknown model"},
     ),
@@ -340,13 +363,23 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/models/{id}/coins/{coin_id}/details",
         "Price history around this model's predictions for a coin",
         PRED,
-        params=(
-            _id(),
-            Param(
-                "coin_id", "path", {"type": "string", "minLength": 1, "maxLength": 64}, "mint", True
-            ),
-            _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "latest predictions"),
-            _q("points", {"type": "integer", "minimum": 1, "maximum": 10000}, "price rows"),
+        params=_empty_ok(
+            (
+                _id(),
+                Param(
+                    "coin_id",
+                    "path",
+                    {"type": "string", "minLength": 1, "maxLength": 64},
+                    "mint",
+                    True,
+                ),
+                _q(
+                    "limit",
+                    {"type": "integer", "minimum": 1, "maximum": 1000},
+                    "latest predictions",
+                ),
+                _q("points", {"type": "integer", "minimum": 1, "maximum": 10000}, "price rows"),
+            )
         ),
         responses={400: "invalid parameter", 404: "unknown model or no prediction for the coin"},
     ),
@@ -374,28 +407,38 @@ OPERATIONS: tuple[Operation, ...] = (
             ("coin_id",),
         ),
         mutating=True,
-        responses={404: "unknown coin or model", 422: "invalid field"},
+        responses={
+            404: "unknown coin or model",
+            409: "no active model is running, or the model is restarting",
+            422: "invalid field",
+            503: "the prediction actors are not running",
+        },
     ),
     Operation(
         "GET",
         "/api/predictions",
         "Predictions with filters and a real total",
         PRED,
-        params=(
-            _q("coin_id", {"type": "string"}),
-            _q("active_model_id", ID),
-            _q("model_id", ID),
-            _q("tag", {"enum": ["negative", "positive", "alert"]}),
-            _q("evaluation_result", {"enum": ["success", "failed", "not_applicable", "pending"]}),
-            _q("probability_min", {"type": "number", "minimum": 0, "maximum": 1}),
-            _q("probability_max", {"type": "number", "minimum": 0, "maximum": 1}),
-            _q("date_from", ISO_TIME, "data_timestamp from (inclusive)"),
-            _q("date_to", ISO_TIME, "data_timestamp to (inclusive)"),
-            _q("data_from", ISO_TIME, "alias of date_from"),
-            _q("data_to", ISO_TIME, "alias of date_to"),
-            _q("predicted_from", ISO_TIME, "predicted_at from (inclusive)"),
-            _q("predicted_to", ISO_TIME, "predicted_at to (inclusive)"),
-            *PAGE,
+        params=_empty_ok(
+            (
+                _q("coin_id", {"type": "string"}),
+                _q("active_model_id", ID),
+                _q("model_id", ID),
+                _q("tag", {"enum": ["negative", "positive", "alert"]}),
+                _q(
+                    "evaluation_result",
+                    {"enum": ["success", "failed", "not_applicable", "pending"]},
+                ),
+                _q("probability_min", {"type": "number", "minimum": 0, "maximum": 1}),
+                _q("probability_max", {"type": "number", "minimum": 0, "maximum": 1}),
+                _q("date_from", ISO_TIME, "data_timestamp from (inclusive)"),
+                _q("date_to", ISO_TIME, "data_timestamp to (inclusive)"),
+                _q("data_from", ISO_TIME, "alias of date_from"),
+                _q("data_to", ISO_TIME, "alias of date_to"),
+                _q("predicted_from", ISO_TIME, "predicted_at from (inclusive)"),
+                _q("predicted_to", ISO_TIME, "predicted_at to (inclusive)"),
+                *PAGE,
+            )
         ),
         responses={400: "invalid filter"},
     ),
@@ -409,7 +452,7 @@ OPERATIONS: tuple[Operation, ...] = (
                 "coin_id", "path", {"type": "string", "minLength": 1, "maxLength": 64}, "mint", True
             ),
         ),
-        responses={404: "no prediction for this coin"},
+        responses={400: "coin_id longer than 64 characters", 404: "no prediction for this coin"},
     ),
     # Statistics
     Operation(
@@ -417,7 +460,9 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/alerts/statistics",
         "Alert outcomes, profit and loss",
         STATS,
-        params=(_q("active_model_id", ID), _q("date_from", ISO_TIME), _q("date_to", ISO_TIME)),
+        params=_empty_ok(
+            (_q("active_model_id", ID), _q("date_from", ISO_TIME), _q("date_to", ISO_TIME))
+        ),
         responses={400: "invalid filter"},
     ),
     # Webhooks
@@ -450,6 +495,9 @@ def _operation_doc(op: Operation) -> dict[str, Any]:
         if status in (200, 201):
             continue
         responses[str(status)] = {**error, "description": description}
+    for status, schema in op.schemas.items():
+        described = responses.get(str(status), {"description": "OK"})
+        responses[str(status)] = {**described, "content": {JSON: {"schema": schema}}}
     if op.body is not None or any(p.where == "query" for p in op.params):
         responses.setdefault("400", {**error, "description": "malformed request"})
         responses.setdefault("422", {**error, "description": "invalid field"})
@@ -474,6 +522,7 @@ def _operation_doc(op: Operation) -> dict[str, Any]:
                 "required": p.required or p.where == "path",
                 "schema": p.schema,
                 **({"description": p.description} if p.description else {}),
+                **({"allowEmptyValue": True} if p.allow_empty else {}),
             }
             for p in op.params
         ]

@@ -37,6 +37,7 @@ MAX_URL_LENGTH = 2048
 MAX_MINT_LENGTH = 64  # coin_metrics.mint is varchar(64)
 MAX_WHITELIST = 10_000
 MAX_CAP = 2**31 - 1  # integer column
+MAX_ID = 2**63 - 1  # bigint ids
 DEAD_PREVIEW = 20
 
 # The original service's names for the caps, still sent by users' scripts.
@@ -263,7 +264,10 @@ def _job(j: OutboxRow) -> dict[str, Any]:
 
 
 def _model_id(request: web.Request) -> int:
-    return int(request.match_info["id"])
+    value = int(request.match_info["id"])
+    if value > MAX_ID:  # beyond BIGINT no row exists, and asyncpg refuses to send it (was a 500)
+        raise not_found("model", value)
+    return value
 
 
 async def _load(request: web.Request) -> ModelSettings:
@@ -396,6 +400,8 @@ async def dead_webhooks(request: web.Request) -> web.Response:
 async def retry_dead_webhook(request: web.Request) -> web.Response:
     """Send a dead job again, with a fresh retry budget."""
     job_id = int(request.match_info["job_id"])
+    if job_id > MAX_ID:  # beyond BIGINT no row exists, and asyncpg refuses to send it (was a 500)
+        raise not_found("webhook job", job_id)
     context = ctx(request)
     async with context.pool.acquire() as conn:
         result = await outbox.requeue_dead(conn, job_id)

@@ -31,6 +31,7 @@ routes = web.RouteTableDef()
 TRAINING_SERVICE: Final = "training_service"
 MAX_NAME_LENGTH: Final = 200
 UNUSABLE_FILE_STATES: Final = frozenset({"missing", "error"})
+MAX_ID: Final = 2**63 - 1
 
 
 @asynccontextmanager
@@ -52,7 +53,10 @@ def _api_error(exc: ModelImportError) -> ApiError:
 
 
 def _id(request: web.Request, name: str = "id") -> int:
-    return int(request.match_info[name])
+    value = int(request.match_info[name])
+    if value > MAX_ID:  # beyond BIGINT no row exists, and asyncpg refuses to send it (was a 500)
+        raise not_found("model", value)
+    return value
 
 
 def _include_inactive(request: web.Request, default: bool) -> bool:
@@ -240,7 +244,7 @@ async def import_model(request: web.Request) -> web.Response:
     model_id = body.get("model_id")
     if model_id is None:
         raise bad_field("model_id", "is required")
-    if isinstance(model_id, bool) or not isinstance(model_id, int) or model_id < 1:
+    if isinstance(model_id, bool) or not isinstance(model_id, int) or not 1 <= model_id <= MAX_ID:
         raise bad_field("model_id", "must be a positive integer")
     context = ctx(request)
     async with _training_service(request) as client:
