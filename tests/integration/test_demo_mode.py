@@ -5,6 +5,7 @@ from __future__ import annotations
 import aiohttp
 from service_runner import running_service
 from waiting import wait_for
+from webhook_receiver import WebhookReceiver
 
 from actors.service import ServiceOptions
 from storage.config import Settings
@@ -13,6 +14,7 @@ from storage.config import Settings
 async def test_demo_mode_imports_both_models_predicts_and_delivers_webhooks(
     settings: Settings,
 ) -> None:
+    """The default demo sends alerts to its own stand-in n8n."""
     async with running_service(settings, ServiceOptions(demo=True)) as service:
         demo = service.supervisor.actor("demo")
         base = f"http://127.0.0.1:{service.web_port}"
@@ -35,3 +37,40 @@ async def test_demo_mode_imports_both_models_predicts_and_delivers_webhooks(
         assert demo.sink.received >= 1, "no demo webhook arrived"
         assert demo.sink.last[0]["metadata"]["service"] == "pump-predictor"
         assert "DEMO DATA" in page
+
+
+async def test_demo_shows_predictions_of_both_models_webhooks_and_an_outcome(
+    settings: Settings,
+) -> None:
+    """Within a bounded time: both models predict, n8n (here: the test) gets the alerts,
+    and the evaluator judges a prediction (the demo XGBoost looks 1 minute ahead)."""
+    receiver = await WebhookReceiver().start()
+    try:
+        configured = settings.replace(
+            n8n_webhook_url=receiver.url(),
+            evaluation_grace_seconds=1,
+            evaluation_interval_seconds=1,
+        )
+        async with running_service(configured, ServiceOptions(demo=True)) as service:
+            base = f"http://127.0.0.1:{service.web_port}"
+            async with aiohttp.ClientSession(base) as http:
+
+                async def outcome() -> dict[str, object] | None:
+                    async with http.get("/api/alerts/statistics") as resp:
+                        body: dict[str, object] = await resp.json()
+                    models = {m["active_model_id"]: m for m in body["models"]}  # type: ignore[attr-defined]
+                    both = len(models) == 2 and all(m["total"] for m in models.values())
+                    return body if both and body["evaluated"] else None
+
+                stats = await wait_for(outcome, timeout=150, interval=1, what="an outcome")
+                async with http.get("/api/predictions?evaluation_result=success&limit=1") as r1:
+                    success = (await r1.json())["total"]
+                async with http.get("/api/predictions?evaluation_result=failed&limit=1") as r2:
+                    failed = (await r2.json())["total"]
+    finally:
+        await receiver.stop()
+    assert stats["evaluated"] == success + failed + stats["not_applicable"]
+    bodies = receiver.bodies()
+    assert bodies, "no webhook reached the receiver"
+    sent = {p["model"]["id"] for b in bodies for p in b["predictions"]}
+    assert sent == {1, 2}, f"webhooks carried models {sent}"
