@@ -10,7 +10,8 @@ half-processed by two models. A periodic re-read covers lost notifications.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -23,11 +24,15 @@ from actors.model_runtime import ModelRuntime, load_runtime
 from actors.predictor import Predictor
 from actors.supervisor import STAGE_PREDICT, ActorSpec, Supervisor
 from storage import active_model_rows
+from storage.model_files import ModelFileError
 from storage.model_settings import MODELS_CHANNEL
 
 log = structlog.get_logger(__name__)
 
 PredictorFactory = Callable[[ModelRuntime], Predictor]
+# Makes a model's file usable again (re-download when missing or altered), or raises.
+FileRepair = Callable[[int], Awaitable[None]]
+REPAIR_EVERY_SECONDS = 60.0
 
 
 def predictor_name(active_model_id: int) -> str:
@@ -43,6 +48,7 @@ class ModelSync:
         make_predictor: PredictorFactory,
         *,
         resync_interval: float = 30.0,
+        repair: FileRepair | None = None,
     ) -> None:
         self._dsn = dsn
         self._pool = pool
@@ -52,6 +58,8 @@ class ModelSync:
         # Survives predictor restarts: a restarted predictor runs the current model.
         self.runtimes: dict[int, ModelRuntime] = {}
         self.failures: dict[int, str] = {}
+        self._repair = repair
+        self._repaired_at: dict[int, float] = {}
         self._changed = anyio.Event()
         self.syncs = 0
 
@@ -72,6 +80,23 @@ class ModelSync:
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(1):
                 await conn.close()
+
+    async def _load(self, active_model_id: int, row: dict[str, Any]) -> ModelRuntime:
+        """Load the model; a missing or altered file is fetched again (at most once a minute)."""
+        try:
+            return await anyio.to_thread.run_sync(load_runtime, row)
+        except (FileNotFoundError, ModelFileError) as first:
+            last = self._repaired_at.get(active_model_id, 0.0)
+            if self._repair is None or time.monotonic() - last < REPAIR_EVERY_SECONDS:
+                raise
+            self._repaired_at[active_model_id] = time.monotonic()
+            log.warning("model_file_repair", active_model_id=active_model_id, reason=str(first))
+            await self._repair(active_model_id)
+            async with self._pool.acquire() as conn:
+                fresh = await active_model_rows.row_by_id(conn, active_model_id)
+            if fresh is None:
+                raise
+            return await anyio.to_thread.run_sync(load_runtime, fresh)
 
     def _on_notify(self, _c: Any, _pid: int, _channel: str, _payload: str) -> None:
         self._changed.set()
@@ -103,7 +128,7 @@ class ModelSync:
             ):
                 runtime = current.with_row(row)
             else:
-                runtime = await anyio.to_thread.run_sync(load_runtime, row)
+                runtime = await self._load(active_model_id, row)
         except Exception as exc:
             # A model that cannot be loaded does not run: never a placeholder.
             if self.failures.get(active_model_id) != str(exc):

@@ -12,7 +12,7 @@ from anyio.abc import TaskStatus
 from actors.batch_bus import BatchBus
 from actors.batcher import Batcher
 from actors.dashboard_process import DashboardProcess
-from actors.demo import DemoRunner
+from actors.demo import TRAINING_SERVICE_KEY, DemoRunner
 from actors.evaluator import Evaluator
 from actors.listener import Listener
 from actors.messages import TickPage, Wakeup
@@ -34,6 +34,8 @@ from actors.web_server import WebServer
 from actors.webhooks import WebhookDispatcher, poker
 from storage.config import Settings
 from storage.database import Database, migrate, open_database, open_pool
+from storage.model_import import client_from_settings, reload_model
+from storage.training_service import TrainingServiceClient
 from web.app import create_app
 from web.context import AppContext
 
@@ -116,7 +118,15 @@ class Service:
                 poke_webhooks=poke,
             )
 
-        model_sync = ModelSync(dsn, pool, supervisor, make_predictor)
+        async def repair_file(active_model_id: int) -> None:
+            shared = context.services.get(TRAINING_SERVICE_KEY)
+            if isinstance(shared, TrainingServiceClient):
+                await reload_model(pool, settings, shared, active_model_id, notify_action=None)
+                return
+            async with client_from_settings(settings) as client:
+                await reload_model(pool, settings, client, active_model_id, notify_action=None)
+
+        model_sync = ModelSync(dsn, pool, supervisor, make_predictor, repair=repair_file)
         context.services["model_sync"] = model_sync
         batcher_starts = 0
 

@@ -135,7 +135,12 @@ async def test_every_active_model_predicts_each_tick_with_the_full_history_featu
             )
             assert p["target_kind"] == "time_based" and p["future_minutes"] == 5
             assert (p["evaluation_due_at"] - p["data_timestamp"]).total_seconds() == 300
-            assert p["price_close_at_t"] is not None and p["price_close_at_t"] > 0
+            close = await conn.fetchval(
+                "SELECT price_close FROM coin_metrics WHERE mint = $1 AND timestamp = $2",
+                p["coin_id"],
+                p["data_timestamp"],
+            )
+            assert p["price_close_at_t"] == close  # the snapshot at T, zeros kept as zeros
             assert p["source"] == "stream"
         duplicates = await conn.fetchval(
             """SELECT count(*) FROM (SELECT 1 FROM predictions
@@ -296,3 +301,30 @@ def _running_now(service: Any) -> bool:
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_a_model_file_lost_while_down_is_downloaded_again_at_start(
+    pipeline_settings: Settings, db_dsn: str
+) -> None:
+    async with TrainingServiceStub() as ts:
+        ts.add_model(8, "random_forest", FEATURES, seed=3)
+        settings = pipeline_settings.replace(training_service_api_url=ts.base_url)
+        conn = await connect(db_dsn)
+        try:
+            async with (
+                running_service(settings) as service,
+                aiohttp.ClientSession(f"http://127.0.0.1:{service.web_port}") as http,
+            ):
+                async with http.post("/api/models/import", json={"model_id": 8}) as resp:
+                    assert resp.status == 201, await resp.text()
+            path = await conn.fetchval("SELECT file_path FROM active_models")
+            await anyio.Path(path).unlink()
+            async with running_service(settings) as service:
+                await wait_for(lambda: _running(service, 1), what="the predictor after repair")
+                at = await _insert_coin(conn, "coinR", 20)
+                await wait_for(lambda: _has_prediction(conn, "coinR", at), what="a prediction")
+            state = await conn.fetchval("SELECT file_state FROM active_models")
+        finally:
+            await conn.close()
+    assert ts.downloads(8) == 2
+    assert state == "redownloaded"
