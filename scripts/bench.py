@@ -729,6 +729,7 @@ class StepResult:
             "webhook_ticks_delivered": len(wh),
             "webhook_ticks_expected": self.webhooks_expected,
             "intake_backlog_rows_at_stop": self.backlog_rows_at_stop,
+            "cursor_reached_max": self.cursor_reached_max,
             "intake_drain_s": None if self.drain_s is None else round(self.drain_s, 3),
             "cpu_s": round(self.cpu_s, 2),
             "db_cpu_s": None if self.db_cpu_s is None else round(self.db_cpu_s, 2),
