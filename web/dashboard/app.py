@@ -37,6 +37,10 @@ def main() -> None:
     st.set_page_config(page_title="pump-predictor", layout="wide")
     api = common.client()
     st.sidebar.title("pump-predictor")
+    # ?page=Predictions opens a page directly (bookmarks, links from alerts, screenshots).
+    wanted = st.query_params.get("page")
+    if "page" not in st.session_state and wanted in PAGES:
+        st.session_state["page"] = wanted
     page = st.sidebar.radio("Page", list(PAGES), key="page")
     st.sidebar.caption(f"API: {api.base_url}")
     # /api/health needs no token and answers even when degraded (503 with reasons).
