@@ -13,6 +13,7 @@ it confirms.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import datetime
 
 import anyio
@@ -201,7 +202,9 @@ class Batcher:
         metrics.HISTORY_LOAD.observe({}, time.perf_counter() - started)
         return history, prefix
 
-    async def _rows_before(self, mints: list[str], boundaries: list[datetime]) -> pl.DataFrame:
+    async def _rows_before(
+        self, mints: Sequence[str], boundaries: Sequence[datetime]
+    ) -> pl.DataFrame:
         async with self._pool.acquire() as conn:
             return await coin_metrics.load_rows_before(conn, mints, boundaries)
 

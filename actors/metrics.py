@@ -7,7 +7,7 @@ that did no work).
 
 from __future__ import annotations
 
-from aioprometheus import Counter, Gauge, Histogram, Registry
+from aioprometheus.collectors import Counter, Gauge, Histogram, Registry
 
 REGISTRY = Registry()
 

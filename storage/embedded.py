@@ -33,7 +33,9 @@ class EmbeddedPostgres:
             import pgserver
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        server = pgserver.get_server(str(self.data_dir), cleanup_mode="stop")
+        server = pgserver.get_server(  # type: ignore[attr-defined]
+            str(self.data_dir), cleanup_mode="stop"
+        )
         self._server = server
         exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{self.database}';")
         if "(1 row)" not in exists:

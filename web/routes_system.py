@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -93,6 +94,7 @@ async def stats_endpoint(request: web.Request) -> web.Response:
     state = context.state
     database = await load_stats(context.pool)
     last = database.get("last_prediction_at")
+    assert last is None or isinstance(last, datetime)
     body = {
         "version": VERSION,
         "uptime_seconds": round(state.uptime_seconds, 1),
