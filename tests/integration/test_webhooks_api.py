@@ -58,6 +58,9 @@ async def _row(dsn: str, model: int) -> dict[str, Any]:
 
 
 async def _model(dsn: str, model_id: int = 41, **columns: Any) -> int:
+    """A seeded model, inactive by default: its file does not exist, and an active one
+    would have the running model-sync actor record that (and try to fetch it again)."""
+    columns.setdefault("is_active", False)
     conn = await connect(dsn)
     try:
         return await insert_active_model(conn, model_id, **columns)
