@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import polars as pl
 
+    from actors.shared_features import SharedFeatures
+
 
 @dataclass(frozen=True, slots=True)
 class Wakeup:
@@ -58,6 +60,7 @@ class Batch:
     created_at: float  # time.time() at flush
     max_row_id: int
     completion: BatchCompletion
+    features: SharedFeatures  # computed once per (feature key, phase key), shared
 
 
 class BatchCompletion:

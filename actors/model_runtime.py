@@ -16,7 +16,6 @@ import numpy as np
 import polars as pl
 
 from actors.messages import Tick, phase_key
-from actors.prefix_cache import phase_filter
 from actors.webhook_payload import WebhookModel
 from features.columns import UTC_TIME
 from features.matrix import FeatureSpec, build_matrix
@@ -134,18 +133,14 @@ class Scored:
     skipped: list[tuple[Tick, str]]
 
 
-def score(
-    runtime: ModelRuntime, ticks: Sequence[Tick], history: pl.DataFrame, prefix: pl.DataFrame
-) -> Scored:
-    """Features as of each tick and the model's probabilities. Blocking (CPU)."""
+def score(runtime: ModelRuntime, ticks: Sequence[Tick], computed: pl.DataFrame) -> Scored:
+    """The model's probabilities for the ticks, from a computed feature frame. Blocking (CPU).
+
+    `computed` holds the features of the model's coins as of each row (see
+    `actors.shared_features`); the row at each tick's exact timestamp is used.
+    """
     if not ticks:
         return Scored([], np.empty(0), [], [])
-    expr = phase_filter(runtime.phase_key)
-    own = history if expr is None else history.filter(expr)
-    seed = None
-    if "phase_key" in prefix.columns and prefix.height:
-        seed = prefix.filter(pl.col("phase_key") == runtime.phase_key).drop("phase_key")
-    computed = runtime.spec.compute(own, seed=seed)
     frame = pl.DataFrame(
         {"mint": [t.coin_id for t in ticks], "timestamp": [t.data_timestamp for t in ticks]},
         schema={"mint": pl.String(), "timestamp": UTC_TIME},
@@ -157,7 +152,7 @@ def score(
     probabilities = runtime.model.predict_proba(matrix.values)[:, 1]
     kept = [ticks[i] for i in matrix.rows]
     snap = frame[matrix.rows].join(
-        own.select("mint", "timestamp", "price_close", "market_cap_close").unique(
+        computed.select("mint", "timestamp", "price_close", "market_cap_close").unique(
             subset=["mint", "timestamp"], keep="last"
         ),
         on=["mint", "timestamp"],

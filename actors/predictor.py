@@ -143,7 +143,8 @@ class Predictor:
                 ticks = kept
         if not ticks:
             return []
-        scored = await anyio.to_thread.run_sync(score, runtime, ticks, batch.history, batch.prefix)
+        computed = await batch.features.get(runtime.spec, runtime.phase_key)
+        scored = await anyio.to_thread.run_sync(score, runtime, ticks, computed)
         for _tick, reason in scored.skipped:
             self._skip(reason.replace(" ", "_"), 1)
         stored = await self.store(runtime, scored)

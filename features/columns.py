@@ -76,11 +76,12 @@ def history_schema(names: Iterable[str] | None = None) -> dict[str, pl.DataType]
 def normalise(frame: pl.DataFrame) -> pl.DataFrame:
     """Cast known columns to the catalogue types; NaN becomes NULL (pandas treats both alike)."""
     casts = []
+    schema = frame.schema  # one lookup: `frame.schema` builds a new mapping on each access
     for name, dtype in BASE_COLUMNS.items():
-        if name not in frame.columns:
+        if name not in schema:
             continue
         if name == "timestamp":
-            current = frame.schema[name]
+            current = schema[name]
             if isinstance(current, pl.Datetime):
                 expr = (
                     pl.col(name).dt.convert_time_zone("UTC")
@@ -92,6 +93,6 @@ def normalise(frame: pl.DataFrame) -> pl.DataFrame:
                 casts.append(pl.col(name).str.to_datetime(time_zone="UTC").dt.cast_time_unit("us"))
         elif dtype == _FLOAT:
             casts.append(pl.col(name).cast(_FLOAT).fill_nan(None))
-        elif frame.schema[name] != dtype:
+        elif schema[name] != dtype:
             casts.append(pl.col(name).cast(dtype, strict=False))
     return frame.with_columns(casts) if casts else frame

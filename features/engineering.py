@@ -340,13 +340,11 @@ def compute(
     engineered = [*engineered_names(ws), *flags]
     others = [c for c in frame.columns if c not in set(engineered)]
     frame = frame.select(*others, *engineered)
+    schema = frame.schema  # one lookup: `frame.schema` builds a new mapping on each access
+    floats = [c for c in engineered if schema[c].is_float()]
+    rest = [c for c in engineered if not schema[c].is_float()]
+    # is_finite is false for NaN and ±inf and NULL for NULL: all three become 0.
     return frame.with_columns(
-        pl.when(pl.col(c).is_infinite() | pl.col(c).is_nan())
-        .then(0.0)
-        .otherwise(pl.col(c))
-        .fill_null(0)
-        .alias(c)
-        if frame.schema[c].is_float()
-        else pl.col(c).fill_null(0)
-        for c in engineered
+        pl.when(pl.col(floats).is_finite()).then(pl.col(floats)).otherwise(0.0),
+        pl.col(rest).fill_null(0),
     )

@@ -21,6 +21,7 @@ from features.engineering import (
     UNWINDOWED_ENGINEERED,
     WINDOWED_PREFIXES,
     compute,
+    engineered_names,
 )
 
 
@@ -102,6 +103,31 @@ class FeatureSpec:
         if not self.needs_engineering:
             return history.sort(["mint", "timestamp"])
         return compute(history, self.windows or (1,), seed=seed, has_data_for=self.has_data_flags)
+
+    @property
+    def shared_key(self) -> tuple[tuple[int, ...], tuple[str, ...]] | None:
+        """Models with the same key can share one computed frame (None: base columns only)."""
+        if not self.needs_engineering:
+            return None
+        windows = self.windows or (1,)
+        extra = tuple(sorted(set(self.has_data_flags) - set(_all_flags(windows))))
+        return windows, extra
+
+    def compute_shared(
+        self, history: pl.DataFrame, seed: pl.DataFrame | None = None
+    ) -> pl.DataFrame:
+        """Every engineered feature and `_has_data` flag of this model's windows (plus its
+        own flags): a superset of what it needs, the same for every model with the same
+        `shared_key`, so that one computation per batch serves them all."""
+        key = self.shared_key
+        if key is None:
+            return history.sort(["mint", "timestamp"])
+        windows, extra = key
+        return compute(history, windows, seed=seed, has_data_for=[*_all_flags(windows), *extra])
+
+
+def _all_flags(windows: tuple[int, ...]) -> list[str]:
+    return [f"{name}{HAS_DATA_SUFFIX}" for name in engineered_names(windows) if _window_of(name)]
 
 
 @dataclass(frozen=True, slots=True)

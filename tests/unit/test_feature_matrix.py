@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -101,3 +102,23 @@ def test_null_base_feature_is_never_filled_with_a_constant() -> None:
     matrix = build_matrix(compute(history, spec.windows), ticks, spec)
     assert matrix.rows == [1]
     assert matrix.skipped == [(0, "NULL in a base column the model uses")]
+
+
+def test_the_shared_frame_gives_every_model_exactly_its_own_features() -> None:
+    """Models with equal windows share one computation per batch; it must change nothing."""
+    from features.columns import normalise
+    from features.engineering import engineered_names
+
+    history = normalise(
+        pl.read_csv(Path(__file__).resolve().parents[1] / "fixtures/features/coin_metrics.csv")
+    )
+    lists = [
+        ["price_close", "price_roc_5", "volume_spike_10_has_data"],
+        ["price_roc_15_has_data", *engineered_names([5, 10, 15])[:30]],
+        ["volume_sol", "whale_activity_10", "price_roc_5_has_data"],
+    ]
+    for features in lists:
+        spec = FeatureSpec.from_model(features)
+        alone = spec.compute(history).select(spec.features)
+        shared = spec.compute_shared(history).select(spec.features)
+        assert alone.equals(shared), features

@@ -1,0 +1,70 @@
+"""Features computed once per batch and shared by every predictor that needs them.
+
+Models with the same windows and phase filter get the same feature frame (a
+superset of each one's features), so ten models cost one computation per
+batch instead of ten. The first predictor to ask computes it in a worker
+thread; the others wait for that result instead of repeating it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+import anyio
+import polars as pl
+
+from actors.prefix_cache import phase_filter
+from features.matrix import FeatureSpec
+
+
+@dataclass(slots=True)
+class _Entry:
+    done: anyio.Event = field(default_factory=anyio.Event)
+    frame: pl.DataFrame | None = None
+    error: BaseException | None = None
+
+
+class SharedFeatures:
+    """One per batch: computed feature frames keyed by (feature key, phase key)."""
+
+    def __init__(self, history: pl.DataFrame, prefix: pl.DataFrame) -> None:
+        self.history = history
+        self.prefix = prefix
+        self._entries: dict[Hashable, _Entry] = {}
+        self.computations = 0
+
+    async def get(self, spec: FeatureSpec, phase_key: str) -> pl.DataFrame:
+        key = (spec.shared_key, phase_key)
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = _Entry()
+            try:
+                entry.frame = await anyio.to_thread.run_sync(
+                    compute_for, spec, self.history, self.prefix, phase_key
+                )
+                self.computations += 1
+            except BaseException as exc:
+                # Waiting predictors see the same error; a later batch computes afresh.
+                entry.error = exc
+                raise
+            finally:
+                entry.done.set()
+        else:
+            await entry.done.wait()
+        if entry.error is not None:
+            raise RuntimeError(f"shared feature computation failed: {entry.error!r}")
+        assert entry.frame is not None
+        return entry.frame
+
+
+def compute_for(
+    spec: FeatureSpec, history: pl.DataFrame, prefix: pl.DataFrame, phase_key: str
+) -> pl.DataFrame:
+    """The shared frame of a model's key: phase-filtered history, its prefix state. Blocking."""
+    expr = phase_filter(phase_key)
+    own = history if expr is None else history.filter(expr)
+    seed = None
+    if "phase_key" in prefix.columns and prefix.height:
+        seed = prefix.filter(pl.col("phase_key") == phase_key).drop("phase_key")
+    return spec.compute_shared(own, seed=seed)
