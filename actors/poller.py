@@ -6,8 +6,11 @@ CATCHUP_MAX_AGE_SECONDS so a first start does not replay months).
 
 Rows can commit out of id order: a transaction that took id 100 may commit
 after one that took id 101, so a reader that only asks for "id > last seen"
-skips 100 forever. Each read therefore re-reads a short overlap behind the
-position (CURSOR_OVERLAP_ROWS ids) and drops the ids it has already emitted.
+skips 100 forever. The poller therefore remembers the gaps it has seen (ids
+below its position that were not there yet) for CURSOR_OVERLAP_ROWS ids and
+asks for them again with every read; a gap that never fills (a rolled-back
+insert) is forgotten once it falls out of that window. After a restart it
+re-reads the overlap behind the durable cursor once.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ class Poller:
         self._stopping = False
         self.position = 0  # highest id emitted
         self.floor = 0  # never read at or below this id (the catch-up bound)
-        self._seen: set[int] = set()
+        self._gaps: set[int] = set()
         self._resume_low: int | None = None
         self._rewind = False
 
@@ -130,25 +133,30 @@ class Poller:
         """Read until no new rows are left; return the number of rows emitted."""
         if self._rewind:
             self._rewind = False
-            self._seen.clear()
+            self._gaps.clear()
             await self._start_position()
         metrics.INTAKE_POLLS.inc({"trigger": trigger})
         self._state.last_poll_at = time.time()
         emitted = 0
         while True:
-            low = max(self.floor, self.position - self._overlap)
-            if self._resume_low is not None:
-                low, self._resume_low = min(low, self._resume_low), None
-            exclude = [i for i in self._seen if i > low]
+            resuming = self._resume_low is not None
+            after = self._resume_low if self._resume_low is not None else self.position
             async with self._pool.acquire() as conn:
-                rows = await coin_metrics.read_ticks(conn, low, exclude, self._page_size)
+                rows = await coin_metrics.read_ticks(
+                    conn, after, sorted(self._gaps), self._page_size
+                )
             if not rows:
+                self._resume_low = None
                 break
             now = time.time()
             ticks = tuple(Tick(r.id, r.mint, r.timestamp, r.phase_id, now) for r in rows)
             await self._pages.send(TickPage(ticks))
-            self._seen.update(t.row_id for t in ticks)
-            self.position = max(self.position, ticks[-1].row_id)
+            ids = [t.row_id for t in ticks]
+            self._track_gaps(after, ids)
+            if resuming:
+                # The re-read after a restart continues page by page up to the position.
+                full = len(rows) == self._page_size and max(ids) < self.position
+                self._resume_low = max(ids) if full else None
             emitted += len(ticks)
             metrics.INTAKE_ROWS.add({}, len(ticks))
             if len(rows) < self._page_size:
@@ -156,7 +164,16 @@ class Poller:
         self._prune()
         return emitted
 
+    def _track_gaps(self, after: int, ids: list[int]) -> None:
+        """Forget filled gaps; remember the ids above `after` this read did not return."""
+        returned = set(ids)
+        self._gaps -= returned
+        newest = max(ids)
+        # Only ids inside the overlap window can still be worth asking for.
+        start = max(after + 1, newest - self._overlap + 1)
+        self._gaps.update(i for i in range(start, newest) if i not in returned)
+        self.position = max(self.position, newest)
+
     def _prune(self) -> None:
         low = self.position - self._overlap
-        if len(self._seen) > 2 * max(self._overlap, 1):
-            self._seen = {i for i in self._seen if i > low}
+        self._gaps = {i for i in self._gaps if i > low}

@@ -39,19 +39,20 @@ class TickRow:
 
 
 async def read_ticks(
-    conn: asyncpg.Connection, after_id: int, exclude_ids: Sequence[int], limit: int
+    conn: asyncpg.Connection, after_id: int, gap_ids: Sequence[int], limit: int
 ) -> list[TickRow]:
-    """Rows with id > after_id in id order, minus the ids already seen (overlap re-reads)."""
+    """Rows with id > after_id, plus the given older ids (gaps that may commit late),
+    in id order. Both parts are primary-key lookups."""
     rows = await conn.fetch(
         """
         SELECT id, mint, "timestamp", phase_id_at_time
         FROM coin_metrics
-        WHERE id > $1 AND NOT (id = ANY($2::bigint[]))
+        WHERE id > $1 OR id = ANY($2::bigint[])
         ORDER BY id
         LIMIT $3
         """,
         after_id,
-        list(exclude_ids),
+        list(gap_ids),
         limit,
     )
     return [TickRow(r["id"], r["mint"], r["timestamp"], r["phase_id_at_time"]) for r in rows]
