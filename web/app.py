@@ -21,10 +21,14 @@ from web import (
 from web.auth import auth_middleware
 from web.context import CONTEXT, AppContext
 from web.errors import error_middleware
+from web.request_metrics import request_metrics_middleware
 
 
 def create_app(context: AppContext) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=2**20)
+    app = web.Application(
+        middlewares=[request_metrics_middleware, error_middleware, auth_middleware],
+        client_max_size=2**20,
+    )
     app[CONTEXT] = context
     aiohttp_jinja2.setup(
         app, loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")), autoescape=True
