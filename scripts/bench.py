@@ -46,71 +46,10 @@ import anyio
 import asyncpg
 import numpy as np
 
+from storage.coin_metrics import INSERT_SQL
 from storage.config import REPO_ROOT, Settings, load_settings
 
-TRIGGER = "pump_predictor_notify"
-INT_COLUMNS = frozenset(
-    {
-        "phase_id_at_time",
-        "num_buys",
-        "num_sells",
-        "unique_wallets",
-        "num_micro_trades",
-        "num_whale_buys",
-        "num_whale_sells",
-    }
-)
-COLUMNS: tuple[str, ...] = (
-    "mint",
-    "timestamp",
-    "phase_id_at_time",
-    "price_open",
-    "price_high",
-    "price_low",
-    "price_close",
-    "market_cap_close",
-    "bonding_curve_pct",
-    "virtual_sol_reserves",
-    "is_koth",
-    "volume_sol",
-    "buy_volume_sol",
-    "sell_volume_sol",
-    "net_volume_sol",
-    "num_buys",
-    "num_sells",
-    "unique_wallets",
-    "num_micro_trades",
-    "max_single_buy_sol",
-    "max_single_sell_sol",
-    "whale_buy_volume_sol",
-    "whale_sell_volume_sol",
-    "num_whale_buys",
-    "num_whale_sells",
-    "dev_sold_amount",
-    "volatility_pct",
-    "avg_trade_size_sol",
-    "buy_pressure_ratio",
-    "unique_signer_ratio",
-)
-
-
-def _pg_type(column: str) -> str:
-    if column == "mint":
-        return "text[]"
-    if column == "timestamp":
-        return "timestamptz[]"
-    if column == "is_koth":
-        return "bool[]"
-    return "int[]" if column in INT_COLUMNS else "float8[]"
-
-
-INSERT_SQL = (
-    "INSERT INTO coin_metrics ("
-    + ", ".join(f'"{c}"' for c in COLUMNS)
-    + ") SELECT * FROM unnest("
-    + ", ".join(f"${i}::{_pg_type(c)}" for i, c in enumerate(COLUMNS, 1))
-    + ") RETURNING id"
-)
+TRIGGER = "pump_predictor_notify"  # storage/migrations/0003_coin_metrics_notify.sql
 
 
 def ts_us(moment: datetime) -> int:
@@ -141,7 +80,7 @@ class CoinWalk:
         self.last: dict[str, int] = {}
 
     def columns(self, mints: Sequence[str], stamps: Sequence[datetime]) -> list[list[Any]]:
-        """Column arrays (COLUMNS order) for one row per (mint, timestamp)."""
+        """Column arrays (COLLECTOR_COLUMNS order) for one row per (mint, timestamp)."""
         n, rng = len(mints), self.rng
         idx = np.fromiter((self.index[m] for m in mints), dtype=np.int64, count=n)
         opened = self.price[idx]
@@ -1360,6 +1299,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--per-statement", type=int, default=20, help="rows per INSERT (20)")
         p.add_argument("--json", action="store_true", help="last line: one JSON object")
 
+    features = sub.add_parser("features", help="Polars engine vs the pandas way, rows/s")
+    features.add_argument("--coins", type=int, default=1000, help="coins (default 1000)")
+    features.add_argument("--rows", type=int, default=200, help="rows per coin (default 200)")
+    features.add_argument("--json", action="store_true", help="last line: one JSON object")
     intake = sub.add_parser("intake", help="rows/s through intake, insert->batch latency")
     common(intake, coins=2000, rate=1000, seconds=20)
     intake.add_argument("--trigger-statements", type=int, default=800)
@@ -1389,7 +1332,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line, flush=True)
 
     out(f"machine: {os.cpu_count()} cores; bench {args.command} {vars(args)}")
-    if args.command == "intake":
+    if args.command == "features":
+        from scripts.bench_features import run as bench_features
+
+        result = bench_features(args.coins, args.rows)
+        out(
+            f"features of {result['rows']} rows ({args.coins} coins x {args.rows}), "
+            f"{result['features']} engineered columns: Polars {result['polars_rows_per_s']} "
+            f"rows/s ({result['polars_s']} s), pandas per coin {result['pandas_rows_per_s']} "
+            f"rows/s ({result['pandas_s']} s) -> ratio {result['ratio']}x"
+        )
+    elif args.command == "intake":
         result = anyio.run(cmd_intake, args, out)
     else:
         result = anyio.run(lambda: cmd_pipeline(args, out, full=args.command == "pipeline"))

@@ -30,6 +30,46 @@ PREFIX_COLUMNS: tuple[str, ...] = (
 )
 
 
+# The collector's columns (id is the table's identity), in catalogue order.
+COLLECTOR_COLUMNS: tuple[str, ...] = tuple(c for c in BASE_COLUMNS if c != "id")
+
+
+def _array_type(column: str) -> str:
+    dtype = BASE_COLUMNS[column]
+    if isinstance(dtype, pl.Datetime):
+        return "timestamptz[]"
+    if dtype == pl.String():
+        return "text[]"
+    if dtype == pl.Boolean():
+        return "boolean[]"
+    # Floats travel as float8 and PostgreSQL casts them to the column's numeric type.
+    return "int[]" if dtype == pl.Int64() else "float8[]"
+
+
+INSERT_SQL = (
+    "INSERT INTO coin_metrics ("
+    + ", ".join(quote_ident(c) for c in COLLECTOR_COLUMNS)
+    + ") SELECT * FROM unnest("
+    + ", ".join(f"${i}::{_array_type(c)}" for i, c in enumerate(COLLECTOR_COLUMNS, 1))
+    + ") RETURNING id"
+)
+
+
+async def insert_columns(
+    executor: asyncpg.Pool | asyncpg.Connection, columns: Sequence[Sequence[object]]
+) -> list[int]:
+    """Insert rows given as column arrays (COLLECTOR_COLUMNS order) in ONE statement.
+
+    The service itself never writes coin_metrics (the collector owns it); the demo
+    collector, replay, the benchmark and the tests write it the way a collector
+    does, a few rows per statement. Returns the new ids in row order.
+    """
+    if not columns or not columns[0]:
+        return []
+    rows = await executor.fetch(INSERT_SQL, *columns)
+    return [int(r["id"]) for r in rows]
+
+
 @dataclass(frozen=True, slots=True)
 class TickRow:
     id: int

@@ -9,50 +9,9 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-COLUMNS = (
-    "mint",
-    "timestamp",
-    "phase_id_at_time",
-    "price_open",
-    "price_high",
-    "price_low",
-    "price_close",
-    "market_cap_close",
-    "bonding_curve_pct",
-    "virtual_sol_reserves",
-    "is_koth",
-    "volume_sol",
-    "buy_volume_sol",
-    "sell_volume_sol",
-    "net_volume_sol",
-    "num_buys",
-    "num_sells",
-    "unique_wallets",
-    "num_micro_trades",
-    "max_single_buy_sol",
-    "max_single_sell_sol",
-    "whale_buy_volume_sol",
-    "whale_sell_volume_sol",
-    "num_whale_buys",
-    "num_whale_sells",
-    "dev_sold_amount",
-    "volatility_pct",
-    "avg_trade_size_sol",
-    "buy_pressure_ratio",
-    "unique_signer_ratio",
-)
-_TYPES = {
-    "mint": "text",
-    "timestamp": "timestamptz",
-    "phase_id_at_time": "int",
-    "is_koth": "bool",
-    "num_buys": "int",
-    "num_sells": "int",
-    "unique_wallets": "int",
-    "num_micro_trades": "int",
-    "num_whale_buys": "int",
-    "num_whale_sells": "int",
-}
+from storage.coin_metrics import COLLECTOR_COLUMNS, insert_columns
+
+COLUMNS = COLLECTOR_COLUMNS
 
 
 def coin_rows(
@@ -112,17 +71,6 @@ def coin_rows(
     return rows
 
 
-_INSERT = (
-    f"INSERT INTO coin_metrics ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in COLUMNS)}) "
-    f"SELECT * FROM unnest("
-    + ", ".join(f"${i}::{_TYPES.get(c, 'float8')}[]" for i, c in enumerate(COLUMNS, 1))
-    + ") RETURNING id"
-)
-
-
 async def insert_rows(conn: asyncpg.Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
     """One INSERT statement for all rows (one NOTIFY); returns the new ids in order."""
-    if not rows:
-        return []
-    result = await conn.fetch(_INSERT, *[[r[c] for r in rows] for c in COLUMNS])
-    return [r["id"] for r in result]
+    return await insert_columns(conn, [[r[c] for r in rows] for c in COLUMNS])
