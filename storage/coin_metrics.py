@@ -174,6 +174,8 @@ async def load_history(
     """Per coin, the newest `rows_per_coin` rows at or before its `as_of` time.
 
     Rows after the tick are never read: features "as of" a tick use only its past.
+    Rows come grouped per coin but unsorted (the feature engine sorts; sorting wide
+    rows in the database cost more than the query itself).
     """
     query = f"""
         SELECT {_csv_select(columns, "h")}
@@ -184,7 +186,6 @@ async def load_history(
             ORDER BY c."timestamp" DESC
             LIMIT $3
         ) AS h
-        ORDER BY h.mint, h."timestamp"
     """
     return await _copy_frame(conn, query, (list(mints), list(as_of), rows_per_coin), columns)
 

@@ -123,7 +123,7 @@ async def enqueue(conn: asyncpg.Connection, jobs: Sequence[OutboxJob]) -> int:
 
 _CLAIM_SQL = """
 WITH due AS (
-    SELECT id FROM webhook_outbox
+    SELECT id, target_url, coin_id, data_timestamp FROM webhook_outbox
     WHERE status = 'pending'
       AND next_attempt_at <= now()
       AND (locked_until IS NULL OR locked_until <= now())
@@ -131,11 +131,24 @@ WITH due AS (
     ORDER BY next_attempt_at, id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
-)
+),
+-- The other models' jobs for the same URL and coin tick travel in the same POST
+-- (CONTRACTS.md: one POST per URL per coin): claim them with the due ones.
+mates AS (
+    SELECT o.id FROM webhook_outbox o
+    JOIN (SELECT DISTINCT target_url, coin_id, data_timestamp FROM due) k
+      ON o.coin_id = k.coin_id AND o.data_timestamp = k.data_timestamp
+     AND o.target_url = k.target_url
+    WHERE o.status = 'pending'
+      AND o.next_attempt_at <= now()
+      AND (o.locked_until IS NULL OR o.locked_until <= now())
+    FOR UPDATE OF o SKIP LOCKED
+),
+picked AS (SELECT id FROM due UNION SELECT id FROM mates)
 UPDATE webhook_outbox AS o
 SET locked_until = clock_timestamp() + make_interval(secs => $3)
-FROM due
-WHERE o.id = due.id
+FROM picked
+WHERE o.id = picked.id
 RETURNING o.id, o.idempotency_key, o.target_url, o.coin_id, o.data_timestamp,
           o.active_model_ids, o.model_ids, o.payload, o.attempts, o.created_at, o.locked_until
 """
@@ -148,7 +161,8 @@ async def claim(
     lease_seconds: float,
     exclude_urls: Sequence[str] = (),
 ) -> list[ClaimedJob]:
-    """Lease up to `limit` due jobs (oldest due first), skipping `exclude_urls`."""
+    """Lease up to `limit` due jobs (oldest due first), skipping `exclude_urls`, plus the
+    due jobs of the same URL and coin tick (so one POST carries every model)."""
     if limit <= 0:
         return []
     rows = await conn.fetch(_CLAIM_SQL, limit, list(exclude_urls), float(lease_seconds))

@@ -109,3 +109,21 @@ async def test_dead_jobs_are_listed_and_can_be_requeued(pool: asyncpg.Pool) -> N
         again = await outbox.claim(conn, limit=10, lease_seconds=30)
         assert [j.id for j in again] == [dead_a[0].id]
         assert again[0].attempts == 0
+
+
+async def test_a_claim_takes_every_models_job_of_a_coin_tick_together(pool: asyncpg.Pool) -> None:
+    """Models commit one after another, so their jobs of one coin tick are far apart in the
+    queue; a claim of the oldest job brings the others along, for one POST per coin."""
+    async with pool.acquire() as conn:
+        first = await insert_active_model(conn, 41)
+        second = await insert_active_model(conn, 42)
+        coins = [f"Coin{i}" for i in range(20)]
+        await store_predictions(conn, first, [(c, T0, 0.9) for c in coins], default_url=URL)
+        await store_predictions(conn, second, [(c, T0, 0.2) for c in coins], default_url=URL)
+        jobs = await outbox.claim(conn, limit=1, lease_seconds=30)
+        again = await outbox.claim(conn, limit=1, lease_seconds=30)
+    assert {(j.coin_id, j.active_model_ids) for j in jobs} == {
+        ("Coin0", (first,)),
+        ("Coin0", (second,)),
+    }
+    assert {j.coin_id for j in again} == {"Coin1"} and len(again) == 2
