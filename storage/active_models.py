@@ -240,37 +240,36 @@ async def set_active(
     return _row(row), True
 
 
+async def _update_and_notify(
+    conn: asyncpg.Connection, active_model_id: int, assignments: str, value: Any, action: str
+) -> ActiveModelRow | None:
+    """One UPDATE (`assignments` uses $2 for `value`) and its NOTIFY, in one transaction."""
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            f"UPDATE active_models SET {assignments}, updated_at = now() "
+            f"WHERE id = $1 RETURNING {_COLUMNS}",
+            active_model_id,
+            value,
+        )
+        if row is None:
+            return None
+        await notify_model_changed(conn, active_model_id, action)
+    return _row(row)
+
+
 async def rename(
     conn: asyncpg.Connection, active_model_id: int, name: str | None
 ) -> ActiveModelRow | None:
     """Set the custom name (None restores the Training Service's name)."""
-    async with conn.transaction():
-        row = await conn.fetchrow(
-            f"UPDATE active_models SET custom_name = $2, updated_at = now() "
-            f"WHERE id = $1 RETURNING {_COLUMNS}",
-            active_model_id,
-            name,
-        )
-        if row is None:
-            return None
-        await notify_model_changed(conn, active_model_id, "renamed")
-    return _row(row)
+    return await _update_and_notify(conn, active_model_id, "custom_name = $2", name, "renamed")
 
 
 async def update_training_metrics(
     conn: asyncpg.Connection, active_model_id: int, metrics: dict[str, Any]
 ) -> ActiveModelRow | None:
-    async with conn.transaction():
-        row = await conn.fetchrow(
-            f"UPDATE active_models SET training_metrics = $2, updated_at = now() "
-            f"WHERE id = $1 RETURNING {_COLUMNS}",
-            active_model_id,
-            metrics,
-        )
-        if row is None:
-            return None
-        await notify_model_changed(conn, active_model_id, "metrics_updated")
-    return _row(row)
+    return await _update_and_notify(
+        conn, active_model_id, "training_metrics = $2", metrics, "metrics_updated"
+    )
 
 
 async def update_file(
