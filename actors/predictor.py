@@ -11,6 +11,7 @@ swapped in between batches, never during one.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -132,7 +133,7 @@ class Predictor:
         runtime = self._runtime
         started = time.perf_counter()
         ticks = self._eligible(runtime, batch.ticks)
-        if ticks:
+        if ticks and _uses_ignore_windows(runtime):
             async with self._pool.acquire() as conn:
                 ignored = await scan_state.ignored_until(conn, self.key, [t.coin_id for t in ticks])
             if ignored:
@@ -181,7 +182,8 @@ class Predictor:
             stored = await predictions.insert_predictions(conn, rows)
             new = {(s.coin_id, s.data_timestamp) for s in stored}
             fresh = [r for r in rows if (r.coin_id, r.data_timestamp) in new]
-            await scan_state.record(conn, self.key, [_scan(runtime, r) for r in fresh])
+            if _uses_ignore_windows(runtime):
+                await scan_state.record(conn, self.key, [_scan(runtime, r) for r in fresh])
             reported = [
                 ReportedPrediction(
                     r.coin_id, r.data_timestamp, r.prediction, r.probability, r.tag, threshold
@@ -191,8 +193,9 @@ class Predictor:
             jobs = webhook_jobs(runtime.webhook, reported, default_url=self._default_url)
             queued = await outbox.enqueue(conn, jobs)
         now = time.time()
+        for tag, count in Counter(r.tag for r in fresh).items():
+            metrics.PREDICTIONS.add({"model": str(self.key), "tag": tag}, count)
         for r in fresh:
-            metrics.PREDICTIONS.inc({"model": str(self.key), "tag": r.tag})
             metrics.PREDICTION_LAG.observe({}, max(now - r.data_timestamp.timestamp(), 0.0))
         if len(fresh) < len(rows):
             self._skip("already_predicted", len(rows) - len(fresh))
@@ -226,6 +229,17 @@ class Predictor:
     def _skip(self, reason: str, count: int) -> None:
         if count:
             metrics.TICKS_SKIPPED.add({"model": str(self.key), "reason": reason}, count)
+
+
+def _uses_ignore_windows(runtime: ModelRuntime) -> bool:
+    """Scan state exists for the ignore windows only: without one, skip its two queries per
+    batch. A window switched on later starts with the next result."""
+    row = runtime.row
+    return bool(
+        row["ignore_negative_seconds"]
+        or row["ignore_positive_seconds"]
+        or row["ignore_alert_seconds"]
+    )
 
 
 def _scan(runtime: ModelRuntime, row: NewPrediction) -> scan_state.ScanResult:

@@ -328,3 +328,67 @@ async def test_a_model_file_lost_while_down_is_downloaded_again_at_start(
             await conn.close()
     assert ts.downloads(8) == 2
     assert state == "redownloaded"
+
+
+async def _insert_and_wait(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -> None:
+    """One statement, then wait until the service has fully processed it."""
+    ids = await insert_rows(conn, rows)
+
+    async def done() -> bool:
+        cursor = await conn.fetchval("SELECT last_id FROM intake_cursor")
+        return cursor is not None and cursor >= max(ids)
+
+    await wait_for(done, what="the rows processed")
+
+
+async def test_ignore_windows_and_open_caps_filter_later_ticks_of_a_coin(
+    pipeline_settings: Settings, db_dsn: str, tmp_path: Path
+) -> None:
+    path = train_model("xgboost", FEATURES, seed=5, path=tmp_path / "m.pkl")
+    conn = await connect(db_dsn)
+    try:
+        ignoring = await add_model(
+            conn,
+            path,
+            "xgboost",
+            201,
+            ignore_negative_seconds=3600,
+            ignore_positive_seconds=3600,
+            ignore_alert_seconds=3600,
+        )
+        capped = await add_model(
+            conn,
+            path,
+            "xgboost",
+            202,
+            max_open_negative=1,
+            max_open_positive=1,
+            max_open_alert=1,
+        )
+        free = await add_model(conn, path, "xgboost", 203)
+        rows = coin_rows("coinI", 40, seed=9)
+        async with running_service(pipeline_settings) as service:
+            await wait_for(lambda: _running(service, 3), what="three predictors")
+            await _insert_and_wait(conn, rows[:30])
+            for row in rows[30:]:  # one tick per batch
+                await _insert_and_wait(conn, [row])
+        counts = {
+            r["active_model_id"]: r["n"]
+            for r in await conn.fetch(
+                "SELECT active_model_id, count(*) AS n FROM predictions GROUP BY 1"
+            )
+        }
+        tags = await conn.fetch(
+            "SELECT tag, count(*) AS n FROM predictions WHERE active_model_id = $1 GROUP BY 1",
+            capped,
+        )
+        skipped_state = await conn.fetchval(
+            "SELECT ignore_until FROM coin_scan_state WHERE active_model_id = $1", ignoring
+        )
+    finally:
+        await conn.close()
+    assert counts[free] == 11  # the first batch's newest tick plus ten single ticks
+    assert counts[ignoring] == 1  # every later tick falls in the hour after the first result
+    assert skipped_state is not None
+    assert all(t["n"] == 1 for t in tags)  # at most one open prediction per tag
+    assert counts[capped] == len(tags) < counts[free]
