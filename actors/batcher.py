@@ -27,7 +27,7 @@ from actors import metrics
 from actors.batch_bus import BatchBus
 from actors.messages import Batch, BatchCompletion, Tick, TickPage
 from actors.prefix_cache import PrefixCache
-from actors.shared_features import SharedFeatures
+from actors.shared_features import SharedFeatures, tick_frame
 from actors.state import ServiceState
 from features.columns import BASE_COLUMNS
 from features.running import empty_prefix
@@ -178,7 +178,7 @@ class Batcher:
             created_at=time.time(),
             max_row_id=max_row_id,
             completion=completion,
-            features=SharedFeatures(history, prefix),
+            features=SharedFeatures(history, prefix, tick_frame(ticks)),
         )
         metrics.BATCHES.inc({"reason": reason})
         metrics.BATCH_SIZE.observe({}, len(ticks))

@@ -21,7 +21,7 @@ from actors.model_runtime import ModelRuntime, score
 from actors.model_sync import ModelSync, predictor_name
 from actors.predictor import Predictor
 from actors.prefix_cache import PrefixCache
-from actors.shared_features import compute_for
+from actors.shared_features import compute_for, tick_frame
 from actors.supervisor import Supervisor
 from actors.webhook_payload import tag_for
 from features.columns import BASE_COLUMNS
@@ -122,7 +122,7 @@ async def _one(
         phases = list(runtime.phases)
         return _skipped(runtime, tick, f"phase {tick.phase_id} is not one of the model's {phases}")
     computed = await anyio.to_thread.run_sync(
-        compute_for, runtime.spec, history, prefix, runtime.phase_key
+        compute_for, runtime.spec, history, prefix, runtime.phase_key, tick_frame([tick])
     )
     scored = await anyio.to_thread.run_sync(score, runtime, [tick], computed)
     if not scored.ticks:

@@ -16,8 +16,8 @@ import numpy as np
 import polars as pl
 
 from actors.messages import Tick, phase_key
+from actors.shared_features import tick_frame
 from actors.webhook_payload import WebhookModel
-from features.columns import UTC_TIME
 from features.matrix import FeatureSpec, build_matrix
 from storage.model_files import LoadedModel, ModelFileError, load_model
 from storage.predictions import NewPrediction
@@ -141,10 +141,7 @@ def score(runtime: ModelRuntime, ticks: Sequence[Tick], computed: pl.DataFrame) 
     """
     if not ticks:
         return Scored([], np.empty(0), [], [])
-    frame = pl.DataFrame(
-        {"mint": [t.coin_id for t in ticks], "timestamp": [t.data_timestamp for t in ticks]},
-        schema={"mint": pl.String(), "timestamp": UTC_TIME},
-    )
+    frame = tick_frame(ticks)
     matrix = build_matrix(computed, frame, runtime.spec)
     skipped = [(ticks[i], reason) for i, reason in matrix.skipped]
     if not matrix.rows:

@@ -8,13 +8,15 @@ thread; the others wait for that result instead of repeating it.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 import anyio
 import polars as pl
 
+from actors.messages import Tick
 from actors.prefix_cache import phase_filter
+from features.columns import UTC_TIME
 from features.matrix import FeatureSpec
 
 
@@ -28,9 +30,12 @@ class _Entry:
 class SharedFeatures:
     """One per batch: computed feature frames keyed by (feature key, phase key)."""
 
-    def __init__(self, history: pl.DataFrame, prefix: pl.DataFrame) -> None:
+    def __init__(
+        self, history: pl.DataFrame, prefix: pl.DataFrame, ticks: pl.DataFrame | None = None
+    ) -> None:
         self.history = history
         self.prefix = prefix
+        self.ticks = ticks
         self._entries: dict[Hashable, _Entry] = {}
         self.computations = 0
 
@@ -41,7 +46,7 @@ class SharedFeatures:
             entry = self._entries[key] = _Entry()
             try:
                 entry.frame = await anyio.to_thread.run_sync(
-                    compute_for, spec, self.history, self.prefix, phase_key
+                    compute_for, spec, self.history, self.prefix, phase_key, self.ticks
                 )
                 self.computations += 1
             except BaseException as exc:
@@ -58,13 +63,32 @@ class SharedFeatures:
         return entry.frame
 
 
+def tick_frame(ticks: Sequence[Tick]) -> pl.DataFrame:
+    """(mint, timestamp) of ticks, typed like the feature frames."""
+    return pl.DataFrame(
+        {"mint": [t.coin_id for t in ticks], "timestamp": [t.data_timestamp for t in ticks]},
+        schema={"mint": pl.String(), "timestamp": UTC_TIME},
+    )
+
+
 def compute_for(
-    spec: FeatureSpec, history: pl.DataFrame, prefix: pl.DataFrame, phase_key: str
+    spec: FeatureSpec,
+    history: pl.DataFrame,
+    prefix: pl.DataFrame,
+    phase_key: str,
+    ticks: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """The shared frame of a model's key: phase-filtered history, its prefix state. Blocking."""
+    """The shared frame of a model's key: phase-filtered history, its prefix state. Blocking.
+
+    With `ticks`, only the rows at those (mint, timestamp) are kept: the only rows a
+    model reads, so each model's matrix is built from a few rows, not the history.
+    """
     expr = phase_filter(phase_key)
     own = history if expr is None else history.filter(expr)
     seed = None
     if "phase_key" in prefix.columns and prefix.height:
         seed = prefix.filter(pl.col("phase_key") == phase_key).drop("phase_key")
-    return spec.compute_shared(own, seed=seed)
+    computed = spec.compute_shared(own, seed=seed)
+    if ticks is None:
+        return computed
+    return computed.join(ticks, on=["mint", "timestamp"], how="semi")
