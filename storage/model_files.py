@@ -14,6 +14,7 @@ model must pass `probe` before anyone can activate it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import inspect
 import os
@@ -33,6 +34,7 @@ from sklearn.base import BaseEstimator, is_classifier
 from sklearn.ensemble import RandomForestClassifier
 from xgboost import XGBClassifier
 
+from storage.forest import CompiledForest
 from storage.safe_unpickle import ForbiddenGlobalError, is_joblib_or_pickle, safe_load
 
 __all__ = [
@@ -86,6 +88,10 @@ class LoadedModel:
     # Compatibility repairs applied at load (empty for a model of our versions).
     repairs: tuple[str, ...] = ()
 
+    # A RandomForest compiled for vectorised inference (storage.forest), when it agreed
+    # with scikit-learn on the probe rows; None: scikit-learn predicts.
+    compiled: Any = field(default=None, repr=False)
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities, shape (n, 2); column 1 is the positive class."""
         matrix = np.asarray(X, dtype=np.float64)
@@ -94,6 +100,8 @@ class LoadedModel:
                 f"model {self.path.name} expects a 2-D matrix with {self.n_features_in} "
                 f"columns, got shape {matrix.shape}"
             )
+        if self.compiled is not None and not np.isnan(matrix).any():
+            return np.asarray(self.compiled.predict_proba(matrix), dtype=np.float64)
         return np.asarray(self.estimator.predict_proba(matrix), dtype=np.float64)
 
 
@@ -383,9 +391,24 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
         repairs=tuple(repairs),
     )
     probe(model, n_features)
+    if kind == "random_forest":
+        model = _with_compiled_forest(model, n_features)
     if repairs:
         log.info("model file repaired at load", path=str(model_path), repairs=repairs)
     return model
+
+
+def _with_compiled_forest(model: LoadedModel, n_features: int) -> LoadedModel:
+    """The model with its vectorised forest, if that gives scikit-learn's probabilities."""
+    compiled = CompiledForest.from_estimator(model.estimator)
+    if compiled is None:
+        return model
+    rows = _probe_rows(n_features)
+    expected = np.asarray(model.estimator.predict_proba(rows), dtype=np.float64)
+    if not np.allclose(compiled.predict_proba(rows), expected, rtol=0, atol=1e-12):
+        log.warning("compiled forest disagrees with scikit-learn; not used", path=str(model.path))
+        return model
+    return dataclasses.replace(model, compiled=compiled)
 
 
 # --------------------------------------------------------------------------- probing
