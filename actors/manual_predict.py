@@ -21,7 +21,7 @@ from actors.model_runtime import ModelRuntime, score
 from actors.model_sync import ModelSync, predictor_name
 from actors.predictor import Predictor
 from actors.prefix_cache import PrefixCache
-from actors.shared_features import compute_for, tick_frame
+from actors.shared_features import rows_for, tick_frame
 from actors.supervisor import Supervisor
 from actors.webhook_payload import tag_for
 from features.columns import BASE_COLUMNS
@@ -121,10 +121,10 @@ async def _one(
     if runtime.phases and tick.phase_id not in runtime.phases:
         phases = list(runtime.phases)
         return _skipped(runtime, tick, f"phase {tick.phase_id} is not one of the model's {phases}")
-    computed = await anyio.to_thread.run_sync(
-        compute_for, runtime.spec, history, prefix, runtime.phase_key, tick_frame([tick])
+    rows = await anyio.to_thread.run_sync(
+        rows_for, runtime.spec, history, prefix, runtime.phase_key, tick_frame([tick])
     )
-    scored = await anyio.to_thread.run_sync(score, runtime, [tick], computed)
+    scored = await anyio.to_thread.run_sync(score, runtime, [tick], rows)
     if not scored.ticks:
         return _skipped(runtime, tick, scored.skipped[0][1] if scored.skipped else "no features")
     name = predictor_name(runtime.active_model_id)

@@ -13,12 +13,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-import polars as pl
 
 from actors.messages import Tick, phase_key
-from actors.shared_features import tick_frame
 from actors.webhook_payload import WebhookModel
-from features.matrix import FeatureSpec, build_matrix
+from features.matrix import FeatureSpec, TickRows
 from storage.model_files import LoadedModel, ModelFileError, load_model
 from storage.predictions import NewPrediction
 
@@ -133,30 +131,23 @@ class Scored:
     skipped: list[tuple[Tick, str]]
 
 
-def score(runtime: ModelRuntime, ticks: Sequence[Tick], computed: pl.DataFrame) -> Scored:
-    """The model's probabilities for the ticks, from a computed feature frame. Blocking (CPU).
+def score(runtime: ModelRuntime, ticks: Sequence[Tick], rows: TickRows) -> Scored:
+    """The model's probabilities for the ticks, from the computed feature rows. Blocking.
 
-    `computed` holds the features of the model's coins as of each row (see
+    `rows` holds the features of the batch's coins as of each tick (see
     `actors.shared_features`); the row at each tick's exact timestamp is used.
     """
     if not ticks:
         return Scored([], np.empty(0), [], [])
-    frame = tick_frame(ticks)
-    matrix = build_matrix(computed, frame, runtime.spec)
+    keys = [(t.coin_id, t.data_timestamp) for t in ticks]
+    matrix = rows.matrix(keys, runtime.spec)
     skipped = [(ticks[i], reason) for i, reason in matrix.skipped]
     if not matrix.rows:
         return Scored([], np.empty(0), [], skipped)
     probabilities = runtime.model.predict_proba(matrix.values)[:, 1]
     kept = [ticks[i] for i in matrix.rows]
-    snap = frame[matrix.rows].join(
-        computed.select("mint", "timestamp", "price_close", "market_cap_close").unique(
-            subset=["mint", "timestamp"], keep="last"
-        ),
-        on=["mint", "timestamp"],
-        how="left",
-        maintain_order="left",
-    )
-    snapshots = list(
-        zip(snap["price_close"].to_list(), snap["market_cap_close"].to_list(), strict=True)
-    )
+    snapshots = [
+        (rows.value(keys[i], "price_close"), rows.value(keys[i], "market_cap_close"))
+        for i in matrix.rows
+    ]
     return Scored(kept, probabilities, snapshots, skipped)

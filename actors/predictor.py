@@ -144,8 +144,8 @@ class Predictor:
                 ticks = kept
         if not ticks:
             return []
-        computed = await batch.features.get(runtime.spec, runtime.phase_key)
-        scored = await anyio.to_thread.run_sync(score, runtime, ticks, computed)
+        rows = await batch.features.get(runtime.spec, runtime.phase_key)
+        scored = await anyio.to_thread.run_sync(score, runtime, ticks, rows)
         for _tick, reason in scored.skipped:
             self._skip(reason.replace(" ", "_"), 1)
         stored = await self.store(runtime, scored)

@@ -17,13 +17,13 @@ import polars as pl
 from actors.messages import Tick
 from actors.prefix_cache import phase_filter
 from features.columns import UTC_TIME
-from features.matrix import FeatureSpec
+from features.matrix import FeatureSpec, TickRows
 
 
 @dataclass(slots=True)
 class _Entry:
     done: anyio.Event = field(default_factory=anyio.Event)
-    frame: pl.DataFrame | None = None
+    rows: TickRows | None = None
     error: BaseException | None = None
 
 
@@ -39,14 +39,14 @@ class SharedFeatures:
         self._entries: dict[Hashable, _Entry] = {}
         self.computations = 0
 
-    async def get(self, spec: FeatureSpec, phase_key: str) -> pl.DataFrame:
+    async def get(self, spec: FeatureSpec, phase_key: str) -> TickRows:
         key = (spec.shared_key, phase_key)
         entry = self._entries.get(key)
         if entry is None:
             entry = self._entries[key] = _Entry()
             try:
-                entry.frame = await anyio.to_thread.run_sync(
-                    compute_for, spec, self.history, self.prefix, phase_key, self.ticks
+                entry.rows = await anyio.to_thread.run_sync(
+                    rows_for, spec, self.history, self.prefix, phase_key, self.ticks
                 )
                 self.computations += 1
             except BaseException as exc:
@@ -59,8 +59,19 @@ class SharedFeatures:
             await entry.done.wait()
         if entry.error is not None:
             raise RuntimeError(f"shared feature computation failed: {entry.error!r}")
-        assert entry.frame is not None
-        return entry.frame
+        assert entry.rows is not None
+        return entry.rows
+
+
+def rows_for(
+    spec: FeatureSpec,
+    history: pl.DataFrame,
+    prefix: pl.DataFrame,
+    phase_key: str,
+    ticks: pl.DataFrame | None = None,
+) -> TickRows:
+    """`compute_for` as a matrix indexed by (mint, timestamp). Blocking."""
+    return TickRows.from_frame(compute_for(spec, history, prefix, phase_key, ticks))
 
 
 def tick_frame(ticks: Sequence[Tick]) -> pl.DataFrame:
