@@ -23,7 +23,7 @@ from actors import metrics
 from actors.model_runtime import ModelRuntime, load_runtime
 from actors.predictor import Predictor
 from actors.supervisor import STAGE_PREDICT, ActorSpec, Supervisor
-from storage import active_model_rows
+from storage import active_models
 from storage.model_files import ModelFileError
 from storage.model_settings import MODELS_CHANNEL
 
@@ -93,7 +93,7 @@ class ModelSync:
             log.warning("model_file_repair", active_model_id=active_model_id, reason=str(first))
             await self._repair(active_model_id)
             async with self._pool.acquire() as conn:
-                fresh = await active_model_rows.row_by_id(conn, active_model_id)
+                fresh = await active_models.full_row(conn, active_model_id)
             if fresh is None:
                 raise
             return await anyio.to_thread.run_sync(load_runtime, fresh)
@@ -105,7 +105,7 @@ class ModelSync:
         """Bring the running predictors in line with the active models."""
         self.syncs += 1
         async with self._pool.acquire() as conn:
-            rows = await active_model_rows.active_rows(conn)
+            rows = await active_models.active_rows(conn)
         wanted = {int(r["id"]): r for r in rows}
         for active_model_id, row in wanted.items():
             await self._ensure(active_model_id, row)

@@ -367,3 +367,17 @@ async def delete_model(conn: asyncpg.Connection, active_model_id: int) -> Active
         file_removed=removed,
     )
     return deleted
+
+
+# ---- full rows, as the model-sync actor runs them (every column, as a dict)
+
+
+async def active_rows(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    """Every column of the active models: the predictors read settings the API view omits."""
+    rows = await conn.fetch("SELECT * FROM active_models WHERE is_active ORDER BY id")
+    return [dict(r) for r in rows]
+
+
+async def full_row(conn: asyncpg.Connection, active_model_id: int) -> dict[str, Any] | None:
+    row = await conn.fetchrow("SELECT * FROM active_models WHERE id = $1", active_model_id)
+    return None if row is None else dict(row)
