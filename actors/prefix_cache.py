@@ -17,26 +17,11 @@ from datetime import datetime
 
 import polars as pl
 
-from features.columns import UTC_TIME
-from features.running import PREFIX_SCHEMA, empty_prefix, prefix_state
+from features.columns import UTC_TIME, history_schema
+from features.running import PREFIX_INPUT_COLUMNS, PREFIX_SCHEMA, empty_prefix, prefix_state
 
-# price_close only because the shared ATH block computes a distance from it.
-WINDOW_COLUMNS = (
-    "mint",
-    "timestamp",
-    "phase_id_at_time",
-    "price_high",
-    "price_close",
-    "dev_sold_amount",
-)
-_WINDOW_SCHEMA: dict[str, pl.DataType] = {
-    "mint": pl.String(),
-    "timestamp": UTC_TIME,
-    "phase_id_at_time": pl.Int64(),
-    "price_high": pl.Float64(),
-    "price_close": pl.Float64(),
-    "dev_sold_amount": pl.Float64(),
-}
+WINDOW_COLUMNS = PREFIX_INPUT_COLUMNS
+_WINDOW_SCHEMA = history_schema(WINDOW_COLUMNS)
 _META_SCHEMA: dict[str, pl.DataType] = {"mint": pl.String(), "boundary": UTC_TIME, "last": UTC_TIME}
 
 # Loads, per coin, every row strictly before its boundary (WINDOW_COLUMNS at least).
@@ -136,14 +121,8 @@ class PrefixCache:
             fresh = _complete(
                 prefix_state(_filtered(loaded, key)), pl.Series("mint", sorted(misses), pl.String)
             )
-            states = (
-                pl.concat(
-                    [s for s in (reused, rolled, fresh) if s is not None and s.height],
-                    how="vertical_relaxed",
-                )
-                if (reused.height or rolled is not None or fresh.height)
-                else empty_prefix()
-            )
+            found = [s for s in (reused, rolled, fresh) if s is not None and s.height]
+            states = pl.concat(found, how="vertical_relaxed") if found else empty_prefix()
             states = _complete(states, meta["mint"])
             self._states[key] = _replace(held, states) if held.height else states
             parts.append(states.with_columns(pl.lit(key).alias("phase_key")))

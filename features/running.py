@@ -29,6 +29,17 @@ import polars as pl
 
 from features.columns import UTC_TIME
 
+# The coin_metrics columns `prefix_state` reads (price_close only because the shared
+# ATH block computes a distance from it).
+PREFIX_INPUT_COLUMNS: tuple[str, ...] = (
+    "mint",
+    "timestamp",
+    "phase_id_at_time",
+    "price_high",
+    "price_close",
+    "dev_sold_amount",
+)
+
 PREFIX_SCHEMA: dict[str, pl.DataType] = {
     "mint": pl.String(),
     "prefix_rows": pl.Int64(),

@@ -16,18 +16,11 @@ import asyncpg
 import polars as pl
 
 from features.columns import BASE_COLUMNS, UTC_TIME, history_schema, quote_ident
+from features.running import PREFIX_INPUT_COLUMNS
 
 HISTORY_COLUMNS: tuple[str, ...] = tuple(BASE_COLUMNS)
 # What the running ("prefix") state of a coin needs from the rows before its window.
-PREFIX_COLUMNS: tuple[str, ...] = (
-    "id",
-    "mint",
-    "timestamp",
-    "phase_id_at_time",
-    "price_high",
-    "price_close",
-    "dev_sold_amount",
-)
+PREFIX_COLUMNS = PREFIX_INPUT_COLUMNS
 
 
 # The collector's columns (id is the table's identity), in catalogue order.
