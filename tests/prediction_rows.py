@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 from aiohttp import web
+from webhook_receiver import insert_active_model
 
 from storage.config import Settings
 from web.app import create_app
@@ -17,28 +18,9 @@ from web.context import AppContext
 
 
 async def add_model(conn: asyncpg.Connection, model_id: int, **columns: Any) -> int:
-    """An active_models row (time-based, up 10 % in 5 min by default); returns its id."""
-    values: dict[str, Any] = {
-        "model_id": model_id,
-        "name": f"model-{model_id}",
-        "model_type": "xgboost",
-        "target_kind": "time_based",
-        "target_variable": "price_close",
-        "future_minutes": 5,
-        "price_change_percent": 10.0,
-        "target_direction": "up",
-        "features": ["price_close"],
-        "file_path": f"/models/{model_id}.pkl",
-        "file_sha256": "0" * 64,
-    }
-    values.update(columns)
-    names = list(values)
-    # Column names come from the tests calling this helper, never from input.
-    sql = (
-        f"INSERT INTO active_models ({', '.join(names)}) "
-        f"VALUES ({', '.join(f'${i + 1}' for i in range(len(names)))}) RETURNING id"
-    )
-    return int(await conn.fetchval(sql, *values.values()))
+    """An active_models row (time-based, up 10 % in 5 min, no phases by default)."""
+    defaults: dict[str, Any] = {"features": ["price_close"], "phases": None}
+    return await insert_active_model(conn, model_id, **{**defaults, **columns})
 
 
 async def add_metric(

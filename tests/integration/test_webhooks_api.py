@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-import anyio
 import asyncpg
 from aiohttp import web
+from service_runner import running_service
 from waiting import wait_for
 from webhook_receiver import Answer, WebhookReceiver, insert_active_model, store_predictions
 
@@ -27,15 +27,8 @@ T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 @asynccontextmanager
 async def api(settings: Settings) -> AsyncIterator[tuple[Service, aiohttp.ClientSession, str]]:
-    service = Service(settings)
-    async with anyio.create_task_group() as tg:
-        await tg.start(service.run)
-        try:
-            async with aiohttp.ClientSession() as http:
-                yield service, http, f"http://127.0.0.1:{service.web_port}"
-        finally:
-            await service.shutdown()
-            tg.cancel_scope.cancel()
+    async with running_service(settings) as service, aiohttp.ClientSession() as http:
+        yield service, http, f"http://127.0.0.1:{service.web_port}"
 
 
 async def _call(
