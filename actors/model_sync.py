@@ -61,7 +61,6 @@ class ModelSync:
         self._repair = repair
         self._repaired_at: dict[int, float] = {}
         self._changed = anyio.Event()
-        self.syncs = 0
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         conn = await asyncpg.connect(self._dsn)
@@ -103,7 +102,6 @@ class ModelSync:
 
     async def sync(self) -> None:
         """Bring the running predictors in line with the active models."""
-        self.syncs += 1
         async with self._pool.acquire() as conn:
             rows = await active_models.active_rows(conn)
         wanted = {int(r["id"]): r for r in rows}

@@ -52,7 +52,6 @@ class Predictor:
         self._poke = poke_webhooks
         self._stopping = False
         self.key = runtime.active_model_id
-        self.batches = 0
         self._log = log.bind(active_model_id=self.key, model=runtime.name)
 
     @property
@@ -149,7 +148,6 @@ class Predictor:
         for _tick, reason in scored.skipped:
             self._skip(reason.replace(" ", "_"), 1)
         stored = await self.store(runtime, scored)
-        self.batches += 1
         metrics.PREDICT_SECONDS.observe({"model": str(self.key)}, time.perf_counter() - started)
         return stored
 

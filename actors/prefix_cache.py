@@ -74,11 +74,6 @@ class PrefixCache:
         self._windows = pl.DataFrame(schema=_WINDOW_SCHEMA)
         self._meta = pl.DataFrame(schema=_META_SCHEMA)
         self._states: dict[str, pl.DataFrame] = {}
-        self.loaded_coins = 0  # coins whose prefix came from the database (a metric)
-
-    @property
-    def coins(self) -> int:
-        return self._meta.height
 
     async def prefix_for(self, history: pl.DataFrame, keys: Iterable[str]) -> pl.DataFrame:
         """The prefix state of every coin of `history` for each phase key, with `phase_key`."""
@@ -103,7 +98,6 @@ class PrefixCache:
             have = set() if held is None else set(held["mint"].to_list())
             misses |= set(known.to_list()) - have
         loaded = await self._load(meta.filter(pl.col("mint").is_in(list(misses))))
-        self.loaded_coins += len(misses)
 
         # Rows that left each rolled-forward coin's window since the previous batch.
         rolling = forward.filter(~pl.col("mint").is_in(list(misses)))

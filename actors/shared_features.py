@@ -37,7 +37,6 @@ class SharedFeatures:
         self.prefix = prefix
         self.ticks = ticks
         self._entries: dict[Hashable, _Entry] = {}
-        self.computations = 0
 
     async def get(self, spec: FeatureSpec, phase_key: str) -> TickRows:
         key = (spec.shared_key, phase_key)
@@ -48,7 +47,6 @@ class SharedFeatures:
                 entry.rows = await anyio.to_thread.run_sync(
                     rows_for, spec, self.history, self.prefix, phase_key, self.ticks
                 )
-                self.computations += 1
             except BaseException as exc:
                 # Waiting predictors see the same error; a later batch computes afresh.
                 entry.error = exc

@@ -91,10 +91,6 @@ async def read_ticks(
     return [TickRow(r["id"], r["mint"], r["timestamp"], r["phase_id_at_time"]) for r in rows]
 
 
-async def max_id(conn: asyncpg.Connection) -> int:
-    return int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM coin_metrics"))
-
-
 async def last_id_before(conn: asyncpg.Connection, moment: datetime) -> int:
     """The highest id whose row is older than `moment`, by binary search over the id.
 
