@@ -55,18 +55,34 @@ async def test_demo_shows_predictions_of_both_models_webhooks_and_an_outcome(
             base = f"http://127.0.0.1:{service.web_port}"
             async with aiohttp.ClientSession(base) as http:
 
-                async def outcome() -> dict[str, object] | None:
+                async def statistics() -> dict[str, object]:
                     async with http.get("/api/alerts/statistics") as resp:
                         body: dict[str, object] = await resp.json()
+                    return body
+
+                async def total(result: str) -> int:
+                    query = f"/api/predictions?evaluation_result={result}&limit=1"
+                    async with http.get(query) as resp:
+                        count: int = (await resp.json())["total"]
+                    return count
+
+                async def outcome() -> tuple[dict[str, object], int, int] | None:
+                    """Statistics and the listed outcomes of one moment: the evaluator keeps
+                    running, so the counts are taken between two equal statistics reads."""
+                    body = await statistics()
                     models = {m["active_model_id"]: m for m in body["models"]}  # type: ignore[attr-defined]
                     both = len(models) == 2 and all(m["total"] for m in models.values())
-                    return body if both and body["evaluated"] else None
+                    if not (both and body["evaluated"]):
+                        return None
+                    success, failed = await total("success"), await total("failed")
+                    again = await statistics()
+                    if again["evaluated"] != body["evaluated"]:
+                        return None
+                    return body, success, failed
 
-                stats = await wait_for(outcome, timeout=150, interval=1, what="an outcome")
-                async with http.get("/api/predictions?evaluation_result=success&limit=1") as r1:
-                    success = (await r1.json())["total"]
-                async with http.get("/api/predictions?evaluation_result=failed&limit=1") as r2:
-                    failed = (await r2.json())["total"]
+                stats, success, failed = await wait_for(
+                    outcome, timeout=150, interval=1, what="an outcome"
+                )
     finally:
         await receiver.stop()
     assert stats["evaluated"] == success + failed + stats["not_applicable"]
