@@ -68,7 +68,19 @@ def rows_for(
     phase_key: str,
     ticks: pl.DataFrame | None = None,
 ) -> TickRows:
-    """`compute_for` as a matrix indexed by (mint, timestamp). Blocking."""
+    """The feature rows of the ticks, indexed by (mint, timestamp). Blocking.
+
+    A tick is normally its coin's newest loaded row (history is read up to it):
+    then only that row is computed (`features.last_row`). Any other tick falls
+    back to computing the whole window with Polars.
+    """
+    if ticks is not None:
+        own, seed = _inputs(history, prefix, phase_key)
+        last = TickRows.from_last(spec.compute_shared_last(own, seed=seed))
+        coins = {mint for mint, _ in last.index}
+        wanted = zip(ticks["mint"].to_list(), ticks["timestamp"].to_list(), strict=True)
+        if all(key in last.index or key[0] not in coins for key in wanted):
+            return last
     return TickRows.from_frame(compute_for(spec, history, prefix, phase_key, ticks))
 
 
@@ -92,12 +104,20 @@ def compute_for(
     With `ticks`, only the rows at those (mint, timestamp) are kept: the only rows a
     model reads, so each model's matrix is built from a few rows, not the history.
     """
+    own, seed = _inputs(history, prefix, phase_key)
+    computed = spec.compute_shared(own, seed=seed)
+    if ticks is None:
+        return computed
+    return computed.join(ticks, on=["mint", "timestamp"], how="semi")
+
+
+def _inputs(
+    history: pl.DataFrame, prefix: pl.DataFrame, phase_key: str
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """The rows a model with this phase key sees, and their prefix state."""
     expr = phase_filter(phase_key)
     own = history if expr is None else history.filter(expr)
     seed = None
     if "phase_key" in prefix.columns and prefix.height:
         seed = prefix.filter(pl.col("phase_key") == phase_key).drop("phase_key")
-    computed = spec.compute_shared(own, seed=seed)
-    if ticks is None:
-        return computed
-    return computed.join(ticks, on=["mint", "timestamp"], how="semi")
+    return own, seed

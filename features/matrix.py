@@ -24,6 +24,7 @@ from features.engineering import (
     compute,
     engineered_names,
 )
+from features.last_row import LastRows, compute_last
 
 
 class UnknownFeatureError(ValueError):
@@ -114,6 +115,18 @@ class FeatureSpec:
         extra = tuple(sorted(set(self.has_data_flags) - set(_all_flags(windows))))
         return windows, extra
 
+    def compute_shared_last(
+        self, history: pl.DataFrame, seed: pl.DataFrame | None = None
+    ) -> LastRows:
+        """`compute_shared` at each coin's newest row only (the serving path)."""
+        key = self.shared_key
+        if key is None:
+            return compute_last(history, (1,), engineer=False)
+        windows, extra = key
+        return compute_last(
+            history, windows, seed=seed, has_data_for=[*_all_flags(windows), *extra]
+        )
+
     def compute_shared(
         self, history: pl.DataFrame, seed: pl.DataFrame | None = None
     ) -> pl.DataFrame:
@@ -161,6 +174,11 @@ class TickRows:
         # Equal (mint, timestamp) twice: the later row wins, as a re-sent row would.
         index = {key: i for i, key in enumerate(keys)}
         return cls(np.asarray(values, dtype=np.float64), {n: i for i, n in enumerate(names)}, index)
+
+    @classmethod
+    def from_last(cls, last: LastRows) -> TickRows:
+        index = {key: i for i, key in enumerate(zip(last.mints, last.timestamps, strict=True))}
+        return cls(last.values, {n: i for i, n in enumerate(last.columns)}, index)
 
     def matrix(self, keys: Sequence[tuple[str, datetime]], spec: FeatureSpec) -> Matrix:
         """The feature row at each key's exact timestamp, columns in the model's order."""

@@ -1,0 +1,332 @@
+"""The engineered features of each coin's newest row only, in NumPy.
+
+At serving time a batch needs one feature row per coin: the row at the tick,
+which is the newest row of the history loaded for it. `features.engineering`
+computes every row of the window with Polars window expressions, whose fixed
+cost per call (~150 expressions) and per row dominated the predict path. Here
+the loaded rows become one (coins x rows) array per column, right-aligned so
+that column -1 is every coin's newest row; rolling windows are slices of the
+last `w` columns and running values are accumulations along the rows. Rows
+before a coin's first loaded row are NaN, which every statistic skips exactly
+as a missing row, so coins of different lengths share one array.
+
+The result must equal `engineering.compute` at the newest row of each coin,
+NULL fill included: tests compare the two on the golden data and on generated
+histories (zeros, NULLs, flat stretches, duplicate timestamps, prefix seeds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import polars as pl
+
+from features.columns import normalise
+from features.engineering import _has_data_window, _validate_windows, engineered_names
+
+_MINUTE_US = 60_000_000.0
+_NAT = np.iinfo(np.int64).min
+
+
+@dataclass(frozen=True, slots=True)
+class LastRows:
+    """One row per coin: its newest row's base columns and engineered features."""
+
+    mints: list[str]
+    timestamps: list[datetime]  # each coin's newest row's timestamp
+    values: np.ndarray  # float64 [coins, columns]; NULL base values are NaN
+    columns: list[str]
+
+
+class _Grid:
+    """Rows of a frame sorted by (mint, timestamp) placed in a right-aligned coins x rows grid."""
+
+    def __init__(self, frame: pl.DataFrame) -> None:
+        sizes = frame.group_by("mint", maintain_order=True).len()
+        self.mints: list[str] = sizes["mint"].to_list()
+        counts = sizes["len"].to_numpy().astype(np.int64)
+        self.coins = len(counts)
+        self.width = int(counts.max()) if self.coins else 0
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        coin = np.repeat(np.arange(self.coins), counts)
+        offset = np.arange(frame.height) - np.repeat(starts, counts)
+        self.row = coin
+        self.col = offset + np.repeat(self.width - counts, counts)
+        self.first_col = self.width - counts  # column of each coin's first loaded row
+        self.valid = np.zeros((self.coins, self.width), dtype=bool)
+        self.valid[self.row, self.col] = True
+        self.last_index = np.cumsum(counts) - 1  # frame row of each coin's newest row
+
+    def floats(self, values: np.ndarray) -> np.ndarray:
+        grid = np.full((self.coins, self.width), np.nan)
+        grid[self.row, self.col] = values
+        return grid
+
+    def times(self, values: np.ndarray) -> np.ndarray:
+        grid = np.full((self.coins, self.width), _NAT, dtype=np.int64)
+        grid[self.row, self.col] = values
+        return grid
+
+
+def _column(frame: pl.DataFrame, name: str) -> np.ndarray:
+    if name not in frame.columns:
+        return np.full(frame.height, np.nan)
+    return frame[name].cast(pl.Float64).to_numpy().astype(np.float64, copy=False)
+
+
+def _filled(grid: _Grid, values: np.ndarray) -> np.ndarray:
+    """NULL -> 0 on loaded rows only (padding stays missing)."""
+    return np.where(grid.valid & np.isnan(values), 0.0, values)
+
+
+def _count(window: np.ndarray) -> np.ndarray:
+    return np.asarray(np.sum(~np.isnan(window), axis=1))
+
+
+def _sum(window: np.ndarray) -> np.ndarray:
+    """Sum of the present values; NaN when there is none (a NULL rolling sum)."""
+    n = _count(window)
+    total = np.nansum(window, axis=1)
+    return np.where(n > 0, total, np.nan)
+
+
+def _mean(window: np.ndarray) -> np.ndarray:
+    n = _count(window)
+    total = np.nansum(window, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
+def _exact_mean(window: np.ndarray) -> np.ndarray:
+    """The value itself when every present value is equal, as pandas gives it."""
+    low, high = np.fmin.reduce(window, axis=1), np.fmax.reduce(window, axis=1)
+    return np.where(low == high, high, _mean(window))
+
+
+def _exact_std(window: np.ndarray) -> np.ndarray:
+    """Sample std (ddof 1): NaN below two values, exactly 0 for equal values."""
+    n = _count(window)
+    mean = _mean(window)
+    dev = np.where(np.isnan(window), 0.0, window - mean[:, None])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        std = np.sqrt(np.sum(dev * dev, axis=1) / (n - 1))
+    low, high = np.fmin.reduce(window, axis=1), np.fmax.reduce(window, axis=1)
+    return np.where(n < 2, np.nan, np.where(low == high, 0.0, std))
+
+
+def _flag(condition: np.ndarray) -> np.ndarray:
+    """0/1 as float; comparisons with NaN are false, as NULL comparisons are in pandas."""
+    return condition.astype(np.float64)
+
+
+def _at(grid_values: np.ndarray, grid: _Grid, back: int) -> np.ndarray:
+    """Each coin's value `back` rows before its newest row (NaN before its first row)."""
+    col = grid.width - 1 - back
+    if col < 0:
+        return np.full(grid.coins, np.nan)
+    return np.where(col >= grid.first_col, grid_values[:, col], np.nan)
+
+
+def _minutes(later: np.ndarray, earlier: np.ndarray) -> np.ndarray:
+    """Minutes between two int64 microsecond arrays; NaN where either is missing."""
+    missing = (later == _NAT) | (earlier == _NAT)
+    with np.errstate(invalid="ignore"):
+        diff = (later - np.where(missing, 0, earlier)).astype(np.float64) / _MINUTE_US
+    return np.where(missing, np.nan, diff)
+
+
+def _forward_fill(values: np.ndarray) -> np.ndarray:
+    """Each NaN takes the last present value before it along the rows."""
+    cols = np.arange(values.shape[1])
+    last = np.where(~np.isnan(values), cols, -1)
+    np.maximum.accumulate(last, axis=1, out=last)
+    filled = np.take_along_axis(values, np.maximum(last, 0), axis=1)
+    return np.where(last >= 0, filled, np.nan)
+
+
+def _forward_fill_times(values: np.ndarray) -> np.ndarray:
+    cols = np.arange(values.shape[1])
+    last = np.where(values != _NAT, cols, -1)
+    np.maximum.accumulate(last, axis=1, out=last)
+    filled = np.take_along_axis(values, np.maximum(last, 0), axis=1)
+    return np.where(last >= 0, filled, _NAT)
+
+
+def _seed_arrays(grid: _Grid, seed: pl.DataFrame | None) -> dict[str, np.ndarray]:
+    """The prefix state (features.running) of each coin in grid order; neutral without one."""
+    n = grid.coins
+    out = {
+        "max": np.full(n, np.nan),
+        "last_ath": np.full(n, np.nan),
+        "dev": np.zeros(n),
+        "first": np.full(n, _NAT, dtype=np.int64),
+        "last_bo": np.full(n, _NAT, dtype=np.int64),
+    }
+    if seed is None or seed.is_empty() or n == 0:
+        return out
+    order = pl.DataFrame({"mint": grid.mints}).join(
+        seed.unique("mint", keep="last"), on="mint", how="left", maintain_order="left"
+    )
+
+    def times(name: str) -> np.ndarray:
+        col = order[name].dt.convert_time_zone("UTC").dt.cast_time_unit("us").dt.epoch("us")
+        return col.fill_null(_NAT).to_numpy().astype(np.int64)
+
+    out["max"] = _column(order, "prefix_max_high")
+    out["last_ath"] = _column(order, "prefix_last_ath")
+    out["dev"] = np.nan_to_num(_column(order, "prefix_dev_sum"), nan=0.0)
+    out["first"] = times("first_timestamp")
+    out["last_bo"] = times("prefix_last_breakout")
+    return out
+
+
+def compute_last(
+    history: pl.DataFrame,
+    windows: Sequence[int],
+    *,
+    seed: pl.DataFrame | None = None,
+    has_data_for: Iterable[str] = (),
+    engineer: bool = True,
+) -> LastRows:
+    """`engineering.compute(history, windows, seed=..., has_data_for=...)` at each coin's
+    newest row, plus that row's base columns (`engineer=False`: base columns only)."""
+    frame = normalise(history).sort(["mint", "timestamp"], maintain_order=True)
+    grid = _Grid(frame)
+    base_names = [c for c in frame.columns if c not in ("mint", "timestamp")]
+    last = grid.last_index
+    base = np.column_stack([_column(frame, c)[last] for c in base_names]) if base_names else None
+    ts_us = frame["timestamp"].dt.epoch("us").to_numpy().astype(np.int64)
+    timestamps = frame["timestamp"].gather(last).to_list() if grid.coins else []
+    if not engineer:
+        values = base if base is not None else np.empty((grid.coins, 0))
+        return LastRows(grid.mints, timestamps, values, base_names)
+
+    ws = _validate_windows(windows)
+    flags = list(has_data_for)
+    features = _engineered(frame, grid, ts_us, ws, flags, _seed_arrays(grid, seed))
+    names = [*engineered_names(ws), *flags]
+    engineered = np.column_stack([features[n] for n in names])
+    # Every NULL / NaN / inf of the engineered block becomes 0, as fillna(0) does.
+    engineered[~np.isfinite(engineered)] = 0.0
+    values = engineered if base is None else np.hstack([base, engineered])
+    return LastRows(grid.mints, timestamps, values, [*base_names, *names])
+
+
+def _engineered(
+    frame: pl.DataFrame,
+    grid: _Grid,
+    ts_us: np.ndarray,
+    windows: tuple[int, ...],
+    flags: list[str],
+    seed: dict[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    g = grid.floats
+    high, close = g(_column(frame, "price_high")), g(_column(frame, "price_close"))
+    volume = g(_column(frame, "volume_sol"))
+    ts = grid.times(ts_us)
+    first_row = np.zeros_like(grid.valid)
+    first_row[np.arange(grid.coins), grid.first_col] = True
+
+    # ATH block over every loaded row (the running values need all of them).
+    running = np.fmax(np.fmax.accumulate(high, axis=1), seed["max"][:, None])
+    ath = np.where(np.isnan(high), np.nan, running)
+    previous = np.concatenate([np.full((grid.coins, 1), np.nan), ath[:, :-1]], axis=1)
+    previous = np.where(first_row, seed["last_ath"][:, None], previous)
+    with np.errstate(invalid="ignore"):
+        breakout = np.where(grid.valid, _flag(high > previous), np.nan)
+    bo_ts = _forward_fill_times(np.where(breakout == 1, ts, _NAT))
+    last_bo = np.where(bo_ts != _NAT, bo_ts, seed["last_bo"][:, None])
+    any_bo = (np.nansum(breakout, axis=1) > 0) | (seed["last_bo"] != _NAT)
+    loaded_first = ts[np.arange(grid.coins), grid.first_col]
+    first_ts = np.where(seed["first"] != _NAT, seed["first"], loaded_first)
+    since_first = _minutes(ts, np.broadcast_to(first_ts[:, None], ts.shape))
+    minutes = np.where(any_bo[:, None], _minutes(ts, last_bo), since_first)
+    minutes = np.where(grid.valid, minutes, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        distance = np.where(ath != 0, (ath - close) / ath * 100, np.nan)
+    distance_filled = _filled(grid, distance)
+    minutes_filled = _filled(grid, minutes)
+    m_last = minutes[:, -1]
+
+    out: dict[str, np.ndarray] = {
+        "rolling_ath": ath[:, -1],
+        "ath_distance_pct": distance_filled[:, -1],
+        "ath_breakout": breakout[:, -1],
+        "minutes_since_ath": minutes_filled[:, -1],
+        "ath_age_hours": np.nan_to_num(m_last / 60, nan=0.0),
+    }
+    with np.errstate(invalid="ignore"):
+        out["ath_is_recent"] = _flag(m_last < 60)
+        out["ath_is_old"] = _flag(m_last > 1440)
+
+    dev = _filled(grid, g(_column(frame, "dev_sold_amount")))
+    bp = _filled(grid, g(_column(frame, "buy_pressure_ratio")))
+    whale_buy = _filled(grid, g(_column(frame, "whale_buy_volume_sol")))
+    whale_sell = _filled(grid, g(_column(frame, "whale_sell_volume_sol")))
+    net = g(_column(frame, "net_volume_sol"))
+    volatility = g(_column(frame, "volatility_pct"))
+    signers = g(_column(frame, "unique_signer_ratio"))
+    mcap = g(_column(frame, "market_cap_close"))
+    out["dev_sold_flag"] = _flag(dev[:, -1] > 0)
+    out["dev_sold_cumsum"] = np.nansum(dev, axis=1) + seed["dev"]
+    out["whale_net_volume"] = whale_buy[:, -1] - whale_sell[:, -1]
+    with np.errstate(invalid="ignore"):
+        positive = _flag(net > 0)
+    flip = np.abs(positive[:, -1] - positive[:, -2]) if grid.width > 1 else np.zeros(grid.coins)
+    flip = np.where(grid.first_col < grid.width - 1, flip, np.nan)
+    close_filled = _forward_fill(close)
+    breakout_volume = breakout * volume
+
+    for w in windows:
+        win = slice(max(grid.width - w, 0), None)
+        d = dev[:, win]
+        spike = np.where(np.fmin.reduce(d, axis=1) >= 0, np.fmax.reduce(d, axis=1) > 0, _sum(d) > 0)
+        out[f"dev_sold_spike_{w}"] = _flag(spike)
+        bp_ma = _mean(bp[:, win])
+        out[f"buy_pressure_ma_{w}"] = bp_ma
+        out[f"buy_pressure_trend_{w}"] = bp[:, -1] - bp_ma
+        out[f"whale_activity_{w}"] = _sum(whale_buy[:, win]) + _sum(whale_sell[:, win])
+        vol_ma = _exact_mean(volatility[:, win])
+        out[f"volatility_ma_{w}"] = vol_ma
+        mean_volume = _exact_mean(volume[:, win])
+        std_volume = _exact_std(volume[:, win])
+        trend = _exact_mean(distance_filled[:, win])
+        before = slice(max(grid.width - w - 1, 0), grid.width - 1)
+        trend_before = _exact_mean(distance_filled[:, before]) if grid.width > 1 else np.nan
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[f"volatility_spike_{w}"] = _flag(volatility[:, -1] > 1.5 * vol_ma)
+            out[f"wash_trading_flag_{w}"] = _flag(_exact_mean(signers[:, win]) < 0.15)
+            out[f"net_volume_ma_{w}"] = _mean(net[:, win])
+            out[f"volume_flip_{w}"] = flip
+            old_filled = _at(close_filled, grid, w)
+            out[f"price_change_{w}"] = (close_filled[:, -1] / old_filled - 1) * 100
+            old_close = _at(close, grid, w)
+            out[f"price_roc_{w}"] = np.where(
+                old_close != 0, (close[:, -1] - old_close) / old_close * 100, np.nan
+            )
+            out[f"volume_ratio_{w}"] = np.where(
+                mean_volume != 0, volume[:, -1] / mean_volume, np.nan
+            )
+            out[f"volume_spike_{w}"] = np.where(
+                std_volume != 0, (volume[:, -1] - mean_volume) / std_volume, np.nan
+            )
+            old_mcap = _at(mcap, grid, w)
+            out[f"mcap_velocity_{w}"] = np.where(
+                old_mcap != 0, (mcap[:, -1] - old_mcap) / old_mcap * 100, np.nan
+            )
+            out[f"ath_distance_trend_{w}"] = trend
+            # The row before the newest exists only when the coin has two loaded rows.
+            has_before = grid.first_col < grid.width - 1
+            out[f"ath_approach_{w}"] = _flag(has_before & (trend - trend_before < 0))
+        out[f"ath_breakout_count_{w}"] = _sum(breakout[:, win])
+        out[f"ath_breakout_volume_ma_{w}"] = _mean(breakout_volume[:, win])
+        out[f"ath_age_trend_{w}"] = _mean(minutes_filled[:, win])
+
+    age = since_first[:, -1]
+    for name in flags:
+        with np.errstate(invalid="ignore"):
+            out[name] = _flag(age >= _has_data_window(name))
+    return out

@@ -1,0 +1,182 @@
+"""The serving engine (newest row per coin, NumPy) equals `compute()` at that row."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from hypothesis import given
+from hypothesis import strategies as st
+from test_features_properties import SETTINGS, START, _coins
+
+from actors.messages import Tick
+from actors.shared_features import compute_for, rows_for, tick_frame
+from features import compute, engineered_names, prefix_state
+from features.engineering import HAS_DATA_SUFFIX
+from features.last_row import compute_last
+from features.matrix import FeatureSpec
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "features"
+META = json.loads((FIXTURES / "meta.json").read_text())
+
+
+def _flags(windows: list[int]) -> list[str]:
+    return [
+        f"{n}{HAS_DATA_SUFFIX}" for n in engineered_names(windows) if n.rpartition("_")[2].isdigit()
+    ]
+
+
+def _compare(history: pl.DataFrame, windows: list[int], seed: pl.DataFrame | None = None) -> None:
+    flags = _flags(windows)
+    full = compute(history, windows, seed=seed, has_data_for=flags)
+    expected = full.group_by("mint", maintain_order=True).tail(1)
+    last = compute_last(history, windows, seed=seed, has_data_for=flags)
+    assert last.mints == expected["mint"].to_list()
+    assert last.timestamps == expected["timestamp"].to_list()
+    names = [*engineered_names(windows), *flags]
+    columns = {n: i for i, n in enumerate(last.columns)}
+    ours = last.values[:, [columns[n] for n in names]]
+    theirs = expected.select(names).cast(pl.Float64).to_numpy()
+    bad = np.abs(ours - theirs) > np.maximum(1e-12, 1e-9 * np.abs(theirs))
+    assert not bad.any(), {
+        names[j]: (expected["mint"][i], ours[i, j], theirs[i, j])
+        for i, j in zip(*np.where(bad), strict=True)
+    }
+    base = [c for c in history.columns if c not in ("mint", "timestamp")]
+    ours_base = last.values[:, [columns[c] for c in base]]
+    theirs_base = expected.select(base).cast(pl.Float64).to_numpy()
+    assert np.array_equal(ours_base, theirs_base, equal_nan=True)
+
+
+def test_every_row_of_the_golden_data_as_the_newest_row() -> None:
+    """Each golden row is the tick once: the history is its coin's rows up to it.
+
+    Compared with `compute()` over the same rows, not with the golden file row by
+    row: the golden rows were computed with the coin's later rows present, and
+    `minutes_since_ath` depends on whether the loaded rows hold any breakout, so
+    a row before a coin's first breakout reads differently as of its own time.
+    The newest row of each coin is compared with the golden file as well.
+    """
+    history = pl.read_csv(FIXTURES / "coin_metrics.csv").with_columns(
+        pl.col("timestamp").str.to_datetime(time_zone="UTC")
+    )
+    ordered = history.sort(["mint", "timestamp"], maintain_order=True).with_columns(
+        pl.int_range(pl.len()).over("mint").alias("_n")
+    )
+    cuts = ordered.select("mint", pl.col("_n").alias("_cut"))
+    prefixes = (
+        ordered.join(cuts, on="mint")
+        .filter(pl.col("_n") <= pl.col("_cut"))
+        .with_columns((pl.col("mint") + "#" + pl.col("_cut").cast(pl.String)).alias("mint"))
+        .drop("_n", "_cut")
+    )
+    windows = META["window_sizes"]
+    assert prefixes["mint"].n_unique() == META["rows"]
+    _compare(prefixes, windows)
+
+    expected = (
+        pl.read_csv(FIXTURES / "expected_features.csv")
+        .with_columns(pl.col("timestamp").str.to_datetime(time_zone="UTC"))
+        .sort(["mint", "timestamp"], maintain_order=True)
+        .group_by("mint", maintain_order=True)
+        .tail(1)
+    )
+    last = compute_last(history, windows)
+    assert last.mints == expected["mint"].to_list()
+    columns = {n: i for i, n in enumerate(last.columns)}
+    for name in META["engineered_columns"]:
+        ours = last.values[:, columns[name]]
+        theirs = expected[name].cast(pl.Float64).to_numpy()
+        wrong = np.abs(ours - theirs) > np.maximum(1e-12, 1e-9 * np.abs(theirs))
+        assert not wrong.any(), (name, expected["mint"].filter(pl.Series(wrong)).to_list())
+
+
+@SETTINGS
+@given(
+    seed=st.integers(0, 10_000),
+    windows=st.lists(st.integers(1, 40), min_size=1, max_size=4, unique=True),
+)
+def test_newest_rows_equal_compute_for_any_windows(seed: int, windows: list[int]) -> None:
+    _compare(_coins(seed, count=6, max_rows=70), windows)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000), keep=st.integers(1, 60))
+def test_newest_rows_with_prefix_state_equal_compute(seed: int, keep: int) -> None:
+    """The batch path: a window of newest rows plus the state of the rows before it."""
+    history = _coins(seed, count=5, max_rows=150).sort(["mint", "timestamp"])
+    numbered = history.with_columns(pl.int_range(pl.len()).over("mint").alias("_n"))
+    sizes = numbered.group_by("mint").agg(pl.len().alias("_len"))
+    numbered = numbered.join(sizes, on="mint")
+    head = numbered.filter(pl.col("_n") < pl.col("_len") - keep).drop("_n", "_len")
+    window = numbered.filter(pl.col("_n") >= pl.col("_len") - keep).drop("_n", "_len")
+    seed_state = prefix_state(head) if head.height else None
+    _compare(window, [5, 10, 15], seed=seed_state)
+
+
+def test_flat_prices_zeros_and_nulls_in_the_newest_rows() -> None:
+    rows = 20
+    ts = [START + timedelta(minutes=i) for i in range(rows)]
+    flat = pl.DataFrame(
+        {
+            "mint": ["F"] * rows,
+            "timestamp": ts,
+            "price_high": [1.0] * rows,
+            "price_close": [1.0] * rows,
+            "market_cap_close": [0.0] * rows,
+            "volume_sol": [2.0] * (rows - 1) + [None],
+            "volatility_pct": [None] * rows,
+            "unique_signer_ratio": [0.1] * rows,
+            "net_volume_sol": [1.0, -1.0] * (rows // 2),
+            "dev_sold_amount": [None] * rows,
+            "buy_pressure_ratio": [0.5] * rows,
+            "whale_buy_volume_sol": [0.0] * rows,
+            "whale_sell_volume_sol": [None] * rows,
+        }
+    )
+    nulls = flat.with_columns(
+        pl.lit("N").alias("mint"),
+        pl.when(pl.int_range(pl.len()) % 3 == 0)
+        .then(None)
+        .otherwise(pl.col("price_close"))
+        .alias("price_close"),
+        pl.when(pl.int_range(pl.len()) == rows - 1)
+        .then(None)
+        .otherwise(pl.col("price_high"))
+        .alias("price_high"),
+    )
+    _compare(pl.concat([flat, nulls], how="vertical_relaxed"), [1, 2, 5, 15])
+
+
+def test_a_repeated_timestamp_uses_the_later_row_as_compute_does() -> None:
+    coin = _coins(3, count=1, max_rows=30).sort("timestamp")
+    again = coin.tail(1).with_columns(pl.col("price_close") * 2)
+    _compare(pl.concat([coin, again]), [5, 10])
+
+
+def test_serving_rows_fall_back_to_polars_for_a_tick_that_is_not_the_newest_row() -> None:
+    history = _coins(11, count=3, max_rows=40).sort(["mint", "timestamp"])
+    spec = FeatureSpec.from_model(["price_close", *engineered_names([5, 10])[:20]])
+    newest = history.group_by("mint", maintain_order=True).tail(1)
+    older = history.group_by("mint", maintain_order=True).head(1)
+    for chosen in (newest, older):
+        ticks = [
+            Tick(i, row["mint"], row["timestamp"], 1, 0.0)
+            for i, row in enumerate(chosen.iter_rows(named=True))
+        ]
+        prefix = pl.DataFrame()
+        frame = tick_frame(ticks)
+        served = rows_for(spec, history, prefix, "all", frame)
+        reference = compute_for(spec, history, prefix, "all", frame)
+        keys = list(zip(frame["mint"].to_list(), frame["timestamp"].to_list(), strict=True))
+        matrix = served.matrix(keys, spec)
+        assert matrix.rows == [0, 1, 2]
+        expected = reference.select(spec.features).cast(pl.Float64).to_numpy()
+        order = {
+            k: i for i, k in enumerate(zip(reference["mint"], reference["timestamp"], strict=True))
+        }
+        expected = expected[[order[k] for k in keys]]
+        assert np.allclose(matrix.values, expected, rtol=1e-9, atol=1e-12)
