@@ -25,6 +25,7 @@ from actors import metrics
 from actors.batch_bus import BatchBus
 from actors.messages import Batch, Tick
 from actors.model_runtime import ModelRuntime, Scored, score
+from actors.offload import run_cpu
 from actors.webhook_payload import ReportedPrediction, tag_for, webhook_jobs
 from storage import outbox, predictions, scan_state
 from storage.predictions import NewPrediction, StoredPrediction
@@ -144,7 +145,7 @@ class Predictor:
         if not ticks:
             return []
         rows = await batch.features.get(runtime.spec, runtime.phase_key)
-        scored = await anyio.to_thread.run_sync(score, runtime, ticks, rows)
+        scored = await run_cpu(len(ticks), score, runtime, ticks, rows)
         for _tick, reason in scored.skipped:
             self._skip(reason.replace(" ", "_"), 1)
         stored = await self.store(runtime, scored)

@@ -15,6 +15,7 @@ import anyio
 import polars as pl
 
 from actors.messages import Tick
+from actors.offload import run_cpu
 from actors.prefix_cache import phase_filter
 from features.columns import UTC_TIME
 from features.matrix import FeatureSpec, TickRows
@@ -44,8 +45,9 @@ class SharedFeatures:
         if entry is None:
             entry = self._entries[key] = _Entry()
             try:
-                entry.rows = await anyio.to_thread.run_sync(
-                    rows_for, spec, self.history, self.prefix, phase_key, self.ticks
+                coins = self.ticks.height if self.ticks is not None else self.history.height
+                entry.rows = await run_cpu(
+                    coins, rows_for, spec, self.history, self.prefix, phase_key, self.ticks
                 )
             except BaseException as exc:
                 # Waiting predictors see the same error; a later batch computes afresh.
