@@ -1,7 +1,8 @@
 """Coalesce ticks per coin, flush on size or age, load history once, fan out.
 
-Flushes when BATCH_SIZE coins are pending or the oldest pending tick has waited
-BATCH_TIMEOUT_SECONDS. Ticks keep arriving while a batch is being loaded or
+Flushes at once when no batch is in flight (an idle pipeline gains nothing by
+waiting), else when BATCH_SIZE coins are pending or the oldest pending tick has
+waited BATCH_TIMEOUT_SECONDS. Ticks keep arriving while a batch is being loaded or
 waits for slow predictors, and are coalesced per coin (the latest wins): when
 downstream is slow, batches grow instead of queues.
 
@@ -66,6 +67,7 @@ class Batcher:
         self._batch_ids = 0
         self._prefix = PrefixCache(self._rows_before)
         self._confirm_send: MemoryObjectSendStream[tuple[Batch, datetime]] | None = None
+        self._in_flight = 0  # batches published and not yet acknowledged by every predictor
         self.cursor_position = 0
 
     @classmethod
@@ -147,6 +149,8 @@ class Batcher:
                     return "size"
                 if self._stopping:
                     return "shutdown"
+                if self._in_flight == 0:
+                    return "idle"
                 assert self._oldest_at is not None
                 remaining = self._oldest_at + self._batch_timeout - time.time()
                 if remaining <= 0:
@@ -183,6 +187,7 @@ class Batcher:
         metrics.BATCHES.inc({"reason": reason})
         metrics.BATCH_SIZE.observe({}, len(ticks))
         metrics.BATCH_WAIT.observe({}, waited)
+        self._in_flight += 1
         await self._bus.publish(batch)
         newest = max(t.data_timestamp for t in ticks)
         assert self._confirm_send is not None
@@ -215,6 +220,8 @@ class Batcher:
         async with batches:
             async for batch, newest in batches:
                 await batch.completion.wait()
+                self._in_flight -= 1
+                self._changed.set()
                 async with self._pool.acquire() as conn:
                     self.cursor_position = await cursor.advance(
                         conn, batch.max_row_id, newest, self._cursor_name
