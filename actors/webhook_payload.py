@@ -9,6 +9,8 @@ The payload shape is fixed by CONTRACTS.md section 4 (n8n workflows read it).
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -122,46 +124,108 @@ def iso_timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
 
 
-def prediction_item(model: WebhookModel, prediction: ReportedPrediction) -> dict[str, Any]:
-    """One entry of `predictions` in the payload."""
-    return {
-        "prediction": int(prediction.prediction),
-        "probability": float(prediction.probability),
-        "is_alert": prediction.tag == TAG_ALERT,
-        "alert_threshold": float(prediction.alert_threshold),
-        "tag": prediction.tag,
-        "model": {
-            "id": model.model_id,
-            "active_model_id": model.active_model_id,
-            "name": model.name,
-            "model_type": model.model_type,
-            "target_variable": model.target_variable,
-            "target_operator": model.target_operator,
-            "target_value": model.target_value,
-            "future_minutes": model.future_minutes,
-            "price_change_percent": model.price_change_percent,
-            "target_direction": model.target_direction,
-            "features": list(model.features),
-            "phases": None if model.phases is None else list(model.phases),
-        },
-    }
+_MODEL_JSON_CACHE: dict[WebhookModel, str] = {}
+_MODEL_JSON_CACHE_SIZE = 1024  # far more than the active models of one service
 
 
-def payload_from_items(
-    coin_id: str, data_timestamp: datetime, items: Sequence[Mapping[str, Any]], version: str
-) -> dict[str, Any]:
-    """Wrap ready prediction items (see `prediction_item`) in the CONTRACTS.md envelope."""
-    return {
-        "coin_id": coin_id,
-        "timestamp": iso_timestamp(data_timestamp),
-        "predictions": [dict(item) for item in items],
-        "metadata": {
-            "total_predictions": len(items),
-            "alerts_count": sum(1 for item in items if item["is_alert"]),
-            "service": SERVICE_NAME,
-            "version": version,
-        },
-    }
+# One encoder for every call: json.dumps with options builds a new encoder each time,
+# which cost more than the encoding of the small per-tick values.
+_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def model_json(model: WebhookModel) -> str:
+    """The `model` object of a prediction item as JSON text, serialised once per model.
+
+    Every tick of a model repeats the same object (with its full feature list);
+    building and encoding it per tick was most of the webhook path's CPU. Keyed on
+    the frozen model itself, so a changed setting is a new key.
+    """
+    text = _MODEL_JSON_CACHE.get(model)
+    if text is None:
+        text = _json(
+            {
+                "id": model.model_id,
+                "active_model_id": model.active_model_id,
+                "name": model.name,
+                "model_type": model.model_type,
+                "target_variable": model.target_variable,
+                "target_operator": model.target_operator,
+                "target_value": model.target_value,
+                "future_minutes": model.future_minutes,
+                "price_change_percent": model.price_change_percent,
+                "target_direction": model.target_direction,
+                "features": list(model.features),
+                "phases": None if model.phases is None else list(model.phases),
+            }
+        )
+        if len(_MODEL_JSON_CACHE) >= _MODEL_JSON_CACHE_SIZE:
+            _MODEL_JSON_CACHE.clear()
+        _MODEL_JSON_CACHE[model] = text
+    return text
+
+
+def _float_json(value: float) -> str:
+    """A float exactly as json.dumps writes it (repr); NaN and infinities are refused."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"out of range float values are not JSON compliant: {number!r}")
+    return repr(number)
+
+
+_TAG_JSON = {tag: _json(tag) for tag in TAGS}
+_SERVICE_JSON = _json(SERVICE_NAME)
+
+
+def prediction_item_json(model: WebhookModel, prediction: ReportedPrediction) -> str:
+    """One entry of `predictions` in the payload, as JSON text."""
+    tag = prediction.tag
+    return (
+        f'{{"prediction":{int(prediction.prediction)}'
+        f',"probability":{_float_json(prediction.probability)}'
+        f',"is_alert":{"true" if tag == TAG_ALERT else "false"}'
+        f',"alert_threshold":{_float_json(prediction.alert_threshold)}'
+        f',"tag":{_TAG_JSON.get(tag) or _json(tag)}'
+        f',"model":{model_json(model)}}}'
+    )
+
+
+def payload_json(
+    coin_id: str,
+    timestamp: str,
+    items_json: str,
+    *,
+    total_predictions: int,
+    alerts_count: int,
+    version: str,
+) -> str:
+    """The CONTRACTS.md section 4 envelope around ready item texts.
+
+    `items_json` is the comma-separated item objects without brackets, so the
+    dispatcher can merge the items of several jobs by concatenation.
+    """
+    return (
+        f'{{"coin_id":{_json(coin_id)},"timestamp":{_json(timestamp)}'
+        f',"predictions":[{items_json}]'
+        f',"metadata":{{"total_predictions":{int(total_predictions)}'
+        f',"alerts_count":{int(alerts_count)},"service":{_SERVICE_JSON}'
+        f',"version":{_json(version)}}}}}'
+    )
+
+
+def _payload_text(
+    coin_id: str,
+    data_timestamp: datetime,
+    items: Sequence[tuple[WebhookModel, ReportedPrediction]],
+    version: str,
+) -> str:
+    return payload_json(
+        coin_id,
+        iso_timestamp(data_timestamp),
+        ",".join(prediction_item_json(m, p) for m, p in items),
+        total_predictions=len(items),
+        alerts_count=sum(1 for _, p in items if p.tag == TAG_ALERT),
+        version=version,
+    )
 
 
 def build_payload(
@@ -170,10 +234,9 @@ def build_payload(
     items: Sequence[tuple[WebhookModel, ReportedPrediction]],
     version: str = VERSION,
 ) -> dict[str, Any]:
-    """The JSON body of one POST (CONTRACTS.md section 4)."""
-    return payload_from_items(
-        coin_id, data_timestamp, [prediction_item(m, p) for m, p in items], version
-    )
+    """The JSON body of one POST (CONTRACTS.md section 4), decoded (for tests and tools)."""
+    decoded: dict[str, Any] = json.loads(_payload_text(coin_id, data_timestamp, items, version))
+    return decoded
 
 
 def target_url(model: WebhookModel, default_url: str | None) -> str | None:
@@ -216,7 +279,7 @@ def webhook_jobs(
             data_timestamp=data_timestamp,
             active_model_ids=(model.active_model_id,),
             model_ids=(model.model_id,),
-            payload=build_payload(coin_id, data_timestamp, [(model, p) for p in group], version),
+            payload=_payload_text(coin_id, data_timestamp, [(model, p) for p in group], version),
         )
         for (coin_id, data_timestamp), group in by_tick.items()
     ]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
-import json
 import random
 import time
 from collections import Counter
@@ -39,7 +38,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from actors import metrics
 from actors.supervisor import Supervisor
-from actors.webhook_payload import payload_from_items
+from actors.webhook_payload import payload_json
 from storage import outbox
 from storage.config import Settings, redact_url
 from storage.outbox import ClaimedJob
@@ -91,17 +90,22 @@ def group_key_header(keys: Sequence[str]) -> str:
     return hashlib.sha256("|".join(sorted(keys)).encode()).hexdigest()
 
 
-def merged_payload(jobs: Sequence[ClaimedJob]) -> dict[str, Any]:
-    """One payload for jobs of the same URL, coin and tick (predictions ordered by model)."""
-    if len(jobs) == 1:
-        return jobs[0].payload
-    items = sorted(
-        (item for job in jobs for item in job.payload["predictions"]),
-        key=lambda item: item["model"]["active_model_id"],
-    )
+def merged_body(jobs: Sequence[ClaimedJob]) -> str:
+    """The JSON body of one POST for jobs of the same URL, coin and tick.
+
+    Built from the stored item texts by concatenation, predictions ordered by
+    model (each job holds one model's items; jobs of the same model keep their
+    claim order), so no payload is decoded and encoded again.
+    """
+    ordered = sorted(jobs, key=lambda job: min(job.active_model_ids, default=0))
     first = jobs[0]
-    return payload_from_items(
-        first.coin_id, first.data_timestamp, items, first.payload["metadata"]["version"]
+    return payload_json(
+        first.coin_id,
+        first.timestamp,
+        ",".join(job.items_json for job in ordered if job.items_json),
+        total_predictions=sum(job.item_count for job in jobs),
+        alerts_count=sum(job.alerts_count for job in jobs),
+        version=first.version,
     )
 
 
@@ -288,7 +292,7 @@ class WebhookDispatcher:
             self._wake.set()
 
     async def _post(self, session: aiohttp.ClientSession, jobs: list[ClaimedJob]) -> DeliveryResult:
-        body = json.dumps(merged_payload(jobs), separators=(",", ":")).encode()
+        body = merged_body(jobs).encode()
         headers = {
             "Content-Type": "application/json",
             "Idempotency-Key": group_key_header([job.idempotency_key for job in jobs]),

@@ -31,6 +31,7 @@ from actors.webhooks import WebhookDispatcher
 from storage import outbox
 from storage.db import create_pool
 from storage.webhook_attempts import attempts_for_job
+from web.context import VERSION
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -166,12 +167,42 @@ async def test_delivered_request_carries_the_contract_payload_and_headers(
     assert request.headers["Idempotency-Key"] == key
 
 
+def _contract_item(
+    active_model_id: int, model_id: int, features: list[str], probability: float
+) -> dict[str, Any]:
+    """A prediction item written out from CONTRACTS.md section 4 and the rows the test made
+    (insert_active_model defaults, threshold 0.7), not by the code under test."""
+    tag = "alert" if probability >= 0.7 else "positive" if probability >= 0.5 else "negative"
+    return {
+        "prediction": int(probability >= 0.5),
+        "probability": probability,
+        "is_alert": tag == "alert",
+        "alert_threshold": 0.7,
+        "tag": tag,
+        "model": {
+            "id": model_id,
+            "active_model_id": active_model_id,
+            "name": f"model-{model_id}",
+            "model_type": "xgboost",
+            "target_variable": "price_close",
+            "target_operator": None,
+            "target_value": None,
+            "future_minutes": 5,
+            "price_change_percent": 10.0,
+            "target_direction": "up",
+            "features": features,
+            "phases": [1, 2],
+        },
+    }
+
+
 async def test_models_sharing_a_url_get_one_post_per_coin(
     pool: asyncpg.Pool, receiver: WebhookReceiver
 ) -> None:
     url = receiver.url("/shared")
+    many_features = [f"feature_{i}" for i in range(40)]
     async with pool.acquire() as conn:
-        first = await insert_active_model(conn, 41, n8n_webhook_url=url)
+        first = await insert_active_model(conn, 41, n8n_webhook_url=url, features=many_features)
         second = await insert_active_model(conn, 42, n8n_webhook_url=url)
         # Each predictor commits its own transaction, as in the service.
         await store_predictions(conn, second, [("CoinA", T0, 0.95)], default_url=None)
@@ -187,12 +218,24 @@ async def test_models_sharing_a_url_get_one_post_per_coin(
     assert len(receiver.received()) == 2
     coin_a = by_coin["CoinA"]
     assert [p["model"]["active_model_id"] for p in coin_a.body["predictions"]] == [first, second]
-    assert coin_a.body["metadata"] == {
-        "total_predictions": 2,
-        "alerts_count": 1,
-        "service": "pump-predictor",
-        "version": coin_a.body["metadata"]["version"],
+    # The merged body is the contract payload, field by field, through the jsonb outbox.
+    assert coin_a.body == {
+        "coin_id": "CoinA",
+        "timestamp": "2026-01-01T12:00:00+00:00",
+        "predictions": [
+            _contract_item(first, 41, many_features, 0.3),
+            _contract_item(second, 42, ["price_close", "volume_sol"], 0.95),
+        ],
+        "metadata": {
+            "total_predictions": 2,
+            "alerts_count": 1,
+            "service": "pump-predictor",
+            "version": coin_a.body["metadata"]["version"],
+        },
     }
+    assert coin_a.body["metadata"]["version"] == VERSION
+    assert by_coin["CoinB"].body["predictions"] == [_contract_item(first, 41, many_features, 0.9)]
+    assert by_coin["CoinB"].body["metadata"]["total_predictions"] == 1
     merged_key = hashlib.sha256(
         "|".join(sorted([keys[f"CoinA{first}"], keys[f"CoinA{second}"]])).encode()
     ).hexdigest()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -18,7 +19,8 @@ from actors.webhook_payload import (
     tag_for,
     webhook_jobs,
 )
-from actors.webhooks import DeliveryResult, WebhookDispatcher, parse_retry_after
+from actors.webhooks import DeliveryResult, WebhookDispatcher, merged_body, parse_retry_after
+from storage.outbox import ClaimedJob, OutboxJob
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 
@@ -157,6 +159,148 @@ def test_payload_matches_the_contract_field_by_field() -> None:
     json.dumps(payload, allow_nan=False)  # plain JSON, nothing exotic
 
 
+def _model_dict(model: WebhookModel) -> dict[str, object]:
+    """The contract's `model` object, written out field by field (not by the code under test)."""
+    return {
+        "id": model.model_id,
+        "active_model_id": model.active_model_id,
+        "name": model.name,
+        "model_type": model.model_type,
+        "target_variable": model.target_variable,
+        "target_operator": model.target_operator,
+        "target_value": model.target_value,
+        "future_minutes": model.future_minutes,
+        "price_change_percent": model.price_change_percent,
+        "target_direction": model.target_direction,
+        "features": list(model.features),
+        "phases": None if model.phases is None else list(model.phases),
+    }
+
+
+def _claimed(job: OutboxJob, job_id: int) -> ClaimedJob:
+    """What `outbox.claim` hands the dispatcher for a job: the stored payload in pieces.
+
+    The database returns jsonb text (its own spacing and key order); this mimics that
+    with sorted keys and default separators so the merge cannot rely on our formatting.
+    """
+    payload = json.loads(job.payload)
+    return ClaimedJob(
+        id=job_id,
+        idempotency_key=job.idempotency_key,
+        target_url=job.target_url,
+        coin_id=job.coin_id,
+        data_timestamp=job.data_timestamp,
+        active_model_ids=job.active_model_ids,
+        model_ids=job.model_ids,
+        timestamp=payload["timestamp"],
+        items_json=json.dumps(payload["predictions"], sort_keys=True)[1:-1],
+        item_count=len(payload["predictions"]),
+        alerts_count=payload["metadata"]["alerts_count"],
+        version=payload["metadata"]["version"],
+        attempts=0,
+        created_at=T0,
+        locked_until=T0,
+    )
+
+
+def test_merged_post_body_of_a_coin_tick_equals_the_contract_payload() -> None:
+    features = tuple(f"feature_{i}" for i in range(40))
+    low = _model(active_model_id=3, model_id=30, name="Low", features=features, phases=None)
+    mid = _model(
+        active_model_id=5,
+        model_id=50,
+        name='Mid "quoted" ü',
+        model_type="random_forest",
+        target_operator=">=",
+        target_value=0.0,
+        future_minutes=None,
+        price_change_percent=None,
+        target_direction=None,
+    )
+    high = _model(active_model_id=9, model_id=90, name="High", alert_threshold=0.6)
+    coin = 'Coin"X'
+    # Jobs are claimed in id order; the model with the highest id committed first.
+    per_model = [
+        (high, ReportedPrediction(coin, T0, 1, 0.1 + 0.2 + 0.3, "positive", 0.6 + 0.05)),
+        (low, ReportedPrediction(coin, T0, 1, 0.9123456789012345, "alert", 0.7)),
+        (mid, ReportedPrediction(coin, T0, 0, 1e-05, "negative", 0.8)),
+    ]
+    claimed = []
+    for job_id, (model, prediction) in enumerate(per_model, start=1):
+        [job] = webhook_jobs(model, [prediction], default_url="http://g/h", version="2.0.1")
+        claimed.append(_claimed(job, job_id))
+    body = merged_body(claimed)
+
+    def item(model: WebhookModel, prediction: ReportedPrediction) -> dict[str, object]:
+        return {
+            "prediction": prediction.prediction,
+            "probability": prediction.probability,
+            "is_alert": prediction.tag == "alert",
+            "alert_threshold": prediction.alert_threshold,
+            "tag": prediction.tag,
+            "model": _model_dict(model),
+        }
+
+    by_model = {model.active_model_id: item(model, p) for model, p in per_model}
+    assert json.loads(body) == {
+        "coin_id": coin,
+        "timestamp": "2026-01-02T03:04:05.678000+00:00",
+        "predictions": [by_model[3], by_model[5], by_model[9]],  # ordered by model
+        "metadata": {
+            "total_predictions": 3,
+            "alerts_count": 1,
+            "service": "pump-predictor",
+            "version": "2.0.1",
+        },
+    }
+    # Floats come back bit for bit (0.1 + 0.2 + 0.3 is not 0.6).
+    assert json.loads(body)["predictions"][2]["probability"] == 0.6000000000000001
+    single = merged_body(claimed[1:2])
+    assert json.loads(single) == {
+        "coin_id": coin,
+        "timestamp": "2026-01-02T03:04:05.678000+00:00",
+        "predictions": [by_model[3]],
+        "metadata": {
+            "total_predictions": 1,
+            "alerts_count": 1,
+            "service": "pump-predictor",
+            "version": "2.0.1",
+        },
+    }
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_numbers_are_refused_not_sent(bad: float) -> None:
+    with pytest.raises(ValueError, match="JSON"):
+        webhook_jobs(_model(), [_prediction(bad)], default_url="http://g/h")
+    with pytest.raises(ValueError, match="JSON"):
+        webhook_jobs(
+            _model(),
+            [ReportedPrediction("C", T0, 1, 0.9, "alert", bad)],
+            default_url="http://g/h",
+        )
+    with pytest.raises(ValueError, match="JSON"):
+        webhook_jobs(_model(target_value=bad), [_prediction(0.9)], default_url="http://g/h")
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_probabilities_are_written_exactly_as_json_dumps_writes_them(p: float) -> None:
+    [job] = webhook_jobs(
+        _model(), [ReportedPrediction("C", T0, 1, p, "alert", 0.7)], default_url="http://g/h"
+    )
+    assert f'"probability":{json.dumps(p)},' in job.payload
+    assert json.loads(job.payload)["predictions"][0]["probability"] == p
+
+
+def test_a_changed_model_is_not_served_from_the_cache() -> None:
+    preds = [_prediction(0.9)]
+    before = json.loads(webhook_jobs(_model(), preds, default_url="http://g/h")[0].payload)
+    renamed = _model(name="Renamed", features=("volume_sol",))
+    after = json.loads(webhook_jobs(renamed, preds, default_url="http://g/h")[0].payload)
+    assert before["predictions"][0]["model"] == _model_dict(_model())
+    assert after["predictions"][0]["model"] == _model_dict(renamed)
+
+
 def test_payload_timestamp_is_utc_iso_whatever_the_input_zone() -> None:
     berlin = T0.astimezone(timezone(timedelta(hours=1)))
     payload = build_payload("CoinA", berlin, [(_model(), _prediction(0.2, at=berlin))], "1")
@@ -205,11 +349,12 @@ def test_one_job_per_coin_with_only_the_selected_predictions() -> None:
     for job in jobs:
         assert job.active_model_ids == (7,) and job.model_ids == (41,)
         assert job.data_timestamp == T0
-        assert job.payload["coin_id"] == job.coin_id
-        assert [p["tag"] for p in job.payload["predictions"]] == (
+        payload = json.loads(job.payload)
+        assert payload["coin_id"] == job.coin_id
+        assert [p["tag"] for p in payload["predictions"]] == (
             ["alert"] if job.coin_id == "CoinA" else ["negative"]
         )
-        assert job.payload["metadata"]["total_predictions"] == 1
+        assert payload["metadata"]["total_predictions"] == 1
 
 
 def test_idempotency_key_is_stable_and_distinct_per_model_coin_tick_and_url() -> None:
