@@ -26,6 +26,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from actors import metrics
 from actors.batch_bus import BatchBus
+from actors.history_cache import HistoryCache
 from actors.messages import Batch, BatchCompletion, Tick, TickPage
 from actors.prefix_cache import PrefixCache
 from actors.shared_features import SharedFeatures, tick_frame
@@ -66,6 +67,8 @@ class Batcher:
         self._stopping = False
         self._batch_ids = 0
         self._prefix = PrefixCache(self._rows_before)
+        self._history = HistoryCache()
+        self._oldest_seen: dict[str, datetime] = {}  # per pending coin, its oldest tick time
         self._confirm_send: MemoryObjectSendStream[tuple[Batch, datetime]] | None = None
         self._in_flight = 0  # batches published and not yet acknowledged by every predictor
         self.cursor_position = 0
@@ -118,6 +121,9 @@ class Batcher:
     def add(self, ticks: tuple[Tick, ...]) -> None:
         now = time.time()
         for tick in ticks:
+            seen = self._oldest_seen.get(tick.coin_id)
+            if seen is None or tick.data_timestamp < seen:
+                self._oldest_seen[tick.coin_id] = tick.data_timestamp
             current = self._pending.get(tick.coin_id)
             if current is None or (tick.data_timestamp, tick.row_id) >= (
                 current.data_timestamp,
@@ -166,12 +172,13 @@ class Batcher:
     async def flush(self, reason: str) -> Batch:
         ticks = tuple(sorted(self._pending.values(), key=lambda t: t.row_id))
         max_row_id, waited = self._pending_max_id, time.time() - (self._oldest_at or time.time())
-        self._pending, self._oldest_at = {}, None
+        oldest_seen = self._oldest_seen
+        self._pending, self._oldest_at, self._oldest_seen = {}, None, {}
         self._batch_ids += 1
         expected = set(self._bus.subscriber_ids)
         completion = BatchCompletion(expected)
         if expected:
-            history, prefix = await self._load(ticks)
+            history, prefix = await self._load(ticks, oldest_seen)
         else:
             history, prefix = pl.DataFrame(), empty_prefix(with_phase_key=True)
         batch = Batch(
@@ -194,17 +201,21 @@ class Batcher:
         await self._confirm_send.send((batch, newest))
         return batch
 
-    async def _load(self, ticks: tuple[Tick, ...]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    async def _load(
+        self, ticks: tuple[Tick, ...], oldest_seen: dict[str, datetime]
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
         started = time.perf_counter()
         rows = max(self._history_size, self._bus.history_rows())
-        async with self._pool.acquire() as conn:
-            history = await coin_metrics.load_history(
-                conn,
-                [t.coin_id for t in ticks],
-                [t.data_timestamp for t in ticks],
-                rows,
-                tuple(BASE_COLUMNS),
-            )
+        plan = self._history.plan(ticks, rows, oldest_seen)
+        try:
+            async with self._pool.acquire() as conn:
+                fetched = await coin_metrics.load_history(
+                    conn, plan.mints, plan.as_of, rows, tuple(BASE_COLUMNS), plan.after
+                )
+            history = self._history.merge(plan, fetched)
+        except BaseException:
+            self._history.clear()  # a failed read leaves nothing half-merged behind
+            raise
         prefix = await self._prefix.prefix_for(history, self._bus.phase_keys())
         metrics.HISTORY_LOAD.observe({}, time.perf_counter() - started)
         return history, prefix

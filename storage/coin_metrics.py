@@ -159,8 +159,10 @@ async def load_history(
     as_of: Sequence[datetime],
     rows_per_coin: int,
     columns: Sequence[str] = HISTORY_COLUMNS,
+    after: Sequence[datetime | None] | None = None,
 ) -> pl.DataFrame:
-    """Per coin, the newest `rows_per_coin` rows at or before its `as_of` time.
+    """Per coin, the newest `rows_per_coin` rows at or before its `as_of` time (and, where
+    `after` gives a time, only rows newer than it: the rows a cache does not hold yet).
 
     Rows after the tick are never read: features "as of" a tick use only its past.
     Rows come grouped per coin but unsorted (the feature engine sorts; sorting wide
@@ -168,15 +170,18 @@ async def load_history(
     """
     query = f"""
         SELECT {_csv_select(columns, "h")}
-        FROM unnest($1::text[], $2::timestamptz[]) AS t(mint, as_of)
+        FROM unnest($1::text[], $2::timestamptz[], $4::timestamptz[]) AS t(mint, as_of, after)
         CROSS JOIN LATERAL (
             SELECT * FROM coin_metrics c
             WHERE c.mint = t.mint AND c."timestamp" <= t.as_of
+              AND c."timestamp" > coalesce(t.after, '-infinity'::timestamptz)
             ORDER BY c."timestamp" DESC
             LIMIT $3
         ) AS h
     """
-    return await _copy_frame(conn, query, (list(mints), list(as_of), rows_per_coin), columns)
+    newer_than = list(after) if after is not None else [None] * len(mints)
+    args = (list(mints), list(as_of), rows_per_coin, newer_than)
+    return await _copy_frame(conn, query, args, columns)
 
 
 async def load_rows_before(
