@@ -178,6 +178,10 @@ _SERVICE_JSON = _json(SERVICE_NAME)
 
 def prediction_item_json(model: WebhookModel, prediction: ReportedPrediction) -> str:
     """One entry of `predictions` in the payload, as JSON text."""
+    return _item_json(model_json(model), prediction)
+
+
+def _item_json(model_text: str, prediction: ReportedPrediction) -> str:
     tag = prediction.tag
     return (
         f'{{"prediction":{int(prediction.prediction)}'
@@ -185,7 +189,7 @@ def prediction_item_json(model: WebhookModel, prediction: ReportedPrediction) ->
         f',"is_alert":{"true" if tag == TAG_ALERT else "false"}'
         f',"alert_threshold":{_float_json(prediction.alert_threshold)}'
         f',"tag":{_TAG_JSON.get(tag) or _json(tag)}'
-        f',"model":{model_json(model)}}}'
+        f',"model":{model_text}}}'
     )
 
 
@@ -246,8 +250,11 @@ def target_url(model: WebhookModel, default_url: str | None) -> str | None:
 
 def idempotency_key(url: str, coin_id: str, data_timestamp: datetime, active_model_id: int) -> str:
     """Stable per (URL, coin, tick, model): re-processing a tick yields the same key."""
-    raw = f"{url}|{coin_id}|{iso_timestamp(data_timestamp)}|{active_model_id}"
-    return hashlib.sha256(raw.encode()).hexdigest()
+    return _key(url, coin_id, iso_timestamp(data_timestamp), active_model_id)
+
+
+def _key(url: str, coin_id: str, timestamp: str, active_model_id: int) -> str:
+    return hashlib.sha256(f"{url}|{coin_id}|{timestamp}|{active_model_id}".encode()).hexdigest()
 
 
 def webhook_jobs(
@@ -271,15 +278,27 @@ def webhook_jobs(
             by_tick.setdefault((prediction.coin_id, prediction.data_timestamp), []).append(
                 prediction
             )
-    return [
-        OutboxJob(
-            idempotency_key=idempotency_key(url, coin_id, data_timestamp, model.active_model_id),
-            target_url=url,
-            coin_id=coin_id,
-            data_timestamp=data_timestamp,
-            active_model_ids=(model.active_model_id,),
-            model_ids=(model.model_id,),
-            payload=_payload_text(coin_id, data_timestamp, [(model, p) for p in group], version),
+    model_text = model_json(model)
+    jobs = []
+    for (coin_id, data_timestamp), group in by_tick.items():
+        timestamp = iso_timestamp(data_timestamp)
+        payload = payload_json(
+            coin_id,
+            timestamp,
+            ",".join(_item_json(model_text, p) for p in group),
+            total_predictions=len(group),
+            alerts_count=sum(1 for p in group if p.tag == TAG_ALERT),
+            version=version,
         )
-        for (coin_id, data_timestamp), group in by_tick.items()
-    ]
+        jobs.append(
+            OutboxJob(
+                idempotency_key=_key(url, coin_id, timestamp, model.active_model_id),
+                target_url=url,
+                coin_id=coin_id,
+                data_timestamp=data_timestamp,
+                active_model_ids=(model.active_model_id,),
+                model_ids=(model.model_id,),
+                payload=payload,
+            )
+        )
+    return jobs
