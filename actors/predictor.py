@@ -27,7 +27,7 @@ from actors.messages import Batch, Tick
 from actors.model_runtime import ModelRuntime, Scored, score
 from actors.offload import run_cpu
 from actors.webhook_payload import ReportedPrediction, tag_for, webhook_jobs
-from storage import outbox, predictions, scan_state
+from storage import outbox, prediction_store, predictions, scan_state
 from storage.predictions import NewPrediction, StoredPrediction
 
 log = structlog.get_logger(__name__)
@@ -169,28 +169,23 @@ class Predictor:
     async def store(
         self, runtime: ModelRuntime, scored: Scored, source: str = "stream"
     ) -> list[StoredPrediction]:
-        """Insert, update scan state and queue webhooks in one transaction."""
+        """Insert, update scan state and queue webhooks atomically."""
         threshold = float(runtime.row["alert_threshold"])
         rows: list[NewPrediction] = []
         for tick, p, snap in zip(
             scored.ticks, scored.probabilities.tolist(), scored.snapshots, strict=True
         ):
             rows.append(runtime.new_prediction(tick, float(p), tag_for(p, threshold), snap, source))
-        async with self._pool.acquire() as conn, conn.transaction():
-            rows = await self._apply_caps(conn, runtime, rows)
-            stored = await predictions.insert_predictions(conn, rows)
-            new = {(s.coin_id, s.data_timestamp) for s in stored}
-            fresh = [r for r in rows if (r.coin_id, r.data_timestamp) in new]
-            if _uses_ignore_windows(runtime):
-                await scan_state.record(conn, self.key, [_scan(runtime, r) for r in fresh])
-            reported = [
-                ReportedPrediction(
-                    r.coin_id, r.data_timestamp, r.prediction, r.probability, r.tag, threshold
-                )
-                for r in fresh
-            ]
-            jobs = webhook_jobs(runtime.webhook, reported, default_url=self._default_url)
-            queued = await outbox.enqueue(conn, jobs)
+        if _uses_caps(runtime) or _uses_ignore_windows(runtime):
+            rows, stored, fresh, queued = await self._store_checked(runtime, rows, threshold)
+        else:
+            # The common case: predictions and their jobs in one statement.
+            jobs = webhook_jobs(
+                runtime.webhook, _reported(rows, threshold), default_url=self._default_url
+            )
+            async with self._pool.acquire() as conn:
+                stored, queued = await prediction_store.insert_with_jobs(conn, rows, jobs)
+            fresh = _fresh(rows, stored)
         now = time.time()
         for tag, count in Counter(r.tag for r in fresh).items():
             metrics.PREDICTIONS.add({"model": str(self.key), "tag": tag}, count)
@@ -202,6 +197,23 @@ class Predictor:
             self._poke()
         return stored
 
+    async def _store_checked(
+        self, runtime: ModelRuntime, rows: list[NewPrediction], threshold: float
+    ) -> tuple[list[NewPrediction], list[StoredPrediction], list[NewPrediction], int]:
+        """With caps or ignore windows: read, insert and record in one transaction.
+        Returns the rows kept by the caps, the stored ones, the new ones, jobs queued."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await self._apply_caps(conn, runtime, rows)
+            stored = await predictions.insert_predictions(conn, rows)
+            fresh = _fresh(rows, stored)
+            if _uses_ignore_windows(runtime):
+                await scan_state.record(conn, self.key, [_scan(runtime, r) for r in fresh])
+            jobs = webhook_jobs(
+                runtime.webhook, _reported(fresh, threshold), default_url=self._default_url
+            )
+            queued = await outbox.enqueue(conn, jobs)
+        return rows, stored, fresh, queued
+
     async def _apply_caps(
         self, conn: asyncpg.Connection, runtime: ModelRuntime, rows: list[NewPrediction]
     ) -> list[NewPrediction]:
@@ -212,7 +224,7 @@ class Predictor:
             "positive": int(row["max_open_positive"]),
             "alert": int(row["max_open_alert"]),
         }
-        if not any(caps.values()) or not rows:
+        if not rows or not _uses_caps(runtime):
             return rows
         counts = await predictions.open_counts(conn, self.key, [r.coin_id for r in rows])
         kept = []
@@ -239,6 +251,26 @@ def _uses_ignore_windows(runtime: ModelRuntime) -> bool:
         or row["ignore_positive_seconds"]
         or row["ignore_alert_seconds"]
     )
+
+
+def _uses_caps(runtime: ModelRuntime) -> bool:
+    row = runtime.row
+    return bool(row["max_open_negative"] or row["max_open_positive"] or row["max_open_alert"])
+
+
+def _fresh(rows: list[NewPrediction], stored: list[StoredPrediction]) -> list[NewPrediction]:
+    """The rows this call inserted (the others were predicted before)."""
+    new = {(s.coin_id, s.data_timestamp) for s in stored}
+    return [r for r in rows if (r.coin_id, r.data_timestamp) in new]
+
+
+def _reported(rows: list[NewPrediction], threshold: float) -> list[ReportedPrediction]:
+    return [
+        ReportedPrediction(
+            r.coin_id, r.data_timestamp, r.prediction, r.probability, r.tag, threshold
+        )
+        for r in rows
+    ]
 
 
 def _scan(runtime: ModelRuntime, row: NewPrediction) -> scan_state.ScanResult:

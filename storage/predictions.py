@@ -71,12 +71,33 @@ _TYPES = {
     "evaluation_due_at": "timestamptz",
 }
 _COLUMNS = [f.name for f in fields(NewPrediction)]
-_INSERT = f"""
+
+
+def insert_sql(first_param: int = 1) -> str:
+    """The idempotent multi-row INSERT, its arrays numbered from `first_param`."""
+    arrays = ", ".join(f"${i}::{_TYPES[c]}[]" for i, c in enumerate(_COLUMNS, first_param))
+    return f"""
 INSERT INTO predictions ({", ".join(_COLUMNS)})
-SELECT * FROM unnest({", ".join(f"${i}::{_TYPES[c]}[]" for i, c in enumerate(_COLUMNS, 1))})
+SELECT * FROM unnest({arrays})
 ON CONFLICT ON CONSTRAINT predictions_once_per_tick DO NOTHING
 RETURNING id, coin_id, data_timestamp, predicted_at
 """
+
+
+COLUMN_COUNT = len(_COLUMNS)
+_INSERT = insert_sql()
+
+
+def column_arrays(rows: Sequence[NewPrediction]) -> list[list[object]]:
+    """The rows as one array per column, in `insert_sql`'s parameter order."""
+    return [[getattr(r, c) for r in rows] for c in _COLUMNS]
+
+
+def stored(result: Sequence[asyncpg.Record]) -> list[StoredPrediction]:
+    return [
+        StoredPrediction(r["id"], r["coin_id"], r["data_timestamp"], r["predicted_at"])
+        for r in result
+    ]
 
 
 async def insert_predictions(
@@ -85,12 +106,7 @@ async def insert_predictions(
     """Insert the rows not stored yet; return the ones this call inserted."""
     if not rows:
         return []
-    columns = [[getattr(r, c) for r in rows] for c in _COLUMNS]
-    result = await conn.fetch(_INSERT, *columns)
-    return [
-        StoredPrediction(r["id"], r["coin_id"], r["data_timestamp"], r["predicted_at"])
-        for r in result
-    ]
+    return stored(await conn.fetch(_INSERT, *column_arrays(rows)))
 
 
 async def open_counts(
