@@ -5,10 +5,16 @@ when a predictor pokes it after committing new jobs. Jobs are claimed from the
 outbox with a lease, so several dispatchers (or a restarted one) never hold the
 same job; a job is settled with the lease as a fence.
 
+Database work is per batch, not per POST: a claim leases the groups of
+several POSTs, which wait in a small local queue and start as slots free up
+(never more than can start within the lease, so nothing is claimed only to
+be handed back), and finished deliveries are settled by a `SettlementWriter`
+that writes every result of ~20 ms in one transaction.
+
 Slow receivers stay contained: a host never has more than
-`webhook_per_host_limit` deliveries in flight, and jobs of a saturated host
-are not even claimed, so they cannot sit in a local queue while their lease
-runs out or while other hosts wait behind them.
+`webhook_per_host_limit` deliveries in flight, and a host whose local queue
+is full is left out of claims, so its jobs cannot sit locally while their
+lease runs out or while other hosts wait behind them.
 
 Several due jobs for the same URL, coin, tick and attempt number are sent as
 ONE POST (CONTRACTS.md section 4: one POST per URL per processed coin) with
@@ -23,7 +29,7 @@ import email.utils
 import hashlib
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,7 +48,7 @@ from actors.webhook_payload import payload_json
 from storage import outbox
 from storage.config import Settings, redact_url
 from storage.outbox import ClaimedJob
-from storage.webhook_attempts import AttemptRecord, Outcome, record_attempts
+from storage.webhook_attempts import AttemptRecord, record_attempts
 
 ACTOR_NAME = "webhooks"
 
@@ -114,8 +120,131 @@ def _host_key(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc.lower()}"
 
 
+@dataclass(slots=True)
+class _Group:
+    """Claimed jobs of one URL and coin tick, waiting for a slot or in flight."""
+
+    jobs: list[ClaimedJob]
+    host: str
+    expires: float  # time.monotonic() by which the lease has surely ended
+
+
+@dataclass(frozen=True, slots=True)
+class _Finished:
+    """A POST that came back, waiting to be written by the SettlementWriter."""
+
+    jobs: list[ClaimedJob]
+    result: DeliveryResult
+    decision: Decision
+    delay: float
+
+
+class SettlementWriter:
+    """Writes finished deliveries in batches: one transaction per flush.
+
+    Every POST used to settle in its own transaction (an UPDATE and one INSERT
+    per job); under load that was most of the dispatcher's database work. A
+    flush holds every result that arrived within `max_delay` seconds (or
+    `max_jobs` jobs): one UPDATE for all their outcomes and one multi-row INSERT
+    of their attempts. The leases are fences as before, so a late flush can
+    never overwrite a job another dispatcher took over; it only costs lease time.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        on_settled: Callable[[_Finished, set[int]], None],
+        *,
+        max_delay: float = 0.02,
+        max_jobs: int = 500,
+    ) -> None:
+        self.pool = pool
+        self.on_settled = on_settled
+        self.max_delay = max_delay
+        self.max_jobs = max_jobs
+        self._buffer: list[_Finished] = []
+        self._jobs = 0
+        self._wake = anyio.Event()
+        self._closed = False
+        self.flushes = 0
+
+    def add(self, finished: _Finished) -> None:
+        self._buffer.append(finished)
+        self._jobs += len(finished.jobs)
+        if len(self._buffer) == 1 or self._jobs >= self.max_jobs:
+            self._wake.set()
+
+    def close(self) -> None:
+        """Write what is buffered, then end `run`."""
+        self._closed = True
+        self._wake.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            if not self._closed and self._jobs < self.max_jobs:
+                # Let the POSTs finishing about now join this transaction.
+                with anyio.move_on_after(self.max_delay):
+                    while self._jobs < self.max_jobs and not self._closed:
+                        await self._wake.wait()
+                        self._wake = anyio.Event()
+            await self.flush()
+            if self._closed and not self._buffer:
+                return
+
+    async def flush(self) -> None:
+        batch, self._buffer, self._jobs = self._buffer, [], 0
+        if not batch:
+            return
+        settlements: list[outbox.Settlement] = []
+        attempts: list[AttemptRecord] = []
+        for item in batch:
+            status: outbox.JobStatus = (
+                "delivered"
+                if item.decision == "delivered"
+                else "pending"
+                if item.decision == "retry"
+                else "dead"
+            )
+            error = None if item.decision == "delivered" else (item.result.error or "")
+            latency_ms = round(item.result.latency_s * 1000, 3)
+            for job in item.jobs:
+                settlements.append(
+                    outbox.Settlement(job.lease, status, item.delay, error, item.result.status_code)
+                )
+                attempts.append(
+                    AttemptRecord(
+                        outbox_id=job.id,
+                        attempt=job.attempts + 1,
+                        target_url=job.target_url,
+                        active_model_ids=job.active_model_ids,
+                        model_ids=job.model_ids,
+                        status_code=item.result.status_code,
+                        latency_ms=latency_ms,
+                        error=item.result.error,
+                        outcome=item.decision,
+                    )
+                )
+        async with self.pool.acquire() as conn, conn.transaction():
+            settled = set(await outbox.settle(conn, settlements))
+            await record_attempts(conn, attempts)
+        self.flushes += 1
+        for item in batch:
+            self.on_settled(item, settled)
+
+
 class WebhookDispatcher:
-    """Claims due outbox jobs and POSTs them; `poke()` after committing new jobs."""
+    """Claims due outbox jobs and POSTs them; `poke()` after committing new jobs.
+
+    Claimed groups wait in a small local queue and start as slots free up, so a
+    claim is made for many POSTs and nothing is claimed that cannot start soon:
+    per host at most `per_host_limit` groups ahead of the ones in flight (three
+    times that for a host that answers quickly), which bounds the wait well
+    inside the lease. A group whose lease ran low while it waited is handed back
+    unsent (`released_jobs` counts them; none in a healthy steady state).
+    """
 
     def __init__(
         self,
@@ -131,6 +260,8 @@ class WebhookDispatcher:
         backoff_max: float = 300.0,
         coalesce_window: float = 0.02,
         lease_seconds: float | None = None,
+        settle_delay: float = 0.02,
+        settle_max_jobs: int = 500,
     ) -> None:
         self.pool = pool
         self.timeout = timeout
@@ -142,19 +273,31 @@ class WebhookDispatcher:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.coalesce_window = coalesce_window
-        # The lease must outlive a POST (bounded by the timeout) plus its settlement,
-        # or a second dispatcher could claim a job that is still being sent.
+        # The lease must outlive the wait in the local queue (bounded by one POST per
+        # slot ahead), the POST (bounded by the timeout) and the settlement flush, or a
+        # second dispatcher could claim a job that is still being sent.
         self.lease_seconds = lease_seconds if lease_seconds is not None else 2 * timeout + 10
         self._wake = anyio.Event()
         self._poked = False
         self._stopping = False
         self._in_flight = 0
         self._per_host: Counter[str] = Counter()
-        # Every URL seen per host, so that all URLs of a saturated host can be skipped.
+        self._queue: deque[_Group] = deque()
+        self._queued: Counter[str] = Counter()  # groups waiting locally, per host
+        # Every URL seen per host, so that all URLs of a host can be left out of a claim.
         self._host_urls: dict[str, set[str]] = {}
+        self._latency: dict[str, float] = {}  # recent POST latency per host (EWMA, s)
+        # When to look at the outbox for any host (0: now); hosts left out of the last
+        # claim, or cut short by its limit, are looked at again once they have room.
+        self._look_at = 0.0
+        self._waiting_hosts: set[str] = set()
         self._depth_updated = 0.0
-        self._group_size = 1.0  # jobs per POST lately (models per coin tick)
+        self._writer = SettlementWriter(
+            pool, self._settled, max_delay=settle_delay, max_jobs=settle_max_jobs
+        )
         self.delivered_jobs = 0  # by this instance (operators and tests look at it)
+        self.claims = 0  # claim queries made
+        self.released_jobs = 0  # claimed, then handed back unsent
         self._log = structlog.get_logger(__name__).bind(actor=ACTOR_NAME)
 
     @classmethod
@@ -176,16 +319,22 @@ class WebhookDispatcher:
     def poke(self) -> None:
         """New jobs were committed: look now (after a short coalescing window)."""
         self._poked = True
+        self._look_at = 0.0
         self._wake.set()
 
     def request_stop(self) -> None:
-        """Stop claiming; deliveries in flight finish (or come back after their lease)."""
+        """Stop claiming; deliveries in flight finish and are recorded, queued ones go back."""
         self._stopping = True
         self._wake.set()
 
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    @property
+    def settle_flushes(self) -> int:
+        """Transactions written by the settlement writer so far."""
+        return self._writer.flushes
 
     # ---- the loop --------------------------------------------------------------------
 
@@ -194,21 +343,30 @@ class WebhookDispatcher:
         timeout = aiohttp.ClientTimeout(total=self.timeout)
         async with (
             aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
-            anyio.create_task_group() as tg,
+            anyio.create_task_group() as writer_tg,
         ):
-            self._log.info(
-                "webhook_dispatcher_started",
-                concurrency=self.concurrency,
-                per_host_limit=self.per_host_limit,
-            )
-            task_status.started()
-            wait: float | None = 0.0
-            while not self._stopping:
-                await self._sleep(wait)
-                if self._stopping:
-                    break
-                wait = await self._claim_and_start(tg, session)
-            # Leaving the task group waits for the deliveries in flight.
+            await writer_tg.start(self._writer.run)
+            try:
+                async with anyio.create_task_group() as tg:
+                    self._log.info(
+                        "webhook_dispatcher_started",
+                        concurrency=self.concurrency,
+                        per_host_limit=self.per_host_limit,
+                    )
+                    task_status.started()
+                    wait: float | None = 0.0
+                    while not self._stopping:
+                        await self._sleep(wait)
+                        if self._stopping:
+                            break
+                        wait = await self._step(tg, session)
+                    await self._release([g for g in self._queue], reason="stopping")
+                    self._queue.clear()
+                    self._queued.clear()
+                    # Leaving the task group waits for the deliveries in flight.
+            finally:
+                # Their results are written before run() returns.
+                self._writer.close()
         self._log.info("webhook_dispatcher_stopped")
 
     async def _sleep(self, seconds: float | None) -> None:
@@ -223,54 +381,107 @@ class WebhookDispatcher:
             self._poked = False
             await anyio.sleep(self.coalesce_window)
 
-    def _saturated_urls(self) -> list[str]:
-        return sorted(
-            url
-            for host, urls in self._host_urls.items()
-            if self._per_host[host] >= self.per_host_limit
-            for url in urls
-        )
+    def _depth(self, host: str) -> int:
+        """Groups a host may have waiting locally: one round of its slots, three when it
+        answers fast enough for three rounds to fit easily in the lease."""
+        latency = self._latency.get(host)
+        spare = self.lease_seconds - self.timeout
+        if latency is not None and 3 * latency * 4 <= spare:
+            return 3 * self.per_host_limit
+        return self.per_host_limit
 
-    async def _claim_and_start(self, tg: TaskGroup, session: aiohttp.ClientSession) -> float | None:
-        """Start what fits; returns how long to wait (None: until woken or the timer)."""
-        free = self.concurrency - self._in_flight
-        if free <= 0:
-            return None
-        excluded = self._saturated_urls()
-        # `free` counts POSTs, a claim counts jobs: one POST carries the jobs of every
-        # model for a coin tick. Claiming one job per free slot meant a claim query per
-        # POST with ten models, and under load the claims were most of the database's work.
-        limit = max(free, round(free * self._group_size))
+    def _has_room(self, host: str) -> bool:
+        """Worth claiming for: at most half of its local queue is filled."""
+        return self._queued[host] <= self._depth(host) // 2
+
+    async def _step(self, tg: TaskGroup, session: aiohttp.ClientSession) -> float | None:
+        """Start what fits, claim when the local queue runs low; returns how long to wait."""
+        await self._start_queued(tg, session)
+        now = time.monotonic()
+        look = now >= self._look_at or any(self._has_room(h) for h in self._waiting_hosts)
+        if look and len(self._queue) < 3 * self.concurrency:
+            await self._claim(now)
+            await self._start_queued(tg, session)
+        return max(0.0, self._look_at - time.monotonic())
+
+    async def _claim(self, now: float) -> None:
+        excluded_hosts = {h for h in self._host_urls if not self._has_room(h)}
+        rooms = [
+            self._depth(h) - self._queued[h] for h in self._host_urls if h not in excluded_hosts
+        ]
+        # A host not seen yet may get the whole claim: at most one round of its slots.
+        limit = min(
+            3 * self.concurrency - len(self._queue), min(rooms, default=self.per_host_limit)
+        )
+        excluded = sorted(url for h in excluded_hosts for url in self._host_urls[h])
+        started = time.monotonic()
         async with self.pool.acquire() as conn:
-            jobs = await outbox.claim(
+            claimed = await outbox.claim_due(
                 conn, limit=limit, lease_seconds=self.lease_seconds, exclude_urls=excluded
             )
+            self.claims += 1
             await self._update_depth(conn)
-            groups: dict[tuple[str, str, datetime, int], list[ClaimedJob]] = {}
-            for job in jobs:
-                self._host_urls.setdefault(_host_key(job.target_url), set()).add(job.target_url)
-                key = (job.target_url, job.coin_id, job.data_timestamp, job.attempts)
-                groups.setdefault(key, []).append(job)
-            if groups:
-                size = len(jobs) / len(groups)
-                self._group_size = 0.8 * self._group_size + 0.2 * size
-            no_room: list[ClaimedJob] = []
-            for group in groups.values():
-                url = group[0].target_url
-                host = _host_key(url)
-                if self._in_flight >= self.concurrency or self._per_host[host] >= (
-                    self.per_host_limit
-                ):
-                    no_room.extend(group)
-                    continue
-                self._in_flight += 1
-                self._per_host[host] += 1
-                tg.start_soon(self._deliver_group, session, group)
-            if no_room:
-                await outbox.release(conn, [job.lease for job in no_room])
-            if len(jobs) >= limit:
-                return 0.0  # maybe more due; look again as soon as there is room
-            return await outbox.seconds_until_next_due(conn, exclude_urls=self._saturated_urls())
+            idle = not claimed.jobs and not self._queue and self._in_flight == 0
+            next_due = (
+                await outbox.seconds_until_next_due(conn, exclude_urls=excluded) if idle else None
+            )
+        groups: dict[tuple[str, str, datetime, int], list[ClaimedJob]] = {}
+        for job in claimed.jobs:
+            key = (job.target_url, job.coin_id, job.data_timestamp, job.attempts)
+            groups.setdefault(key, []).append(job)
+        expires = started + self.lease_seconds
+        claimed_hosts: set[str] = set()
+        for group in groups.values():
+            host = _host_key(group[0].target_url)
+            self._host_urls.setdefault(host, set()).add(group[0].target_url)
+            self._queue.append(_Group(group, host, expires))
+            self._queued[host] += 1
+            claimed_hosts.add(host)
+        # Left-out hosts may have more due; so may the claimed ones if the limit cut the
+        # claim short. Anything else is found by a poke, a retry falling due or the timer.
+        self._waiting_hosts = excluded_hosts | (claimed_hosts if claimed.full else set())
+        if next_due is None:
+            wait = self.poll_interval
+        else:
+            # A job due now that the claim just missed was committed a moment ago; the
+            # rest of its tick is probably being committed: wait as after a poke.
+            wait = min(max(next_due, self.coalesce_window), self.poll_interval)
+        self._look_at = now + wait
+
+    async def _start_queued(self, tg: TaskGroup, session: aiohttp.ClientSession) -> None:
+        if not self._queue:
+            return
+        waiting: deque[_Group] = deque()
+        stale: list[_Group] = []
+        now = time.monotonic()
+        # Enough lease left for the POST and its settlement.
+        needed = min(self.timeout + 2.0, 0.5 * self.lease_seconds)
+        while self._queue:
+            group = self._queue.popleft()
+            if self._in_flight >= self.concurrency or self._per_host[group.host] >= (
+                self.per_host_limit
+            ):
+                waiting.append(group)
+                continue
+            self._queued[group.host] -= 1
+            if group.expires - now < needed:
+                stale.append(group)
+                continue
+            self._in_flight += 1
+            self._per_host[group.host] += 1
+            tg.start_soon(self._deliver_group, session, group)
+        self._queue = waiting
+        if stale:
+            await self._release(stale, reason="lease_ran_low")
+
+    async def _release(self, groups: list[_Group], *, reason: str) -> None:
+        leases = [job.lease for group in groups for job in group.jobs]
+        if not leases:
+            return
+        async with self.pool.acquire() as conn:
+            await outbox.release(conn, leases)
+        self.released_jobs += len(leases)
+        self._log.info("webhook_jobs_released", jobs=len(leases), reason=reason)
 
     async def _update_depth(self, conn: asyncpg.Connection) -> None:
         now = time.monotonic()
@@ -281,14 +492,20 @@ class WebhookDispatcher:
 
     # ---- one delivery ------------------------------------------------------------------
 
-    async def _deliver_group(self, session: aiohttp.ClientSession, jobs: list[ClaimedJob]) -> None:
-        url = jobs[0].target_url
+    async def _deliver_group(self, session: aiohttp.ClientSession, group: _Group) -> None:
+        jobs = group.jobs
         try:
             result = await self._post(session, jobs)
-            await self._settle(jobs, result)
+            previous = self._latency.get(group.host)
+            self._latency[group.host] = (
+                result.latency_s if previous is None else 0.8 * previous + 0.2 * result.latency_s
+            )
+            oldest = min(job.created_at for job in jobs)
+            decision, delay = self.decide(result, attempt=jobs[0].attempts + 1, created_at=oldest)
+            self._writer.add(_Finished(jobs, result, decision, delay))
         finally:
             self._in_flight -= 1
-            self._per_host[_host_key(url)] -= 1
+            self._per_host[group.host] -= 1
             self._wake.set()
 
     async def _post(self, session: aiohttp.ClientSession, jobs: list[ClaimedJob]) -> DeliveryResult:
@@ -355,59 +572,27 @@ class WebhookDispatcher:
             return "dead", 0.0
         return "retry", delay
 
-    async def _settle(self, jobs: list[ClaimedJob], result: DeliveryResult) -> None:
-        attempt = jobs[0].attempts + 1
-        oldest = min(job.created_at for job in jobs)
-        decision, delay = self.decide(result, attempt=attempt, created_at=oldest)
-        leases = [job.lease for job in jobs]
-        error = result.error or ""
-        async with self.pool.acquire() as conn, conn.transaction():
-            if decision == "delivered":
-                settled = await outbox.mark_delivered(conn, leases, status_code=result.status_code)
-            elif decision == "retry":
-                settled = await outbox.retry_at(
-                    conn,
-                    leases,
-                    delay_seconds=delay,
-                    error=error,
-                    status_code=result.status_code,
-                )
-            else:
-                settled = await outbox.mark_dead(
-                    conn, leases, error=error, status_code=result.status_code
-                )
-            outcome: Outcome = decision
-            await record_attempts(
-                conn,
-                [
-                    AttemptRecord(
-                        outbox_id=job.id,
-                        attempt=job.attempts + 1,
-                        target_url=job.target_url,
-                        active_model_ids=job.active_model_ids,
-                        model_ids=job.model_ids,
-                        status_code=result.status_code,
-                        latency_ms=round(result.latency_s * 1000, 3),
-                        error=result.error,
-                        outcome=outcome,
-                    )
-                    for job in jobs
-                ],
-            )
+    def _settled(self, item: _Finished, settled: set[int]) -> None:
+        """After a flush committed: metrics, logs, and when to look for the retry."""
+        jobs, result, decision, delay = item.jobs, item.result, item.decision, item.delay
         self._count(decision, result, len(jobs))
         if decision == "delivered":
-            self.delivered_jobs += len(settled)
+            self.delivered_jobs += sum(1 for job in jobs if job.id in settled)
+        elif decision == "retry":
+            # The jobs are due `delay` seconds after the flush's transaction began.
+            self._look_at = min(self._look_at, time.monotonic() + delay)
+            self._wake.set()
         context = {
             "url": redact_url(jobs[0].target_url),
             "job_ids": [job.id for job in jobs],
             "coin_id": jobs[0].coin_id,
             "active_model_ids": sorted({m for job in jobs for m in job.active_model_ids}),
             "model_ids": sorted({m for job in jobs for m in job.model_ids}),
-            "attempt": attempt,
+            "attempt": jobs[0].attempts + 1,
             "status_code": result.status_code,
             "latency_ms": round(result.latency_s * 1000, 1),
         }
-        lost = sorted({job.id for job in jobs} - set(settled))
+        lost = sorted(job.id for job in jobs if job.id not in settled)
         if lost:
             # Our lease ran out mid-delivery and another dispatcher took the job over.
             self._log.warning("webhook_lease_lost", lost_job_ids=lost, **context)

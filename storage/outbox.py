@@ -131,6 +131,10 @@ async def enqueue(conn: asyncpg.Connection, jobs: Sequence[OutboxJob]) -> int:
     return len(rows)
 
 
+# The due rows are taken in (next_attempt_at, id) order from the partial index of
+# migration 0006, so a claim reads about `limit` index entries instead of sorting
+# every due row. `$1` counts due rows, i.e. about one POST each: the other models'
+# jobs of the same tick come along as mates.
 _CLAIM_SQL = """
 WITH due AS (
     SELECT id, target_url, coin_id, data_timestamp FROM webhook_outbox
@@ -165,21 +169,43 @@ RETURNING o.id, o.idempotency_key, o.target_url, o.coin_id, o.data_timestamp,
           (o.payload->'predictions')::text AS items_json,
           jsonb_array_length(o.payload->'predictions') AS item_count,
           (o.payload->'metadata'->>'alerts_count')::int AS alerts_count,
-          o.payload->'metadata'->>'version' AS version
+          o.payload->'metadata'->>'version' AS version,
+          -- More due beyond this claim? Only asked when the limit was reached; the
+          -- other models' jobs of the claimed ticks (mates) do not count.
+          CASE WHEN (SELECT count(*) FROM due) >= $1 THEN EXISTS (
+              SELECT 1 FROM webhook_outbox w
+              WHERE w.status = 'pending'
+                AND w.next_attempt_at <= now()
+                AND (w.locked_until IS NULL OR w.locked_until <= now())
+                AND NOT (w.target_url = ANY($2::text[]))
+                AND NOT EXISTS (SELECT 1 FROM picked p WHERE p.id = w.id)
+          ) ELSE false END AS more_due
 """
 
 
-async def claim(
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What one claim leased, and whether the limit cut it short (more is due)."""
+
+    jobs: list[ClaimedJob]
+    full: bool
+
+
+async def claim_due(
     conn: asyncpg.Connection,
     *,
     limit: int,
     lease_seconds: float,
     exclude_urls: Sequence[str] = (),
-) -> list[ClaimedJob]:
+) -> Claim:
     """Lease up to `limit` due jobs (oldest due first), skipping `exclude_urls`, plus the
-    due jobs of the same URL and coin tick (so one POST carries every model)."""
+    due jobs of the same URL and coin tick (so one POST carries every model).
+
+    `full` says the limit left due jobs behind, so the caller knows whether to
+    claim again as soon as it has room, without a second query.
+    """
     if limit <= 0:
-        return []
+        return Claim([], False)
     rows = await conn.fetch(_CLAIM_SQL, limit, list(exclude_urls), float(lease_seconds))
     jobs = [
         ClaimedJob(
@@ -202,7 +228,21 @@ async def claim(
         for r in rows
     ]
     jobs.sort(key=lambda j: j.id)
-    return jobs
+    return Claim(jobs, bool(rows and rows[0]["more_due"]))
+
+
+async def claim(
+    conn: asyncpg.Connection,
+    *,
+    limit: int,
+    lease_seconds: float,
+    exclude_urls: Sequence[str] = (),
+) -> list[ClaimedJob]:
+    """`claim_due` without the `full` flag."""
+    result = await claim_due(
+        conn, limit=limit, lease_seconds=lease_seconds, exclude_urls=exclude_urls
+    )
+    return result.jobs
 
 
 _NEXT_DUE_SQL = """
@@ -223,22 +263,51 @@ async def seconds_until_next_due(
     return None if value is None else float(value)
 
 
-# One UPDATE per settlement kind, over all leases of a delivery at once; the
-# (id, locked_until) pair is the fence.
+# One UPDATE for every settlement of a flush, whatever their kinds: each row brings
+# its own status, delay, error and status code. The (id, locked_until) pair is the
+# fence; RETURNING tells which leases were still ours.
 _SETTLE_SQL = """
 UPDATE webhook_outbox AS o
-SET status = $3,
+SET status = l.status,
     attempts = o.attempts + 1,
     locked_until = NULL,
-    next_attempt_at = CASE WHEN $3 = 'pending' THEN now() + make_interval(secs => $4)
+    next_attempt_at = CASE WHEN l.status = 'pending' THEN now() + make_interval(secs => l.delay)
                            ELSE o.next_attempt_at END,
-    delivered_at = CASE WHEN $3 = 'delivered' THEN now() ELSE o.delivered_at END,
-    last_error = $5,
-    last_status_code = $6
-FROM unnest($1::bigint[], $2::timestamptz[]) AS l(id, locked_until)
+    delivered_at = CASE WHEN l.status = 'delivered' THEN now() ELSE o.delivered_at END,
+    last_error = l.error,
+    last_status_code = l.status_code
+FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::float8[], $5::text[], $6::int[])
+     AS l(id, locked_until, status, delay, error, status_code)
 WHERE o.id = l.id AND o.locked_until = l.locked_until AND o.status = 'pending'
 RETURNING o.id
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """How one attempt of one job ended; `status` 'pending' means retry after the delay."""
+
+    lease: Lease
+    status: JobStatus
+    delay_seconds: float = 0.0
+    error: str | None = None
+    status_code: int | None = None
+
+
+async def settle(conn: asyncpg.Connection, settlements: Sequence[Settlement]) -> list[int]:
+    """Write many settlements with one statement; returns the ids whose lease still held."""
+    if not settlements:
+        return []
+    rows = await conn.fetch(
+        _SETTLE_SQL,
+        [s.lease.job_id for s in settlements],
+        [s.lease.locked_until for s in settlements],
+        [s.status for s in settlements],
+        [float(s.delay_seconds) for s in settlements],
+        [s.error for s in settlements],
+        [s.status_code for s in settlements],
+    )
+    return sorted(r["id"] for r in rows)
 
 
 async def _settle(
@@ -249,18 +318,9 @@ async def _settle(
     error: str | None,
     status_code: int | None,
 ) -> list[int]:
-    if not leases:
-        return []
-    rows = await conn.fetch(
-        _SETTLE_SQL,
-        [lease.job_id for lease in leases],
-        [lease.locked_until for lease in leases],
-        status,
-        float(delay_seconds),
-        error,
-        status_code,
+    return await settle(
+        conn, [Settlement(lease, status, delay_seconds, error, status_code) for lease in leases]
     )
-    return sorted(r["id"] for r in rows)
 
 
 async def mark_delivered(
@@ -290,7 +350,7 @@ async def mark_dead(
 
 
 async def release(conn: asyncpg.Connection, leases: Sequence[Lease]) -> list[int]:
-    """Hand claimed jobs back without an attempt (the dispatcher had no room for them)."""
+    """Hand claimed jobs back without an attempt (stopping, or the lease ran low unstarted)."""
     if not leases:
         return []
     rows = await conn.fetch(

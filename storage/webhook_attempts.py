@@ -58,32 +58,37 @@ class ModelWebhookStatus:
     counts: dict[str, int]  # by outcome, every outcome present
 
 
+# One multi-row INSERT for a whole flush of attempts (executemany sends a row per
+# round trip). Array columns go through text literals ('{1,2}') because unnest()
+# flattens a bigint[][] instead of yielding one array per row.
 _INSERT_SQL = """
 INSERT INTO webhook_attempts (outbox_id, attempt, target_url, active_model_ids, model_ids,
                               status_code, latency_ms, error, outcome)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+SELECT o, n, u, a::bigint[], m::bigint[], s, l, e, r
+FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::int[],
+            $7::float8[], $8::text[], $9::text[]) AS t(o, n, u, a, m, s, l, e, r)
 """
 
 
+def _int_array_text(values: Sequence[int]) -> str:
+    return "{" + ",".join(str(int(v)) for v in values) + "}"
+
+
 async def record_attempts(conn: asyncpg.Connection, records: Sequence[AttemptRecord]) -> None:
+    """Insert the attempts with one statement, in the caller's transaction."""
     if not records:
         return
-    await conn.executemany(
+    await conn.execute(
         _INSERT_SQL,
-        [
-            (
-                r.outbox_id,
-                r.attempt,
-                r.target_url,
-                list(r.active_model_ids),
-                list(r.model_ids),
-                r.status_code,
-                r.latency_ms,
-                r.error,
-                r.outcome,
-            )
-            for r in records
-        ],
+        [r.outbox_id for r in records],
+        [r.attempt for r in records],
+        [r.target_url for r in records],
+        [_int_array_text(r.active_model_ids) for r in records],
+        [_int_array_text(r.model_ids) for r in records],
+        [r.status_code for r in records],
+        [r.latency_ms for r in records],
+        [r.error for r in records],
+        [r.outcome for r in records],
     )
 
 
