@@ -399,7 +399,9 @@ class WebhookDispatcher:
         await self._start_queued(tg, session)
         now = time.monotonic()
         look = now >= self._look_at or any(self._has_room(h) for h in self._waiting_hosts)
-        if look and len(self._queue) < 3 * self.concurrency:
+        if look:
+            if len(self._queue) >= 3 * self.concurrency:
+                return None  # the local queue is full: a finished POST wakes us
             await self._claim(now)
             await self._start_queued(tg, session)
         return max(0.0, self._look_at - time.monotonic())

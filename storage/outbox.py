@@ -172,14 +172,17 @@ RETURNING o.id, o.idempotency_key, o.target_url, o.coin_id, o.data_timestamp,
           o.payload->'metadata'->>'version' AS version,
           -- More due beyond this claim? Only asked when the limit was reached; the
           -- other models' jobs of the claimed ticks (mates) do not count.
-          CASE WHEN (SELECT count(*) FROM due) >= $1 THEN EXISTS (
-              SELECT 1 FROM webhook_outbox w
+          -- Read in due order (index), so it stops right after the rows just claimed.
+          CASE WHEN (SELECT count(*) FROM due) >= $1 THEN coalesce((
+              SELECT true FROM webhook_outbox w
               WHERE w.status = 'pending'
                 AND w.next_attempt_at <= now()
                 AND (w.locked_until IS NULL OR w.locked_until <= now())
                 AND NOT (w.target_url = ANY($2::text[]))
-                AND NOT EXISTS (SELECT 1 FROM picked p WHERE p.id = w.id)
-          ) ELSE false END AS more_due
+                AND w.id NOT IN (SELECT id FROM picked)
+              ORDER BY w.next_attempt_at, w.id
+              LIMIT 1
+          ), false) ELSE false END AS more_due
 """
 
 

@@ -127,3 +127,24 @@ async def test_a_claim_takes_every_models_job_of_a_coin_tick_together(pool: asyn
         ("Coin0", (second,)),
     }
     assert {j.coin_id for j in again} == {"Coin1"} and len(again) == 2
+
+
+async def test_a_claim_says_whether_due_jobs_were_left_behind(pool: asyncpg.Pool) -> None:
+    """The dispatcher claims again at once only when `full`; the other models' jobs of the
+    claimed ticks come along and do not count as left behind."""
+    async with pool.acquire() as conn:
+        first = await insert_active_model(conn, 41)
+        second = await insert_active_model(conn, 42)
+        await store_predictions(conn, first, [("CoinA", T0, 0.9)], default_url=URL)
+        await store_predictions(conn, second, [("CoinA", T0, 0.9)], default_url=URL)
+        whole_tick = await outbox.claim_due(conn, limit=2, lease_seconds=30)
+        assert len(whole_tick.jobs) == 2 and not whole_tick.full
+
+        coins = [(f"Coin{i}", T0, 0.9) for i in range(3)]
+        await store_predictions(conn, first, coins, default_url=URL)
+        await store_predictions(conn, second, coins, default_url=URL)
+        cut = await outbox.claim_due(conn, limit=2, lease_seconds=30)
+        rest = await outbox.claim_due(conn, limit=2, lease_seconds=30)
+    assert sorted({j.coin_id for j in cut.jobs}) == ["Coin0", "Coin1"] and cut.full
+    assert {j.coin_id for j in rest.jobs} == {"Coin2"} and len(rest.jobs) == 2
+    assert not rest.full
