@@ -75,12 +75,21 @@ async def read_ticks(
     conn: asyncpg.Connection, after_id: int, gap_ids: Sequence[int], limit: int
 ) -> list[TickRow]:
     """Rows with id > after_id, plus the given older ids (gaps that may commit late),
-    in id order. Both parts are primary-key lookups."""
+    in id order.
+
+    Two primary-key reads joined by UNION ALL: with `id > $1 OR id = ANY($2)` the
+    generic plan of the prepared statement estimated a third of the table and
+    bitmap-scanned and sorted it (58 ms per read with 70 000 rows, pg_stat_statements).
+    """
     rows = await conn.fetch(
         """
-        SELECT id, mint, "timestamp", phase_id_at_time
-        FROM coin_metrics
-        WHERE id > $1 OR id = ANY($2::bigint[])
+        SELECT id, mint, "timestamp", phase_id_at_time FROM (
+            (SELECT id, mint, "timestamp", phase_id_at_time FROM coin_metrics
+             WHERE id > $1 ORDER BY id LIMIT $3)
+            UNION ALL
+            SELECT id, mint, "timestamp", phase_id_at_time FROM coin_metrics
+            WHERE id = ANY($2::bigint[]) AND id <= $1
+        ) AS t
         ORDER BY id
         LIMIT $3
         """,
