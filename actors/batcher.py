@@ -216,7 +216,7 @@ class Batcher:
         except BaseException:
             self._history.clear()  # a failed read leaves nothing half-merged behind
             raise
-        prefix = await self._prefix.prefix_for(history, self._bus.phase_keys())
+        prefix = await self._prefix.prefix_for(history, self._bus.phase_keys(), rows)
         metrics.HISTORY_LOAD.observe({}, time.perf_counter() - started)
         return history, prefix
 

@@ -75,14 +75,23 @@ class PrefixCache:
         self._meta = pl.DataFrame(schema=_META_SCHEMA)
         self._states: dict[str, pl.DataFrame] = {}
 
-    async def prefix_for(self, history: pl.DataFrame, keys: Iterable[str]) -> pl.DataFrame:
-        """The prefix state of every coin of `history` for each phase key, with `phase_key`."""
+    async def prefix_for(
+        self, history: pl.DataFrame, keys: Iterable[str], window_rows: int | None = None
+    ) -> pl.DataFrame:
+        """The prefix state of every coin of `history` for each phase key, with `phase_key`.
+
+        `window_rows`: how many rows per coin `history` was asked for. A coin with fewer
+        has no rows before its window (all its rows up to the tick were loaded), so
+        its state is neutral without asking the database.
+        """
         keys = sorted(set(keys))
         if history.is_empty() or not keys:
             return empty_prefix(with_phase_key=True)
         window = history.select(WINDOW_COLUMNS).cast(_WINDOW_SCHEMA)  # type: ignore[arg-type]
         meta = window.group_by("mint").agg(
-            pl.col("timestamp").min().alias("boundary"), pl.col("timestamp").max().alias("last")
+            pl.col("timestamp").min().alias("boundary"),
+            pl.col("timestamp").max().alias("last"),
+            pl.len().alias("_rows"),
         )
         joined = meta.join(self._meta, on="mint", how="left", suffix="_old")
         same = joined.filter(pl.col("boundary") == pl.col("boundary_old"))["mint"]
@@ -97,7 +106,10 @@ class PrefixCache:
             held = self._states.get(key)
             have = set() if held is None else set(held["mint"].to_list())
             misses |= set(known.to_list()) - have
-        loaded = await self._load(meta.filter(pl.col("mint").is_in(list(misses))))
+        wanted = meta.filter(pl.col("mint").is_in(list(misses)))
+        if window_rows is not None:
+            wanted = wanted.filter(pl.col("_rows") >= window_rows)
+        loaded = await self._load(wanted)
 
         # Rows that left each rolled-forward coin's window since the previous batch.
         rolling = forward.filter(~pl.col("mint").is_in(list(misses)))
@@ -121,7 +133,7 @@ class PrefixCache:
             self._states[key] = _replace(held, states) if held.height else states
             parts.append(states.with_columns(pl.lit(key).alias("phase_key")))
         self._windows = _replace(self._windows, window)
-        self._meta = _replace(self._meta, meta)
+        self._meta = _replace(self._meta, meta.drop("_rows"))
         self._evict()
         return pl.concat(parts, how="vertical")
 

@@ -95,3 +95,32 @@ async def test_prefix_rolls_forward_like_a_full_recompute() -> None:
     # The database is asked at first sight and whenever the ticks jumped past the held
     # window (to 70, 100 and 150); small steps roll forward from rows already held.
     assert loads == [5, 5, 5, 5]
+
+
+async def test_a_coin_with_less_than_a_full_window_needs_no_database_read() -> None:
+    """Fewer rows than asked for means every row up to the tick was loaded: no prefix."""
+    full = _history(coins=3, rows=60, seed=5)
+    asked: list[list[str]] = []
+
+    async def rows_before(mints: Sequence[str], boundaries: Sequence[datetime]) -> pl.DataFrame:
+        asked.append(sorted(mints))
+        b = pl.DataFrame({"mint": list(mints), "boundary": list(boundaries)}).cast(
+            {"boundary": full.schema["timestamp"]}
+        )
+        return (
+            full.join(b, on="mint")
+            .filter(pl.col("timestamp") < pl.col("boundary"))
+            .drop("boundary")
+        )
+
+    # coin0 has 60 rows, coin1 53, coin2 46: a 50-row window is full for coin0 and coin1.
+    window = full.with_columns(pl.int_range(pl.len()).over("mint").alias("_i")).filter(
+        pl.col("_i") >= pl.len().over("mint").cast(pl.Int64) - 50
+    )
+    window = window.drop("_i")
+    got = await PrefixCache(rows_before).prefix_for(window, ["all"], window_rows=50)
+    assert asked == [["coin0", "coin1"]]
+    everyone = await PrefixCache(rows_before).prefix_for(window, ["all"])
+    assert_frame_equal(got.sort("mint"), everyone.sort("mint"))
+    coin2 = got.filter(pl.col("mint") == "coin2")
+    assert coin2["prefix_rows"].to_list() == [0]
