@@ -93,17 +93,40 @@ class OutboxRow:
     last_attempt_at: datetime | None
 
 
-# Array columns go through text literals ('{1,2}') because unnest() flattens a
-# bigint[][] instead of yielding one array per row.
-_ENQUEUE_SQL = """
+def enqueue_sql(first_param: int = 1, where: str = "") -> str:
+    """The idempotent multi-row INSERT of jobs, its arrays (see `job_arrays`) numbered
+    from `first_param`, with an optional WHERE over the job columns j(k, u, c, t, ...)."""
+    types = ("text", "text", "text", "timestamptz", "text", "text", "text")
+    arrays = ", ".join(f"${first_param + i}::{t}[]" for i, t in enumerate(types))
+    return f"""
 INSERT INTO webhook_outbox (idempotency_key, target_url, coin_id, data_timestamp,
                             active_model_ids, model_ids, payload)
 SELECT k, u, c, t, a::bigint[], m::bigint[], p::jsonb
-FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[],
-            $7::text[]) AS j(k, u, c, t, a, m, p)
+FROM unnest({arrays}) AS j(k, u, c, t, a, m, p)
+{where}
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING id
 """
+
+
+_ENQUEUE_SQL = enqueue_sql()
+
+
+def job_arrays(jobs: Sequence[OutboxJob]) -> list[list[Any]]:
+    """The jobs as one array per column, in `enqueue_sql`'s parameter order.
+
+    Array columns go through text literals ('{1,2}') because unnest() flattens a
+    bigint[][] instead of yielding one array per row.
+    """
+    return [
+        [j.idempotency_key for j in jobs],
+        [j.target_url for j in jobs],
+        [j.coin_id for j in jobs],
+        [j.data_timestamp for j in jobs],
+        [_int_array_literal(j.active_model_ids) for j in jobs],
+        [_int_array_literal(j.model_ids) for j in jobs],
+        [j.payload for j in jobs],
+    ]
 
 
 def _int_array_literal(values: Sequence[int]) -> str:
@@ -118,16 +141,7 @@ async def enqueue(conn: asyncpg.Connection, jobs: Sequence[OutboxJob]) -> int:
     """
     if not jobs:
         return 0
-    rows = await conn.fetch(
-        _ENQUEUE_SQL,
-        [j.idempotency_key for j in jobs],
-        [j.target_url for j in jobs],
-        [j.coin_id for j in jobs],
-        [j.data_timestamp for j in jobs],
-        [_int_array_literal(j.active_model_ids) for j in jobs],
-        [_int_array_literal(j.model_ids) for j in jobs],
-        [j.payload for j in jobs],
-    )
+    rows = await conn.fetch(_ENQUEUE_SQL, *job_arrays(jobs))
     return len(rows)
 
 

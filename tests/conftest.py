@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import anyio
 import asyncpg
 import pytest
+from webhook_receiver import WebhookReceiver
 
 from storage.config import Settings, load_settings
 from storage.db import create_pool
@@ -141,3 +142,13 @@ def _free_port() -> int:
 
 
 free_port = _free_port
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    """A webhook receiver on 127.0.0.1, stopped after the test."""
+    hooks = await WebhookReceiver().start()
+    try:
+        yield hooks
+    finally:
+        await hooks.stop()

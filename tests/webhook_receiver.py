@@ -26,6 +26,7 @@ import asyncpg
 from aiohttp import web
 
 from actors.webhook_payload import ReportedPrediction, WebhookModel, tag_for, webhook_jobs
+from actors.webhooks import WebhookDispatcher
 from storage import outbox
 
 
@@ -197,3 +198,19 @@ async def store_predictions(
             ],
         )
         return await outbox.enqueue(conn, webhook_jobs(model, reported, default_url=default_url))
+
+
+def quick_dispatcher(pool: asyncpg.Pool, **overrides: Any) -> WebhookDispatcher:
+    """A dispatcher with short timeouts and backoff, for tests."""
+    options: dict[str, Any] = {
+        "timeout": 3.0,
+        "concurrency": 8,
+        "per_host_limit": 4,
+        "max_age_seconds": 60,
+        "max_attempts": 5,
+        "poll_interval": 0.1,
+        "backoff_base": 0.05,
+        "backoff_max": 0.5,
+    }
+    options.update(overrides)
+    return WebhookDispatcher(pool, **options)

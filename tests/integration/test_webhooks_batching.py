@@ -7,43 +7,20 @@ make them (webhook_receiver.store_predictions).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import anyio
 import asyncpg
-import pytest
 from waiting import wait_for
-from webhook_receiver import Answer, WebhookReceiver, insert_active_model, store_predictions
-
-from actors.webhooks import WebhookDispatcher
+from webhook_receiver import (
+    Answer,
+    WebhookReceiver,
+    insert_active_model,
+    quick_dispatcher,
+    store_predictions,
+)
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    hooks = await WebhookReceiver().start()
-    try:
-        yield hooks
-    finally:
-        await hooks.stop()
-
-
-def _dispatcher(pool: asyncpg.Pool, **overrides: Any) -> WebhookDispatcher:
-    options: dict[str, Any] = {
-        "timeout": 3.0,
-        "concurrency": 8,
-        "per_host_limit": 2,
-        "max_age_seconds": 60,
-        "max_attempts": 5,
-        "poll_interval": 0.1,
-        "backoff_base": 0.05,
-        "backoff_max": 0.5,
-    }
-    options.update(overrides)
-    return WebhookDispatcher(pool, **options)
 
 
 async def _all_delivered(pool: asyncpg.Pool) -> bool:
@@ -61,7 +38,7 @@ async def test_many_ticks_to_one_host_arrive_once_each_with_few_claims_and_flush
         models = [await insert_active_model(conn, 40 + i, n8n_webhook_url=url) for i in range(3)]
         for model in models:  # one commit per model, as the predictors do
             await store_predictions(conn, model, ticks, default_url=None)
-    dispatcher = _dispatcher(pool)
+    dispatcher = quick_dispatcher(pool, per_host_limit=2)
     async with anyio.create_task_group() as tg:
         await tg.start(dispatcher.run)
         await wait_for(lambda: _all_delivered(pool), what="all 120 jobs delivered")
@@ -98,7 +75,7 @@ async def test_a_group_whose_lease_ran_low_while_queued_goes_back_unsent_and_is_
         )
     # One slot for the host: CoinB waits in the local queue behind the held CoinA,
     # and a 2 s lease leaves it too little time (under 1 s) once CoinA is answered.
-    dispatcher = _dispatcher(pool, per_host_limit=1, lease_seconds=2.0)
+    dispatcher = quick_dispatcher(pool, per_host_limit=1, lease_seconds=2.0)
 
     async def queued_lease_is_low() -> bool:
         left = await pool.fetchval(

@@ -15,13 +15,13 @@ from typing import Any
 
 import anyio
 import asyncpg
-import pytest
 from waiting import wait_for
 from webhook_receiver import (
     Answer,
     WebhookReceiver,
     insert_active_model,
     load_webhook_model,
+    quick_dispatcher,
     store_predictions,
 )
 
@@ -34,30 +34,6 @@ from storage.webhook_attempts import attempts_for_job
 from web.context import VERSION
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    hooks = await WebhookReceiver().start()
-    try:
-        yield hooks
-    finally:
-        await hooks.stop()
-
-
-def _dispatcher(pool: asyncpg.Pool, **overrides: Any) -> WebhookDispatcher:
-    options: dict[str, Any] = {
-        "timeout": 3.0,
-        "concurrency": 8,
-        "per_host_limit": 4,
-        "max_age_seconds": 60,
-        "max_attempts": 5,
-        "poll_interval": 0.1,
-        "backoff_base": 0.05,
-        "backoff_max": 0.5,
-    }
-    options.update(overrides)
-    return WebhookDispatcher(pool, **options)
 
 
 @asynccontextmanager
@@ -114,7 +90,7 @@ async def test_each_send_mode_delivers_exactly_the_predictions_it_should(
         await store_predictions(conn, no_url, ticks, default_url=None)
         uses_global = await insert_active_model(conn, 202, n8n_send_modes=["alerts_only"])
         await store_predictions(conn, uses_global, ticks, default_url=receiver.url("/global"))
-    async with running(_dispatcher(pool)):
+    async with running(quick_dispatcher(pool)):
         await wait_for(lambda: _all_settled(pool), what="every job delivered")
     got = {
         (r.path, p["tag"], r.body["coin_id"])
@@ -152,7 +128,7 @@ async def test_delivered_request_carries_the_contract_payload_and_headers(
         await store_predictions(conn, model_pk, [("CoinA", T0, 0.85)], default_url=None)
         model = await load_webhook_model(conn, model_pk)
         key = await conn.fetchval("SELECT idempotency_key FROM webhook_outbox")
-    async with running(_dispatcher(pool)):
+    async with running(quick_dispatcher(pool)):
         await wait_for(lambda: _all_settled(pool), what="delivery")
     [request] = receiver.received()
     expected = build_payload(
@@ -212,7 +188,7 @@ async def test_models_sharing_a_url_get_one_post_per_coin(
             r["coin_id"] + str(r["active_model_ids"][0]): r["idempotency_key"]
             for r in await conn.fetch("SELECT * FROM webhook_outbox")
         }
-    async with running(_dispatcher(pool)):
+    async with running(quick_dispatcher(pool)):
         await wait_for(lambda: _all_settled(pool), what="delivery")
     by_coin = {r.body["coin_id"]: r for r in receiver.received()}
     assert len(receiver.received()) == 2
@@ -259,7 +235,7 @@ async def test_500_twice_then_200_is_delivered_on_the_third_attempt(
         model = await insert_active_model(conn, 41, n8n_webhook_url=receiver.url("/hook"))
         await store_predictions(conn, model, [("CoinA", T0, 0.9)], default_url=None)
     retried_before = _counter(metrics.WEBHOOK_RETRIED)
-    async with running(_dispatcher(pool)):
+    async with running(quick_dispatcher(pool)):
         await wait_for(lambda: _all_settled(pool), what="delivery after retries")
     requests = receiver.received()
     assert [r.status for r in requests] == [500, 503, 200]
@@ -286,7 +262,7 @@ async def test_400_is_not_retried_and_the_job_is_dead(
     async with pool.acquire() as conn:
         model = await insert_active_model(conn, 41, n8n_webhook_url=receiver.url("/bad"))
         await store_predictions(conn, model, [("CoinA", T0, 0.9)], default_url=None)
-    dispatcher = _dispatcher(pool)
+    dispatcher = quick_dispatcher(pool)
     async with running(dispatcher):
         await wait_for(lambda: _all_settled(pool), what="the job settles")
         # A later job to the same URL goes through, so the dispatcher kept running and
@@ -319,7 +295,7 @@ async def test_429_retry_after_is_honoured(pool: asyncpg.Pool, receiver: Webhook
     async with pool.acquire() as conn:
         model = await insert_active_model(conn, 41, n8n_webhook_url=receiver.url("/busy"))
         await store_predictions(conn, model, [("CoinA", T0, 0.9)], default_url=None)
-    async with running(_dispatcher(pool)):  # backoff alone would retry after ~50 ms
+    async with running(quick_dispatcher(pool)):  # backoff alone would retry after ~50 ms
         await wait_for(lambda: _all_settled(pool), what="delivery after 429")
     first, second = receiver.received()
     assert (first.status, second.status) == (429, 200)
@@ -334,7 +310,7 @@ async def test_retries_stop_at_max_attempts_and_the_job_is_dead(
         model = await insert_active_model(conn, 41, n8n_webhook_url=receiver.url("/down"))
         await store_predictions(conn, model, [("CoinA", T0, 0.9)], default_url=None)
     dead_before = _counter(metrics.WEBHOOK_DEAD)
-    async with running(_dispatcher(pool, max_attempts=3)):
+    async with running(quick_dispatcher(pool, max_attempts=3)):
         await wait_for(lambda: _all_settled(pool), what="the job gives up")
     assert len(receiver.received()) == 3
     outcomes = await pool.fetch("SELECT outcome FROM webhook_attempts ORDER BY id")
@@ -356,7 +332,7 @@ async def test_a_slow_receiver_does_not_delay_other_urls_or_other_coins(
                 conn, slow, [("CoinA", T0, 0.9), ("CoinB", T0, 0.9)], default_url=None
             )
             await store_predictions(conn, fast, [("CoinA", T0, 0.9)], default_url=None)
-        async with running(_dispatcher(pool, timeout=10.0)):
+        async with running(quick_dispatcher(pool, timeout=10.0)):
             # Both coins of the slow URL are in flight at once, and the other model's
             # receiver already has its alert while the slow one still holds them.
             await wait_for(lambda: _true(receiver.in_flight == 2), what="two held requests")
@@ -381,7 +357,7 @@ async def test_a_saturated_host_does_not_hold_back_another_host(
             coins = [(f"Coin{i}", T0, 0.9) for i in range(6)]
             await store_predictions(conn, slow, coins, default_url=None)
             await store_predictions(conn, fast, coins, default_url=None)
-        async with running(_dispatcher(pool, per_host_limit=2, concurrency=4, timeout=10.0)):
+        async with running(quick_dispatcher(pool, per_host_limit=2, concurrency=4, timeout=10.0)):
             await wait_for(lambda: _true(len(other.received()) == 6), what="fast host served")
             assert receiver.in_flight == 2  # the per-host limit holds
             slow_attempts = await pool.fetchval(
@@ -415,7 +391,8 @@ async def test_two_dispatchers_on_one_database_never_send_a_job_twice(
             await store_predictions(conn, model, ticks, default_url=None)
     second_pool = await create_pool(db_dsn, min_size=1, max_size=3)
     try:
-        one, two = _dispatcher(pool, concurrency=4), _dispatcher(second_pool, concurrency=4)
+        one = quick_dispatcher(pool, concurrency=4)
+        two = quick_dispatcher(second_pool, concurrency=4)
         async with running(one, two):
             await wait_for(lambda: _all_settled(pool), what="all 60 jobs delivered")
     finally:
@@ -437,7 +414,7 @@ async def test_jobs_of_a_crashed_dispatcher_come_back_after_its_lease(
         # A dispatcher claims the job and dies before sending it.
         [claimed] = await outbox.claim(conn, limit=10, lease_seconds=0.5)
     started = time.monotonic()
-    async with running(_dispatcher(pool)):
+    async with running(quick_dispatcher(pool)):
         await wait_for(lambda: _all_settled(pool), what="delivery after the lease")
     [request] = receiver.received()
     assert request.at - started >= 0.3
@@ -454,7 +431,7 @@ async def test_stop_lets_a_delivery_in_flight_finish(
     async with pool.acquire() as conn:
         model = await insert_active_model(conn, 41, n8n_webhook_url=receiver.url("/hook"))
         await store_predictions(conn, model, [("CoinA", T0, 0.9)], default_url=None)
-    dispatcher = _dispatcher(pool)
+    dispatcher = quick_dispatcher(pool)
     async with anyio.create_task_group() as tg:
         await tg.start(dispatcher.run)
         await wait_for(lambda: _true(receiver.in_flight == 1), what="request in flight")
@@ -485,7 +462,7 @@ async def test_a_job_with_an_unusable_url_is_given_up_without_stopping_others(
         fine = await insert_active_model(conn, 42, n8n_webhook_url=receiver.url("/hook"))
         await store_predictions(conn, broken, [("CoinA", T0, 0.9)], default_url=None)
         await store_predictions(conn, fine, [("CoinA", T0, 0.9)], default_url=None)
-    async with running(_dispatcher(pool)):
+    async with running(quick_dispatcher(pool)):
         await wait_for(lambda: _all_settled(pool), what="both jobs settled")
     rows = await pool.fetch(
         "SELECT o.status, a.outcome, a.error FROM webhook_outbox o"

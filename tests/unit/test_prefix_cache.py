@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 from polars.testing import assert_frame_equal
 
-from actors.prefix_cache import PrefixCache, phase_filter
+from actors.prefix_cache import PrefixCache, RowsBefore, phase_filter
 from features.running import PREFIX_SCHEMA, prefix_state
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -53,12 +53,11 @@ def _expected(full: pl.DataFrame, window: pl.DataFrame, key: str) -> pl.DataFram
     return prefix_state(before.drop("boundary"))
 
 
-async def test_prefix_rolls_forward_like_a_full_recompute() -> None:
-    full = _history(coins=5, rows=160, seed=3)
-    loads: list[int] = []
+def _rows_before(full: pl.DataFrame, asked: list[list[str]]) -> RowsBefore:
+    """The rows-before read over an in-memory history, noting which coins were asked for."""
 
     async def rows_before(mints: Sequence[str], boundaries: Sequence[datetime]) -> pl.DataFrame:
-        loads.append(len(mints))
+        asked.append(sorted(mints))
         b = pl.DataFrame({"mint": list(mints), "boundary": list(boundaries)}).cast(
             {"boundary": full.schema["timestamp"]}
         )
@@ -67,6 +66,14 @@ async def test_prefix_rolls_forward_like_a_full_recompute() -> None:
             .filter(pl.col("timestamp") < pl.col("boundary"))
             .drop("boundary")
         )
+
+    return rows_before
+
+
+async def test_prefix_rolls_forward_like_a_full_recompute() -> None:
+    full = _history(coins=5, rows=160, seed=3)
+    asked: list[list[str]] = []
+    rows_before = _rows_before(full, asked)
 
     cache = PrefixCache(rows_before)
     ranked = full.with_columns(pl.int_range(pl.len()).over("mint").alias("_i"))
@@ -94,24 +101,14 @@ async def test_prefix_rolls_forward_like_a_full_recompute() -> None:
             assert_frame_equal(mine, want, check_exact=False, rel_tol=1e-12)
     # The database is asked at first sight and whenever the ticks jumped past the held
     # window (to 70, 100 and 150); small steps roll forward from rows already held.
-    assert loads == [5, 5, 5, 5]
+    assert [len(a) for a in asked] == [5, 5, 5, 5]
 
 
 async def test_a_coin_with_less_than_a_full_window_needs_no_database_read() -> None:
     """Fewer rows than asked for means every row up to the tick was loaded: no prefix."""
     full = _history(coins=3, rows=60, seed=5)
     asked: list[list[str]] = []
-
-    async def rows_before(mints: Sequence[str], boundaries: Sequence[datetime]) -> pl.DataFrame:
-        asked.append(sorted(mints))
-        b = pl.DataFrame({"mint": list(mints), "boundary": list(boundaries)}).cast(
-            {"boundary": full.schema["timestamp"]}
-        )
-        return (
-            full.join(b, on="mint")
-            .filter(pl.col("timestamp") < pl.col("boundary"))
-            .drop("boundary")
-        )
+    rows_before = _rows_before(full, asked)
 
     # coin0 has 60 rows, coin1 53, coin2 46: a 50-row window is full for coin0 and coin1.
     window = full.with_columns(pl.int_range(pl.len()).over("mint").alias("_i")).filter(
