@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -52,44 +52,50 @@ class ModelRuntime:
         """Same model file, new settings (threshold, webhooks, filters...)."""
         return build_runtime(row, self.model)
 
-    def due_at(self, data_timestamp: datetime) -> datetime:
-        """When the outcome is known: T + future_minutes (time-based), T itself (classic)."""
-        minutes = self.row["future_minutes"]
-        if self.row["target_kind"] == "time_based" and minutes:
-            return data_timestamp + timedelta(minutes=int(minutes))
-        return data_timestamp
-
-    def new_prediction(
+    def new_predictions(
         self,
-        tick: Tick,
-        probability: float,
-        tag: str,
-        snapshot: tuple[float | None, float | None],
+        ticks: Sequence[Tick],
+        probabilities: Sequence[float],
+        tags: Sequence[str],
+        snapshots: Sequence[tuple[float | None, float | None]],
         source: str = "stream",
-    ) -> NewPrediction:
+    ) -> list[NewPrediction]:
+        """The rows to store; what belongs to the model is looked up once, not per row."""
         r = self.row
-        return NewPrediction(
-            active_model_id=self.active_model_id,
-            model_id=int(r["model_id"]),
-            coin_id=tick.coin_id,
-            data_timestamp=tick.data_timestamp,
-            phase_id=tick.phase_id,
-            prediction=1 if probability >= 0.5 else 0,
-            probability=probability,
-            alert_threshold=float(r["alert_threshold"]),
-            tag=tag,
-            price_close_at_t=snapshot[0],
-            market_cap_at_t=snapshot[1],
-            target_kind=r["target_kind"],
-            target_variable=r["target_variable"],
-            target_operator=r["target_operator"],
-            target_value=r["target_value"],
-            future_minutes=r["future_minutes"],
-            price_change_percent=r["price_change_percent"],
-            target_direction=r["target_direction"],
-            source=source,
-            evaluation_due_at=self.due_at(tick.data_timestamp),
-        )
+        active_model_id, model_id = self.active_model_id, int(r["model_id"])
+        threshold = float(r["alert_threshold"])
+        kind, variable, operator = r["target_kind"], r["target_variable"], r["target_operator"]
+        value, minutes = r["target_value"], r["future_minutes"]
+        change, direction = r["price_change_percent"], r["target_direction"]
+        # The outcome is known at T + future_minutes (time-based), at T itself (classic).
+        ahead = timedelta(minutes=int(minutes)) if kind == "time_based" and minutes else None
+        return [
+            NewPrediction(
+                active_model_id,
+                model_id,
+                tick.coin_id,
+                tick.data_timestamp,
+                tick.phase_id,
+                1 if p >= 0.5 else 0,
+                p,
+                threshold,
+                tag,
+                close,
+                cap,
+                kind,
+                variable,
+                operator,
+                value,
+                minutes,
+                change,
+                direction,
+                source,
+                tick.data_timestamp + ahead if ahead is not None else tick.data_timestamp,
+            )
+            for tick, p, tag, (close, cap) in zip(
+                ticks, probabilities, tags, snapshots, strict=True
+            )
+        ]
 
 
 def build_runtime(row: Mapping[str, Any], model: LoadedModel) -> ModelRuntime:
@@ -146,8 +152,6 @@ def score(runtime: ModelRuntime, ticks: Sequence[Tick], rows: TickRows) -> Score
         return Scored([], np.empty(0), [], skipped)
     probabilities = runtime.model.predict_proba(matrix.values)[:, 1]
     kept = [ticks[i] for i in matrix.rows]
-    snapshots = [
-        (rows.value(keys[i], "price_close"), rows.value(keys[i], "market_cap_close"))
-        for i in matrix.rows
-    ]
-    return Scored(kept, probabilities, snapshots, skipped)
+    at = [keys[i] for i in matrix.rows]
+    closes, caps = rows.values_at(at, "price_close"), rows.values_at(at, "market_cap_close")
+    return Scored(kept, probabilities, list(zip(closes, caps, strict=True)), skipped)

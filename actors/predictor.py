@@ -171,11 +171,9 @@ class Predictor:
     ) -> list[StoredPrediction]:
         """Insert, update scan state and queue webhooks atomically."""
         threshold = float(runtime.row["alert_threshold"])
-        rows: list[NewPrediction] = []
-        for tick, p, snap in zip(
-            scored.ticks, scored.probabilities.tolist(), scored.snapshots, strict=True
-        ):
-            rows.append(runtime.new_prediction(tick, float(p), tag_for(p, threshold), snap, source))
+        probabilities = [float(p) for p in scored.probabilities.tolist()]
+        tags = [tag_for(p, threshold) for p in probabilities]
+        rows = runtime.new_predictions(scored.ticks, probabilities, tags, scored.snapshots, source)
         if _uses_caps(runtime) or _uses_ignore_windows(runtime):
             rows, stored, fresh, queued = await self._store_checked(runtime, rows, threshold)
         else:

@@ -201,12 +201,12 @@ class TickRows:
             ticks = [t for t, b in zip(ticks, bad, strict=True) if not b]
         return Matrix(values=np.ascontiguousarray(values), rows=ticks, skipped=sorted(skipped))
 
-    def value(self, key: tuple[str, datetime], column: str) -> float | None:
-        row = self.index.get(key)
-        if row is None or column not in self.columns:
-            return None
-        v = float(self.values[row, self.columns[column]])
-        return None if np.isnan(v) else v
+    def values_at(self, keys: Sequence[tuple[str, datetime]], column: str) -> list[float | None]:
+        """`value` for many keys at once (every key must have a row)."""
+        if column not in self.columns:
+            return [None] * len(keys)
+        picked = self.values[[self.index[k] for k in keys], self.columns[column]]
+        return [None if v != v else v for v in picked.tolist()]  # NaN (NULL) -> None
 
 
 def build_matrix(computed: pl.DataFrame, ticks: pl.DataFrame, spec: FeatureSpec) -> Matrix:
