@@ -22,11 +22,14 @@ from storage.predictions import NewPrediction, StoredPrediction
 _JOBS_WHERE = (
     "WHERE EXISTS (SELECT 1 FROM new WHERE new.coin_id = j.c AND new.data_timestamp = j.t)"
 )
-_SQL = f"""
-WITH new AS ({predictions.insert_sql()}),
+_SQL = {
+    shared: f"""
+WITH new AS ({predictions.insert_sql(shared=shared)}),
 jobs AS ({outbox.enqueue_sql(predictions.COLUMN_COUNT + 1, _JOBS_WHERE)})
 SELECT new.*, (SELECT count(*) FROM jobs) AS queued FROM new
 """
+    for shared in (False, True)
+}
 
 
 async def insert_with_jobs(
@@ -35,6 +38,8 @@ async def insert_with_jobs(
     """(the predictions this call inserted, how many jobs it queued)."""
     if not rows:
         return [], 0
-    result = await conn.fetch(_SQL, *predictions.column_arrays(rows), *outbox.job_arrays(jobs))
+    shared = predictions.shares_model_fields(rows)
+    args = (*predictions.parameters(rows, shared), *outbox.job_arrays(jobs))
+    result = await conn.fetch(_SQL[shared], *args)
     queued = int(result[0]["queued"]) if result else 0
     return predictions.stored(result), queued

@@ -88,3 +88,21 @@ async def test_a_failing_job_insert_stores_no_prediction(pool: asyncpg.Pool) -> 
             await insert_with_jobs(conn, [_row(model, "A", AT)], [bad])
         assert await conn.fetchval("SELECT count(*) FROM predictions") == 0
         assert await conn.fetchval("SELECT count(*) FROM webhook_outbox") == 0
+
+
+async def test_rows_of_two_models_in_one_call_keep_their_own_model_fields(
+    pool: asyncpg.Pool,
+) -> None:
+    """One model's rows send the model's fields once; mixed rows send them per row."""
+    async with pool.acquire() as conn:
+        first, second = await add_model(conn, 7), await add_model(conn, 8)
+        other = dataclasses.replace(
+            _row(second, "B", AT), model_id=8, alert_threshold=0.9, future_minutes=10
+        )
+        stored, _ = await insert_with_jobs(conn, [_row(first, "A", AT), other], [])
+        assert len(stored) == 2
+        rows = await conn.fetch(
+            "SELECT coin_id, active_model_id, model_id, alert_threshold, future_minutes"
+            " FROM predictions ORDER BY coin_id"
+        )
+        assert [tuple(r) for r in rows] == [("A", first, 7, 0.7, 5), ("B", second, 8, 0.9, 10)]
