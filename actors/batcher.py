@@ -14,7 +14,7 @@ it confirms.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import anyio
@@ -33,7 +33,7 @@ from actors.shared_features import SharedFeatures, tick_frame
 from actors.state import ServiceState
 from features.columns import BASE_COLUMNS
 from features.running import empty_prefix
-from storage import coin_metrics, cursor
+from storage import coin_metrics, cursor, outbox
 from storage.config import Settings
 
 log = structlog.get_logger(__name__)
@@ -51,8 +51,10 @@ class Batcher:
         batch_timeout: float,
         history_size: int,
         cursor_name: str = cursor.DEFAULT_NAME,
+        on_jobs_released: Callable[[], None] | None = None,
     ) -> None:
         self._pool = pool
+        self._on_jobs_released = on_jobs_released
         self._pages = pages
         self._bus = bus
         self._state = state
@@ -81,6 +83,7 @@ class Batcher:
         pages: MemoryObjectReceiveStream[TickPage],
         bus: BatchBus,
         state: ServiceState,
+        on_jobs_released: Callable[[], None] | None = None,
     ) -> Batcher:
         return cls(
             pool,
@@ -90,6 +93,7 @@ class Batcher:
             batch_size=settings.batch_size,
             batch_timeout=settings.batch_timeout_seconds,
             history_size=settings.feature_history_size,
+            on_jobs_released=on_jobs_released,
         )
 
     def request_stop(self) -> None:
@@ -102,6 +106,11 @@ class Batcher:
             64
         )
         self._confirm_send = confirm_send
+        async with self._pool.acquire() as conn:
+            # Jobs held by a batch of a previous run (or a crashed batcher): nothing waits
+            # for the rest of their tick any more.
+            if await outbox.release_all_held(conn) and self._on_jobs_released is not None:
+                self._on_jobs_released()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._confirm, confirm_receive)
             collector = anyio.CancelScope()
@@ -227,14 +236,26 @@ class Batcher:
             return await coin_metrics.load_rows_before(conn, mints, boundaries)
 
     async def _confirm(self, batches: MemoryObjectReceiveStream[tuple[Batch, datetime]]) -> None:
-        """Advance the durable cursor in batch order once each batch is fully committed."""
+        """Once each batch is fully committed, in batch order: release its webhook jobs
+        (every model's are in, so each coin tick goes out as one POST) and advance the
+        durable cursor, in one transaction. A crash before it re-reads the batch, and
+        its second run releases the jobs of the first."""
         async with batches:
             async for batch, newest in batches:
                 await batch.completion.wait()
                 self._in_flight -= 1
                 self._changed.set()
-                async with self._pool.acquire() as conn:
+                released = 0
+                async with self._pool.acquire() as conn, conn.transaction():
+                    if batch.completion.jobs_queued:
+                        released = await outbox.release_held(
+                            conn,
+                            [t.coin_id for t in batch.ticks],
+                            [t.data_timestamp for t in batch.ticks],
+                        )
                     self.cursor_position = await cursor.advance(
                         conn, batch.max_row_id, newest, self._cursor_name
                     )
+                if released and self._on_jobs_released is not None:
+                    self._on_jobs_released()
                 metrics.INTAKE_CURSOR.set({}, float(self.cursor_position))

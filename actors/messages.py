@@ -66,13 +66,14 @@ class Batch:
 class BatchCompletion:
     """Which predictors still owe an acknowledgement for one batch."""
 
-    __slots__ = ("_done", "_pending", "expected")
+    __slots__ = ("_done", "_pending", "expected", "jobs_queued")
 
     def __init__(self, expected: set[int]) -> None:
         import anyio
 
         self.expected = frozenset(expected)
         self._pending = set(expected)
+        self.jobs_queued = False  # some predictor queued webhook jobs for this batch
         self._done = anyio.Event()
         if not self._pending:
             self._done.set()

@@ -52,6 +52,7 @@ class Predictor:
         self._default_url = default_webhook_url
         self._poke = poke_webhooks
         self._stopping = False
+        self.queued = 0  # webhook jobs queued for the current batch
         self.key = runtime.active_model_id
         self._log = log.bind(active_model_id=self.key, model=runtime.name)
 
@@ -82,15 +83,22 @@ class Predictor:
                 batch = await self._next_batch(receive)
                 if batch is None:
                     return
+                self.queued = 0
                 try:
                     await self._process_with_retry(batch)
                 finally:
-                    batch.completion.ack(self.key)
+                    self._ack(batch)
         finally:
             # Acknowledges whatever was still owed, so the cursor never waits on us.
             self._bus.unsubscribe(self.key)
             receive.close()
             metrics.ACTIVE_MODELS.set({}, float(len(self._bus.subscriber_ids)))
+
+    def _ack(self, batch: Batch) -> None:
+        """Acknowledge the batch, telling the batcher whether it has held jobs to release."""
+        if self.queued:
+            batch.completion.jobs_queued = True
+        batch.completion.ack(self.key)
 
     async def _next_batch(self, receive: MemoryObjectReceiveStream[Batch]) -> Batch | None:
         while True:
@@ -175,14 +183,18 @@ class Predictor:
         tags = [tag_for(p, threshold) for p in probabilities]
         rows = runtime.new_predictions(scored.ticks, probabilities, tags, scored.snapshots, source)
         if _uses_caps(runtime) or _uses_ignore_windows(runtime):
-            rows, stored, fresh, queued = await self._store_checked(runtime, rows, threshold)
+            rows, stored, fresh, queued = await self._store_checked(
+                runtime, rows, threshold, held=source == "stream"
+            )
         else:
             # The common case: predictions and their jobs in one statement.
             jobs = webhook_jobs(
                 runtime.webhook, _reported(rows, threshold), default_url=self._default_url
             )
             async with self._pool.acquire() as conn:
-                stored, queued = await prediction_store.insert_with_jobs(conn, rows, jobs)
+                stored, queued = await prediction_store.insert_with_jobs(
+                    conn, rows, jobs, held=source == "stream"
+                )
             fresh = _fresh(rows, stored)
         now = time.time()
         for tag, count in Counter(r.tag for r in fresh).items():
@@ -191,12 +203,16 @@ class Predictor:
             metrics.PREDICTION_LAG.observe({}, max(now - r.data_timestamp.timestamp(), 0.0))
         if len(fresh) < len(rows):
             self._skip("already_predicted", len(rows) - len(fresh))
-        if queued and self._poke is not None:
+        self.queued += queued
+        if queued and source != "stream" and self._poke is not None:
+            # Not part of a batch (manual predictions): due now, wake the dispatcher.
+            # A batch's jobs are held until every model committed; the batcher
+            # releases them and wakes it (one POST per coin tick, all models).
             self._poke()
         return stored
 
     async def _store_checked(
-        self, runtime: ModelRuntime, rows: list[NewPrediction], threshold: float
+        self, runtime: ModelRuntime, rows: list[NewPrediction], threshold: float, *, held: bool
     ) -> tuple[list[NewPrediction], list[StoredPrediction], list[NewPrediction], int]:
         """With caps or ignore windows: read, insert and record in one transaction.
         Returns the rows kept by the caps, the stored ones, the new ones, jobs queued."""
@@ -209,7 +225,7 @@ class Predictor:
             jobs = webhook_jobs(
                 runtime.webhook, _reported(fresh, threshold), default_url=self._default_url
             )
-            queued = await outbox.enqueue(conn, jobs)
+            queued = await outbox.enqueue(conn, jobs, held=held)
         return rows, stored, fresh, queued
 
     async def _apply_caps(

@@ -101,7 +101,8 @@ class Service:
         assert self.database is not None
         dsn = self.database.dsn
         supervisor, state, bus = self.supervisor, self.state, self.bus
-        # Predictors poke the running dispatcher (whichever instance) after committing.
+        # The batcher pokes the running dispatcher (whichever instance) when it releases a
+        # batch's webhook jobs; predictors do for manual predictions.
         poke = poker(supervisor)
         context.services["webhooks_poke"] = poke
         context.services["supervisor"] = supervisor
@@ -135,7 +136,9 @@ class Service:
             batcher_starts += 1
             if batcher_starts > 1 and "poller" in supervisor.actor_names:
                 supervisor.actor("poller").rewind()
-            return Batcher.from_settings(settings, pool, page_receive, bus, state)
+            return Batcher.from_settings(
+                settings, pool, page_receive, bus, state, on_jobs_released=poke
+            )
 
         specs.append(
             ActorSpec(

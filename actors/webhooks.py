@@ -376,8 +376,9 @@ class WebhookDispatcher:
                 await self._wake.wait()
         self._wake = anyio.Event()
         if self._poked:
-            # Predictors of one batch commit within milliseconds of each other; a short
-            # pause lets their jobs for the same coin go out as one POST.
+            # A poke comes when jobs were released (a batch, all its models committed)
+            # or queued (a manual prediction); a short pause lets pokes close together
+            # share one claim.
             self._poked = False
             await anyio.sleep(self.coalesce_window)
 

@@ -93,15 +93,23 @@ class OutboxRow:
     last_attempt_at: datetime | None
 
 
-def enqueue_sql(first_param: int = 1, where: str = "") -> str:
+# A held job is due at 'infinity' until `release_held` makes it due: the predictors
+# of one batch commit one after another, and a tick's jobs must all be in before
+# the dispatcher claims any of them, or the tick goes out as several POSTs.
+HELD = "'infinity'::timestamptz"
+
+
+def enqueue_sql(first_param: int = 1, where: str = "", *, held: bool = False) -> str:
     """The idempotent multi-row INSERT of jobs, its arrays (see `job_arrays`) numbered
-    from `first_param`, with an optional WHERE over the job columns j(k, u, c, t, ...)."""
+    from `first_param`, with an optional WHERE over the job columns j(k, u, c, t, ...);
+    `held`: due only once released."""
     types = ("text", "text", "text", "timestamptz", "text", "text", "text")
     arrays = ", ".join(f"${first_param + i}::{t}[]" for i, t in enumerate(types))
+    due = f", {HELD}" if held else ", now()"
     return f"""
 INSERT INTO webhook_outbox (idempotency_key, target_url, coin_id, data_timestamp,
-                            active_model_ids, model_ids, payload)
-SELECT k, u, c, t, a::bigint[], m::bigint[], p::jsonb
+                            active_model_ids, model_ids, payload, next_attempt_at)
+SELECT k, u, c, t, a::bigint[], m::bigint[], p::jsonb{due}
 FROM unnest({arrays}) AS j(k, u, c, t, a, m, p)
 {where}
 ON CONFLICT (idempotency_key) DO NOTHING
@@ -109,7 +117,34 @@ RETURNING id
 """
 
 
-_ENQUEUE_SQL = enqueue_sql()
+_ENQUEUE_SQL = {held: enqueue_sql(held=held) for held in (False, True)}
+
+
+async def release_held(
+    conn: asyncpg.Connection, coins: Sequence[str], timestamps: Sequence[datetime]
+) -> int:
+    """Make the held jobs of these coin ticks due now (their batch is committed)."""
+    result = await conn.execute(
+        f"""
+        UPDATE webhook_outbox AS o SET next_attempt_at = now()
+        FROM unnest($1::text[], $2::timestamptz[]) AS t(coin_id, data_timestamp)
+        WHERE o.status = 'pending' AND o.next_attempt_at = {HELD}
+          AND o.coin_id = t.coin_id AND o.data_timestamp = t.data_timestamp
+        """,
+        list(coins),
+        list(timestamps),
+    )
+    return int(result.split()[-1])
+
+
+async def release_all_held(conn: asyncpg.Connection) -> int:
+    """Make every held job due: at start-up no batch is in flight, so none is waiting
+    for the rest of its tick (a batch interrupted by a crash is re-read anyway)."""
+    result = await conn.execute(
+        f"UPDATE webhook_outbox SET next_attempt_at = now()"
+        f" WHERE status = 'pending' AND next_attempt_at = {HELD}"
+    )
+    return int(result.split()[-1])
 
 
 def job_arrays(jobs: Sequence[OutboxJob]) -> list[list[Any]]:
@@ -133,15 +168,18 @@ def _int_array_literal(values: Sequence[int]) -> str:
     return "{" + ",".join(str(int(v)) for v in values) + "}"
 
 
-async def enqueue(conn: asyncpg.Connection, jobs: Sequence[OutboxJob]) -> int:
-    """Add jobs in the caller's transaction; returns how many were new.
+async def enqueue(
+    conn: asyncpg.Connection, jobs: Sequence[OutboxJob], *, held: bool = False
+) -> int:
+    """Add jobs in the caller's transaction (`held`: see `release_held`); returns how
+    many were new.
 
     A job whose idempotency key exists is skipped, so re-processing a tick never
     makes a second delivery.
     """
     if not jobs:
         return 0
-    rows = await conn.fetch(_ENQUEUE_SQL, *job_arrays(jobs))
+    rows = await conn.fetch(_ENQUEUE_SQL[held], *job_arrays(jobs))
     return len(rows)
 
 
@@ -266,7 +304,7 @@ _NEXT_DUE_SQL = """
 SELECT extract(epoch FROM (greatest(next_attempt_at, now()) - now()))::float8
 FROM webhook_outbox
 WHERE status = 'pending' AND (locked_until IS NULL OR locked_until <= now())
-  AND NOT (target_url = ANY($1::text[]))
+  AND NOT (target_url = ANY($1::text[])) AND next_attempt_at < 'infinity'::timestamptz
 ORDER BY next_attempt_at
 LIMIT 1
 """

@@ -23,23 +23,29 @@ _JOBS_WHERE = (
     "WHERE EXISTS (SELECT 1 FROM new WHERE new.coin_id = j.c AND new.data_timestamp = j.t)"
 )
 _SQL = {
-    shared: f"""
+    (shared, held): f"""
 WITH new AS ({predictions.insert_sql(shared=shared)}),
-jobs AS ({outbox.enqueue_sql(predictions.COLUMN_COUNT + 1, _JOBS_WHERE)})
+jobs AS ({outbox.enqueue_sql(predictions.COLUMN_COUNT + 1, _JOBS_WHERE, held=held)})
 SELECT new.*, (SELECT count(*) FROM jobs) AS queued FROM new
 """
     for shared in (False, True)
+    for held in (False, True)
 }
 
 
 async def insert_with_jobs(
-    conn: asyncpg.Connection, rows: Sequence[NewPrediction], jobs: Sequence[OutboxJob]
+    conn: asyncpg.Connection,
+    rows: Sequence[NewPrediction],
+    jobs: Sequence[OutboxJob],
+    *,
+    held: bool = False,
 ) -> tuple[list[StoredPrediction], int]:
-    """(the predictions this call inserted, how many jobs it queued)."""
+    """(the predictions this call inserted, how many jobs it queued); `held` jobs wait
+    for `outbox.release_held`."""
     if not rows:
         return [], 0
     shared = predictions.shares_model_fields(rows)
     args = (*predictions.parameters(rows, shared), *outbox.job_arrays(jobs))
-    result = await conn.fetch(_SQL[shared], *args)
+    result = await conn.fetch(_SQL[shared, held], *args)
     queued = int(result[0]["queued"]) if result else 0
     return predictions.stored(result), queued

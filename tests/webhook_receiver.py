@@ -160,9 +160,11 @@ async def store_predictions(
     ticks: Sequence[tuple[str, datetime, float]],
     *,
     default_url: str | None,
+    held: bool = False,
 ) -> int:
     """Insert predictions for (coin, data_timestamp, probability) and enqueue their jobs
-    in one transaction, as a predictor does; returns the number of new jobs."""
+    in one transaction, as a predictor does (`held`: as for a batch); returns the number
+    of new jobs."""
     async with conn.transaction():
         model = await load_webhook_model(conn, active_model_id)
         reported = [
@@ -197,7 +199,8 @@ async def store_predictions(
                 for r in reported
             ],
         )
-        return await outbox.enqueue(conn, webhook_jobs(model, reported, default_url=default_url))
+        jobs = webhook_jobs(model, reported, default_url=default_url)
+        return await outbox.enqueue(conn, jobs, held=held)
 
 
 def quick_dispatcher(pool: asyncpg.Pool, **overrides: Any) -> WebhookDispatcher:

@@ -151,6 +151,51 @@ async def test_every_active_model_predicts_each_tick_with_the_full_history_featu
         await conn.close()
 
 
+async def test_each_coin_tick_reaches_n8n_as_one_post_carrying_every_model(
+    pipeline_settings: Settings, db_dsn: str, tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    """CONTRACTS.md: one POST per URL and coin tick, with the predictions of all models."""
+    xgb = train_model("xgboost", FEATURES, seed=1, path=tmp_path / "xgb.pkl")
+    forest = train_model("random_forest", FEATURES, seed=2, path=tmp_path / "rf.pkl")
+    conn = await connect(db_dsn)
+    try:
+        models = [
+            await add_model(conn, xgb, "xgboost", 201, n8n_send_modes=["all"]),
+            await add_model(conn, forest, "random_forest", 202, n8n_send_modes=["all"]),
+            await add_model(conn, xgb, "xgboost", 203, n8n_send_modes=["all"]),
+        ]
+        configured = pipeline_settings.replace(n8n_webhook_url=receiver.url())
+        async with running_service(configured) as service:
+            await wait_for(lambda: _running(service, len(models)), what="three predictors")
+            rows = golden_rows(datetime.now(UTC))
+            for start in range(0, len(rows), 25):
+                await insert_rows(conn, rows[start : start + 25])
+            last = {r["mint"]: r["timestamp"] for r in rows}
+            await wait_for(
+                lambda: _predicted(conn, last, len(models)), timeout=30, what="all predictions"
+            )
+            await wait_for(
+                lambda: _outbox_settled(conn), timeout=30, what="every webhook delivered"
+            )
+        predicted = await conn.fetchval(
+            "SELECT count(DISTINCT (coin_id, data_timestamp)) FROM predictions"
+        )
+    finally:
+        await conn.close()
+    bodies = receiver.bodies()
+    ticks = [(b["coin_id"], b["timestamp"]) for b in bodies]
+    assert len(ticks) == len(set(ticks)) == predicted, "a coin tick was split or repeated"
+    for body in bodies:
+        carried = sorted(p["model"]["active_model_id"] for p in body["predictions"])
+        assert carried == sorted(models), (body["coin_id"], body["timestamp"], carried)
+
+
+async def _outbox_settled(conn: asyncpg.Connection) -> bool:
+    pending = await conn.fetchval("SELECT count(*) FROM webhook_outbox WHERE status <> 'delivered'")
+    total = await conn.fetchval("SELECT count(*) FROM webhook_outbox")
+    return bool(total) and pending == 0
+
+
 async def _running(service: Any, n: int) -> bool:
     return len([a for a in service.supervisor.actor_names if a.startswith("predictor-")]) == n
 

@@ -148,3 +148,27 @@ async def test_a_claim_says_whether_due_jobs_were_left_behind(pool: asyncpg.Pool
     assert sorted({j.coin_id for j in cut.jobs}) == ["Coin0", "Coin1"] and cut.full
     assert {j.coin_id for j in rest.jobs} == {"Coin2"} and len(rest.jobs) == 2
     assert not rest.full
+
+
+async def test_a_batchs_held_jobs_wait_until_the_batch_releases_them(pool: asyncpg.Pool) -> None:
+    """The first model's jobs of a tick must not go out before the second model's are in:
+    batch jobs are held until the batcher releases the batch's ticks."""
+    async with pool.acquire() as conn:
+        first = await insert_active_model(conn, 41)
+        second = await insert_active_model(conn, 42)
+        ticks = [("CoinA", T0, 0.9), ("CoinB", T0, 0.9)]
+        await store_predictions(conn, first, ticks, default_url=URL, held=True)
+        assert (await outbox.claim_due(conn, limit=10, lease_seconds=30)).jobs == []
+        assert await outbox.seconds_until_next_due(conn) is None
+        await store_predictions(conn, second, ticks, default_url=URL, held=True)
+        released = await outbox.release_held(conn, ["CoinA"], [T0])
+        assert released == 2
+        claimed = await outbox.claim_due(conn, limit=10, lease_seconds=30)
+        assert sorted((j.coin_id, j.active_model_ids) for j in claimed.jobs) == [
+            ("CoinA", (first,)),
+            ("CoinA", (second,)),
+        ]
+        # At start-up nothing waits for the rest of a tick: whatever is held goes out.
+        assert await outbox.release_all_held(conn) == 2
+        rest = await outbox.claim_due(conn, limit=10, lease_seconds=30)
+    assert sorted(j.coin_id for j in rest.jobs) == ["CoinB", "CoinB"]
