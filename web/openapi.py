@@ -466,7 +466,13 @@ OPERATIONS: tuple[Operation, ...] = (
         responses={400: "invalid filter"},
     ),
     # Webhooks
-    Operation("GET", "/api/webhooks/dead", "Webhook jobs that were given up", HOOKS, params=PAGE),
+    Operation(
+        "GET",
+        "/api/webhooks/dead",
+        "Webhook jobs that were given up",
+        HOOKS,
+        params=_empty_ok(PAGE),
+    ),
     Operation(
         "POST",
         "/api/webhooks/{job_id}/retry",

@@ -30,6 +30,7 @@ from storage.outbox import OutboxRow
 from storage.webhook_attempts import AttemptRow, model_status
 from web.context import ctx
 from web.errors import ApiError, bad_field, not_found, read_json_object
+from web.routes_predictions import int_param
 
 routes = web.RouteTableDef()
 
@@ -372,23 +373,12 @@ async def n8n_status(request: web.Request) -> web.Response:
     )
 
 
-def _page_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise bad_field(name, "must be an integer") from None
-    if not low <= value <= high:
-        raise bad_field(name, f"must be between {low} and {high}")
-    return value
-
-
 @routes.get("/api/webhooks/dead")
 async def dead_webhooks(request: web.Request) -> web.Response:
-    limit = _page_param(request, "limit", 50, 1, 1000)
-    offset = _page_param(request, "offset", 0, 0, 2**62)
+    # Like every list route: an empty value is absent, a bad one is a 400 naming it.
+    limit = int_param(request.query, "limit", low=1, high=1000, default=50)
+    offset = int_param(request.query, "offset", low=0, high=2**62, default=0)
+    assert limit is not None and offset is not None
     async with ctx(request).pool.acquire() as conn:
         total, jobs = await outbox.list_dead(conn, limit=limit, offset=offset)
     return web.json_response(

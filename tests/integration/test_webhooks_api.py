@@ -240,7 +240,9 @@ async def test_a_rejected_webhook_shows_in_n8n_status_and_the_dead_list_and_can_
             assert status == 200 and dead["total"] == 1
             assert dead["jobs"][0]["id"] == dead_job["id"]
             status, answer = await _call(http, "GET", f"{base}/api/webhooks/dead?limit=0")
-            assert status == 422 and answer["error"]["details"]["field"] == "limit"
+            assert status == 400 and answer["error"]["details"]["field"] == "limit"
+            status, empty = await _call(http, "GET", f"{base}/api/webhooks/dead?limit=&offset=")
+            assert status == 200 and empty["limit"] == 50 and empty["total"] == 1
 
             status, _ = await _call(http, "POST", f"{base}/api/webhooks/{dead_job['id']}/retry")
             assert status == 200
