@@ -286,20 +286,6 @@ async def claim_due(
     return Claim(jobs, bool(rows and rows[0]["more_due"]))
 
 
-async def claim(
-    conn: asyncpg.Connection,
-    *,
-    limit: int,
-    lease_seconds: float,
-    exclude_urls: Sequence[str] = (),
-) -> list[ClaimedJob]:
-    """`claim_due` without the `full` flag."""
-    result = await claim_due(
-        conn, limit=limit, lease_seconds=lease_seconds, exclude_urls=exclude_urls
-    )
-    return result.jobs
-
-
 _NEXT_DUE_SQL = """
 SELECT extract(epoch FROM (greatest(next_attempt_at, now()) - now()))::float8
 FROM webhook_outbox
@@ -363,45 +349,6 @@ async def settle(conn: asyncpg.Connection, settlements: Sequence[Settlement]) ->
         [s.status_code for s in settlements],
     )
     return sorted(r["id"] for r in rows)
-
-
-async def _settle(
-    conn: asyncpg.Connection,
-    leases: Sequence[Lease],
-    status: JobStatus,
-    delay_seconds: float,
-    error: str | None,
-    status_code: int | None,
-) -> list[int]:
-    return await settle(
-        conn, [Settlement(lease, status, delay_seconds, error, status_code) for lease in leases]
-    )
-
-
-async def mark_delivered(
-    conn: asyncpg.Connection, leases: Sequence[Lease], *, status_code: int | None
-) -> list[int]:
-    """The receiver accepted the jobs; returns the ids this lease still held."""
-    return await _settle(conn, leases, "delivered", 0.0, None, status_code)
-
-
-async def retry_at(
-    conn: asyncpg.Connection,
-    leases: Sequence[Lease],
-    *,
-    delay_seconds: float,
-    error: str,
-    status_code: int | None,
-) -> list[int]:
-    """Count the attempt and make the jobs due again after `delay_seconds`."""
-    return await _settle(conn, leases, "pending", delay_seconds, error, status_code)
-
-
-async def mark_dead(
-    conn: asyncpg.Connection, leases: Sequence[Lease], *, error: str, status_code: int | None
-) -> list[int]:
-    """Give the jobs up: they stay visible in the dead list until retried by hand."""
-    return await _settle(conn, leases, "dead", 0.0, error, status_code)
 
 
 async def release(conn: asyncpg.Connection, leases: Sequence[Lease]) -> list[int]:

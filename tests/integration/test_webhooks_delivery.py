@@ -412,7 +412,7 @@ async def test_jobs_of_a_crashed_dispatcher_come_back_after_its_lease(
         model = await insert_active_model(conn, 41, n8n_webhook_url=receiver.url("/hook"))
         await store_predictions(conn, model, [("CoinA", T0, 0.9)], default_url=None)
         # A dispatcher claims the job and dies before sending it.
-        [claimed] = await outbox.claim(conn, limit=10, lease_seconds=0.5)
+        [claimed] = (await outbox.claim_due(conn, limit=10, lease_seconds=0.5)).jobs
     started = time.monotonic()
     async with running(quick_dispatcher(pool)):
         await wait_for(lambda: _all_settled(pool), what="delivery after the lease")

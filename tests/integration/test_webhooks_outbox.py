@@ -50,7 +50,7 @@ async def test_concurrent_claims_never_hand_out_the_same_job(pool: asyncpg.Pool)
         mine: list[int] = []
         while True:
             async with pool.acquire() as conn:
-                jobs = await outbox.claim(conn, limit=7, lease_seconds=30)
+                jobs = (await outbox.claim_due(conn, limit=7, lease_seconds=30)).jobs
             if not jobs:
                 break
             mine.extend(j.id for j in jobs)
@@ -68,24 +68,24 @@ async def test_expired_lease_returns_the_job_and_fences_the_old_holder(pool: asy
     async with pool.acquire() as conn:
         model = await insert_active_model(conn, 41)
         await store_predictions(conn, model, [("CoinA", T0, 0.9)], default_url=URL)
-        first = await outbox.claim(conn, limit=10, lease_seconds=0.2)
+        first = (await outbox.claim_due(conn, limit=10, lease_seconds=0.2)).jobs
         assert len(first) == 1
-        assert await outbox.claim(conn, limit=10, lease_seconds=30) == []
+        assert (await outbox.claim_due(conn, limit=10, lease_seconds=30)).jobs == []
         second = await wait_for(
-            lambda: outbox.claim(conn, limit=10, lease_seconds=30), what="lease expiry"
+            lambda: _claim(conn, limit=10, lease_seconds=30), what="lease expiry"
         )
         assert [j.id for j in second] == [first[0].id]
         # The crashed holder comes back late: its write is refused, the new holder's counts.
-        assert await outbox.mark_delivered(conn, [first[0].lease], status_code=200) == []
-        assert await outbox.retry_at(
-            conn, [second[0].lease], delay_seconds=60, error="boom", status_code=503
-        ) == [first[0].id]
+        delivered = outbox.Settlement(first[0].lease, "delivered", status_code=200)
+        assert await outbox.settle(conn, [delivered]) == []
+        retry = outbox.Settlement(second[0].lease, "pending", 60, "boom", 503)
+        assert await outbox.settle(conn, [retry]) == [first[0].id]
         row = await outbox.get_job(conn, first[0].id)
         assert row is not None
         assert (row.status, row.attempts, row.last_status_code) == ("pending", 1, 503)
         assert row.next_attempt_at > datetime.now(UTC) + timedelta(seconds=50)
         # Not due yet: nothing to claim, and the next due time is about a minute away.
-        assert await outbox.claim(conn, limit=10, lease_seconds=30) == []
+        assert (await outbox.claim_due(conn, limit=10, lease_seconds=30)).jobs == []
         wait = await outbox.seconds_until_next_due(conn)
         assert wait is not None and 50 < wait <= 60
         assert await outbox.outbox_depth(conn) == 1
@@ -97,8 +97,10 @@ async def test_dead_jobs_are_listed_and_can_be_requeued(pool: asyncpg.Pool) -> N
         b = await insert_active_model(conn, 42)
         await store_predictions(conn, a, [("CoinA", T0, 0.9)], default_url=URL)
         await store_predictions(conn, b, [("CoinB", T0, 0.9)], default_url=URL)
-        jobs = await outbox.claim(conn, limit=10, lease_seconds=30)
-        await outbox.mark_dead(conn, [j.lease for j in jobs], error="HTTP 400", status_code=400)
+        jobs = (await outbox.claim_due(conn, limit=10, lease_seconds=30)).jobs
+        await outbox.settle(
+            conn, [outbox.Settlement(j.lease, "dead", 0, "HTTP 400", 400) for j in jobs]
+        )
         total, dead = await outbox.list_dead(conn, limit=1, offset=0)
         total_a, dead_a = await outbox.list_dead(conn, limit=10, offset=0, active_model_id=a)
         assert total == 2 and len(dead) == 1
@@ -106,7 +108,7 @@ async def test_dead_jobs_are_listed_and_can_be_requeued(pool: asyncpg.Pool) -> N
         assert await outbox.requeue_dead(conn, dead_a[0].id) == "requeued"
         assert await outbox.requeue_dead(conn, dead_a[0].id) == "not_dead"
         assert await outbox.requeue_dead(conn, 999_999) == "not_found"
-        again = await outbox.claim(conn, limit=10, lease_seconds=30)
+        again = (await outbox.claim_due(conn, limit=10, lease_seconds=30)).jobs
         assert [j.id for j in again] == [dead_a[0].id]
         assert again[0].attempts == 0
 
@@ -120,8 +122,8 @@ async def test_a_claim_takes_every_models_job_of_a_coin_tick_together(pool: asyn
         coins = [f"Coin{i}" for i in range(20)]
         await store_predictions(conn, first, [(c, T0, 0.9) for c in coins], default_url=URL)
         await store_predictions(conn, second, [(c, T0, 0.2) for c in coins], default_url=URL)
-        jobs = await outbox.claim(conn, limit=1, lease_seconds=30)
-        again = await outbox.claim(conn, limit=1, lease_seconds=30)
+        jobs = (await outbox.claim_due(conn, limit=1, lease_seconds=30)).jobs
+        again = (await outbox.claim_due(conn, limit=1, lease_seconds=30)).jobs
     assert {(j.coin_id, j.active_model_ids) for j in jobs} == {
         ("Coin0", (first,)),
         ("Coin0", (second,)),
@@ -172,3 +174,9 @@ async def test_a_batchs_held_jobs_wait_until_the_batch_releases_them(pool: async
         assert await outbox.release_all_held(conn) == 2
         rest = await outbox.claim_due(conn, limit=10, lease_seconds=30)
     assert sorted(j.coin_id for j in rest.jobs) == ["CoinB", "CoinB"]
+
+
+async def _claim(
+    conn: asyncpg.Connection, *, limit: int, lease_seconds: float
+) -> list[outbox.ClaimedJob]:
+    return (await outbox.claim_due(conn, limit=limit, lease_seconds=lease_seconds)).jobs
