@@ -53,10 +53,9 @@ class HistoryCache:
         after: list[datetime | None] = []
         for tick in ticks:
             newest = self._newest.get(tick.coin_id)
-            behind = newest is not None and (
-                oldest_seen.get(tick.coin_id, tick.data_timestamp) <= newest
-                or tick.data_timestamp <= newest
-            )
+            # The tick itself is among the ticks seen, so this covers it too.
+            oldest = min(oldest_seen.get(tick.coin_id, tick.data_timestamp), tick.data_timestamp)
+            behind = newest is not None and oldest <= newest
             after.append(None if newest is None or behind else newest)
         self.reads_delta += sum(1 for a in after if a is not None)
         self.reads_full += sum(1 for a in after if a is None)

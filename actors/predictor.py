@@ -232,14 +232,14 @@ class Predictor:
         self, conn: asyncpg.Connection, runtime: ModelRuntime, rows: list[NewPrediction]
     ) -> list[NewPrediction]:
         """Drop predictions whose coin already has the maximum of open ones with that tag."""
+        if not rows or not _uses_caps(runtime):
+            return rows
         row = runtime.row
         caps = {
             "negative": int(row["max_open_negative"]),
             "positive": int(row["max_open_positive"]),
             "alert": int(row["max_open_alert"]),
         }
-        if not rows or not _uses_caps(runtime):
-            return rows
         counts = await predictions.open_counts(conn, self.key, [r.coin_id for r in rows])
         kept = []
         for r in rows:

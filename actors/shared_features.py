@@ -76,14 +76,14 @@ def rows_for(
     then only that row is computed (`features.last_row`). Any other tick falls
     back to computing the whole window with Polars.
     """
+    own, seed = _inputs(history, prefix, phase_key)
     if ticks is not None:
-        own, seed = _inputs(history, prefix, phase_key)
         last = TickRows.from_last(spec.compute_shared_last(own, seed=seed))
         coins = {mint for mint, _ in last.index}
         wanted = zip(ticks["mint"].to_list(), ticks["timestamp"].to_list(), strict=True)
         if all(key in last.index or key[0] not in coins for key in wanted):
             return last
-    return TickRows.from_frame(compute_for(spec, history, prefix, phase_key, ticks))
+    return TickRows.from_frame(_computed(spec, own, seed, ticks))
 
 
 def tick_frame(ticks: Sequence[Tick]) -> pl.DataFrame:
@@ -107,6 +107,12 @@ def compute_for(
     model reads, so each model's matrix is built from a few rows, not the history.
     """
     own, seed = _inputs(history, prefix, phase_key)
+    return _computed(spec, own, seed, ticks)
+
+
+def _computed(
+    spec: FeatureSpec, own: pl.DataFrame, seed: pl.DataFrame | None, ticks: pl.DataFrame | None
+) -> pl.DataFrame:
     computed = spec.compute_shared(own, seed=seed)
     if ticks is None:
         return computed
