@@ -8,7 +8,9 @@ downstream is slow, batches grow instead of queues.
 
 The durable cursor advances here, in batch order, only after every predictor
 acknowledged the batch (its predictions are committed): never before the work
-it confirms.
+it confirms. The batch's webhook jobs are queued in the same transaction, one
+per URL and coin tick with every model's prediction (CONTRACTS.md section 4:
+one POST per URL and processed coin).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from actors.messages import Batch, BatchCompletion, Tick, TickPage
 from actors.prefix_cache import PrefixCache
 from actors.shared_features import SharedFeatures, tick_frame
 from actors.state import ServiceState
+from actors.webhook_payload import tick_jobs
 from features.columns import BASE_COLUMNS
 from features.running import empty_prefix
 from storage import coin_metrics, cursor, outbox
@@ -51,10 +54,10 @@ class Batcher:
         batch_timeout: float,
         history_size: int,
         cursor_name: str = cursor.DEFAULT_NAME,
-        on_jobs_released: Callable[[], None] | None = None,
+        on_jobs_queued: Callable[[], None] | None = None,
     ) -> None:
         self._pool = pool
-        self._on_jobs_released = on_jobs_released
+        self._on_jobs_queued = on_jobs_queued
         self._pages = pages
         self._bus = bus
         self._state = state
@@ -83,7 +86,7 @@ class Batcher:
         pages: MemoryObjectReceiveStream[TickPage],
         bus: BatchBus,
         state: ServiceState,
-        on_jobs_released: Callable[[], None] | None = None,
+        on_jobs_queued: Callable[[], None] | None = None,
     ) -> Batcher:
         return cls(
             pool,
@@ -93,7 +96,7 @@ class Batcher:
             batch_size=settings.batch_size,
             batch_timeout=settings.batch_timeout_seconds,
             history_size=settings.feature_history_size,
-            on_jobs_released=on_jobs_released,
+            on_jobs_queued=on_jobs_queued,
         )
 
     def request_stop(self) -> None:
@@ -106,11 +109,6 @@ class Batcher:
             64
         )
         self._confirm_send = confirm_send
-        async with self._pool.acquire() as conn:
-            # Jobs held by a batch of a previous run (or a crashed batcher): nothing waits
-            # for the rest of their tick any more.
-            if await outbox.release_all_held(conn) and self._on_jobs_released is not None:
-                self._on_jobs_released()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._confirm, confirm_receive)
             collector = anyio.CancelScope()
@@ -236,26 +234,23 @@ class Batcher:
             return await coin_metrics.load_rows_before(conn, mints, boundaries)
 
     async def _confirm(self, batches: MemoryObjectReceiveStream[tuple[Batch, datetime]]) -> None:
-        """Once each batch is fully committed, in batch order: release its webhook jobs
-        (every model's are in, so each coin tick goes out as one POST) and advance the
-        durable cursor, in one transaction. A crash before it re-reads the batch, and
-        its second run releases the jobs of the first."""
+        """Once each batch is fully committed, in batch order: queue its webhook jobs
+        (every model's items are in, so each coin tick is one job) and advance the
+        durable cursor, in one transaction. A crash before it re-reads the batch,
+        whose second run rebuilds the items from the stored predictions."""
         async with batches:
             async for batch, newest in batches:
                 await batch.completion.wait()
                 self._in_flight -= 1
                 self._changed.set()
-                released = 0
+                jobs = tick_jobs(batch.completion.webhook_items)
+                queued = 0
                 async with self._pool.acquire() as conn, conn.transaction():
-                    if batch.completion.jobs_queued:
-                        released = await outbox.release_held(
-                            conn,
-                            [t.coin_id for t in batch.ticks],
-                            [t.data_timestamp for t in batch.ticks],
-                        )
+                    if jobs:
+                        queued = await outbox.enqueue(conn, jobs)
                     self.cursor_position = await cursor.advance(
                         conn, batch.max_row_id, newest, self._cursor_name
                     )
-                if released and self._on_jobs_released is not None:
-                    self._on_jobs_released()
+                if queued and self._on_jobs_queued is not None:
+                    self._on_jobs_queued()
                 metrics.INTAKE_CURSOR.set({}, float(self.cursor_position))

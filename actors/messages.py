@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     import polars as pl
 
     from actors.shared_features import SharedFeatures
+    from actors.webhook_payload import WebhookItem
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,14 +67,16 @@ class Batch:
 class BatchCompletion:
     """Which predictors still owe an acknowledgement for one batch."""
 
-    __slots__ = ("_done", "_pending", "expected", "jobs_queued")
+    __slots__ = ("_done", "_pending", "expected", "webhook_items")
 
     def __init__(self, expected: set[int]) -> None:
         import anyio
 
         self.expected = frozenset(expected)
         self._pending = set(expected)
-        self.jobs_queued = False  # some predictor queued webhook jobs for this batch
+        # What the predictors want sent for this batch (actors.webhook_payload.WebhookItem);
+        # the batcher queues them, one job per URL and coin tick, with the cursor move.
+        self.webhook_items: list[WebhookItem] = []
         self._done = anyio.Event()
         if not self._pending:
             self._done.set()

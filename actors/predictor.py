@@ -2,9 +2,11 @@
 
 Per batch: filters (phases, coin whitelist, ignore windows, caps of open
 predictions), the feature matrix and `predict_proba` for all eligible coins at
-once in a worker thread, one multi-row idempotent insert, the scan state and
-the webhook jobs in the same transaction, then the acknowledgement that lets
-the intake cursor move. A new model object or new settings (hot reload) are
+once, one multi-row idempotent insert (with the scan state in the same
+transaction when ignore windows are on), then the acknowledgement that lets
+the intake cursor move. The acknowledgement carries the model's webhook items:
+the batcher queues every model's items of a coin tick as one job, in the
+transaction that moves the cursor. A new model object or new settings (hot reload) are
 swapped in between batches, never during one.
 """
 
@@ -26,7 +28,13 @@ from actors.batch_bus import BatchBus
 from actors.messages import Batch, Tick
 from actors.model_runtime import ModelRuntime, Scored, score
 from actors.offload import run_cpu
-from actors.webhook_payload import ReportedPrediction, tag_for, webhook_jobs
+from actors.webhook_payload import (
+    ReportedPrediction,
+    WebhookItem,
+    tag_for,
+    webhook_items,
+    webhook_jobs,
+)
 from storage import outbox, prediction_store, predictions, scan_state
 from storage.predictions import NewPrediction, StoredPrediction
 
@@ -52,7 +60,7 @@ class Predictor:
         self._default_url = default_webhook_url
         self._poke = poke_webhooks
         self._stopping = False
-        self.queued = 0  # webhook jobs queued for the current batch
+        self._items: list[WebhookItem] = []  # webhook items of the current batch
         self.key = runtime.active_model_id
         self._log = log.bind(active_model_id=self.key, model=runtime.name)
 
@@ -83,7 +91,6 @@ class Predictor:
                 batch = await self._next_batch(receive)
                 if batch is None:
                     return
-                self.queued = 0
                 try:
                     await self._process_with_retry(batch)
                 finally:
@@ -95,9 +102,9 @@ class Predictor:
             metrics.ACTIVE_MODELS.set({}, float(len(self._bus.subscriber_ids)))
 
     def _ack(self, batch: Batch) -> None:
-        """Acknowledge the batch, telling the batcher whether it has held jobs to release."""
-        if self.queued:
-            batch.completion.jobs_queued = True
+        """Acknowledge the batch, handing over its webhook items."""
+        batch.completion.webhook_items.extend(self._items)
+        self._items = []
         batch.completion.ack(self.key)
 
     async def _next_batch(self, receive: MemoryObjectReceiveStream[Batch]) -> Batch | None:
@@ -115,6 +122,7 @@ class Predictor:
 
     async def _process_with_retry(self, batch: Batch) -> None:
         for attempt in range(1, BATCH_ATTEMPTS + 1):
+            self._items = []  # a retry rebuilds what the failed attempt stored
             try:
                 await self.process(batch)
                 return
@@ -140,7 +148,8 @@ class Predictor:
             self._log = log.bind(active_model_id=self.key, model=self._runtime.name)
         runtime = self._runtime
         started = time.perf_counter()
-        ticks = self._eligible(runtime, batch.ticks)
+        wanted = self._eligible(runtime, batch.ticks)
+        ticks = wanted
         if ticks and _uses_ignore_windows(runtime):
             async with self._pool.acquire() as conn:
                 ignored = await scan_state.ignored_until(conn, self.key, [t.coin_id for t in ticks])
@@ -150,15 +159,46 @@ class Predictor:
                 ]
                 self._skip("ignore_window", len(ticks) - len(kept))
                 ticks = kept
-        if not ticks:
-            return []
-        rows = await batch.features.get(runtime.spec, runtime.phase_key)
-        scored = await run_cpu(len(ticks), score, runtime, ticks, rows)
-        for _tick, reason in scored.skipped:
-            self._skip(reason.replace(" ", "_"), 1)
-        stored = await self.store(runtime, scored)
+        stored: list[StoredPrediction] = []
+        if ticks:
+            rows = await batch.features.get(runtime.spec, runtime.phase_key)
+            scored = await run_cpu(len(ticks), score, runtime, ticks, rows)
+            for _tick, reason in scored.skipped:
+                self._skip(reason.replace(" ", "_"), 1)
+            stored = await self.store(runtime, scored)
+        if len(stored) < len(wanted):
+            await self._report_stored_before(runtime, wanted, stored)
         metrics.PREDICT_SECONDS.observe({"model": str(self.key)}, time.perf_counter() - started)
         return stored
+
+    async def _report_stored_before(
+        self, runtime: ModelRuntime, wanted: list[Tick], stored: list[StoredPrediction]
+    ) -> None:
+        """Webhook items for the ticks of this batch the model had predicted already.
+
+        Normally none: this is a batch processed again after its first run
+        committed predictions but not the cursor move (a crash, a stop). Those
+        predictions were never sent, because jobs are queued with the cursor move;
+        the tick's idempotency key drops the job if it was queued after all.
+        """
+        if not runtime.webhook.n8n_enabled:
+            return
+        new = {(s.coin_id, s.data_timestamp) for s in stored}
+        missing = [t for t in wanted if (t.coin_id, t.data_timestamp) not in new]
+        async with self._pool.acquire() as conn:
+            reports = await predictions.stored_stream_reports(
+                conn,
+                self.key,
+                [t.coin_id for t in missing],
+                [t.data_timestamp for t in missing],
+            )
+        self._items.extend(
+            webhook_items(
+                runtime.webhook,
+                [ReportedPrediction(*r) for r in reports],
+                default_url=self._default_url,
+            )
+        )
 
     def _eligible(self, runtime: ModelRuntime, ticks: tuple[Tick, ...]) -> list[Tick]:
         phases = runtime.phases
@@ -177,25 +217,36 @@ class Predictor:
     async def store(
         self, runtime: ModelRuntime, scored: Scored, source: str = "stream"
     ) -> list[StoredPrediction]:
-        """Insert, update scan state and queue webhooks atomically."""
+        """Insert (with the scan state, and the webhook jobs of manual predictions)
+        atomically; a batch's webhook items go to the batcher with the acknowledgement."""
         threshold = float(runtime.row["alert_threshold"])
         probabilities = [float(p) for p in scored.probabilities.tolist()]
         tags = [tag_for(p, threshold) for p in probabilities]
         rows = runtime.new_predictions(scored.ticks, probabilities, tags, scored.snapshots, source)
+        manual = source != "stream"
+        queued = 0
         if _uses_caps(runtime) or _uses_ignore_windows(runtime):
             rows, stored, fresh, queued = await self._store_checked(
-                runtime, rows, threshold, held=source == "stream"
+                runtime, rows, threshold, queue_jobs=manual
             )
-        else:
-            # The common case: predictions and their jobs in one statement.
+        elif manual:
             jobs = webhook_jobs(
                 runtime.webhook, _reported(rows, threshold), default_url=self._default_url
             )
             async with self._pool.acquire() as conn:
-                stored, queued = await prediction_store.insert_with_jobs(
-                    conn, rows, jobs, held=source == "stream"
-                )
+                stored, queued = await prediction_store.insert_with_jobs(conn, rows, jobs)
             fresh = _fresh(rows, stored)
+        else:
+            # The common case: the predictions in one statement, the jobs come later.
+            async with self._pool.acquire() as conn:
+                stored = await predictions.insert_predictions(conn, rows)
+            fresh = _fresh(rows, stored)
+        if not manual:
+            self._items.extend(
+                webhook_items(
+                    runtime.webhook, _reported(fresh, threshold), default_url=self._default_url
+                )
+            )
         now = time.time()
         for tag, count in Counter(r.tag for r in fresh).items():
             metrics.PREDICTIONS.add({"model": str(self.key), "tag": tag}, count)
@@ -203,29 +254,33 @@ class Predictor:
             metrics.PREDICTION_LAG.observe({}, max(now - r.data_timestamp.timestamp(), 0.0))
         if len(fresh) < len(rows):
             self._skip("already_predicted", len(rows) - len(fresh))
-        self.queued += queued
-        if queued and source != "stream" and self._poke is not None:
+        if queued and self._poke is not None:
             # Not part of a batch (manual predictions): due now, wake the dispatcher.
-            # A batch's jobs are held until every model committed; the batcher
-            # releases them and wakes it (one POST per coin tick, all models).
             self._poke()
         return stored
 
     async def _store_checked(
-        self, runtime: ModelRuntime, rows: list[NewPrediction], threshold: float, *, held: bool
+        self,
+        runtime: ModelRuntime,
+        rows: list[NewPrediction],
+        threshold: float,
+        *,
+        queue_jobs: bool,
     ) -> tuple[list[NewPrediction], list[StoredPrediction], list[NewPrediction], int]:
         """With caps or ignore windows: read, insert and record in one transaction.
         Returns the rows kept by the caps, the stored ones, the new ones, jobs queued."""
+        queued = 0
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await self._apply_caps(conn, runtime, rows)
             stored = await predictions.insert_predictions(conn, rows)
             fresh = _fresh(rows, stored)
             if _uses_ignore_windows(runtime):
                 await scan_state.record(conn, self.key, [_scan(runtime, r) for r in fresh])
-            jobs = webhook_jobs(
-                runtime.webhook, _reported(fresh, threshold), default_url=self._default_url
-            )
-            queued = await outbox.enqueue(conn, jobs, held=held)
+            if queue_jobs:
+                jobs = webhook_jobs(
+                    runtime.webhook, _reported(fresh, threshold), default_url=self._default_url
+                )
+                queued = await outbox.enqueue(conn, jobs)
         return rows, stored, fresh, queued
 
     async def _apply_caps(

@@ -137,7 +137,7 @@ class Service:
             if batcher_starts > 1 and "poller" in supervisor.actor_names:
                 supervisor.actor("poller").rewind()
             return Batcher.from_settings(
-                settings, pool, page_receive, bus, state, on_jobs_released=poke
+                settings, pool, page_receive, bus, state, on_jobs_queued=poke
             )
 
         specs.append(

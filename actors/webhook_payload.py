@@ -1,8 +1,10 @@
 """What a webhook says and to whom: tags, send modes, the n8n payload, outbox jobs.
 
-Pure functions, no I/O. The predictors call `webhook_jobs` inside the
-transaction that inserts their predictions and hand the result to
-`storage.outbox.enqueue`, so a job exists exactly when its predictions do.
+Pure functions, no I/O. Predictors turn their stored predictions into
+`webhook_items`; the batcher merges every model's items of a batch with
+`tick_jobs` (one job per URL and coin tick) and queues them in the transaction
+that moves the intake cursor. Manual predictions queue `webhook_jobs` with
+their predictions.
 The payload shape is fixed by CONTRACTS.md section 4 (n8n workflows read it).
 """
 
@@ -11,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from storage.outbox import OutboxJob
+from storage.outbox import ModelSnapshot, OutboxJob
 from web.context import VERSION
 
 SERVICE_NAME = "pump-predictor"
@@ -164,6 +167,46 @@ def model_json(model: WebhookModel) -> str:
     return text
 
 
+_SNAPSHOT_CACHE: dict[str, ModelSnapshot] = {}
+
+
+def model_snapshot(model: WebhookModel) -> ModelSnapshot:
+    """The model's JSON text and its key (SHA-256), as jobs refer to it."""
+    text = model_json(model)
+    snapshot = _SNAPSHOT_CACHE.get(text)
+    if snapshot is None:
+        if len(_SNAPSHOT_CACHE) >= _MODEL_JSON_CACHE_SIZE:
+            _SNAPSHOT_CACHE.clear()
+        snapshot = ModelSnapshot(hashlib.sha256(text.encode()).hexdigest(), text)
+        _SNAPSHOT_CACHE[text] = snapshot
+    return snapshot
+
+
+def snapshot_reference(key: str) -> str:
+    """What a stored job holds in place of a model object (see `expand_snapshots`)."""
+    return f'{{"snapshot":"{key}"}}'
+
+
+# Our compact form and PostgreSQL's jsonb text output ({"snapshot": "..."}) alike.
+_REFERENCE = re.compile(r'\{\s*"snapshot"\s*:\s*"([0-9a-f]{64})"\s*\}')
+
+
+def snapshot_keys(items_json: str) -> set[str]:
+    """The snapshot keys a stored job's items refer to."""
+    return set(_REFERENCE.findall(items_json))
+
+
+def expand_snapshots(items_json: str, models: Mapping[str, str]) -> str:
+    """Items text with every snapshot reference replaced by the model's JSON text.
+
+    Raises KeyError naming a key that `models` lacks: sending a reference instead
+    of the model would break the receiver's contract.
+    """
+    if '"snapshot"' not in items_json:
+        return items_json
+    return _REFERENCE.sub(lambda m: models[m.group(1)], items_json)
+
+
 def _float_json(value: float) -> str:
     """A float exactly as json.dumps writes it (repr); NaN and infinities are refused."""
     number = float(value)
@@ -257,6 +300,68 @@ def _key(url: str, coin_id: str, timestamp: str, active_model_id: int) -> str:
     return hashlib.sha256(f"{url}|{coin_id}|{timestamp}|{active_model_id}".encode()).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookItem:
+    """One model's prediction of one coin tick, ready to be sent to one URL.
+
+    Items of every model of a batch are merged per URL and coin tick into one
+    job (`tick_jobs`), so each coin tick is one outbox row and one POST.
+    """
+
+    target_url: str
+    coin_id: str
+    data_timestamp: datetime
+    timestamp: str  # iso_timestamp(data_timestamp)
+    active_model_id: int
+    model_id: int
+    item_json: str  # the entry of payload.predictions, its model as a snapshot reference
+    is_alert: bool
+    snapshot: ModelSnapshot
+
+
+def webhook_items(
+    model: WebhookModel, predictions: Sequence[ReportedPrediction], *, default_url: str | None
+) -> list[WebhookItem]:
+    """The items a model sends for these predictions: none when its webhooks are off,
+    no URL is configured, or its send modes exclude the tag."""
+    url = target_url(model, default_url)
+    if not model.n8n_enabled or url is None:
+        return []
+    snapshot = model_snapshot(model)
+    reference = snapshot_reference(snapshot.key)
+    return [
+        WebhookItem(
+            url,
+            p.coin_id,
+            p.data_timestamp,
+            iso_timestamp(p.data_timestamp),
+            model.active_model_id,
+            model.model_id,
+            _item_json(reference, p),
+            p.tag == TAG_ALERT,
+            snapshot,
+        )
+        for p in predictions
+        if matches_send_modes(model.n8n_send_modes, p.tag)
+    ]
+
+
+def tick_key(url: str, coin_id: str, timestamp: str) -> str:
+    """Idempotency key of a coin tick's POST to one URL, whichever models it carries.
+
+    Stable when a tick is processed again (after a crash, or the poller's overlap
+    after a restart): the job exists already and nothing is sent twice.
+    """
+    return hashlib.sha256(f"{url}|{coin_id}|{timestamp}".encode()).hexdigest()
+
+
+def tick_jobs(items: Iterable[WebhookItem], *, version: str = VERSION) -> list[OutboxJob]:
+    """One job per URL and coin tick with every model's item (ordered by model)."""
+    return _jobs(
+        items, lambda first: tick_key(first.target_url, first.coin_id, first.timestamp), version
+    )
+
+
 def webhook_jobs(
     model: WebhookModel,
     predictions: Sequence[ReportedPrediction],
@@ -264,41 +369,42 @@ def webhook_jobs(
     default_url: str | None,
     version: str = VERSION,
 ) -> list[OutboxJob]:
-    """Outbox jobs for one model's batch: one per target URL and coin tick.
+    """Jobs of one model's predictions outside a batch (manual predictions): one per
+    URL and coin tick, keyed per model so other models' jobs of the tick stay apart."""
+    return _jobs(
+        webhook_items(model, predictions, default_url=default_url),
+        lambda first: _key(first.target_url, first.coin_id, first.timestamp, first.active_model_id),
+        version,
+    )
 
-    None when webhooks are disabled for the model, no URL is configured, or the
-    send modes exclude every tag of a coin.
-    """
-    url = target_url(model, default_url)
-    if not model.n8n_enabled or url is None:
-        return []
-    by_tick: dict[tuple[str, datetime], list[ReportedPrediction]] = {}
-    for prediction in predictions:
-        if matches_send_modes(model.n8n_send_modes, prediction.tag):
-            by_tick.setdefault((prediction.coin_id, prediction.data_timestamp), []).append(
-                prediction
-            )
-    model_text = model_json(model)
+
+def _jobs(
+    items: Iterable[WebhookItem], key: Callable[[WebhookItem], str], version: str
+) -> list[OutboxJob]:
+    groups: dict[tuple[str, str, datetime], list[WebhookItem]] = {}
+    for item in items:
+        groups.setdefault((item.target_url, item.coin_id, item.data_timestamp), []).append(item)
     jobs = []
-    for (coin_id, data_timestamp), group in by_tick.items():
-        timestamp = iso_timestamp(data_timestamp)
-        payload = payload_json(
-            coin_id,
-            timestamp,
-            ",".join(_item_json(model_text, p) for p in group),
-            total_predictions=len(group),
-            alerts_count=sum(1 for p in group if p.tag == TAG_ALERT),
-            version=version,
-        )
+    for group in groups.values():
+        group.sort(key=lambda item: item.active_model_id)
+        first = group[0]
         jobs.append(
             OutboxJob(
-                idempotency_key=_key(url, coin_id, timestamp, model.active_model_id),
-                target_url=url,
-                coin_id=coin_id,
-                data_timestamp=data_timestamp,
-                active_model_ids=(model.active_model_id,),
-                model_ids=(model.model_id,),
-                payload=payload,
+                idempotency_key=key(first),
+                target_url=first.target_url,
+                coin_id=first.coin_id,
+                data_timestamp=first.data_timestamp,
+                active_model_ids=tuple(sorted({i.active_model_id for i in group})),
+                model_ids=tuple(sorted({i.model_id for i in group})),
+                snapshots=tuple({i.snapshot.key: i.snapshot for i in group}.values()),
+                payload=payload_json(
+                    first.coin_id,
+                    first.timestamp,
+                    ",".join(i.item_json for i in group),
+                    total_predictions=len(group),
+                    alerts_count=sum(1 for i in group if i.is_alert),
+                    version=version,
+                ),
             )
         )
     return jobs

@@ -25,6 +25,7 @@ the same Idempotency-Key.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import hashlib
 import random
@@ -44,7 +45,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from actors import metrics
 from actors.supervisor import Supervisor
-from actors.webhook_payload import payload_json
+from actors.webhook_payload import expand_snapshots, payload_json, snapshot_keys
 from storage import outbox
 from storage.config import Settings, redact_url
 from storage.outbox import ClaimedJob
@@ -287,6 +288,7 @@ class WebhookDispatcher:
         # Every URL seen per host, so that all URLs of a host can be left out of a claim.
         self._host_urls: dict[str, set[str]] = {}
         self._latency: dict[str, float] = {}  # recent POST latency per host (EWMA, s)
+        self._snapshots: dict[str, str] = {}  # model JSON by snapshot key (immutable)
         # When to look at the outbox for any host (0: now); hosts left out of the last
         # claim, or cut short by its limit, are looked at again once they have room.
         self._look_at = 0.0
@@ -423,13 +425,14 @@ class WebhookDispatcher:
                 conn, limit=limit, lease_seconds=self.lease_seconds, exclude_urls=excluded
             )
             self.claims += 1
+            jobs = await self._with_models(conn, claimed.jobs)
             await self._update_depth(conn)
-            idle = not claimed.jobs and not self._queue and self._in_flight == 0
+            idle = not jobs and not self._queue and self._in_flight == 0
             next_due = (
                 await outbox.seconds_until_next_due(conn, exclude_urls=excluded) if idle else None
             )
         groups: dict[tuple[str, str, datetime, int], list[ClaimedJob]] = {}
-        for job in claimed.jobs:
+        for job in jobs:
             key = (job.target_url, job.coin_id, job.data_timestamp, job.attempts)
             groups.setdefault(key, []).append(job)
         expires = started + self.lease_seconds
@@ -450,6 +453,35 @@ class WebhookDispatcher:
             # rest of its tick is probably being committed: wait as after a poke.
             wait = min(max(next_due, self.coalesce_window), self.poll_interval)
         self._look_at = now + wait
+
+    async def _with_models(
+        self, conn: asyncpg.Connection, jobs: list[ClaimedJob]
+    ) -> list[ClaimedJob]:
+        """The jobs with their model snapshot references replaced by the models' JSON.
+
+        A job whose snapshot is missing (never written with it, or deleted by hand)
+        cannot be sent as the contract requires: it is given up as dead, logged.
+        """
+        wanted = {key for job in jobs for key in snapshot_keys(job.items_json)}
+        missing = wanted - self._snapshots.keys()
+        if missing:
+            if len(self._snapshots) + len(missing) > 1024:
+                self._snapshots.clear()
+                missing = wanted
+            self._snapshots.update(await outbox.load_snapshots(conn, sorted(missing)))
+        ready = []
+        for job in jobs:
+            try:
+                ready.append(
+                    dataclasses.replace(
+                        job, items_json=expand_snapshots(job.items_json, self._snapshots)
+                    )
+                )
+            except KeyError as exc:
+                error = f"model snapshot {exc.args[0]} is missing from webhook_model_snapshots"
+                result = DeliveryResult(None, "missing_snapshot", error, None, 0.0)
+                self._writer.add(_Finished([job], result, "dead", 0.0))
+        return ready
 
     async def _start_queued(self, tg: TaskGroup, session: aiohttp.ClientSession) -> None:
         if not self._queue:

@@ -21,8 +21,16 @@ JobStatus = Literal["pending", "delivered", "dead"]
 
 
 @dataclass(frozen=True, slots=True)
+class ModelSnapshot:
+    """A model's definition as a webhook reports it, stored once (migration 0008)."""
+
+    key: str  # sha256 of json
+    json: str
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxJob:
-    """A delivery to add to the outbox (see `actors.webhook_payload.webhook_jobs`)."""
+    """A delivery to add to the outbox (see `actors.webhook_payload.tick_jobs`)."""
 
     idempotency_key: str
     target_url: str
@@ -31,6 +39,8 @@ class OutboxJob:
     active_model_ids: tuple[int, ...]
     model_ids: tuple[int, ...]
     payload: str  # the CONTRACTS.md section 4 body as JSON text (stored as jsonb)
+    # The models the payload refers to by key instead of holding them (migration 0008).
+    snapshots: tuple[ModelSnapshot, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,23 +103,15 @@ class OutboxRow:
     last_attempt_at: datetime | None
 
 
-# A held job is due at 'infinity' until `release_held` makes it due: the predictors
-# of one batch commit one after another, and a tick's jobs must all be in before
-# the dispatcher claims any of them, or the tick goes out as several POSTs.
-HELD = "'infinity'::timestamptz"
-
-
-def enqueue_sql(first_param: int = 1, where: str = "", *, held: bool = False) -> str:
+def enqueue_sql(first_param: int = 1, where: str = "") -> str:
     """The idempotent multi-row INSERT of jobs, its arrays (see `job_arrays`) numbered
-    from `first_param`, with an optional WHERE over the job columns j(k, u, c, t, ...);
-    `held`: due only once released."""
+    from `first_param`, with an optional WHERE over the job columns j(k, u, c, t, ...)."""
     types = ("text", "text", "text", "timestamptz", "text", "text", "text")
     arrays = ", ".join(f"${first_param + i}::{t}[]" for i, t in enumerate(types))
-    due = f", {HELD}" if held else ", now()"
     return f"""
 INSERT INTO webhook_outbox (idempotency_key, target_url, coin_id, data_timestamp,
-                            active_model_ids, model_ids, payload, next_attempt_at)
-SELECT k, u, c, t, a::bigint[], m::bigint[], p::jsonb{due}
+                            active_model_ids, model_ids, payload)
+SELECT k, u, c, t, a::bigint[], m::bigint[], p::jsonb
 FROM unnest({arrays}) AS j(k, u, c, t, a, m, p)
 {where}
 ON CONFLICT (idempotency_key) DO NOTHING
@@ -117,34 +119,26 @@ RETURNING id
 """
 
 
-_ENQUEUE_SQL = {held: enqueue_sql(held=held) for held in (False, True)}
+_ENQUEUE_SQL = enqueue_sql()
 
 
-async def release_held(
-    conn: asyncpg.Connection, coins: Sequence[str], timestamps: Sequence[datetime]
-) -> int:
-    """Make the held jobs of these coin ticks due now (their batch is committed)."""
-    result = await conn.execute(
-        f"""
-        UPDATE webhook_outbox AS o SET next_attempt_at = now()
-        FROM unnest($1::text[], $2::timestamptz[]) AS t(coin_id, data_timestamp)
-        WHERE o.status = 'pending' AND o.next_attempt_at = {HELD}
-          AND o.coin_id = t.coin_id AND o.data_timestamp = t.data_timestamp
-        """,
-        list(coins),
-        list(timestamps),
-    )
-    return int(result.split()[-1])
+def snapshots_sql(first_param: int = 1) -> str:
+    """The idempotent INSERT of model snapshots (`snapshot_arrays`), numbered from
+    `first_param`: queued in the statement or transaction of the jobs that refer to them."""
+    return f"""
+INSERT INTO webhook_model_snapshots (key, model_json)
+SELECT * FROM unnest(${first_param}::text[], ${first_param + 1}::text[])
+ON CONFLICT (key) DO NOTHING
+"""
 
 
-async def release_all_held(conn: asyncpg.Connection) -> int:
-    """Make every held job due: at start-up no batch is in flight, so none is waiting
-    for the rest of its tick (a batch interrupted by a crash is re-read anyway)."""
-    result = await conn.execute(
-        f"UPDATE webhook_outbox SET next_attempt_at = now()"
-        f" WHERE status = 'pending' AND next_attempt_at = {HELD}"
-    )
-    return int(result.split()[-1])
+_SNAPSHOTS_SQL = snapshots_sql()
+
+
+def snapshot_arrays(jobs: Sequence[OutboxJob]) -> list[list[str]]:
+    """The distinct snapshots of the jobs as (keys, texts), `snapshots_sql`'s parameters."""
+    snapshots = {s.key: s.json for job in jobs for s in job.snapshots}
+    return [list(snapshots), list(snapshots.values())]
 
 
 def job_arrays(jobs: Sequence[OutboxJob]) -> list[list[Any]]:
@@ -168,18 +162,18 @@ def _int_array_literal(values: Sequence[int]) -> str:
     return "{" + ",".join(str(int(v)) for v in values) + "}"
 
 
-async def enqueue(
-    conn: asyncpg.Connection, jobs: Sequence[OutboxJob], *, held: bool = False
-) -> int:
-    """Add jobs in the caller's transaction (`held`: see `release_held`); returns how
-    many were new.
+async def enqueue(conn: asyncpg.Connection, jobs: Sequence[OutboxJob]) -> int:
+    """Add jobs in the caller's transaction; returns how many were new.
 
     A job whose idempotency key exists is skipped, so re-processing a tick never
     makes a second delivery.
     """
     if not jobs:
         return 0
-    rows = await conn.fetch(_ENQUEUE_SQL[held], *job_arrays(jobs))
+    keys, texts = snapshot_arrays(jobs)
+    if keys:
+        await conn.execute(_SNAPSHOTS_SQL, keys, texts)
+    rows = await conn.fetch(_ENQUEUE_SQL, *job_arrays(jobs))
     return len(rows)
 
 
@@ -290,10 +284,19 @@ _NEXT_DUE_SQL = """
 SELECT extract(epoch FROM (greatest(next_attempt_at, now()) - now()))::float8
 FROM webhook_outbox
 WHERE status = 'pending' AND (locked_until IS NULL OR locked_until <= now())
-  AND NOT (target_url = ANY($1::text[])) AND next_attempt_at < 'infinity'::timestamptz
+  AND NOT (target_url = ANY($1::text[]))
 ORDER BY next_attempt_at
 LIMIT 1
 """
+
+
+async def load_snapshots(conn: asyncpg.Connection, keys: Sequence[str]) -> dict[str, str]:
+    """Model JSON texts by snapshot key (the ones that exist)."""
+    rows = await conn.fetch(
+        "SELECT key, model_json FROM webhook_model_snapshots WHERE key = ANY($1::text[])",
+        list(keys),
+    )
+    return {r["key"]: r["model_json"] for r in rows}
 
 
 async def seconds_until_next_due(
@@ -376,8 +379,8 @@ async def outbox_depth(conn: asyncpg.Connection) -> int:
 
 _ROW_COLUMNS = """
 o.id, o.idempotency_key, o.target_url, o.coin_id, o.data_timestamp, o.active_model_ids,
-o.model_ids, o.payload, o.status, o.attempts, o.next_attempt_at, o.last_error, o.last_status_code,
-o.created_at, o.delivered_at,
+o.model_ids, webhook_payload_expanded(o.payload) AS payload, o.status, o.attempts,
+o.next_attempt_at, o.last_error, o.last_status_code, o.created_at, o.delivered_at,
 (SELECT max(a.attempted_at) FROM webhook_attempts a WHERE a.outbox_id = o.id) AS last_attempt_at
 """
 

@@ -1,6 +1,8 @@
-"""A model's predictions of a batch and their webhook jobs in one statement.
+"""Manual predictions of a model and their webhook jobs in one statement.
 
-The predictor's transaction (BEGIN, INSERT predictions, INSERT outbox jobs,
+(A batch's jobs are queued by the batcher with the cursor move, one per coin
+tick for every model; predictions outside a batch carry their own.) The
+predictor's transaction (BEGIN, INSERT predictions, INSERT outbox jobs,
 COMMIT) cost four round trips per model and batch; with ten models that was
 forty per batch, a large part of the latency at low rates. One statement is
 one implicit transaction, so the guarantee stays: a prediction is stored with
@@ -23,13 +25,13 @@ _JOBS_WHERE = (
     "WHERE EXISTS (SELECT 1 FROM new WHERE new.coin_id = j.c AND new.data_timestamp = j.t)"
 )
 _SQL = {
-    (shared, held): f"""
+    shared: f"""
 WITH new AS ({predictions.insert_sql(shared=shared)}),
-jobs AS ({outbox.enqueue_sql(predictions.COLUMN_COUNT + 1, _JOBS_WHERE, held=held)})
+jobs AS ({outbox.enqueue_sql(predictions.COLUMN_COUNT + 1, _JOBS_WHERE)}),
+snapshots AS ({outbox.snapshots_sql(predictions.COLUMN_COUNT + 8)})
 SELECT new.*, (SELECT count(*) FROM jobs) AS queued FROM new
 """
     for shared in (False, True)
-    for held in (False, True)
 }
 
 
@@ -37,15 +39,16 @@ async def insert_with_jobs(
     conn: asyncpg.Connection,
     rows: Sequence[NewPrediction],
     jobs: Sequence[OutboxJob],
-    *,
-    held: bool = False,
 ) -> tuple[list[StoredPrediction], int]:
-    """(the predictions this call inserted, how many jobs it queued); `held` jobs wait
-    for `outbox.release_held`."""
+    """(the predictions this call inserted, how many jobs it queued)."""
     if not rows:
         return [], 0
     shared = predictions.shares_model_fields(rows)
-    args = (*predictions.parameters(rows, shared), *outbox.job_arrays(jobs))
-    result = await conn.fetch(_SQL[shared, held], *args)
+    args = (
+        *predictions.parameters(rows, shared),
+        *outbox.job_arrays(jobs),
+        *outbox.snapshot_arrays(jobs),
+    )
+    result = await conn.fetch(_SQL[shared], *args)
     queued = int(result[0]["queued"]) if result else 0
     return predictions.stored(result), queued

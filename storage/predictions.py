@@ -164,3 +164,38 @@ async def open_counts(
         list(coins),
     )
     return {(r["coin_id"], r["tag"]): int(r["n"]) for r in rows}
+
+
+# (coin_id, data_timestamp, prediction, probability, tag, alert_threshold): the order
+# of actors.webhook_payload.ReportedPrediction.
+StoredReport = tuple[str, datetime, int, float, str, float]
+
+
+async def stored_stream_reports(
+    conn: asyncpg.Connection,
+    active_model_id: int,
+    coins: Sequence[str],
+    timestamps: Sequence[datetime],
+) -> list[StoredReport]:
+    """What a webhook reports of the model's stream predictions of these coin ticks
+    that exist already.
+
+    A batch processed again (its first run committed predictions, then the
+    service stopped before the cursor moved) inserts nothing; its webhook items
+    are rebuilt from the stored values, and the job's idempotency key keeps a tick
+    that was queued already from being queued twice.
+    """
+    rows = await conn.fetch(
+        """
+        SELECT p.coin_id, p.data_timestamp, p.prediction, p.probability, p.tag,
+               p.alert_threshold
+        FROM unnest($2::text[], $3::timestamptz[]) AS k(coin_id, data_timestamp)
+        JOIN predictions p ON p.active_model_id = $1 AND p.coin_id = k.coin_id
+                          AND p.data_timestamp = k.data_timestamp
+        WHERE p.source = 'stream'
+        """,
+        active_model_id,
+        list(coins),
+        list(timestamps),
+    )
+    return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]

@@ -160,11 +160,9 @@ async def store_predictions(
     ticks: Sequence[tuple[str, datetime, float]],
     *,
     default_url: str | None,
-    held: bool = False,
 ) -> int:
     """Insert predictions for (coin, data_timestamp, probability) and enqueue their jobs
-    in one transaction, as a predictor does (`held`: as for a batch); returns the number
-    of new jobs."""
+    in one transaction, as a manual prediction does; returns the number of new jobs."""
     async with conn.transaction():
         model = await load_webhook_model(conn, active_model_id)
         reported = [
@@ -200,7 +198,7 @@ async def store_predictions(
             ],
         )
         jobs = webhook_jobs(model, reported, default_url=default_url)
-        return await outbox.enqueue(conn, jobs, held=held)
+        return await outbox.enqueue(conn, jobs)
 
 
 def quick_dispatcher(pool: asyncpg.Pool, **overrides: Any) -> WebhookDispatcher:

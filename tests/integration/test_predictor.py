@@ -190,6 +190,71 @@ async def test_each_coin_tick_reaches_n8n_as_one_post_carrying_every_model(
         assert carried == sorted(models), (body["coin_id"], body["timestamp"], carried)
 
 
+async def test_a_batch_processed_again_sends_its_stored_predictions_once(
+    pipeline_settings: Settings, db_dsn: str, tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    """Webhook jobs are queued with the cursor move. Ticks read again (the cursor was
+    not moved) whose jobs exist are not sent again; ticks whose predictions were
+    committed but whose jobs were never queued (a stop in between) are sent once,
+    with the stored values and every model."""
+    xgb = train_model("xgboost", FEATURES, seed=1, path=tmp_path / "xgb.pkl")
+    forest = train_model("random_forest", FEATURES, seed=2, path=tmp_path / "rf.pkl")
+    conn = await connect(db_dsn)
+    try:
+        models = [
+            await add_model(conn, xgb, "xgboost", 301, n8n_send_modes=["all"]),
+            await add_model(conn, forest, "random_forest", 302, n8n_send_modes=["all"]),
+        ]
+        # Every row is re-read, however old (the golden coins end hours apart).
+        configured = pipeline_settings.replace(
+            n8n_webhook_url=receiver.url(), catchup_max_age_seconds=30 * 86400
+        )
+        rows = golden_rows(datetime.now(UTC))
+        last = {r["mint"]: r["timestamp"] for r in rows}
+        async with running_service(configured) as service:
+            await wait_for(lambda: _running(service, len(models)), what="two predictors")
+            for start in range(0, len(rows), 25):
+                await insert_rows(conn, rows[start : start + 25])
+            await wait_for(
+                lambda: _predicted(conn, last, len(models)), timeout=30, what="all predictions"
+            )
+            await wait_for(lambda: _outbox_settled(conn), timeout=30, what="every webhook")
+        first = len(receiver.bodies())
+        top = await conn.fetchval("SELECT max(id) FROM coin_metrics")
+
+        # Read everything again: every tick's job exists, nothing goes out twice.
+        await conn.execute("UPDATE intake_cursor SET last_id = 0")
+        async with running_service(configured):
+            await wait_for(lambda: _cursor_at(conn, top), timeout=30, what="the re-read")
+        assert len(receiver.bodies()) == first
+        assert await conn.fetchval("SELECT count(*) FROM webhook_outbox") == first
+
+        # As after a stop between the predictions' commit and the cursor move.
+        await conn.execute("DELETE FROM webhook_outbox")
+        await conn.execute("UPDATE intake_cursor SET last_id = 0")
+        async with running_service(configured):
+            await wait_for(lambda: _cursor_at(conn, top), timeout=30, what="the re-read")
+            await wait_for(lambda: _outbox_settled(conn), timeout=30, what="the webhooks")
+        stored = {
+            (r["coin_id"], r["data_timestamp"], r["active_model_id"]): r["probability"]
+            for r in await conn.fetch("SELECT * FROM predictions")
+        }
+    finally:
+        await conn.close()
+    again = receiver.bodies()[first:]
+    ticks = [(b["coin_id"], b["timestamp"]) for b in again]
+    assert len(ticks) == len(set(ticks)), "a tick was sent twice"
+    sent = {(b["coin_id"], datetime.fromisoformat(b["timestamp"])): b for b in again}
+    for coin, at in last.items():
+        body = sent[(coin, at)]  # each coin's newest tick is processed in any batching
+        carried = {p["model"]["active_model_id"]: p["probability"] for p in body["predictions"]}
+        assert carried == {m: stored[(coin, at, m)] for m in models}
+
+
+async def _cursor_at(conn: asyncpg.Connection, row_id: int) -> bool:
+    return bool(await conn.fetchval("SELECT max(last_id) FROM intake_cursor") >= row_id)
+
+
 async def _outbox_settled(conn: asyncpg.Connection) -> bool:
     pending = await conn.fetchval("SELECT count(*) FROM webhook_outbox WHERE status <> 'delivered'")
     total = await conn.fetchval("SELECT count(*) FROM webhook_outbox")

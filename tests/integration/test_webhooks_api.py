@@ -234,6 +234,9 @@ async def test_a_rejected_webhook_shows_in_n8n_status_and_the_dead_list_and_can_
             [dead_job] = body["dead_jobs"]
             assert dead_job["coin_id"] == "CoinA"
             assert dead_job["payload"]["predictions"][0]["tag"] == "alert"
+            # The model the job refers to by snapshot is shown in full.
+            shown = dead_job["payload"]["predictions"][0]["model"]
+            assert "snapshot" not in shown and shown["features"] and shown["name"]
             assert len(receiver.received()) == 1  # 400 is not retried
 
             status, dead = await _call(http, "GET", f"{base}/api/webhooks/dead?limit=10")

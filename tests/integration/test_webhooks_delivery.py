@@ -26,7 +26,12 @@ from webhook_receiver import (
 )
 
 from actors import metrics
-from actors.webhook_payload import ReportedPrediction, build_payload, webhook_jobs
+from actors.webhook_payload import (
+    ReportedPrediction,
+    build_payload,
+    model_snapshot,
+    webhook_jobs,
+)
 from actors.webhooks import WebhookDispatcher
 from storage import outbox
 from storage.db import create_pool
@@ -471,3 +476,32 @@ async def test_a_job_with_an_unusable_url_is_given_up_without_stopping_others(
     assert [(r["status"], r["outcome"]) for r in rows] == [("dead", "failed")]
     assert rows[0]["error"]
     assert len(receiver.received()) == 1
+
+
+async def test_a_job_whose_model_snapshot_is_missing_is_given_up_with_a_clear_error(
+    pool: asyncpg.Pool, receiver: WebhookReceiver
+) -> None:
+    """Jobs refer to their models' definitions (stored once); one whose definition is
+    gone cannot be sent as the contract says, so it is dead, and the others go out."""
+    async with pool.acquire() as conn:
+        gone = await insert_active_model(conn, 41, n8n_webhook_url=receiver.url("/a"))
+        kept = await insert_active_model(conn, 42, n8n_webhook_url=receiver.url("/b"))
+        await store_predictions(conn, gone, [("CoinA", T0, 0.9)], default_url=None)
+        await store_predictions(conn, kept, [("CoinA", T0, 0.9)], default_url=None)
+        model = model_snapshot(await load_webhook_model(conn, gone))
+        assert (
+            await conn.execute("DELETE FROM webhook_model_snapshots WHERE key = $1", model.key)
+            == "DELETE 1"
+        )
+    async with running(quick_dispatcher(pool)):
+        await wait_for(lambda: _all_settled(pool), what="both jobs settled")
+    rows = await pool.fetch(
+        "SELECT o.status, a.outcome, a.error FROM webhook_outbox o"
+        " JOIN webhook_attempts a ON a.outbox_id = o.id WHERE o.active_model_ids = $1",
+        [gone],
+    )
+    assert [(r["status"], r["outcome"]) for r in rows] == [("dead", "dead")]
+    assert f"model snapshot {model.key} is missing" in rows[0]["error"]
+    [received] = receiver.received()
+    assert received.path == "/b"
+    assert received.body["predictions"][0]["model"]["active_model_id"] == kept

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import anyio
 import asyncpg
@@ -13,6 +14,7 @@ from storage import outbox
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 URL = "http://127.0.0.1:9/hook"
+MIGRATIONS = Path(__file__).resolve().parents[2] / "storage" / "migrations"
 
 
 async def test_jobs_exist_exactly_when_their_predictions_commit(pool: asyncpg.Pool) -> None:
@@ -152,28 +154,18 @@ async def test_a_claim_says_whether_due_jobs_were_left_behind(pool: asyncpg.Pool
     assert not rest.full
 
 
-async def test_a_batchs_held_jobs_wait_until_the_batch_releases_them(pool: asyncpg.Pool) -> None:
-    """The first model's jobs of a tick must not go out before the second model's are in:
-    batch jobs are held until the batcher releases the batch's ticks."""
+async def test_jobs_left_held_by_the_previous_version_become_due(pool: asyncpg.Pool) -> None:
+    """The previous version held a batch's jobs at 'infinity' until the batch was done;
+    migration 0007 makes the ones a stop left behind due, or they would never go out."""
+    sql = (MIGRATIONS / "0007_webhook_outbox_no_held_jobs.sql").read_text()
     async with pool.acquire() as conn:
-        first = await insert_active_model(conn, 41)
-        second = await insert_active_model(conn, 42)
-        ticks = [("CoinA", T0, 0.9), ("CoinB", T0, 0.9)]
-        await store_predictions(conn, first, ticks, default_url=URL, held=True)
+        model = await insert_active_model(conn, 43)
+        await store_predictions(conn, model, [("CoinA", T0, 0.9)], default_url=URL)
+        await conn.execute("UPDATE webhook_outbox SET next_attempt_at = 'infinity'")
         assert (await outbox.claim_due(conn, limit=10, lease_seconds=30)).jobs == []
-        assert await outbox.seconds_until_next_due(conn) is None
-        await store_predictions(conn, second, ticks, default_url=URL, held=True)
-        released = await outbox.release_held(conn, ["CoinA"], [T0])
-        assert released == 2
+        await conn.execute(sql)
         claimed = await outbox.claim_due(conn, limit=10, lease_seconds=30)
-        assert sorted((j.coin_id, j.active_model_ids) for j in claimed.jobs) == [
-            ("CoinA", (first,)),
-            ("CoinA", (second,)),
-        ]
-        # At start-up nothing waits for the rest of a tick: whatever is held goes out.
-        assert await outbox.release_all_held(conn) == 2
-        rest = await outbox.claim_due(conn, limit=10, lease_seconds=30)
-    assert sorted(j.coin_id for j in rest.jobs) == ["CoinB", "CoinB"]
+    assert [(j.coin_id, j.active_model_ids) for j in claimed.jobs] == [("CoinA", (model,))]
 
 
 async def _claim(

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -15,8 +16,11 @@ from actors.webhook_payload import (
     ReportedPrediction,
     WebhookModel,
     build_payload,
+    expand_snapshots,
     matches_send_modes,
     tag_for,
+    tick_jobs,
+    webhook_items,
     webhook_jobs,
 )
 from actors.webhooks import DeliveryResult, WebhookDispatcher, merged_body, parse_retry_after
@@ -177,13 +181,24 @@ def _model_dict(model: WebhookModel) -> dict[str, object]:
     }
 
 
+def _body(job: OutboxJob) -> dict[str, Any]:
+    """The job's POST body: its payload with the model snapshots put back."""
+    models = {snapshot.key: snapshot.json for snapshot in job.snapshots}
+    body: dict[str, Any] = json.loads(expand_snapshots(job.payload, models))
+    return body
+
+
 def _claimed(job: OutboxJob, job_id: int) -> ClaimedJob:
-    """What `outbox.claim` hands the dispatcher for a job: the stored payload in pieces.
+    """What the dispatcher makes of a claimed job: the stored payload in pieces, its
+    model snapshot references replaced by the models.
 
     The database returns jsonb text (its own spacing and key order); this mimics that
-    with sorted keys and default separators so the merge cannot rely on our formatting.
+    with sorted keys and default separators so neither the expansion nor the merge can
+    rely on our formatting.
     """
     payload = json.loads(job.payload)
+    stored = json.dumps(payload["predictions"], sort_keys=True)[1:-1]
+    models = {snapshot.key: snapshot.json for snapshot in job.snapshots}
     return ClaimedJob(
         id=job_id,
         idempotency_key=job.idempotency_key,
@@ -193,7 +208,7 @@ def _claimed(job: OutboxJob, job_id: int) -> ClaimedJob:
         active_model_ids=job.active_model_ids,
         model_ids=job.model_ids,
         timestamp=payload["timestamp"],
-        items_json=json.dumps(payload["predictions"], sort_keys=True)[1:-1],
+        items_json=expand_snapshots(stored, models),
         item_count=len(payload["predictions"]),
         alerts_count=payload["metadata"]["alerts_count"],
         version=payload["metadata"]["version"],
@@ -294,9 +309,9 @@ def test_probabilities_are_written_exactly_as_json_dumps_writes_them(p: float) -
 
 def test_a_changed_model_is_not_served_from_the_cache() -> None:
     preds = [_prediction(0.9)]
-    before = json.loads(webhook_jobs(_model(), preds, default_url="http://g/h")[0].payload)
+    before = _body(webhook_jobs(_model(), preds, default_url="http://g/h")[0])
     renamed = _model(name="Renamed", features=("volume_sol",))
-    after = json.loads(webhook_jobs(renamed, preds, default_url="http://g/h")[0].payload)
+    after = _body(webhook_jobs(renamed, preds, default_url="http://g/h")[0])
     assert before["predictions"][0]["model"] == _model_dict(_model())
     assert after["predictions"][0]["model"] == _model_dict(renamed)
 
@@ -372,6 +387,73 @@ def test_idempotency_key_is_stable_and_distinct_per_model_coin_tick_and_url() ->
     ]
     keys = {job.idempotency_key for job in variants}
     assert len(keys) == 4 and first not in keys
+
+
+def test_a_batch_becomes_one_job_per_url_and_coin_tick_with_every_models_item() -> None:
+    low = _model(active_model_id=3, model_id=30, name="Low")
+    high = _model(active_model_id=9, model_id=90, name="High", n8n_webhook_url="http://own/h")
+    mid = _model(active_model_id=5, model_id=50, name="Mid", n8n_send_modes=("alerts_only",))
+    later = T0 + timedelta(seconds=2)
+    items = [
+        # The model with the highest id committed first; CoinB's second tick is its own.
+        *webhook_items(
+            high, [_prediction(0.9), _prediction(0.2, "CoinB")], default_url="http://g/h"
+        ),
+        *webhook_items(
+            low, [_prediction(0.6), _prediction(0.1, "CoinB", later)], default_url="http://g/h"
+        ),
+        *webhook_items(
+            mid, [_prediction(0.8), _prediction(0.3, "CoinB")], default_url="http://g/h"
+        ),
+    ]
+    jobs = {(j.target_url, j.coin_id, j.data_timestamp): j for j in tick_jobs(items, version="1")}
+    assert sorted(jobs) == [
+        ("http://g/h", "CoinA", T0),
+        ("http://g/h", "CoinB", later),
+        ("http://own/h", "CoinA", T0),
+        ("http://own/h", "CoinB", T0),
+    ]
+    shared = jobs[("http://g/h", "CoinA", T0)]
+    assert shared.active_model_ids == (3, 5) and shared.model_ids == (30, 50)
+    payload = _body(shared)
+    assert [p["model"]["name"] for p in payload["predictions"]] == ["Low", "Mid"]
+    assert [p["probability"] for p in payload["predictions"]] == [0.6, 0.8]
+    assert payload["metadata"] == {
+        "total_predictions": 2,
+        "alerts_count": 1,
+        "service": "pump-predictor",
+        "version": "1",
+    }
+    assert payload == build_payload(
+        "CoinA", T0, [(low, _prediction(0.6)), (mid, _prediction(0.8))], "1"
+    )
+
+
+def test_a_tick_jobs_key_does_not_depend_on_the_models_it_carries() -> None:
+    """Processing a tick again (after a stop) finds its job by the key, whichever
+    models predicted it this time, so nothing is sent twice."""
+    both = tick_jobs(
+        [
+            *webhook_items(_model(), [_prediction(0.9)], default_url="http://g/h"),
+            *webhook_items(_model(active_model_id=8), [_prediction(0.1)], default_url="http://g/h"),
+        ]
+    )
+    one = tick_jobs(webhook_items(_model(), [_prediction(0.3)], default_url="http://g/h"))
+    assert [j.idempotency_key for j in both] == [j.idempotency_key for j in one]
+    elsewhere = [
+        tick_jobs(webhook_items(_model(), [_prediction(0.9, "CoinB")], default_url="http://g/h")),
+        tick_jobs(webhook_items(_model(), [_prediction(0.9)], default_url="http://g/other")),
+        tick_jobs(
+            webhook_items(
+                _model(), [_prediction(0.9, at=T0 + timedelta(seconds=1))], default_url="http://g/h"
+            )
+        ),
+    ]
+    keys = {jobs[0].idempotency_key for jobs in elsewhere}
+    assert len(keys) == 3 and one[0].idempotency_key not in keys
+    # A manual prediction's job is the model's own: it never blocks the tick's job.
+    manual = webhook_jobs(_model(), [_prediction(0.3)], default_url="http://g/h")
+    assert manual[0].idempotency_key != one[0].idempotency_key
 
 
 def test_model_from_active_models_row_uses_the_custom_name() -> None:
