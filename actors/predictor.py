@@ -227,12 +227,10 @@ class Predictor:
         queued = 0
         if _uses_caps(runtime) or _uses_ignore_windows(runtime):
             rows, stored, fresh, queued = await self._store_checked(
-                runtime, rows, threshold, queue_jobs=manual
+                runtime, rows, queue_jobs=manual
             )
         elif manual:
-            jobs = webhook_jobs(
-                runtime.webhook, _reported(rows, threshold), default_url=self._default_url
-            )
+            jobs = webhook_jobs(runtime.webhook, rows, default_url=self._default_url)
             async with self._pool.acquire() as conn:
                 stored, queued = await prediction_store.insert_with_jobs(conn, rows, jobs)
             fresh = _fresh(rows, stored)
@@ -242,11 +240,7 @@ class Predictor:
                 stored = await predictions.insert_predictions(conn, rows)
             fresh = _fresh(rows, stored)
         if not manual:
-            self._items.extend(
-                webhook_items(
-                    runtime.webhook, _reported(fresh, threshold), default_url=self._default_url
-                )
-            )
+            self._items.extend(webhook_items(runtime.webhook, fresh, default_url=self._default_url))
         now = time.time()
         for tag, count in Counter(r.tag for r in fresh).items():
             metrics.PREDICTIONS.add({"model": str(self.key), "tag": tag}, count)
@@ -263,7 +257,6 @@ class Predictor:
         self,
         runtime: ModelRuntime,
         rows: list[NewPrediction],
-        threshold: float,
         *,
         queue_jobs: bool,
     ) -> tuple[list[NewPrediction], list[StoredPrediction], list[NewPrediction], int]:
@@ -277,9 +270,7 @@ class Predictor:
             if _uses_ignore_windows(runtime):
                 await scan_state.record(conn, self.key, [_scan(runtime, r) for r in fresh])
             if queue_jobs:
-                jobs = webhook_jobs(
-                    runtime.webhook, _reported(fresh, threshold), default_url=self._default_url
-                )
+                jobs = webhook_jobs(runtime.webhook, fresh, default_url=self._default_url)
                 queued = await outbox.enqueue(conn, jobs)
         return rows, stored, fresh, queued
 
@@ -331,15 +322,6 @@ def _fresh(rows: list[NewPrediction], stored: list[StoredPrediction]) -> list[Ne
     """The rows this call inserted (the others were predicted before)."""
     new = {(s.coin_id, s.data_timestamp) for s in stored}
     return [r for r in rows if (r.coin_id, r.data_timestamp) in new]
-
-
-def _reported(rows: list[NewPrediction], threshold: float) -> list[ReportedPrediction]:
-    return [
-        ReportedPrediction(
-            r.coin_id, r.data_timestamp, r.prediction, r.probability, r.tag, threshold
-        )
-        for r in rows
-    ]
 
 
 def _scan(runtime: ModelRuntime, row: NewPrediction) -> scan_state.ScanResult:

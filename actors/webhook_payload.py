@@ -10,6 +10,7 @@ The payload shape is fixed by CONTRACTS.md section 4 (n8n workflows read it).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -17,7 +18,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from storage.outbox import ModelSnapshot, OutboxJob
 from web.context import VERSION
@@ -86,9 +87,8 @@ class WebhookModel:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class ReportedPrediction:
-    """One stored prediction, as the webhook reports it."""
+class ReportedPrediction(NamedTuple):
+    """One stored prediction, as the webhook reports it (a `Reported`)."""
 
     coin_id: str
     data_timestamp: datetime  # coin_metrics.timestamp of the tick (aware)
@@ -96,6 +96,24 @@ class ReportedPrediction:
     probability: float
     tag: str
     alert_threshold: float
+
+
+class Reported(Protocol):
+    """What a webhook item needs of a prediction (storage.predictions.NewPrediction
+    has it too, so a fresh row is reported without a copy)."""
+
+    @property
+    def coin_id(self) -> str: ...
+    @property
+    def data_timestamp(self) -> datetime: ...
+    @property
+    def prediction(self) -> int: ...
+    @property
+    def probability(self) -> float: ...
+    @property
+    def tag(self) -> str: ...
+    @property
+    def alert_threshold(self) -> float: ...
 
 
 def tag_for(probability: float, alert_threshold: float) -> str:
@@ -120,8 +138,11 @@ def matches_send_modes(modes: Iterable[str], tag: str) -> bool:
     return any(tag in _MODE_TAGS.get(mode, frozenset()) for mode in modes)
 
 
+@functools.lru_cache(maxsize=16384)
 def iso_timestamp(moment: datetime) -> str:
-    """ISO 8601 in UTC; a naive datetime is taken as UTC (the database stores UTC)."""
+    """ISO 8601 in UTC; a naive datetime is taken as UTC (the database stores UTC).
+
+    Cached: every model of a batch reports the same ticks."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).isoformat()
@@ -219,12 +240,12 @@ _TAG_JSON = {tag: _json(tag) for tag in TAGS}
 _SERVICE_JSON = _json(SERVICE_NAME)
 
 
-def prediction_item_json(model: WebhookModel, prediction: ReportedPrediction) -> str:
+def prediction_item_json(model: WebhookModel, prediction: Reported) -> str:
     """One entry of `predictions` in the payload, as JSON text."""
     return _item_json(model_json(model), prediction)
 
 
-def _item_json(model_text: str, prediction: ReportedPrediction) -> str:
+def _item_json(model_text: str, prediction: Reported) -> str:
     tag = prediction.tag
     return (
         f'{{"prediction":{int(prediction.prediction)}'
@@ -300,8 +321,7 @@ def _key(url: str, coin_id: str, timestamp: str, active_model_id: int) -> str:
     return hashlib.sha256(f"{url}|{coin_id}|{timestamp}|{active_model_id}".encode()).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class WebhookItem:
+class WebhookItem(NamedTuple):
     """One model's prediction of one coin tick, ready to be sent to one URL.
 
     Items of every model of a batch are merged per URL and coin tick into one
@@ -320,7 +340,7 @@ class WebhookItem:
 
 
 def webhook_items(
-    model: WebhookModel, predictions: Sequence[ReportedPrediction], *, default_url: str | None
+    model: WebhookModel, predictions: Sequence[Reported], *, default_url: str | None
 ) -> list[WebhookItem]:
     """The items a model sends for these predictions: none when its webhooks are off,
     no URL is configured, or its send modes exclude the tag."""
@@ -364,7 +384,7 @@ def tick_jobs(items: Iterable[WebhookItem], *, version: str = VERSION) -> list[O
 
 def webhook_jobs(
     model: WebhookModel,
-    predictions: Sequence[ReportedPrediction],
+    predictions: Sequence[Reported],
     *,
     default_url: str | None,
     version: str = VERSION,

@@ -10,14 +10,17 @@ new, so webhooks are queued only for those.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import asyncpg
 
 
-@dataclass(frozen=True, slots=True)
-class NewPrediction:
+class NewPrediction(NamedTuple):
+    """A row to insert. A tuple, not a dataclass: ten models build one per coin tick,
+    and a frozen dataclass's __init__ cost 12 us a row (4x a tuple's)."""
+
     active_model_id: int
     model_id: int
     coin_id: str
@@ -70,7 +73,7 @@ _TYPES = {
     "source": "text",
     "evaluation_due_at": "timestamptz",
 }
-_COLUMNS = [f.name for f in fields(NewPrediction)]
+_COLUMNS = list(NewPrediction._fields)
 
 
 # Columns that belong to the model, equal for every row of one model's batch: sent

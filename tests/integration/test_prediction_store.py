@@ -96,9 +96,7 @@ async def test_rows_of_two_models_in_one_call_keep_their_own_model_fields(
     """One model's rows send the model's fields once; mixed rows send them per row."""
     async with pool.acquire() as conn:
         first, second = await add_model(conn, 7), await add_model(conn, 8)
-        other = dataclasses.replace(
-            _row(second, "B", AT), model_id=8, alert_threshold=0.9, future_minutes=10
-        )
+        other = _row(second, "B", AT)._replace(model_id=8, alert_threshold=0.9, future_minutes=10)
         stored, _ = await insert_with_jobs(conn, [_row(first, "A", AT), other], [])
         assert len(stored) == 2
         rows = await conn.fetch(
