@@ -25,9 +25,10 @@ MAX_CELLS = 20_000_000
 class CompiledForest:
     """Every tree's nodes in flat arrays; node i of tree t is at t * nodes + i."""
 
-    left: np.ndarray  # [trees * nodes] flat child index, the node itself for leaves
-    right: np.ndarray
-    feature: np.ndarray  # [trees * nodes], 0 for leaves (never used)
+    # [2 * trees * nodes] int32: flat index of node k's left child at 2k, right at 2k + 1;
+    # a leaf is its own child. One gather per level instead of two and a select.
+    children: np.ndarray
+    feature: np.ndarray  # [trees * nodes] int32, 0 for leaves (never used)
     threshold: np.ndarray  # [trees * nodes] float64
     proba: np.ndarray  # [trees * nodes, classes] leaf class distributions (rows sum to 1)
     roots: np.ndarray  # [trees, 1] flat index of each tree's root
@@ -61,10 +62,12 @@ class CompiledForest:
             proba[i, :n] = value / total
         depth = max(int(t.max_depth) for t in trees)
         roots = (np.arange(len(trees), dtype=np.intp) * nodes)[:, None]
+        children = np.empty(2 * left.size, dtype=np.int32)
+        children[0::2] = (left + roots).ravel()
+        children[1::2] = (right + roots).ravel()
         return cls(
-            left=(left + roots).ravel(),
-            right=(right + roots).ravel(),
-            feature=feature.ravel(),
+            children=children,
+            feature=feature.ravel().astype(np.int32),
             threshold=threshold.ravel(),
             proba=proba.reshape(-1, 2),
             roots=roots,
@@ -76,11 +79,12 @@ class CompiledForest:
         # scikit-learn feeds trees float32: compare the same rounded values.
         x = np.asarray(X, dtype=np.float32).astype(np.float64)
         rows, width = x.shape
+        trees = len(self.roots)
         # Flat indices: 1-D takes cost about half of 2-D fancy indexing per element.
-        row_start = (np.arange(rows, dtype=np.intp) * width)[None, :]
         values = x.ravel()
-        node = np.repeat(self.roots, rows, axis=1)
+        row_start = np.tile(np.arange(rows, dtype=np.int32) * width, trees)
+        node = np.repeat(self.roots.ravel().astype(np.int32), rows)
         for _ in range(self.depth):
-            go_left = values[row_start + self.feature[node]] <= self.threshold[node]
-            node = np.where(go_left, self.left[node], self.right[node])
-        return np.asarray(self.proba[node].sum(axis=0) / len(self.roots))
+            go_right = values[row_start + self.feature[node]] > self.threshold[node]
+            node = self.children[2 * node + go_right]
+        return np.asarray(self.proba[node].reshape(trees, rows, 2).sum(axis=0) / trees)
