@@ -254,3 +254,9 @@ class Batcher:
                 if queued and self._on_jobs_queued is not None:
                     self._on_jobs_queued()
                 metrics.INTAKE_CURSOR.set({}, float(self.cursor_position))
+                # Once per coin tick rather than per model and tick: every model's
+                # prediction is committed now, and the tick's webhook can go out.
+                now = time.time()
+                for tick in batch.ticks if batch.completion.expected else ():
+                    lag = now - tick.data_timestamp.timestamp()
+                    metrics.PREDICTION_LAG.observe({}, max(lag, 0.0))

@@ -152,6 +152,6 @@ def score(runtime: ModelRuntime, ticks: Sequence[Tick], rows: TickRows) -> Score
         return Scored([], np.empty(0), [], skipped)
     probabilities = runtime.model.predict_proba(matrix.values)[:, 1]
     kept = [ticks[i] for i in matrix.rows]
-    at = [keys[i] for i in matrix.rows]
-    closes, caps = rows.values_at(at, "price_close"), rows.values_at(at, "market_cap_close")
+    closes = rows.column(matrix.positions, "price_close")
+    caps = rows.column(matrix.positions, "market_cap_close")
     return Scored(kept, probabilities, list(zip(closes, caps, strict=True)), skipped)

@@ -241,11 +241,12 @@ class Predictor:
             fresh = _fresh(rows, stored)
         if not manual:
             self._items.extend(webhook_items(runtime.webhook, fresh, default_url=self._default_url))
-        now = time.time()
         for tag, count in Counter(r.tag for r in fresh).items():
             metrics.PREDICTIONS.add({"model": str(self.key), "tag": tag}, count)
-        for r in fresh:
-            metrics.PREDICTION_LAG.observe({}, max(now - r.data_timestamp.timestamp(), 0.0))
+        if manual:
+            now = time.time()
+            for r in fresh:
+                metrics.PREDICTION_LAG.observe({}, max(now - r.data_timestamp.timestamp(), 0.0))
         if len(fresh) < len(rows):
             self._skip("already_predicted", len(rows) - len(fresh))
         if queued and self._poke is not None:
@@ -320,6 +321,8 @@ def _uses_caps(runtime: ModelRuntime) -> bool:
 
 def _fresh(rows: list[NewPrediction], stored: list[StoredPrediction]) -> list[NewPrediction]:
     """The rows this call inserted (the others were predicted before)."""
+    if len(stored) == len(rows):
+        return rows
     new = {(s.coin_id, s.data_timestamp) for s in stored}
     return [r for r in rows if (r.coin_id, r.data_timestamp) in new]
 

@@ -151,6 +151,7 @@ class Matrix:
     values: np.ndarray  # float64 [len(rows), len(features)]
     rows: list[int]  # tick indices, in matrix row order
     skipped: list[tuple[int, str]]
+    positions: np.ndarray  # the TickRows row of each matrix row (for `TickRows.column`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,26 +187,35 @@ class TickRows:
         if missing_cols:
             raise UnknownFeatureError(missing_cols)
         cols = [self.columns[f] for f in spec.features]
-        found = [(i, self.index.get(key)) for i, key in enumerate(keys)]
-        skipped = [(i, "no coin_metrics row at the tick") for i, row in found if row is None]
-        rows = [(i, row) for i, row in found if row is not None]
-        values = self.values[np.array([r for _, r in rows], dtype=np.intp)][:, cols]
-        ticks = [i for i, _ in rows]
-        if values.size and np.isnan(values).any():
+        get = self.index.get
+        found = np.fromiter((get(key, -1) for key in keys), dtype=np.intp, count=len(keys))
+        has_row = found >= 0
+        values = self.values[found[has_row]][:, cols]
+        keep = has_row.copy()
+        skipped = [(int(i), "no coin_metrics row at the tick") for i in np.flatnonzero(~has_row)]
+        if values.size:
             # A NULL in a base column the model uses: refuse the row rather than invent a value.
             bad = np.isnan(values).any(axis=1)
-            skipped += [
-                (ticks[i], "NULL in a base column the model uses") for i in np.where(bad)[0]
-            ]
-            values = values[~bad]
-            ticks = [t for t, b in zip(ticks, bad, strict=True) if not b]
-        return Matrix(values=np.ascontiguousarray(values), rows=ticks, skipped=sorted(skipped))
+            if bad.any():
+                refused = np.flatnonzero(has_row)[bad]
+                keep[refused] = False
+                skipped += [(int(i), "NULL in a base column the model uses") for i in refused]
+                values = values[~bad]
+        return Matrix(
+            values=np.ascontiguousarray(values),
+            rows=np.flatnonzero(keep).tolist(),
+            skipped=sorted(skipped),
+            positions=found[keep],
+        )
 
-    def values_at(self, keys: Sequence[tuple[str, datetime]], column: str) -> list[float | None]:
-        """`value` for many keys at once (every key must have a row)."""
-        if column not in self.columns:
-            return [None] * len(keys)
-        picked = self.values[[self.index[k] for k in keys], self.columns[column]]
+    def column(self, positions: np.ndarray, name: str) -> list[float | None]:
+        """One column's value at these rows (see `Matrix.positions`); NULL is None."""
+        if name not in self.columns:
+            return [None] * len(positions)
+        picked = self.values[positions, self.columns[name]]
+        if not np.isnan(picked).any():
+            values: list[float | None] = picked.tolist()
+            return values
         return [None if v != v else v for v in picked.tolist()]  # NaN (NULL) -> None
 
 
