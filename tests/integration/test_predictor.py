@@ -155,8 +155,7 @@ async def test_each_coin_tick_reaches_n8n_as_one_post_carrying_every_model(
     pipeline_settings: Settings, db_dsn: str, tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     """CONTRACTS.md: one POST per URL and coin tick, with the predictions of all models."""
-    xgb = train_model("xgboost", FEATURES, seed=1, path=tmp_path / "xgb.pkl")
-    forest = train_model("random_forest", FEATURES, seed=2, path=tmp_path / "rf.pkl")
+    xgb, forest = _two_model_files(tmp_path)
     conn = await connect(db_dsn)
     try:
         models = [
@@ -166,17 +165,7 @@ async def test_each_coin_tick_reaches_n8n_as_one_post_carrying_every_model(
         ]
         configured = pipeline_settings.replace(n8n_webhook_url=receiver.url())
         async with running_service(configured) as service:
-            await wait_for(lambda: _running(service, len(models)), what="three predictors")
-            rows = golden_rows(datetime.now(UTC))
-            for start in range(0, len(rows), 25):
-                await insert_rows(conn, rows[start : start + 25])
-            last = {r["mint"]: r["timestamp"] for r in rows}
-            await wait_for(
-                lambda: _predicted(conn, last, len(models)), timeout=30, what="all predictions"
-            )
-            await wait_for(
-                lambda: _outbox_settled(conn), timeout=30, what="every webhook delivered"
-            )
+            await _predict_and_send_golden_rows(conn, service, len(models))
         predicted = await conn.fetchval(
             "SELECT count(DISTINCT (coin_id, data_timestamp)) FROM predictions"
         )
@@ -197,8 +186,7 @@ async def test_a_batch_processed_again_sends_its_stored_predictions_once(
     not moved) whose jobs exist are not sent again; ticks whose predictions were
     committed but whose jobs were never queued (a stop in between) are sent once,
     with the stored values and every model."""
-    xgb = train_model("xgboost", FEATURES, seed=1, path=tmp_path / "xgb.pkl")
-    forest = train_model("random_forest", FEATURES, seed=2, path=tmp_path / "rf.pkl")
+    xgb, forest = _two_model_files(tmp_path)
     conn = await connect(db_dsn)
     try:
         models = [
@@ -209,16 +197,8 @@ async def test_a_batch_processed_again_sends_its_stored_predictions_once(
         configured = pipeline_settings.replace(
             n8n_webhook_url=receiver.url(), catchup_max_age_seconds=30 * 86400
         )
-        rows = golden_rows(datetime.now(UTC))
-        last = {r["mint"]: r["timestamp"] for r in rows}
         async with running_service(configured) as service:
-            await wait_for(lambda: _running(service, len(models)), what="two predictors")
-            for start in range(0, len(rows), 25):
-                await insert_rows(conn, rows[start : start + 25])
-            await wait_for(
-                lambda: _predicted(conn, last, len(models)), timeout=30, what="all predictions"
-            )
-            await wait_for(lambda: _outbox_settled(conn), timeout=30, what="every webhook")
+            last = await _predict_and_send_golden_rows(conn, service, len(models))
         first = len(receiver.bodies())
         top = await conn.fetchval("SELECT max(id) FROM coin_metrics")
 
@@ -249,6 +229,27 @@ async def test_a_batch_processed_again_sends_its_stored_predictions_once(
         body = sent[(coin, at)]  # each coin's newest tick is processed in any batching
         carried = {p["model"]["active_model_id"]: p["probability"] for p in body["predictions"]}
         assert carried == {m: stored[(coin, at, m)] for m in models}
+
+
+def _two_model_files(tmp_path: Path) -> tuple[Path, Path]:
+    xgb = train_model("xgboost", FEATURES, seed=1, path=tmp_path / "xgb.pkl")
+    forest = train_model("random_forest", FEATURES, seed=2, path=tmp_path / "rf.pkl")
+    return xgb, forest
+
+
+async def _predict_and_send_golden_rows(
+    conn: asyncpg.Connection, service: Any, models: int
+) -> dict[str, datetime]:
+    """Insert the golden rows as a collector does; wait until every model predicted each
+    coin's last row and every webhook was delivered. Returns each coin's last tick."""
+    await wait_for(lambda: _running(service, models), what="a predictor per model")
+    rows = golden_rows(datetime.now(UTC))
+    for start in range(0, len(rows), 25):
+        await insert_rows(conn, rows[start : start + 25])
+    last = {r["mint"]: r["timestamp"] for r in rows}
+    await wait_for(lambda: _predicted(conn, last, models), timeout=30, what="all predictions")
+    await wait_for(lambda: _outbox_settled(conn), timeout=30, what="every webhook delivered")
+    return last
 
 
 async def _cursor_at(conn: asyncpg.Connection, row_id: int) -> bool:
