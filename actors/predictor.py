@@ -32,6 +32,7 @@ from actors.webhook_payload import (
     ReportedPrediction,
     WebhookItem,
     tag_for,
+    target_url,
     webhook_items,
     webhook_jobs,
 )
@@ -181,7 +182,7 @@ class Predictor:
         predictions were never sent, because jobs are queued with the cursor move;
         the tick's idempotency key drops the job if it was queued after all.
         """
-        if not runtime.webhook.n8n_enabled:
+        if not runtime.webhook.n8n_enabled or not target_url(runtime.webhook, self._default_url):
             return
         new = {(s.coin_id, s.data_timestamp) for s in stored}
         missing = [t for t in wanted if (t.coin_id, t.data_timestamp) not in new]

@@ -1,7 +1,8 @@
 """The webhook dispatcher: delivers outbox jobs to n8n, at least once, with retries.
 
 It wakes on a short timer, when a retry falls due, when a delivery finishes and
-when a predictor pokes it after committing new jobs. Jobs are claimed from the
+when it is poked after new jobs were committed (by the batcher for a batch, by a
+predictor for manual predictions). Jobs are claimed from the
 outbox with a lease, so several dispatchers (or a restarted one) never hold the
 same job; a job is settled with the lease as a fence.
 
@@ -665,8 +666,8 @@ class WebhookDispatcher:
 def poker(supervisor: Supervisor, name: str = ACTOR_NAME) -> Callable[[], None]:
     """A function that pokes whichever dispatcher instance is running now (if any).
 
-    Predictors hold this rather than the dispatcher, which the supervisor replaces
-    when it restarts; a missed poke only costs up to one poll interval.
+    The batcher and predictors hold this rather than the dispatcher, which the
+    supervisor replaces when it restarts; a missed poke costs up to one poll interval.
     """
 
     def poke() -> None:
