@@ -349,6 +349,7 @@ def webhook_items(
         return []
     snapshot = model_snapshot(model)
     reference = snapshot_reference(snapshot.key)
+    sent = {tag for tag in TAGS if matches_send_modes(model.n8n_send_modes, tag)}
     return [
         WebhookItem(
             url,
@@ -362,7 +363,7 @@ def webhook_items(
             snapshot,
         )
         for p in predictions
-        if matches_send_modes(model.n8n_send_modes, p.tag)
+        if p.tag in sent
     ]
 
 

@@ -9,8 +9,8 @@ new, so webhooks are queued only for those.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
@@ -43,12 +43,12 @@ class NewPrediction(NamedTuple):
     evaluation_due_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class StoredPrediction:
+class StoredPrediction(NamedTuple):
+    """A row an insert stored (RETURNING); a tuple for the same reason as NewPrediction."""
+
     id: int
     coin_id: str
     data_timestamp: datetime
-    predicted_at: datetime
 
 
 _TYPES = {
@@ -115,7 +115,7 @@ def insert_sql(first_param: int = 1, *, shared: bool = False) -> str:
 INSERT INTO predictions ({", ".join(_COLUMNS)})
 {source}
 ON CONFLICT ON CONSTRAINT predictions_once_per_tick DO NOTHING
-RETURNING id, coin_id, data_timestamp, predicted_at
+RETURNING id, coin_id, data_timestamp
 """
 
 
@@ -125,7 +125,11 @@ _INSERT = {shared: insert_sql(shared=shared) for shared in (False, True)}
 
 def shares_model_fields(rows: Sequence[NewPrediction]) -> bool:
     """True when every row carries the same model fields (one model's batch)."""
-    return all(len({getattr(r, c) for r in rows}) == 1 for c in _PER_MODEL)
+    key = _model_fields(rows[0])
+    return all(_model_fields(r) == key for r in rows)
+
+
+_model_fields = operator.itemgetter(*(i for i, c in enumerate(_COLUMNS) if c in _PER_MODEL))
 
 
 def parameters(rows: Sequence[NewPrediction], shared: bool) -> list[object]:
@@ -137,10 +141,7 @@ def parameters(rows: Sequence[NewPrediction], shared: bool) -> list[object]:
 
 
 def stored(result: Sequence[asyncpg.Record]) -> list[StoredPrediction]:
-    return [
-        StoredPrediction(r["id"], r["coin_id"], r["data_timestamp"], r["predicted_at"])
-        for r in result
-    ]
+    return [StoredPrediction(r[0], r[1], r[2]) for r in result]
 
 
 async def insert_predictions(
