@@ -8,6 +8,7 @@ into NULL on the way).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -15,6 +16,12 @@ import asyncpg
 
 def _encode_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def int_array_literal(values: Sequence[int]) -> str:
+    """A bigint[] as its text literal ('{1,2}'), for multi-row inserts through unnest():
+    unnest() flattens a bigint[][] instead of yielding one array per row."""
+    return "{" + ",".join(str(int(v)) for v in values) + "}"
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:

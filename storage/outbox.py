@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import asyncpg
 
+from storage.db import int_array_literal
+
 JobStatus = Literal["pending", "delivered", "dead"]
 
 
@@ -142,24 +144,16 @@ def snapshot_arrays(jobs: Sequence[OutboxJob]) -> list[list[str]]:
 
 
 def job_arrays(jobs: Sequence[OutboxJob]) -> list[list[Any]]:
-    """The jobs as one array per column, in `enqueue_sql`'s parameter order.
-
-    Array columns go through text literals ('{1,2}') because unnest() flattens a
-    bigint[][] instead of yielding one array per row.
-    """
+    """The jobs as one array per column, in `enqueue_sql`'s parameter order."""
     return [
         [j.idempotency_key for j in jobs],
         [j.target_url for j in jobs],
         [j.coin_id for j in jobs],
         [j.data_timestamp for j in jobs],
-        [_int_array_literal(j.active_model_ids) for j in jobs],
-        [_int_array_literal(j.model_ids) for j in jobs],
+        [int_array_literal(j.active_model_ids) for j in jobs],
+        [int_array_literal(j.model_ids) for j in jobs],
         [j.payload for j in jobs],
     ]
-
-
-def _int_array_literal(values: Sequence[int]) -> str:
-    return "{" + ",".join(str(int(v)) for v in values) + "}"
 
 
 async def enqueue(conn: asyncpg.Connection, jobs: Sequence[OutboxJob]) -> int:

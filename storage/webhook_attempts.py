@@ -14,6 +14,8 @@ from typing import Literal
 
 import asyncpg
 
+from storage.db import int_array_literal
+
 Outcome = Literal["delivered", "retry", "failed", "dead"]
 OUTCOMES: tuple[Outcome, ...] = ("delivered", "retry", "failed", "dead")
 
@@ -59,8 +61,7 @@ class ModelWebhookStatus:
 
 
 # One multi-row INSERT for a whole flush of attempts (executemany sends a row per
-# round trip). Array columns go through text literals ('{1,2}') because unnest()
-# flattens a bigint[][] instead of yielding one array per row.
+# round trip); array columns as text literals (storage.db.int_array_literal).
 _INSERT_SQL = """
 INSERT INTO webhook_attempts (outbox_id, attempt, target_url, active_model_ids, model_ids,
                               status_code, latency_ms, error, outcome)
@@ -68,10 +69,6 @@ SELECT o, n, u, a::bigint[], m::bigint[], s, l, e, r
 FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::int[],
             $7::float8[], $8::text[], $9::text[]) AS t(o, n, u, a, m, s, l, e, r)
 """
-
-
-def _int_array_text(values: Sequence[int]) -> str:
-    return "{" + ",".join(str(int(v)) for v in values) + "}"
 
 
 async def record_attempts(conn: asyncpg.Connection, records: Sequence[AttemptRecord]) -> None:
@@ -83,8 +80,8 @@ async def record_attempts(conn: asyncpg.Connection, records: Sequence[AttemptRec
         [r.outbox_id for r in records],
         [r.attempt for r in records],
         [r.target_url for r in records],
-        [_int_array_text(r.active_model_ids) for r in records],
-        [_int_array_text(r.model_ids) for r in records],
+        [int_array_literal(r.active_model_ids) for r in records],
+        [int_array_literal(r.model_ids) for r in records],
         [r.status_code for r in records],
         [r.latency_ms for r in records],
         [r.error for r in records],
