@@ -148,8 +148,8 @@ def iso_timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
 
 
-_MODEL_JSON_CACHE: dict[WebhookModel, str] = {}
-_MODEL_JSON_CACHE_SIZE = 1024  # far more than the active models of one service
+_SNAPSHOTS: dict[WebhookModel, ModelSnapshot] = {}
+_SNAPSHOTS_SIZE = 1024  # far more than the active models of one service
 
 
 # One encoder for every call: json.dumps with options builds a new encoder each time,
@@ -157,15 +157,16 @@ _MODEL_JSON_CACHE_SIZE = 1024  # far more than the active models of one service
 _json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
-def model_json(model: WebhookModel) -> str:
-    """The `model` object of a prediction item as JSON text, serialised once per model.
+def model_snapshot(model: WebhookModel) -> ModelSnapshot:
+    """The `model` object of a prediction item as JSON text, and its key (SHA-256), as
+    jobs refer to it: serialised and hashed once per model.
 
     Every tick of a model repeats the same object (with its full feature list);
     building and encoding it per tick was most of the webhook path's CPU. Keyed on
     the frozen model itself, so a changed setting is a new key.
     """
-    text = _MODEL_JSON_CACHE.get(model)
-    if text is None:
+    snapshot = _SNAPSHOTS.get(model)
+    if snapshot is None:
         text = _json(
             {
                 "id": model.model_id,
@@ -182,24 +183,10 @@ def model_json(model: WebhookModel) -> str:
                 "phases": None if model.phases is None else list(model.phases),
             }
         )
-        if len(_MODEL_JSON_CACHE) >= _MODEL_JSON_CACHE_SIZE:
-            _MODEL_JSON_CACHE.clear()
-        _MODEL_JSON_CACHE[model] = text
-    return text
-
-
-_SNAPSHOT_CACHE: dict[str, ModelSnapshot] = {}
-
-
-def model_snapshot(model: WebhookModel) -> ModelSnapshot:
-    """The model's JSON text and its key (SHA-256), as jobs refer to it."""
-    text = model_json(model)
-    snapshot = _SNAPSHOT_CACHE.get(text)
-    if snapshot is None:
-        if len(_SNAPSHOT_CACHE) >= _MODEL_JSON_CACHE_SIZE:
-            _SNAPSHOT_CACHE.clear()
+        if len(_SNAPSHOTS) >= _SNAPSHOTS_SIZE:
+            _SNAPSHOTS.clear()
         snapshot = ModelSnapshot(hashlib.sha256(text.encode()).hexdigest(), text)
-        _SNAPSHOT_CACHE[text] = snapshot
+        _SNAPSHOTS[model] = snapshot
     return snapshot
 
 
@@ -242,7 +229,7 @@ _SERVICE_JSON = _json(SERVICE_NAME)
 
 def prediction_item_json(model: WebhookModel, prediction: Reported) -> str:
     """One entry of `predictions` in the payload, as JSON text."""
-    return _item_json(model_json(model), prediction)
+    return _item_json(model_snapshot(model).json, prediction)
 
 
 def _item_json(model_text: str, prediction: Reported) -> str:
@@ -312,12 +299,9 @@ def target_url(model: WebhookModel, default_url: str | None) -> str | None:
     return model.n8n_webhook_url or default_url or None
 
 
-def idempotency_key(url: str, coin_id: str, data_timestamp: datetime, active_model_id: int) -> str:
-    """Stable per (URL, coin, tick, model): re-processing a tick yields the same key."""
-    return _key(url, coin_id, iso_timestamp(data_timestamp), active_model_id)
-
-
 def _key(url: str, coin_id: str, timestamp: str, active_model_id: int) -> str:
+    """Idempotency key of one model's job outside a batch (manual predictions): stable
+    per (URL, coin, tick, model), so re-processing yields the same key."""
     return hashlib.sha256(f"{url}|{coin_id}|{timestamp}|{active_model_id}".encode()).hexdigest()
 
 
