@@ -101,7 +101,7 @@ class Service:
         assert self.database is not None
         dsn = self.database.dsn
         supervisor, state, bus = self.supervisor, self.state, self.bus
-        # The batcher pokes the running dispatcher (whichever instance) when it releases a
+        # The batcher pokes the running dispatcher (whichever instance) when it queues a
         # batch's webhook jobs; predictors do for manual predictions.
         poke = poker(supervisor)
         context.services["webhooks_poke"] = poke

@@ -379,9 +379,9 @@ class WebhookDispatcher:
                 await self._wake.wait()
         self._wake = anyio.Event()
         if self._poked:
-            # A poke comes when jobs were released (a batch, all its models committed)
-            # or queued (a manual prediction); a short pause lets pokes close together
-            # share one claim.
+            # A poke comes when jobs were queued (by the batcher once all models of a
+            # batch committed, or for a manual prediction); a short pause lets pokes
+            # close together share one claim.
             self._poked = False
             await anyio.sleep(self.coalesce_window)
 
