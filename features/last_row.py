@@ -138,21 +138,15 @@ def _minutes(later: np.ndarray, earlier: np.ndarray) -> np.ndarray:
     return np.where(missing, np.nan, diff)
 
 
-def _forward_fill(values: np.ndarray) -> np.ndarray:
-    """Each NaN takes the last present value before it along the rows."""
+def _forward_fill(values: np.ndarray, missing: int | None = None) -> np.ndarray:
+    """Each missing value takes the last present value before it along the rows.
+    `missing`: the marker of a missing value (_NAT for times); None means NaN."""
+    present = ~np.isnan(values) if missing is None else values != missing
     cols = np.arange(values.shape[1])
-    last = np.where(~np.isnan(values), cols, -1)
+    last = np.where(present, cols, -1)
     np.maximum.accumulate(last, axis=1, out=last)
     filled = np.take_along_axis(values, np.maximum(last, 0), axis=1)
-    return np.where(last >= 0, filled, np.nan)
-
-
-def _forward_fill_times(values: np.ndarray) -> np.ndarray:
-    cols = np.arange(values.shape[1])
-    last = np.where(values != _NAT, cols, -1)
-    np.maximum.accumulate(last, axis=1, out=last)
-    filled = np.take_along_axis(values, np.maximum(last, 0), axis=1)
-    return np.where(last >= 0, filled, _NAT)
+    return np.where(last >= 0, filled, np.nan if missing is None else missing)
 
 
 def _seed_arrays(grid: _Grid, seed: pl.DataFrame | None) -> dict[str, np.ndarray]:
@@ -237,7 +231,7 @@ def _engineered(
     previous = np.where(first_row, seed["last_ath"][:, None], previous)
     with np.errstate(invalid="ignore"):
         breakout = np.where(grid.valid, _flag(high > previous), np.nan)
-    bo_ts = _forward_fill_times(np.where(breakout == 1, ts, _NAT))
+    bo_ts = _forward_fill(np.where(breakout == 1, ts, _NAT), missing=_NAT)
     last_bo = np.where(bo_ts != _NAT, bo_ts, seed["last_bo"][:, None])
     any_bo = (np.nansum(breakout, axis=1) > 0) | (seed["last_bo"] != _NAT)
     loaded_first = ts[np.arange(grid.coins), grid.first_col]
