@@ -20,11 +20,10 @@ import polars as pl
 from features.columns import UTC_TIME, history_schema
 from features.running import PREFIX_INPUT_COLUMNS, PREFIX_SCHEMA, empty_prefix, prefix_state
 
-WINDOW_COLUMNS = PREFIX_INPUT_COLUMNS
-_WINDOW_SCHEMA = history_schema(WINDOW_COLUMNS)
+_WINDOW_SCHEMA = history_schema(PREFIX_INPUT_COLUMNS)
 _META_SCHEMA: dict[str, pl.DataType] = {"mint": pl.String(), "boundary": UTC_TIME, "last": UTC_TIME}
 
-# Loads, per coin, every row strictly before its boundary (WINDOW_COLUMNS at least).
+# Loads, per coin, every row strictly before its boundary (PREFIX_INPUT_COLUMNS at least).
 RowsBefore = Callable[[Sequence[str], Sequence[datetime]], Awaitable[pl.DataFrame]]
 
 
@@ -87,7 +86,7 @@ class PrefixCache:
         keys = sorted(set(keys))
         if history.is_empty() or not keys:
             return empty_prefix(with_phase_key=True)
-        window = history.select(WINDOW_COLUMNS).cast(_WINDOW_SCHEMA)  # type: ignore[arg-type]
+        window = history.select(PREFIX_INPUT_COLUMNS).cast(_WINDOW_SCHEMA)  # type: ignore[arg-type]
         meta = window.group_by("mint").agg(
             pl.col("timestamp").min().alias("boundary"),
             pl.col("timestamp").max().alias("last"),
@@ -141,7 +140,7 @@ class PrefixCache:
         if meta.is_empty():
             return pl.DataFrame(schema=_WINDOW_SCHEMA)
         rows = await self._rows_before(meta["mint"].to_list(), meta["boundary"].to_list())
-        return rows.select(WINDOW_COLUMNS).cast(_WINDOW_SCHEMA)  # type: ignore[arg-type]
+        return rows.select(PREFIX_INPUT_COLUMNS).cast(_WINDOW_SCHEMA)  # type: ignore[arg-type]
 
     def _evict(self) -> None:
         """Forget the coins seen longest ago (finished coins stop trading)."""

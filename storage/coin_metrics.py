@@ -19,8 +19,6 @@ from features.columns import BASE_COLUMNS, UTC_TIME, history_schema, quote_ident
 from features.running import PREFIX_INPUT_COLUMNS
 
 HISTORY_COLUMNS: tuple[str, ...] = tuple(BASE_COLUMNS)
-# What the running ("prefix") state of a coin needs from the rows before its window.
-PREFIX_COLUMNS = PREFIX_INPUT_COLUMNS
 
 
 # The collector's columns (id is the table's identity), in catalogue order.
@@ -202,12 +200,12 @@ async def load_rows_before(
     batcher carries the running state forward from rows it already holds.
     """
     query = f"""
-        SELECT {_csv_select(PREFIX_COLUMNS, "c")}
+        SELECT {_csv_select(PREFIX_INPUT_COLUMNS, "c")}
         FROM unnest($1::text[], $2::timestamptz[]) AS b(mint, boundary)
         JOIN coin_metrics c ON c.mint = b.mint AND c."timestamp" < b.boundary
         ORDER BY c.mint, c."timestamp"
     """
-    return await _copy_frame(conn, query, (list(mints), list(boundaries)), PREFIX_COLUMNS)
+    return await _copy_frame(conn, query, (list(mints), list(boundaries)), PREFIX_INPUT_COLUMNS)
 
 
 async def latest_timestamp(conn: asyncpg.Connection, mint: str) -> datetime | None:
