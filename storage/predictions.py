@@ -1,17 +1,21 @@
 """Writes of the `predictions` table (reads for the API live in `prediction_reads`).
 
-One multi-row INSERT per model and batch through `unnest` arrays. A prediction
-is unique per (active model, coin, data timestamp): re-processing a tick (the
-poller's overlap, a restart, NOTIFY and the timer both firing) hits the
-constraint and inserts nothing, and RETURNING tells the caller which rows are
-new, so webhooks are queued only for those.
+A stream batch's predictions of every model go in with ONE statement
+(`insert_batch`): the ticks' columns and the models' columns are sent once, and
+each prediction is only (model, tick, probability, tag). Manual predictions and
+models with caps or ignore windows insert their own rows (`insert_predictions`).
+A prediction is unique per (active model, coin, data timestamp): re-processing
+a tick (the poller's overlap, a restart, NOTIFY and the timer both firing) hits
+the constraint and inserts nothing, and the caller learns which rows are new,
+so webhooks are queued only for those.
 """
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
 import asyncpg
@@ -41,6 +45,50 @@ class NewPrediction(NamedTuple):
     target_direction: str | None
     source: str
     evaluation_due_at: datetime
+
+
+class ModelTarget(NamedTuple):
+    """The columns of a prediction row that belong to its model, equal for all its rows."""
+
+    active_model_id: int
+    model_id: int
+    alert_threshold: float
+    target_kind: str
+    target_variable: str | None
+    target_operator: str | None
+    target_value: float | None
+    future_minutes: int | None
+    price_change_percent: float | None
+    target_direction: str | None
+    evaluation_delay: timedelta  # evaluation_due_at - data_timestamp
+
+
+@dataclass(slots=True)
+class BatchRows:
+    """A batch's stream predictions of several models, as columns.
+
+    `models` and the tick columns are listed once; prediction k is model
+    `model_index[k]`'s prediction of tick `tick_index[k]` (both 0-based).
+    """
+
+    models: list[ModelTarget] = field(default_factory=list)
+    coin_ids: list[str] = field(default_factory=list)
+    data_timestamps: list[datetime] = field(default_factory=list)
+    phase_ids: list[int | None] = field(default_factory=list)
+    price_closes: list[float | None] = field(default_factory=list)
+    market_caps: list[float | None] = field(default_factory=list)
+    model_index: list[int] = field(default_factory=list)
+    tick_index: list[int] = field(default_factory=list)
+    predictions: list[int] = field(default_factory=list)
+    probabilities: list[float] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+
+
+class BatchInsert(NamedTuple):
+    """Which predictions of a `BatchRows` were not inserted (0-based positions)."""
+
+    existing: list[int]  # predicted before (a tick processed again)
+    model_gone: list[int]  # the active model was deleted meanwhile
 
 
 class StoredPrediction(NamedTuple):
@@ -152,6 +200,76 @@ async def insert_predictions(
         return []
     shared = shares_model_fields(rows)
     return stored(await conn.fetch(_INSERT[shared], *parameters(rows, shared)))
+
+
+_BATCH_INSERT = f"""
+WITH m AS (
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::float8[], $4::text[], $5::text[],
+                         $6::text[], $7::float8[], $8::int[], $9::float8[], $10::text[],
+                         $11::interval[])
+    WITH ORDINALITY AS m(active_model_id, model_id, alert_threshold, target_kind,
+                         target_variable, target_operator, target_value, future_minutes,
+                         price_change_percent, target_direction, evaluation_delay, i)
+), t AS (
+    SELECT * FROM unnest($12::text[], $13::timestamptz[], $14::int[], $15::float8[],
+                         $16::float8[])
+    WITH ORDINALITY AS t(coin_id, data_timestamp, phase_id, price_close_at_t,
+                         market_cap_at_t, i)
+), batch AS MATERIALIZED (
+    SELECT p.k - 1 AS position, a.id IS NOT NULL AS model_exists,
+           m.active_model_id, m.model_id, t.coin_id, t.data_timestamp, t.phase_id,
+           p.prediction, p.probability, m.alert_threshold, p.tag,
+           t.price_close_at_t, t.market_cap_at_t, m.target_kind, m.target_variable,
+           m.target_operator, m.target_value, m.future_minutes, m.price_change_percent,
+           m.target_direction, 'stream' AS source,
+           t.data_timestamp + m.evaluation_delay AS evaluation_due_at
+    FROM unnest($17::int[], $18::int[], $19::smallint[], $20::float8[], $21::text[])
+         WITH ORDINALITY AS p(model_index, tick_index, prediction, probability, tag, k)
+    JOIN m ON m.i = p.model_index + 1
+    JOIN t ON t.i = p.tick_index + 1
+    -- A model deleted while its batch was in flight: its rows are left out, not an error.
+    LEFT JOIN active_models a ON a.id = m.active_model_id
+), new AS (
+    INSERT INTO predictions ({", ".join(_COLUMNS)})
+    SELECT {", ".join(_COLUMNS)} FROM batch WHERE model_exists
+    ON CONFLICT ON CONSTRAINT predictions_once_per_tick DO NOTHING
+    RETURNING active_model_id, coin_id, data_timestamp
+)
+SELECT coalesce(array_agg(b.position ORDER BY b.position) FILTER (WHERE b.model_exists),
+                '{{}}') AS existing,
+       coalesce(array_agg(b.position ORDER BY b.position) FILTER (WHERE NOT b.model_exists),
+                '{{}}') AS model_gone
+FROM batch b
+WHERE NOT EXISTS (
+    SELECT 1 FROM new
+    WHERE new.active_model_id = b.active_model_id AND new.coin_id = b.coin_id
+      AND new.data_timestamp = b.data_timestamp
+)
+"""
+
+
+async def insert_batch(conn: asyncpg.Connection, rows: BatchRows) -> BatchInsert:
+    """Insert a batch's predictions of every model in one statement; say which were not
+    inserted (normally none)."""
+    if not rows.model_index:
+        return BatchInsert([], [])
+    models = rows.models
+    record = await conn.fetchrow(
+        _BATCH_INSERT,
+        *([getattr(m, name) for m in models] for name in ModelTarget._fields),
+        rows.coin_ids,
+        rows.data_timestamps,
+        rows.phase_ids,
+        rows.price_closes,
+        rows.market_caps,
+        rows.model_index,
+        rows.tick_index,
+        rows.predictions,
+        rows.probabilities,
+        rows.tags,
+    )
+    assert record is not None
+    return BatchInsert(list(record["existing"]), list(record["model_gone"]))
 
 
 async def open_counts(

@@ -12,7 +12,14 @@ from prediction_rows import add_model
 
 from storage.outbox import OutboxJob
 from storage.prediction_store import insert_with_jobs
-from storage.predictions import NewPrediction
+from storage.predictions import (
+    BatchInsert,
+    BatchRows,
+    ModelTarget,
+    NewPrediction,
+    insert_batch,
+    insert_predictions,
+)
 
 AT = datetime(2026, 4, 1, 12, tzinfo=UTC)
 
@@ -104,3 +111,80 @@ async def test_rows_of_two_models_in_one_call_keep_their_own_model_fields(
             " FROM predictions ORDER BY coin_id"
         )
         assert [tuple(r) for r in rows] == [("A", first, 7, 0.7, 5), ("B", second, 8, 0.9, 10)]
+
+
+def _target(active_model_id: int, model_id: int, minutes: int, threshold: float) -> ModelTarget:
+    return ModelTarget(
+        active_model_id=active_model_id,
+        model_id=model_id,
+        alert_threshold=threshold,
+        target_kind="time_based",
+        target_variable="price_close",
+        target_operator=None,
+        target_value=None,
+        future_minutes=minutes,
+        price_change_percent=10.0,
+        target_direction="up",
+        evaluation_delay=timedelta(minutes=minutes),
+    )
+
+
+async def test_a_batch_of_several_models_is_one_insert_that_says_what_it_left_out(
+    pool: asyncpg.Pool,
+) -> None:
+    """Each tick and each model is sent once; a prediction stored before and a model
+    deleted meanwhile are reported by position, and nothing else is left out."""
+    async with pool.acquire() as conn:
+        first, second = await add_model(conn, 7), await add_model(conn, 8)
+        gone = await add_model(conn, 9)
+        await conn.execute("DELETE FROM active_models WHERE id = $1", gone)
+        await insert_predictions(conn, [_row(first, "A", AT)])  # A predicted before
+        later = AT + timedelta(seconds=3)
+        rows = BatchRows(
+            models=[
+                _target(first, 7, 5, 0.7),
+                _target(second, 8, 10, 0.9),
+                _target(gone, 9, 5, 0.7),
+            ],
+            coin_ids=["A", "B"],
+            data_timestamps=[AT, later],
+            phase_ids=[1, None],
+            price_closes=[1e-7, 2e-7],
+            market_caps=[100.0, None],
+            model_index=[0, 0, 1, 1, 2],
+            tick_index=[0, 1, 0, 1, 1],
+            predictions=[1, 0, 1, 1, 1],
+            probabilities=[0.95, 0.2, 0.8, 0.91, 0.6],
+            tags=["alert", "negative", "positive", "alert", "positive"],
+        )
+        outcome = await insert_batch(conn, rows)
+        assert outcome == BatchInsert(existing=[0], model_gone=[4])
+        stored = await conn.fetch(
+            "SELECT active_model_id, model_id, coin_id, data_timestamp, phase_id, prediction,"
+            " probability, alert_threshold, tag, price_close_at_t, market_cap_at_t,"
+            " future_minutes, source, evaluation_due_at - data_timestamp AS delay"
+            " FROM predictions WHERE data_timestamp = $1 OR active_model_id = $2"
+            " ORDER BY active_model_id, coin_id",
+            later,
+            second,
+        )
+        assert [tuple(r) for r in stored] == [
+            (first, 7, "B", later, None, 0, 0.2, 0.7, "negative", 2e-7, None, 5, "stream",
+             timedelta(minutes=5)),
+            (second, 8, "A", AT, 1, 1, 0.8, 0.9, "positive", 1e-7, 100.0, 10, "stream",
+             timedelta(minutes=10)),
+            (second, 8, "B", later, None, 1, 0.91, 0.9, "alert", 2e-7, None, 10, "stream",
+             timedelta(minutes=10)),
+        ]  # fmt: skip
+        # The one stored before kept its values.
+        assert (
+            await conn.fetchval(
+                "SELECT probability FROM predictions WHERE active_model_id = $1 AND coin_id = 'A'",
+                first,
+            )
+            == 0.9
+        )
+        # The same batch again inserts nothing, and says so.
+        again = await insert_batch(conn, rows)
+        assert again == BatchInsert(existing=[0, 1, 2, 3], model_gone=[4])
+        assert await conn.fetchval("SELECT count(*) FROM predictions") == 4
