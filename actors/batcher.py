@@ -6,18 +6,21 @@ waited BATCH_TIMEOUT_SECONDS. Ticks keep arriving while a batch is being loaded 
 waits for slow predictors, and are coalesced per coin (the latest wins): when
 downstream is slow, batches grow instead of queues.
 
-The durable cursor advances here, in batch order, only after every predictor
-acknowledged the batch (its predictions are committed): never before the work
-it confirms. The batch's webhook jobs are queued in the same transaction, one
+Once every predictor is done with a batch, one transaction stores every
+model's predictions (`actors.batch_writer`) with the batch's webhook jobs, one
 per URL and coin tick with every model's prediction (CONTRACTS.md section 4:
-one POST per URL and processed coin).
+one POST per URL and processed coin). The durable cursor advances in batch
+order, past batches whose transaction committed: never before the work it
+confirms.
 """
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from typing import TypeVar
 
 import anyio
 import asyncpg
@@ -28,6 +31,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from actors import metrics
 from actors.batch_bus import BatchBus
+from actors.batch_writer import Written, write_batch
 from actors.history_cache import HistoryCache
 from actors.messages import Batch, BatchCompletion, Tick, TickPage
 from actors.prefix_cache import PrefixCache
@@ -40,6 +44,11 @@ from storage import coin_metrics, cursor, outbox
 from storage.config import Settings
 
 log = structlog.get_logger(__name__)
+
+COMMIT_ATTEMPTS = 3
+# Batches whose predictions are being stored at once (each holds a pool connection).
+STORES_IN_FLIGHT = 3
+T = TypeVar("T")
 
 
 class Batcher:
@@ -55,8 +64,10 @@ class Batcher:
         history_size: int,
         cursor_name: str = cursor.DEFAULT_NAME,
         on_jobs_queued: Callable[[], None] | None = None,
+        default_webhook_url: str | None = None,
     ) -> None:
         self._pool = pool
+        self._default_url = default_webhook_url
         self._on_jobs_queued = on_jobs_queued
         self._pages = pages
         self._bus = bus
@@ -97,6 +108,7 @@ class Batcher:
             batch_timeout=settings.batch_timeout_seconds,
             history_size=settings.feature_history_size,
             on_jobs_queued=on_jobs_queued,
+            default_webhook_url=settings.n8n_webhook_url or None,
         )
 
     def request_stop(self) -> None:
@@ -234,29 +246,80 @@ class Batcher:
             return await coin_metrics.load_rows_before(conn, mints, boundaries)
 
     async def _confirm(self, batches: MemoryObjectReceiveStream[tuple[Batch, datetime]]) -> None:
-        """Once each batch is fully committed, in batch order: queue its webhook jobs
-        (every model's items are in, so each coin tick is one job) and advance the
-        durable cursor, in one transaction. A crash before it re-reads the batch,
-        whose second run rebuilds the items from the stored predictions."""
-        async with batches:
-            async for batch, newest in batches:
-                await batch.completion.wait()
-                self._in_flight -= 1
-                self._changed.set()
-                jobs = tick_jobs(batch.completion.webhook_items)
-                queued = 0
-                async with self._pool.acquire() as conn, conn.transaction():
-                    if jobs:
-                        queued = await outbox.enqueue(conn, jobs)
-                    self.cursor_position = await cursor.advance(
-                        conn, batch.max_row_id, newest, self._cursor_name
-                    )
-                if queued and self._on_jobs_queued is not None:
-                    self._on_jobs_queued()
+        """Once every predictor is done with a batch: store every model's predictions
+        with the batch's webhook jobs (all items are in, so each coin tick is one job)
+        in one transaction, several batches at once; then, in batch order, advance
+        the durable cursor past the stored batches."""
+        stored_send, stored_receive = anyio.create_memory_object_stream[
+            tuple[Batch, datetime, anyio.Event]
+        ](64)
+        slots = anyio.Semaphore(STORES_IN_FLIGHT)
+        async with batches, anyio.create_task_group() as tg:
+            tg.start_soon(self._advance, stored_receive)
+            async with stored_send:
+                async for batch, newest in batches:
+                    await batch.completion.wait()
+                    self._in_flight -= 1
+                    self._changed.set()
+                    stored = anyio.Event()
+                    await slots.acquire()
+                    tg.start_soon(self._store, batch, stored, slots)
+                    await stored_send.send((batch, newest, stored))
+
+    async def _store(self, batch: Batch, stored: anyio.Event, slots: anyio.Semaphore) -> None:
+        """The batch's predictions and webhook jobs, in one transaction. A crash after it
+        and before the cursor moved reads the batch again: its predictions exist, so
+        nothing is inserted twice, and its jobs exist, so nothing is sent twice."""
+        completion = batch.completion
+        try:
+            written, queued = await _retrying(
+                batch, functools.partial(self._write, completion), "batch_store_failed"
+            )
+        finally:
+            slots.release()
+        written.record_metrics()
+        if queued and self._on_jobs_queued is not None:
+            self._on_jobs_queued()
+        # Once per coin tick rather than per model and tick: every model's prediction
+        # is committed now, and the tick's webhook can go out.
+        now = time.time()
+        for tick in batch.ticks if completion.expected else ():
+            metrics.PREDICTION_LAG.observe({}, max(now - tick.data_timestamp.timestamp(), 0.0))
+        stored.set()
+
+    async def _write(self, completion: BatchCompletion) -> tuple[Written, int]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            written = await write_batch(conn, completion.scores, default_url=self._default_url)
+            jobs = tick_jobs([*written.items, *completion.webhook_items])
+            queued = await outbox.enqueue(conn, jobs) if jobs else 0
+        return written, queued
+
+    async def _advance(
+        self, stored: MemoryObjectReceiveStream[tuple[Batch, datetime, anyio.Event]]
+    ) -> None:
+        """The cursor past each batch once it and every batch before it are stored."""
+        async with stored:
+            async for batch, newest, done in stored:
+                await done.wait()
+                self.cursor_position = await _retrying(
+                    batch, functools.partial(self._move_cursor, batch, newest), "cursor_failed"
+                )
                 metrics.INTAKE_CURSOR.set({}, float(self.cursor_position))
-                # Once per coin tick rather than per model and tick: every model's
-                # prediction is committed now, and the tick's webhook can go out.
-                now = time.time()
-                for tick in batch.ticks if batch.completion.expected else ():
-                    lag = now - tick.data_timestamp.timestamp()
-                    metrics.PREDICTION_LAG.observe({}, max(lag, 0.0))
+
+    async def _move_cursor(self, batch: Batch, newest: datetime) -> int:
+        async with self._pool.acquire() as conn:
+            return await cursor.advance(conn, batch.max_row_id, newest, self._cursor_name)
+
+
+async def _retrying(batch: Batch, attempt_once: Callable[[], Awaitable[T]], event: str) -> T:
+    """Tried again on a transient database error (the batch is in memory, every statement
+    is idempotent); then the error stops the batcher, whose restart reads the batch again."""
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            return await attempt_once()
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            log.warning(event, batch_id=batch.batch_id, attempt=attempt, error=repr(exc))
+            if attempt == COMMIT_ATTEMPTS:
+                raise
+            await anyio.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import polars as pl
 
+    from actors.batch_writer import ModelScores
     from actors.shared_features import SharedFeatures
     from actors.webhook_payload import WebhookItem
 
@@ -49,9 +50,10 @@ class Batch:
     sorted phase ids of a model joined by "," — a model with phases sees only
     rows of its phases, so its running state is computed over those alone.
     The same immutable frames go to every predictor. A predictor calls
-    `completion.ack(key)` once its work for the batch is committed (also when
-    the batch had nothing for it); the durable intake cursor advances to
-    `max_row_id` only when every predictor has acknowledged.
+    `completion.ack(key)` once its work for the batch is done (also when the
+    batch had nothing for it), handing over its scores; the batcher then stores
+    every model's predictions with the batch's webhook jobs, and advances the
+    durable intake cursor to `max_row_id` once they are committed.
     """
 
     batch_id: int
@@ -67,15 +69,17 @@ class Batch:
 class BatchCompletion:
     """Which predictors still owe an acknowledgement for one batch."""
 
-    __slots__ = ("_done", "_pending", "expected", "webhook_items")
+    __slots__ = ("_done", "_pending", "expected", "scores", "webhook_items")
 
     def __init__(self, expected: set[int]) -> None:
         import anyio
 
         self.expected = frozenset(expected)
         self._pending = set(expected)
-        # What the predictors want sent for this batch (actors.webhook_payload.WebhookItem);
-        # the batcher queues them, one job per URL and coin tick, with the cursor move.
+        # What the predictors scored, for the batcher to store (actors.batch_writer), and
+        # the webhook items of what models with caps or ignore windows stored themselves;
+        # the batcher queues the items, one job per URL and coin tick, with the predictions.
+        self.scores: list[ModelScores] = []
         self.webhook_items: list[WebhookItem] = []
         self._done = anyio.Event()
         if not self._pending:

@@ -18,7 +18,10 @@ from actors.messages import Tick, phase_key
 from actors.webhook_payload import WebhookModel
 from features.matrix import FeatureSpec, TickRows
 from storage.model_files import LoadedModel, ModelFileError, load_model
-from storage.predictions import NewPrediction
+from storage.predictions import ModelTarget, NewPrediction
+
+ZERO = timedelta(0)
+INVALID_PROBABILITY = "invalid probability"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,27 @@ class ModelRuntime:
         """Same model file, new settings (threshold, webhooks, filters...)."""
         return build_runtime(row, self.model)
 
+    @property
+    def target(self) -> ModelTarget:
+        """The model's columns of its prediction rows (looked up once per batch, not per row)."""
+        r = self.row
+        kind, minutes = r["target_kind"], r["future_minutes"]
+        # The outcome is known at T + future_minutes (time-based), at T itself (classic).
+        delay = timedelta(minutes=int(minutes)) if kind == "time_based" and minutes else ZERO
+        return ModelTarget(
+            self.active_model_id,
+            int(r["model_id"]),
+            float(r["alert_threshold"]),
+            kind,
+            r["target_variable"],
+            r["target_operator"],
+            r["target_value"],
+            minutes,
+            r["price_change_percent"],
+            r["target_direction"],
+            delay,
+        )
+
     def new_predictions(
         self,
         ticks: Sequence[Tick],
@@ -60,42 +84,41 @@ class ModelRuntime:
         snapshots: Sequence[tuple[float | None, float | None]],
         source: str = "stream",
     ) -> list[NewPrediction]:
-        """The rows to store; what belongs to the model is looked up once, not per row."""
-        r = self.row
-        active_model_id, model_id = self.active_model_id, int(r["model_id"])
-        threshold = float(r["alert_threshold"])
-        kind, variable, operator = r["target_kind"], r["target_variable"], r["target_operator"]
-        value, minutes = r["target_value"], r["future_minutes"]
-        change, direction = r["price_change_percent"], r["target_direction"]
-        # The outcome is known at T + future_minutes (time-based), at T itself (classic).
-        ahead = timedelta(minutes=int(minutes)) if kind == "time_based" and minutes else None
+        """The rows to store, one per tick (manual predictions and models with caps or
+        ignore windows; a plain batch goes to `storage.predictions.insert_batch`)."""
+        t = self.target
         return [
             NewPrediction(
-                active_model_id,
-                model_id,
+                t.active_model_id,
+                t.model_id,
                 tick.coin_id,
                 tick.data_timestamp,
                 tick.phase_id,
-                1 if p >= 0.5 else 0,
+                prediction_of(p),
                 p,
-                threshold,
+                t.alert_threshold,
                 tag,
                 close,
                 cap,
-                kind,
-                variable,
-                operator,
-                value,
-                minutes,
-                change,
-                direction,
+                t.target_kind,
+                t.target_variable,
+                t.target_operator,
+                t.target_value,
+                t.future_minutes,
+                t.price_change_percent,
+                t.target_direction,
                 source,
-                tick.data_timestamp + ahead if ahead is not None else tick.data_timestamp,
+                tick.data_timestamp + t.evaluation_delay,
             )
             for tick, p, tag, (close, cap) in zip(
                 ticks, probabilities, tags, snapshots, strict=True
             )
         ]
+
+
+def prediction_of(probability: float) -> int:
+    """The predicted class: 1 when p >= 0.5."""
+    return 1 if probability >= 0.5 else 0
 
 
 def build_runtime(row: Mapping[str, Any], model: LoadedModel) -> ModelRuntime:
@@ -151,7 +174,14 @@ def score(runtime: ModelRuntime, ticks: Sequence[Tick], rows: TickRows) -> Score
     if not matrix.rows:
         return Scored([], np.empty(0), [], skipped)
     probabilities = runtime.model.predict_proba(matrix.values)[:, 1]
-    kept = [ticks[i] for i in matrix.rows]
-    closes = rows.column(matrix.positions, "price_close")
-    caps = rows.column(matrix.positions, "market_cap_close")
+    kept, positions = [ticks[i] for i in matrix.rows], matrix.positions
+    valid = np.isfinite(probabilities) & (probabilities >= 0.0) & (probabilities <= 1.0)
+    if not valid.all():
+        # Never stored (the table refuses it) nor sent: one bad row must not sink the batch.
+        skipped += [(t, INVALID_PROBABILITY) for t, ok in zip(kept, valid, strict=True) if not ok]
+        kept = [t for t, ok in zip(kept, valid, strict=True) if ok]
+        positions = positions[valid]
+        probabilities = probabilities[valid]
+    closes = rows.column(positions, "price_close")
+    caps = rows.column(positions, "market_cap_close")
     return Scored(kept, probabilities, list(zip(closes, caps, strict=True)), skipped)

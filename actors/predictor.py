@@ -1,13 +1,14 @@
-"""One actor per active model: a batch in, that model's predictions stored.
+"""One actor per active model: a batch in, that model's predictions out.
 
 Per batch: filters (phases, coin whitelist, ignore windows, caps of open
 predictions), the feature matrix and `predict_proba` for all eligible coins at
-once, one multi-row idempotent insert (with the scan state in the same
-transaction when ignore windows are on), then the acknowledgement that lets
-the intake cursor move. The acknowledgement carries the model's webhook items:
-the batcher queues every model's items of a coin tick as one job, in the
-transaction that moves the cursor. A new model object or new settings (hot reload) are
-swapped in between batches, never during one.
+once, then the acknowledgement. It hands the model's scores to the batcher,
+which stores every model's predictions of the batch with one statement, in the
+transaction that queues the webhook jobs and moves the intake cursor
+(`actors.batch_writer`). A model with caps or ignore windows stores its own
+rows instead, reading its open predictions or scan state in the same
+transaction, and hands over webhook items. A new model object or new settings
+(hot reload) are swapped in between batches, never during one.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from actors import metrics
 from actors.batch_bus import BatchBus
+from actors.batch_writer import ModelScores, stored_items
 from actors.messages import Batch, Tick
 from actors.model_runtime import ModelRuntime, Scored, score
 from actors.offload import run_cpu
 from actors.webhook_payload import (
-    ReportedPrediction,
     WebhookItem,
     tag_for,
     target_url,
@@ -62,6 +63,7 @@ class Predictor:
         self._poke = poke_webhooks
         self._stopping = False
         self._items: list[WebhookItem] = []  # webhook items of the current batch
+        self._scores: ModelScores | None = None  # what the batcher stores for the batch
         self.key = runtime.active_model_id
         self._log = log.bind(active_model_id=self.key, model=runtime.name)
 
@@ -103,9 +105,11 @@ class Predictor:
             metrics.ACTIVE_MODELS.set({}, float(len(self._bus.subscriber_ids)))
 
     def _ack(self, batch: Batch) -> None:
-        """Acknowledge the batch, handing over its webhook items."""
+        """Acknowledge the batch, handing over its scores or webhook items."""
         batch.completion.webhook_items.extend(self._items)
-        self._items = []
+        if self._scores is not None:
+            batch.completion.scores.append(self._scores)
+        self._items, self._scores = [], None
         batch.completion.ack(self.key)
 
     async def _next_batch(self, receive: MemoryObjectReceiveStream[Batch]) -> Batch | None:
@@ -123,7 +127,7 @@ class Predictor:
 
     async def _process_with_retry(self, batch: Batch) -> None:
         for attempt in range(1, BATCH_ATTEMPTS + 1):
-            self._items = []  # a retry rebuilds what the failed attempt stored
+            self._items, self._scores = [], None  # a retry rebuilds what the failed one had
             try:
                 await self.process(batch)
                 return
@@ -143,7 +147,7 @@ class Predictor:
             {"model": str(self.key), "reason": "batch_failed"}, len(batch.ticks)
         )
 
-    async def process(self, batch: Batch) -> list[StoredPrediction]:
+    async def process(self, batch: Batch) -> None:
         if self._next is not None:
             self._runtime, self._next = self._next, None
             self._log = log.bind(active_model_id=self.key, model=self._runtime.name)
@@ -160,17 +164,18 @@ class Predictor:
                 ]
                 self._skip("ignore_window", len(ticks) - len(kept))
                 ticks = kept
-        stored: list[StoredPrediction] = []
         if ticks:
             rows = await batch.features.get(runtime.spec, runtime.phase_key)
             scored = await run_cpu(len(ticks), score, runtime, ticks, rows)
             for _tick, reason in scored.skipped:
                 self._skip(reason.replace(" ", "_"), 1)
-            stored = await self.store(runtime, scored)
-        if len(stored) < len(wanted):
-            await self._report_stored_before(runtime, wanted, stored)
+            if _stores_itself(runtime):
+                stored = await self.store(runtime, scored)
+                if len(stored) < len(wanted):
+                    await self._report_stored_before(runtime, wanted, stored)
+            elif scored.ticks:
+                self._scores = ModelScores(runtime, scored)
         metrics.PREDICT_SECONDS.observe({"model": str(self.key)}, time.perf_counter() - started)
-        return stored
 
     async def _report_stored_before(
         self, runtime: ModelRuntime, wanted: list[Tick], stored: list[StoredPrediction]
@@ -178,28 +183,20 @@ class Predictor:
         """Webhook items for the ticks of this batch the model had predicted already.
 
         Normally none: this is a batch processed again after its first run
-        committed predictions but not the cursor move (a crash, a stop). Those
-        predictions were never sent, because jobs are queued with the cursor move;
-        the tick's idempotency key drops the job if it was queued after all.
+        committed this model's predictions but not the cursor move (a crash, a
+        stop). Those predictions were never sent, because jobs are queued with
+        the cursor move; the tick's idempotency key drops the job if it was
+        queued after all.
         """
         if not runtime.webhook.n8n_enabled or not target_url(runtime.webhook, self._default_url):
             return
         new = {(s.coin_id, s.data_timestamp) for s in stored}
         missing = [t for t in wanted if (t.coin_id, t.data_timestamp) not in new]
         async with self._pool.acquire() as conn:
-            reports = await predictions.stored_stream_reports(
-                conn,
-                self.key,
-                [t.coin_id for t in missing],
-                [t.data_timestamp for t in missing],
+            items = await stored_items(
+                conn, runtime.webhook, missing, default_url=self._default_url
             )
-        self._items.extend(
-            webhook_items(
-                runtime.webhook,
-                [ReportedPrediction(*r) for r in reports],
-                default_url=self._default_url,
-            )
-        )
+        self._items.extend(items)
 
     def _eligible(self, runtime: ModelRuntime, ticks: tuple[Tick, ...]) -> list[Tick]:
         phases = runtime.phases
@@ -218,27 +215,24 @@ class Predictor:
     async def store(
         self, runtime: ModelRuntime, scored: Scored, source: str = "stream"
     ) -> list[StoredPrediction]:
-        """Insert (with the scan state, and the webhook jobs of manual predictions)
-        atomically; a batch's webhook items go to the batcher with the acknowledgement."""
+        """Insert this model's rows (with the scan state, and the webhook jobs of manual
+        predictions) atomically: manual predictions and models with caps or ignore
+        windows. Their stream webhook items go to the batcher with the acknowledgement."""
         threshold = float(runtime.row["alert_threshold"])
         probabilities = [float(p) for p in scored.probabilities.tolist()]
         tags = [tag_for(p, threshold) for p in probabilities]
         rows = runtime.new_predictions(scored.ticks, probabilities, tags, scored.snapshots, source)
         manual = source != "stream"
         queued = 0
-        if _uses_caps(runtime) or _uses_ignore_windows(runtime):
+        if _stores_itself(runtime):
             rows, stored, fresh, queued = await self._store_checked(
                 runtime, rows, queue_jobs=manual
             )
-        elif manual:
+        else:
+            # A manual prediction of a plain model (its stream batches go to the batcher).
             jobs = webhook_jobs(runtime.webhook, rows, default_url=self._default_url)
             async with self._pool.acquire() as conn:
                 stored, queued = await prediction_store.insert_with_jobs(conn, rows, jobs)
-            fresh = _fresh(rows, stored)
-        else:
-            # The common case: the predictions in one statement, the jobs come later.
-            async with self._pool.acquire() as conn:
-                stored = await predictions.insert_predictions(conn, rows)
             fresh = _fresh(rows, stored)
         if not manual:
             self._items.extend(webhook_items(runtime.webhook, fresh, default_url=self._default_url))
@@ -302,6 +296,11 @@ class Predictor:
     def _skip(self, reason: str, count: int) -> None:
         if count:
             metrics.TICKS_SKIPPED.add({"model": str(self.key), "reason": reason}, count)
+
+
+def _stores_itself(runtime: ModelRuntime) -> bool:
+    """Caps and ignore windows read this model's own rows in the inserting transaction."""
+    return _uses_caps(runtime) or _uses_ignore_windows(runtime)
 
 
 def _uses_ignore_windows(runtime: ModelRuntime) -> bool:

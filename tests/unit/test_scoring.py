@@ -1,0 +1,118 @@
+"""Scoring a batch, and the columns one batch insert sends for several models."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from actors.batch_writer import ModelScores, batch_rows
+from actors.messages import Tick
+from actors.model_runtime import INVALID_PROBABILITY, ModelRuntime, build_runtime, score
+from features.matrix import TickRows
+from storage.model_files import LoadedModel
+
+AT = datetime(2026, 5, 1, 12, tzinfo=UTC)
+FEATURES = ["price_close", "volume_sol"]
+
+
+class _Misbehaving:
+    """An estimator whose probabilities are not probabilities (a broken model file)."""
+
+    def __init__(self, positive: list[float]) -> None:
+        self.positive = np.array(positive)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        assert X.shape[0] == len(self.positive)
+        return np.column_stack([1 - self.positive, self.positive])
+
+
+def _runtime(estimator: Any, active_model_id: int = 1, **row: Any) -> ModelRuntime:
+    loaded = LoadedModel(
+        estimator=estimator,
+        kind="xgboost",
+        feature_names_in=FEATURES,
+        n_features_in=len(FEATURES),
+        sha256="0" * 64,
+        path=Path("m.pkl"),
+        file_format="joblib",
+    )
+    columns: dict[str, Any] = {
+        "id": active_model_id,
+        "model_id": 40 + active_model_id,
+        "name": "m",
+        "custom_name": None,
+        "model_type": "xgboost",
+        "features": FEATURES,
+        "params": {},
+        "phases": None,
+        "alert_threshold": 0.7,
+        "target_kind": "time_based",
+        "target_variable": "price_close",
+        "target_operator": None,
+        "target_value": None,
+        "future_minutes": 5,
+        "price_change_percent": 10.0,
+        "target_direction": "up",
+        "n8n_webhook_url": None,
+        "n8n_enabled": True,
+        "n8n_send_modes": ["all"],
+    }
+    return build_runtime({**columns, **row}, loaded)
+
+
+def _ticks(n: int) -> list[Tick]:
+    return [Tick(i + 1, f"coin{i}", AT + timedelta(seconds=i), 2, 0.0) for i in range(n)]
+
+
+def _rows(ticks: list[Tick]) -> TickRows:
+    values = np.array([[1e-7 * (i + 1), 5.0, 100.0 * (i + 1)] for i in range(len(ticks))])
+    columns = {"price_close": 0, "volume_sol": 1, "market_cap_close": 2}
+    return TickRows(
+        values, columns, {(t.coin_id, t.data_timestamp): i for i, t in enumerate(ticks)}
+    )
+
+
+def test_a_probability_outside_0_1_skips_its_tick_with_a_reason_and_keeps_the_others() -> None:
+    ticks = _ticks(4)
+    runtime = _runtime(_Misbehaving([0.9, float("nan"), 1.5, 0.2]))
+    scored = score(runtime, ticks, _rows(ticks))
+    assert [t.coin_id for t in scored.ticks] == ["coin0", "coin3"]
+    assert scored.probabilities.tolist() == [0.9, 0.2]
+    # The snapshot columns follow the kept ticks, not the matrix rows.
+    assert scored.snapshots == [(1e-7, 100.0), (4e-7, 400.0)]
+    assert scored.skipped == [(ticks[1], INVALID_PROBABILITY), (ticks[2], INVALID_PROBABILITY)]
+
+
+def test_batch_rows_send_each_tick_and_each_model_once() -> None:
+    ticks = _ticks(3)
+    rows = _rows(ticks)
+    first = _runtime(_Misbehaving([0.95, 0.6, 0.1]), active_model_id=1)
+    classic = _runtime(
+        _Misbehaving([0.75, 0.4]),
+        active_model_id=2,
+        alert_threshold=0.8,
+        target_kind="classic",
+        target_operator=">",
+        target_value=5.0,
+        future_minutes=None,
+    )
+    scores = [
+        ModelScores(first, score(first, ticks, rows)),
+        ModelScores(classic, score(classic, [ticks[2], ticks[0]], rows)),
+    ]
+    batch = batch_rows(scores)
+    assert batch.coin_ids == ["coin0", "coin1", "coin2"]
+    assert batch.data_timestamps == [t.data_timestamp for t in ticks]
+    assert batch.price_closes == [1e-7, 2e-7, 3e-7]
+    assert batch.market_caps == [100.0, 200.0, 300.0]
+    assert batch.model_index == [0, 0, 0, 1, 1]
+    assert batch.tick_index == [0, 1, 2, 2, 0]
+    assert batch.probabilities == [0.95, 0.6, 0.1, 0.75, 0.4]
+    assert batch.predictions == [1, 1, 0, 1, 0]
+    # Tags by each model's own threshold (0.7 and 0.8).
+    assert batch.tags == ["alert", "positive", "negative", "positive", "negative"]
+    assert [m.active_model_id for m in batch.models] == [1, 2]
+    assert [m.evaluation_delay for m in batch.models] == [timedelta(minutes=5), timedelta(0)]
