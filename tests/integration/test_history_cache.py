@@ -97,3 +97,29 @@ async def test_a_larger_window_reads_everything_again(pool: asyncpg.Pool) -> Non
         cached = await _cached(conn, cache, ticks, 31)
         assert cached.height == 31
         assert cached.equals(await _direct(conn, ticks, 31))
+
+
+async def test_coins_replaced_evicted_and_compacted_keep_their_own_windows(
+    pool: asyncpg.Pool,
+) -> None:
+    """Held windows are found by position: after coins were replaced, forgotten (at most
+    three held) and the held rows compacted, every batch still sees the direct read."""
+    cache = HistoryCache(max_coins=3, compact_after=1)
+    mints = ["A", "B", "C", "D", "E"]
+    times: dict[str, datetime] = {}
+    async with pool.acquire() as conn:
+        for i, mint in enumerate(mints):
+            rows = coin_rows(mint, 15, start=_at(i), seed=i)
+            await insert_rows(conn, rows)
+            times[mint] = rows[-1]["timestamp"]
+        for step, batch in enumerate([mints[:3], ["B", "D"], ["A", "E"], ["C", "B", "A"]]):
+            for j, mint in enumerate(batch):
+                new = coin_rows(mint, 2, start=times[mint] + timedelta(seconds=5), seed=50 + j)
+                await insert_rows(conn, new)
+                times[mint] = new[-1]["timestamp"]
+            ticks = [_tick(m, times[m]) for m in batch]
+            cached = await _cached(conn, cache, ticks, 6)
+            assert cached.equals(await _direct(conn, ticks, 6)), f"batch {step}"
+    # Held ones read only their new rows: B in batch 1, A in batch 3. The others were
+    # never held or had been forgotten (C and B in batch 2, to keep three).
+    assert (cache.reads_delta, cache.reads_full) == (2, 8)
