@@ -126,21 +126,7 @@ _COLUMNS = list(NewPrediction._fields)
 
 # Columns that belong to the model, equal for every row of one model's batch: sent
 # once as scalars rather than as arrays of equal values (a third less to encode).
-_PER_MODEL = frozenset(
-    {
-        "active_model_id",
-        "model_id",
-        "alert_threshold",
-        "target_kind",
-        "target_variable",
-        "target_operator",
-        "target_value",
-        "future_minutes",
-        "price_change_percent",
-        "target_direction",
-        "source",
-    }
-)
+_PER_MODEL = (frozenset(ModelTarget._fields) - {"evaluation_delay"}) | {"source"}
 
 
 def insert_sql(first_param: int = 1, *, shared: bool = False) -> str:
