@@ -17,6 +17,7 @@ from datetime import datetime
 
 import polars as pl
 
+from actors.window_store import WindowStore
 from features.columns import UTC_TIME, history_schema
 from features.running import PREFIX_INPUT_COLUMNS, PREFIX_SCHEMA, empty_prefix, prefix_state
 
@@ -70,7 +71,7 @@ class PrefixCache:
     def __init__(self, rows_before: RowsBefore, *, max_coins: int = 50_000) -> None:
         self._rows_before = rows_before
         self._max_coins = max_coins
-        self._windows = pl.DataFrame(schema=_WINDOW_SCHEMA)
+        self._windows = WindowStore()  # each coin's window of the previous batch
         self._meta = pl.DataFrame(schema=_META_SCHEMA)
         self._states: dict[str, pl.DataFrame] = {}
 
@@ -112,8 +113,11 @@ class PrefixCache:
 
         # Rows that left each rolled-forward coin's window since the previous batch.
         rolling = forward.filter(~pl.col("mint").is_in(list(misses)))
-        left = self._windows.join(rolling.select("mint", "boundary"), on="mint").filter(
-            pl.col("timestamp") < pl.col("boundary")
+        previous = self._windows.rows_of(rolling["mint"].to_list())
+        left = (
+            (pl.DataFrame(schema=_WINDOW_SCHEMA) if previous is None else previous)
+            .join(rolling.select("mint", "boundary"), on="mint")
+            .filter(pl.col("timestamp") < pl.col("boundary"))
         )
         parts = []
         for key in keys:
@@ -131,7 +135,7 @@ class PrefixCache:
             states = _complete(states, meta["mint"])
             self._states[key] = _replace(held, states) if held.height else states
             parts.append(states.with_columns(pl.lit(key).alias("phase_key")))
-        self._windows = _replace(self._windows, window)
+        self._windows.put(window)
         self._meta = _replace(self._meta, meta.drop("_rows"))
         self._evict()
         return pl.concat(parts, how="vertical")
@@ -147,8 +151,9 @@ class PrefixCache:
         if self._meta.height <= self._max_coins:
             return
         keep = self._meta.sort("last", descending=True).head(self._max_coins)
+        gone = self._meta.join(keep.select("mint"), on="mint", how="anti")["mint"].to_list()
         self._meta = keep
-        self._windows = self._windows.join(keep.select("mint"), on="mint", how="semi")
+        self._windows.forget(gone)
         self._states = {
             k: v.join(keep.select("mint"), on="mint", how="semi") for k, v in self._states.items()
         }
