@@ -164,6 +164,7 @@ class Predictor:
                 ]
                 self._skip("ignore_window", len(ticks) - len(kept))
                 ticks = kept
+        stored: list[StoredPrediction] = []
         if ticks:
             rows = await batch.features.get(runtime.spec, runtime.phase_key)
             scored = await run_cpu(len(ticks), score, runtime, ticks, rows)
@@ -171,10 +172,12 @@ class Predictor:
                 self._skip(reason.replace(" ", "_"), 1)
             if _stores_itself(runtime):
                 stored = await self.store(runtime, scored)
-                if len(stored) < len(wanted):
-                    await self._report_stored_before(runtime, wanted, stored)
             elif scored.ticks:
                 self._scores = ModelScores(runtime, scored)
+        if _stores_itself(runtime) and len(stored) < len(wanted):
+            # Also when the ignore window hid every tick: the first run of this batch
+            # may have stored them and recorded the window itself.
+            await self._report_stored_before(runtime, wanted, stored)
         metrics.PREDICT_SECONDS.observe({"model": str(self.key)}, time.perf_counter() - started)
 
     async def _report_stored_before(

@@ -503,3 +503,61 @@ async def test_ignore_windows_and_open_caps_filter_later_ticks_of_a_coin(
     assert skipped_state is not None
     assert all(t["n"] == 1 for t in tags)  # at most one open prediction per tag
     assert counts[capped] == len(tags) < counts[free]
+
+
+async def test_a_tick_stored_under_an_ignore_window_is_sent_when_processed_again(
+    pipeline_settings: Settings, db_dsn: str, tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    """A model with ignore windows stores its own rows and records the window with them.
+    Read again after a stop before the job was queued, its ticks now fall in the window
+    they recorded; they are still sent, once, with the stored values."""
+    features = ["price_close", "volume_sol"]  # no windows: one row per coin is enough
+    path = train_model("xgboost", features, seed=7, path=tmp_path / "m.pkl")
+    configured = pipeline_settings.replace(n8n_webhook_url=receiver.url())
+    conn = await connect(db_dsn)
+    try:
+        model = await insert_active_model(
+            conn,
+            501,
+            model_type="xgboost",
+            features=features,
+            phases=None,
+            file_path=str(path),
+            file_sha256=file_sha256(path),
+            n8n_send_modes=["all"],
+            ignore_negative_seconds=86400,
+            ignore_positive_seconds=86400,
+            ignore_alert_seconds=86400,
+        )
+        await notify_model_changed(conn, model, "imported")
+        before = await conn.fetchval("SELECT coalesce(max(id), 0) FROM coin_metrics")
+        rows = [coin_rows(f"coinW{i}", 1, seed=i)[0] for i in range(4)]
+        async with running_service(configured) as service:
+            await wait_for(lambda: _running(service, 1), what="the predictor")
+            await insert_rows(conn, rows)
+            last = {r["mint"]: r["timestamp"] for r in rows}
+            await wait_for(lambda: _predicted(conn, last, 1), timeout=30, what="predictions")
+            await wait_for(lambda: _outbox_settled(conn), timeout=30, what="the webhooks")
+        first = len(receiver.bodies())
+        top = await conn.fetchval("SELECT max(id) FROM coin_metrics")
+
+        # As after a stop between the predictions' commit and the job's.
+        await conn.execute("DELETE FROM webhook_outbox")
+        await conn.execute("UPDATE intake_cursor SET last_id = $1", before)
+        async with running_service(configured):
+            await wait_for(lambda: _cursor_at(conn, top), timeout=30, what="the re-read")
+            await wait_for(lambda: _outbox_settled(conn), timeout=30, what="the webhooks")
+        stored = {
+            (r["coin_id"], r["data_timestamp"]): r["probability"]
+            for r in await conn.fetch("SELECT * FROM predictions")
+        }
+    finally:
+        await conn.close()
+    assert first == len(rows)
+    again = receiver.bodies()[first:]
+    sent = {
+        (b["coin_id"], datetime.fromisoformat(b["timestamp"])): b["predictions"][0]["probability"]
+        for b in again
+    }
+    assert len(again) == len(rows)
+    assert sent == stored
