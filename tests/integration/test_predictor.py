@@ -561,3 +561,61 @@ async def test_a_tick_stored_under_an_ignore_window_is_sent_when_processed_again
     }
     assert len(again) == len(rows)
     assert sent == stored
+
+
+async def test_database_connections_killed_while_ticks_flow_lose_and_duplicate_nothing(
+    pipeline_settings: Settings, db_dsn: str, tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    """Every connection of the service is terminated again and again while rows arrive
+    (a failover, an admin's pg_terminate_backend): the stores retry, crashed actors
+    restart, the batcher re-reads from its durable cursor. Every coin's newest tick is
+    predicted by every model exactly once and reaches the webhook; a POST repeated
+    after a lost acknowledgement carries the same Idempotency-Key and body."""
+    xgb, forest = _two_model_files(tmp_path)
+    configured = pipeline_settings.replace(
+        n8n_webhook_url=receiver.url(), catchup_max_age_seconds=30 * 86400
+    )
+    conn = await connect(db_dsn)
+    kill = (
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    try:
+        models = [
+            await add_model(conn, xgb, "xgboost", 601, n8n_send_modes=["all"]),
+            await add_model(conn, forest, "random_forest", 602, n8n_send_modes=["all"]),
+        ]
+        rows = golden_rows(datetime.now(UTC))
+        killed = 0
+        async with running_service(configured) as service:
+            await wait_for(lambda: _running(service, len(models)), what="a predictor per model")
+            for start in range(0, len(rows), 25):
+                await insert_rows(conn, rows[start : start + 25])
+                if start % 75 == 0:
+                    killed += await conn.fetchval(kill)
+                    await anyio.sleep(0.05)
+            last = {r["mint"]: r["timestamp"] for r in rows}
+            await wait_for(
+                lambda: _predicted(conn, last, len(models)), timeout=60, what="all predictions"
+            )
+            await wait_for(lambda: _outbox_settled(conn), timeout=60, what="the webhooks")
+        duplicated = await conn.fetchval(
+            "SELECT count(*) FROM (SELECT 1 FROM predictions"
+            " GROUP BY active_model_id, coin_id, data_timestamp HAVING count(*) > 1) d"
+        )
+    finally:
+        await conn.close()
+    assert killed > 0
+    assert duplicated == 0
+    delivered = {
+        (b["coin_id"], datetime.fromisoformat(b["timestamp"])): b for b in receiver.bodies()
+    }
+    for coin, at in last.items():
+        body = delivered[(coin, at)]
+        assert {p["model"]["active_model_id"] for p in body["predictions"]} == set(models)
+    by_key: dict[str, list[Any]] = {}
+    for request in receiver.received():
+        by_key.setdefault(request.headers["Idempotency-Key"], []).append(request.body)
+    assert all(all(b == bodies[0] for b in bodies) for bodies in by_key.values())
+    ticks = [(b["coin_id"], b["timestamp"]) for bodies in by_key.values() for b in bodies[:1]]
+    assert len(ticks) == len(set(ticks)), "one tick under two keys"
