@@ -188,29 +188,44 @@ async def insert_predictions(
     return stored(await conn.fetch(_INSERT[shared], *parameters(rows, shared)))
 
 
+# insert_batch's parameters, in order: one array per model field, per tick column,
+# then per prediction its model and tick (0-based) and these columns.
+_TICK_COLUMNS = ("coin_id", "data_timestamp", "phase_id", "price_close_at_t", "market_cap_at_t")
+_SCORE_COLUMNS = ("prediction", "probability", "tag")
+_BATCH_TYPES = {**_TYPES, "evaluation_delay": "interval", "model_index": "int", "tick_index": "int"}
+
+
+def _unnest(columns: Sequence[str], first_param: int) -> str:
+    return ", ".join(f"${i}::{_BATCH_TYPES[c]}[]" for i, c in enumerate(columns, first_param))
+
+
+def _batch_pick(column: str) -> str:
+    if column in ModelTarget._fields:
+        return f"m.{column}"
+    if column in _TICK_COLUMNS:
+        return f"t.{column}"
+    if column in _SCORE_COLUMNS:
+        return f"p.{column}"
+    if column == "source":
+        return "'stream' AS source"
+    assert column == "evaluation_due_at", column
+    return "t.data_timestamp + m.evaluation_delay AS evaluation_due_at"
+
+
+_MODEL_PARAMS = len(ModelTarget._fields)
+_TICK_PARAMS = _MODEL_PARAMS + len(_TICK_COLUMNS)
 _BATCH_INSERT = f"""
 WITH m AS (
-    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::float8[], $4::text[], $5::text[],
-                         $6::text[], $7::float8[], $8::int[], $9::float8[], $10::text[],
-                         $11::interval[])
-    WITH ORDINALITY AS m(active_model_id, model_id, alert_threshold, target_kind,
-                         target_variable, target_operator, target_value, future_minutes,
-                         price_change_percent, target_direction, evaluation_delay, i)
+    SELECT * FROM unnest({_unnest(ModelTarget._fields, 1)})
+    WITH ORDINALITY AS m({", ".join(ModelTarget._fields)}, i)
 ), t AS (
-    SELECT * FROM unnest($12::text[], $13::timestamptz[], $14::int[], $15::float8[],
-                         $16::float8[])
-    WITH ORDINALITY AS t(coin_id, data_timestamp, phase_id, price_close_at_t,
-                         market_cap_at_t, i)
+    SELECT * FROM unnest({_unnest(_TICK_COLUMNS, _MODEL_PARAMS + 1)})
+    WITH ORDINALITY AS t({", ".join(_TICK_COLUMNS)}, i)
 ), batch AS MATERIALIZED (
     SELECT p.k - 1 AS position, a.id IS NOT NULL AS model_exists,
-           m.active_model_id, m.model_id, t.coin_id, t.data_timestamp, t.phase_id,
-           p.prediction, p.probability, m.alert_threshold, p.tag,
-           t.price_close_at_t, t.market_cap_at_t, m.target_kind, m.target_variable,
-           m.target_operator, m.target_value, m.future_minutes, m.price_change_percent,
-           m.target_direction, 'stream' AS source,
-           t.data_timestamp + m.evaluation_delay AS evaluation_due_at
-    FROM unnest($17::int[], $18::int[], $19::smallint[], $20::float8[], $21::text[])
-         WITH ORDINALITY AS p(model_index, tick_index, prediction, probability, tag, k)
+           {", ".join(_batch_pick(c) for c in _COLUMNS)}
+    FROM unnest({_unnest(("model_index", "tick_index", *_SCORE_COLUMNS), _TICK_PARAMS + 1)})
+         WITH ORDINALITY AS p(model_index, tick_index, {", ".join(_SCORE_COLUMNS)}, k)
     JOIN m ON m.i = p.model_index + 1
     JOIN t ON t.i = p.tick_index + 1
     -- A model deleted while its batch was in flight: its rows are left out, not an error.
