@@ -28,7 +28,6 @@ from actors.webhook_payload import (
     ReportedPrediction,
     WebhookItem,
     WebhookModel,
-    tag_for,
     target_url,
     webhook_items,
 )
@@ -79,13 +78,12 @@ def batch_rows(scores: Sequence[ModelScores]) -> BatchRows:
                 rows.price_closes.append(close)
                 rows.market_caps.append(cap)
             positions.append(position)
-        probabilities = [float(p) for p in scored.probabilities.tolist()]
-        threshold = target.alert_threshold
+        probabilities, tags = scored.tagged(target.alert_threshold)
         rows.model_index.extend([index] * len(positions))
         rows.tick_index.extend(positions)
         rows.probabilities.extend(probabilities)
         rows.predictions.extend([prediction_of(p) for p in probabilities])
-        rows.tags.extend([tag_for(p, threshold) for p in probabilities])
+        rows.tags.extend(tags)
     return rows
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from actors.messages import Tick, phase_key
-from actors.webhook_payload import WebhookModel
+from actors.webhook_payload import WebhookModel, tag_for
 from features.matrix import FeatureSpec, TickRows
 from storage.model_files import LoadedModel, ModelFileError, load_model
 from storage.predictions import ModelTarget, NewPrediction
@@ -158,6 +158,11 @@ class Scored:
     probabilities: np.ndarray
     snapshots: list[tuple[float | None, float | None]]  # (price_close, market_cap) at T
     skipped: list[tuple[Tick, str]]
+
+    def tagged(self, alert_threshold: float) -> tuple[list[float], list[str]]:
+        """The probabilities as Python floats and their tags (CONTRACTS.md section 3)."""
+        probabilities: list[float] = self.probabilities.tolist()
+        return probabilities, [tag_for(p, alert_threshold) for p in probabilities]
 
 
 def score(runtime: ModelRuntime, ticks: Sequence[Tick], rows: TickRows) -> Scored:

@@ -32,7 +32,6 @@ from actors.model_runtime import ModelRuntime, Scored, score
 from actors.offload import run_cpu
 from actors.webhook_payload import (
     WebhookItem,
-    tag_for,
     target_url,
     webhook_items,
     webhook_jobs,
@@ -221,9 +220,7 @@ class Predictor:
         """Insert this model's rows (with the scan state, and the webhook jobs of manual
         predictions) atomically: manual predictions and models with caps or ignore
         windows. Their stream webhook items go to the batcher with the acknowledgement."""
-        threshold = float(runtime.row["alert_threshold"])
-        probabilities = [float(p) for p in scored.probabilities.tolist()]
-        tags = [tag_for(p, threshold) for p in probabilities]
+        probabilities, tags = scored.tagged(float(runtime.row["alert_threshold"]))
         rows = runtime.new_predictions(scored.ticks, probabilities, tags, scored.snapshots, source)
         manual = source != "stream"
         queued = 0
