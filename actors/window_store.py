@@ -92,20 +92,15 @@ class WindowStore:
             self._compact(self._frame)
 
     def _compact(self, frame: pl.DataFrame) -> None:
-        """Drop the replaced rows: one pass over the frame."""
+        """Drop the replaced rows: one pass over the frame. The kept rows keep their
+        order in the frame; `_ranges` keeps its order (least recently stored first)."""
         keep = np.zeros(frame.height, dtype=bool)
-        ranges: dict[str, tuple[int, int]] = {}
+        moved: dict[str, int] = {}
         offset = 0
-        # In the order of the frame, so that the kept rows keep their relative order;
-        # `ranges` is rebuilt in the old dict order (least recently stored first).
-        starts = {mint: start for mint, (start, _) in self._ranges.items()}
-        new_start: dict[str, int] = {}
-        for mint, start in sorted(starts.items(), key=lambda item: item[1]):
-            rows = self._ranges[mint][1]
+        for mint, (start, rows) in sorted(self._ranges.items(), key=lambda item: item[1][0]):
             keep[start : start + rows] = True
-            new_start[mint] = offset
+            moved[mint] = offset
             offset += rows
-        for mint, (_, rows) in self._ranges.items():
-            ranges[mint] = (new_start[mint], rows)
         self._frame = frame.filter(pl.Series(keep)).rechunk()
-        self._ranges, self._dead = ranges, 0
+        self._ranges = {mint: (moved[mint], rows) for mint, (_, rows) in self._ranges.items()}
+        self._dead = 0
