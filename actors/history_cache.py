@@ -82,9 +82,7 @@ class HistoryCache:
             .select(fetched.columns)
         )
         groups = self._held.put(history)
-        for mint, newest in zip(groups["mint"].to_list(), groups["last"].to_list(), strict=True):
-            self._newest.pop(mint, None)  # re-inserted: dict order = least recently held first
-            self._newest[mint] = newest
+        self._newest.update(zip(groups["mint"].to_list(), groups["last"].to_list(), strict=True))
         self._evict()
         return history
 
@@ -94,9 +92,9 @@ class HistoryCache:
 
     def _evict(self) -> None:
         """Forget the coins seen longest ago (finished coins stop trading)."""
-        excess = len(self._newest) - self._max_coins
+        excess = len(self._held) - self._max_coins
         if excess > 0:
-            gone = list(self._newest)[:excess]
+            gone = self._held.mints()[:excess]  # the least recently held first
             for mint in gone:
                 del self._newest[mint]
             self._held.forget(gone)
