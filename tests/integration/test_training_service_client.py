@@ -35,7 +35,9 @@ from storage.training_service import (
 
 FEATURES = ["price_close", "volume_sol", "buy_pressure_ratio", "price_roc_5"]
 SLOW_SECONDS = 5.0
-CLIENT_TIMEOUT = 0.3
+CLIENT_TIMEOUT = 0.3  # for the tests of timeouts only
+# The other failure tests must not race a busy 2-core CI box (a 404 once took > 0.3 s).
+ROOMY_TIMEOUT = 10.0
 
 # Model ids the stand-in treats specially.
 MISSING, DELETED, FAILING, SLOW, NOT_JSON, CUT_OFF, STALLED = 404, 10, 500, 77, 66, 55, 33
@@ -283,8 +285,10 @@ async def test_a_session_passed_in_is_left_open(standin: StandIn) -> None:
 # --------------------------------------------------------------------------- failures
 
 
-async def _error_of(base_url: str, call: str, *args: Any) -> TrainingServiceError:
-    async with TrainingServiceClient(base_url, timeout=CLIENT_TIMEOUT) as client:
+async def _error_of(
+    base_url: str, call: str, *args: Any, client_timeout: float = ROOMY_TIMEOUT
+) -> TrainingServiceError:
+    async with TrainingServiceClient(base_url, timeout=client_timeout) as client:
         with pytest.raises(TrainingServiceError) as failure:
             await getattr(client, call)(*args)
     return failure.value
@@ -311,7 +315,7 @@ async def test_server_error_names_the_url_status_and_body(standin: StandIn) -> N
 
 async def test_slow_server_times_out_with_the_url(standin: StandIn) -> None:
     started = time.monotonic()
-    error = await _error_of(standin.base_url, "get_model", SLOW)
+    error = await _error_of(standin.base_url, "get_model", SLOW, client_timeout=CLIENT_TIMEOUT)
 
     assert time.monotonic() - started < SLOW_SECONDS / 2
     assert error.status is None
@@ -351,7 +355,10 @@ async def test_failed_download_leaves_no_file(
 ) -> None:
     directory = tmp_path / "models"
 
-    error = await _error_of(standin.base_url, "download_model", model_id, directory)
+    timeout = CLIENT_TIMEOUT if model_id == STALLED else ROOMY_TIMEOUT
+    error = await _error_of(
+        standin.base_url, "download_model", model_id, directory, client_timeout=timeout
+    )
 
     assert error.status == status
     assert reason in str(error)
