@@ -25,6 +25,10 @@ Fields, per coin (`mint`), over the rows strictly before the window:
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
 import polars as pl
 
 from features.columns import UTC_TIME
@@ -106,3 +110,82 @@ def prefix_state(rows: pl.DataFrame, seed: pl.DataFrame | None = None) -> pl.Dat
         )
         state = pl.concat([state, untouched], how="vertical_relaxed")
     return state.cast(PREFIX_SCHEMA)  # type: ignore[arg-type]
+
+
+class CoinPrefix(NamedTuple):
+    """One coin's prefix state (the fields above; times as microseconds since the epoch,
+    None where the frame has NULL)."""
+
+    rows: int
+    max_high: float | None
+    last_ath: float | None
+    dev_sum: float
+    first_us: int | None
+    last_breakout_us: int | None
+
+
+NEUTRAL = CoinPrefix(0, None, None, 0.0, None, None)
+
+
+def advance_prefix(
+    state: CoinPrefix, times_us: Sequence[int], highs: Sequence[float], devs: Sequence[float]
+) -> CoinPrefix:
+    """`state` after one coin's next rows (in time order; NaN stands for NULL).
+
+    The per-coin twin of `prefix_state(rows, seed)` for the few rows that leave a
+    window between two batches: a loop over them costs microseconds where the
+    frame version costs milliseconds of Polars calls per batch.
+    """
+    if not times_us:
+        return state
+    rows, max_high, last_ath, dev_sum, first_us, last_bo = state
+    dev_rows = 0.0
+    for at, high, dev in zip(times_us, highs, devs, strict=True):
+        if math.isnan(high):
+            last_ath = None  # pandas' cummax leaves NULL here: the next row cannot break out
+        else:
+            if last_ath is not None and high > last_ath:
+                last_bo = at
+            if max_high is None or high > max_high:
+                max_high = high
+            last_ath = max_high
+        if not math.isnan(dev):
+            dev_rows += dev
+    return CoinPrefix(
+        rows + len(times_us),
+        max_high,
+        last_ath,
+        dev_sum + dev_rows,
+        times_us[0] if first_us is None else first_us,
+        last_bo,
+    )
+
+
+def coin_prefixes(states: pl.DataFrame) -> dict[str, CoinPrefix]:
+    """A `prefix_state` frame as one `CoinPrefix` per coin."""
+    columns = states.select(
+        "mint",
+        "prefix_rows",
+        "prefix_max_high",
+        "prefix_last_ath",
+        "prefix_dev_sum",
+        pl.col("first_timestamp").cast(pl.Int64),
+        pl.col("prefix_last_breakout").cast(pl.Int64),
+    )
+    return {row[0]: CoinPrefix(*row[1:]) for row in columns.iter_rows()}
+
+
+def prefix_frame(mints: Sequence[str], states: Sequence[CoinPrefix]) -> pl.DataFrame:
+    """`CoinPrefix` values as a frame of PREFIX_SCHEMA (the inverse of `coin_prefixes`)."""
+    fields = list(zip(*states, strict=True)) if states else [()] * len(CoinPrefix._fields)
+    return pl.DataFrame(
+        {
+            "mint": pl.Series(mints, dtype=pl.String),
+            "prefix_rows": pl.Series(fields[0], dtype=pl.Int64),
+            "prefix_max_high": pl.Series(fields[1], dtype=pl.Float64),
+            "prefix_last_ath": pl.Series(fields[2], dtype=pl.Float64),
+            "prefix_dev_sum": pl.Series(fields[3], dtype=pl.Float64),
+            "first_timestamp": pl.Series(fields[4], dtype=pl.Int64).cast(UTC_TIME),
+            "prefix_last_breakout": pl.Series(fields[5], dtype=pl.Int64).cast(UTC_TIME),
+        }
+    )

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 import polars as pl
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
 from features import compute, engineered_names, prefix_state
+from features.running import NEUTRAL, advance_prefix, coin_prefixes, prefix_frame
 from scripts.pandas_features import compute_pandas
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -182,3 +186,45 @@ def test_has_data_flags_follow_coin_age() -> None:
     out = compute(coin, [5], has_data_for=["price_roc_5_has_data", "volume_spike_5_has_data"])
     assert out["price_roc_5_has_data"].to_list() == [0, 0, 1, 1, 1]
     assert out["volume_spike_5_has_data"].to_list() == [0, 0, 0, 0, 1]
+
+
+@SETTINGS
+@given(
+    highs=st.lists(
+        st.one_of(st.none(), st.sampled_from([1.0, 2.0, 3.0]), st.floats(0.1, 10.0)),
+        min_size=1,
+        max_size=40,
+    ),
+    devs=st.lists(st.one_of(st.none(), st.floats(0.0, 5.0)), min_size=40, max_size=40),
+    cuts=st.lists(st.integers(0, 40), max_size=4),
+)
+def test_advancing_a_coin_row_by_row_equals_the_frame_state(
+    highs: list[float | None], devs: list[float | None], cuts: list[int]
+) -> None:
+    """The batcher rolls each coin's state over the rows that left its window with
+    `advance_prefix`; it must give what `prefix_state` gives over all those rows
+    (ties and NULL highs included: they decide breakouts)."""
+    rows = len(highs)
+    coin = pl.DataFrame(
+        {
+            "mint": ["A"] * rows,
+            "timestamp": [START + timedelta(seconds=7 * i) for i in range(rows)],
+            "price_high": pl.Series(highs, dtype=pl.Float64),
+            "price_close": [1.0] * rows,
+            "dev_sold_amount": pl.Series(devs[:rows], dtype=pl.Float64),
+        }
+    )
+    want = coin_prefixes(prefix_state(coin))["A"]
+    state = NEUTRAL
+    bounds = [0, *sorted(c for c in cuts if c < rows), rows]
+    for start, end in itertools.pairwise(bounds):
+        part = coin.slice(start, end - start)
+        state = advance_prefix(
+            state,
+            part["timestamp"].dt.epoch("us").to_list(),
+            part["price_high"].fill_null(float("nan")).to_list(),
+            part["dev_sold_amount"].fill_null(float("nan")).to_list(),
+        )
+    assert state._replace(dev_sum=0.0) == want._replace(dev_sum=0.0)
+    assert state.dev_sum == pytest.approx(want.dev_sum, rel=1e-12, abs=1e-12)
+    assert_frame_equal(prefix_frame(["A"], [state]), prefix_state(coin), rel_tol=1e-12)

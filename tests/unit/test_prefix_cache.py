@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
+import pytest
 from polars.testing import assert_frame_equal
 
 from actors.prefix_cache import PrefixCache, RowsBefore, phase_filter
@@ -70,12 +71,22 @@ def _rows_before(full: pl.DataFrame, asked: list[list[str]]) -> RowsBefore:
     return rows_before
 
 
-async def test_prefix_rolls_forward_like_a_full_recompute() -> None:
+@pytest.mark.parametrize(
+    ("max_coins", "reads"),
+    [
+        # The database is asked at first sight and whenever the ticks jumped past the
+        # held window (to 70, 100 and 150); small steps roll forward from rows held.
+        (50_000, [5, 5, 5, 5]),
+        # Holding 3 of the 5 coins, the 2 evicted at each batch are read again.
+        (3, [5, 2, 2, 2, 2, 5, 2, 2, 5, 5]),
+    ],
+)
+async def test_prefix_rolls_forward_like_a_full_recompute(max_coins: int, reads: list[int]) -> None:
     full = _history(coins=5, rows=160, seed=3)
     asked: list[list[str]] = []
     rows_before = _rows_before(full, asked)
 
-    cache = PrefixCache(rows_before)
+    cache = PrefixCache(rows_before, max_coins=max_coins)
     ranked = full.with_columns(pl.int_range(pl.len()).over("mint").alias("_i"))
     window_rows = 20
     # Ticks advance 1-3 rows per coin per batch (and one jump past the held window).
@@ -99,9 +110,7 @@ async def test_prefix_rolls_forward_like_a_full_recompute() -> None:
                 .cast(PREFIX_SCHEMA)  # type: ignore[arg-type]
             )
             assert_frame_equal(mine, want, check_exact=False, rel_tol=1e-12)
-    # The database is asked at first sight and whenever the ticks jumped past the held
-    # window (to 70, 100 and 150); small steps roll forward from rows already held.
-    assert [len(a) for a in asked] == [5, 5, 5, 5]
+    assert [len(a) for a in asked] == reads
 
 
 async def test_a_coin_with_less_than_a_full_window_needs_no_database_read() -> None:
