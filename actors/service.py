@@ -102,7 +102,8 @@ class Service:
         dsn = self.database.dsn
         supervisor, state, bus = self.supervisor, self.state, self.bus
         # The batcher pokes the running dispatcher (whichever instance) when it queues a
-        # batch's webhook jobs; predictors do for manual predictions.
+        # batch's webhook jobs (whole ticks: claimed at once); predictors do for manual
+        # predictions (one job per model: claimed after a short coalescing window).
         poke = poker(supervisor)
         context.services["webhooks_poke"] = poke
         context.services["supervisor"] = supervisor
@@ -137,7 +138,12 @@ class Service:
             if batcher_starts > 1 and "poller" in supervisor.actor_names:
                 supervisor.actor("poller").rewind()
             return Batcher.from_settings(
-                settings, pool, page_receive, bus, state, on_jobs_queued=poke
+                settings,
+                pool,
+                page_receive,
+                bus,
+                state,
+                on_jobs_queued=poker(supervisor, whole_ticks=True),
             )
 
         specs.append(

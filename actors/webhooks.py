@@ -319,9 +319,16 @@ class WebhookDispatcher:
 
     # ---- control (call from the event loop; never blocks) ----------------------------
 
-    def poke(self) -> None:
-        """New jobs were committed: look now (after a short coalescing window)."""
-        self._poked = True
+    def poke(self, *, whole_ticks: bool = False) -> None:
+        """New jobs were committed: look now.
+
+        `whole_ticks`: each job holds every model's prediction of its tick (the
+        batcher's), so they are claimed at once. Otherwise (a manual prediction
+        commits model by model) a short coalescing window lets the tick's other
+        jobs join the same POST.
+        """
+        if not whole_ticks:
+            self._poked = True
         self._look_at = 0.0
         self._wake.set()
 
@@ -379,9 +386,8 @@ class WebhookDispatcher:
                 await self._wake.wait()
         self._wake = anyio.Event()
         if self._poked:
-            # A poke comes when jobs were queued (by the batcher once all models of a
-            # batch committed, or for a manual prediction); a short pause lets pokes
-            # close together share one claim.
+            # A manual prediction queues one job per model: a short pause lets the
+            # tick's other models' jobs be committed and share the POST.
             self._poked = False
             await anyio.sleep(self.coalesce_window)
 
@@ -451,7 +457,7 @@ class WebhookDispatcher:
             wait = self.poll_interval
         else:
             # A job due now that the claim just missed was committed a moment ago; the
-            # rest of its tick is probably being committed: wait as after a poke.
+            # rest of its tick may be being committed: wait as after a manual poke.
             wait = min(max(next_due, self.coalesce_window), self.poll_interval)
         self._look_at = now + wait
 
@@ -663,17 +669,20 @@ class WebhookDispatcher:
             metrics.WEBHOOK_DEAD.add({}, jobs)
 
 
-def poker(supervisor: Supervisor, name: str = ACTOR_NAME) -> Callable[[], None]:
+def poker(
+    supervisor: Supervisor, name: str = ACTOR_NAME, *, whole_ticks: bool = False
+) -> Callable[[], None]:
     """A function that pokes whichever dispatcher instance is running now (if any).
 
     The batcher and predictors hold this rather than the dispatcher, which the
     supervisor replaces when it restarts; a missed poke costs up to one poll interval.
+    `whole_ticks`: see `WebhookDispatcher.poke`.
     """
 
     def poke() -> None:
         if name in supervisor.actor_names:
             actor = supervisor.actor(name)
             if isinstance(actor, WebhookDispatcher):
-                actor.poke()
+                actor.poke(whole_ticks=whole_ticks)
 
     return poke

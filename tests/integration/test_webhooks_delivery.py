@@ -232,6 +232,45 @@ async def test_models_sharing_a_url_get_one_post_per_coin(
     assert {a["outcome"] for a in attempts} == {"delivered"}
 
 
+async def test_whole_tick_jobs_are_claimed_at_once_and_manual_ones_wait_for_their_tick(
+    pool: asyncpg.Pool, receiver: WebhookReceiver
+) -> None:
+    """The batcher's jobs hold every model of their tick: its poke claims them at once.
+    A manual prediction commits model by model: its pokes wait a short window, so the
+    tick's models still share one POST."""
+    url = receiver.url("/hook")
+    async with pool.acquire() as conn:
+        first = await insert_active_model(conn, 41, n8n_webhook_url=url)
+        second = await insert_active_model(conn, 42, n8n_webhook_url=url)
+
+    async def claimed_once(dispatcher: WebhookDispatcher) -> bool:
+        return dispatcher.claims >= 1  # its first look at the empty outbox is over
+
+    # A window far longer than the wait below: only a poke that skips it gets through.
+    dispatcher = quick_dispatcher(pool, poll_interval=120.0, coalesce_window=60.0)
+    async with running(dispatcher):
+        await wait_for(lambda: claimed_once(dispatcher), what="the first claim")
+        async with pool.acquire() as conn:
+            await store_predictions(conn, first, [("CoinA", T0, 0.9)], default_url=None)
+        dispatcher.poke(whole_ticks=True)
+        await wait_for(lambda: _all_settled(pool), what="the whole tick's job", timeout=10.0)
+
+    dispatcher = quick_dispatcher(pool, poll_interval=120.0, coalesce_window=1.0)
+    async with running(dispatcher):
+        await wait_for(lambda: claimed_once(dispatcher), what="the first claim")
+        async with pool.acquire() as conn:
+            for model in (first, second):
+                await store_predictions(conn, model, [("CoinB", T0, 0.9)], default_url=None)
+                dispatcher.poke()
+        await wait_for(lambda: _all_settled(pool), what="the manual tick's jobs")
+    posts = {r.body["coin_id"]: r.body for r in receiver.received()}
+    assert len(receiver.received()) == 2
+    assert [p["model"]["active_model_id"] for p in posts["CoinB"]["predictions"]] == [
+        first,
+        second,
+    ]
+
+
 async def test_500_twice_then_200_is_delivered_on_the_third_attempt(
     pool: asyncpg.Pool, receiver: WebhookReceiver
 ) -> None:
