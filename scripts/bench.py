@@ -4,6 +4,7 @@
     python scripts/bench.py predict  --models 10 --coins 2000 --rate 1000 --seconds 20 [--json]
     python scripts/bench.py pipeline --coins 2000 --rate 1000 --models 10 --seconds 20 [--json]
     python scripts/bench.py pipeline ... --find-max --p99-bound-ms 1000
+    python scripts/bench.py webhooks --ticks 3000 --models 10 [--json]
 
 Everything runs on this machine: a fresh embedded PostgreSQL in a temporary
 directory (never `var/pgdata`), or, when DB_DSN is set, a scratch database
@@ -1290,6 +1291,36 @@ async def cmd_intake(args: argparse.Namespace, out: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- command line
 
 
+async def cmd_webhooks(args: argparse.Namespace, out: Any) -> dict[str, Any]:
+    from actors.logs import configure_logging
+    from scripts.bench_webhooks import run as bench_webhooks
+
+    configure_logging("WARNING")
+    settings = load_settings()
+    with tempfile.TemporaryDirectory(prefix="pp-bench-") as tmp:
+        async with bench_database(settings, Path(tmp)) as db:
+            out(f"database: {db.where}")
+            result = await bench_webhooks(
+                db.dsn,
+                ticks=args.ticks,
+                models=args.models,
+                concurrency=args.concurrency,
+                per_host_limit=args.per_host_limit,
+                # Listed at each call: the pool's backends start after this line.
+                postgres_cpu=lambda: sum(_cpu_of(_postgres_processes(db.data_dir)).values()),
+                port=free_port(),
+            )
+    out(
+        f"webhooks: {result['posts']} POSTs ({result['models_per_post']} predictions each) in "
+        f"{result['seconds']} s = {result['posts_per_s']} POSTs/s, undelivered "
+        f"{result['undelivered']}; CPU per POST: dispatcher "
+        f"{result['dispatcher_cpu_ms_per_post']} ms, PostgreSQL "
+        f"{result['postgres_cpu_ms_per_post']} ms; {result['claims']} claims, "
+        f"{result['settle_flushes']} settlement flushes"
+    )
+    return {"command": "webhooks", **result}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -1308,6 +1339,12 @@ def build_parser() -> argparse.ArgumentParser:
     intake = sub.add_parser("intake", help="rows/s through intake, insert->batch latency")
     common(intake, coins=2000, rate=1000, seconds=20)
     intake.add_argument("--trigger-statements", type=int, default=800)
+    webhooks = sub.add_parser("webhooks", help="the webhook dispatcher alone: POSTs/s, CPU/POST")
+    webhooks.add_argument("--ticks", type=int, default=3000, help="POSTs (one per coin tick)")
+    webhooks.add_argument("--models", type=int, default=10, help="predictions per POST")
+    webhooks.add_argument("--concurrency", type=int, default=16, help="WEBHOOK_CONCURRENCY")
+    webhooks.add_argument("--per-host-limit", type=int, default=8, help="WEBHOOK_PER_HOST_LIMIT")
+    webhooks.add_argument("--json", action="store_true", help="last line: one JSON object")
     for name, helptext in (
         ("predict", "ticks/s and insert->prediction latency with active models"),
         ("pipeline", "the whole pipeline, webhooks, baseline comparison"),
@@ -1346,6 +1383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     elif args.command == "intake":
         result = anyio.run(cmd_intake, args, out)
+    elif args.command == "webhooks":
+        result = anyio.run(cmd_webhooks, args, out)
     else:
         result = anyio.run(lambda: cmd_pipeline(args, out, full=args.command == "pipeline"))
     if args.json:
