@@ -155,9 +155,15 @@ def _csv_frame(data: bytes, columns: Sequence[str]) -> pl.DataFrame:
 async def _copy_frame(
     conn: asyncpg.Connection, query: str, args: Sequence[object], columns: Sequence[str]
 ) -> pl.DataFrame:
-    buffer = io.BytesIO()
-    await conn.copy_from_query(query, *args, output=buffer, format="csv", header=True)
-    return _csv_frame(buffer.getvalue(), columns)
+    # Collected by a coroutine: given a file object, asyncpg writes every chunk of the
+    # COPY through a worker thread, and those hand-offs cost more than the query.
+    chunks: list[bytes] = []
+
+    async def collect(chunk: bytes) -> None:
+        chunks.append(chunk)
+
+    await conn.copy_from_query(query, *args, output=collect, format="csv", header=True)
+    return _csv_frame(b"".join(chunks), columns)
 
 
 async def load_history(
