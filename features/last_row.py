@@ -24,7 +24,7 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 
-from features.columns import normalise
+from features.columns import BASE_COLUMNS, normalise
 from features.engineering import _has_data_window, _validate_windows, engineered_names
 
 _MINUTE_US = 60_000_000.0
@@ -161,20 +161,37 @@ def _seed_arrays(grid: _Grid, seed: pl.DataFrame | None) -> dict[str, np.ndarray
     }
     if seed is None or seed.is_empty() or n == 0:
         return out
-    order = pl.DataFrame({"mint": grid.mints}).join(
-        seed.unique("mint", keep="last"), on="mint", how="left", maintain_order="left"
-    )
+    # The seed row of each grid coin (its last one, if a coin is listed twice); a NumPy
+    # take instead of a join: this runs once per batch and a join's fixed cost counted.
+    where = {mint: i for i, mint in enumerate(seed["mint"].to_list())}
+    rows = np.array([where.get(mint, -1) for mint in grid.mints], dtype=np.int64)
+    found = rows >= 0
+    picked = np.where(found, rows, 0)
+
+    def floats(name: str) -> np.ndarray:
+        return np.where(found, _column(seed, name)[picked], np.nan)
 
     def times(name: str) -> np.ndarray:
-        col = order[name].dt.convert_time_zone("UTC").dt.cast_time_unit("us").dt.epoch("us")
-        return col.fill_null(_NAT).to_numpy().astype(np.int64)
+        # epoch("us") is absolute whatever the column's zone and unit.
+        values = seed[name].dt.epoch("us").fill_null(_NAT).to_numpy().astype(np.int64)
+        return np.where(found, values[picked], _NAT)
 
-    out["max"] = _column(order, "prefix_max_high")
-    out["last_ath"] = _column(order, "prefix_last_ath")
-    out["dev"] = np.nan_to_num(_column(order, "prefix_dev_sum"), nan=0.0)
+    out["max"] = floats("prefix_max_high")
+    out["last_ath"] = floats("prefix_last_ath")
+    out["dev"] = np.nan_to_num(floats("prefix_dev_sum"), nan=0.0)
     out["first"] = times("first_timestamp")
     out["last_bo"] = times("prefix_last_breakout")
     return out
+
+
+def _typed(history: pl.DataFrame) -> pl.DataFrame:
+    """`normalise` where it changes what this module reads: a frame whose columns have
+    the catalogue types already (the batcher's history) is used as it is, because NaN
+    and NULL both become NaN in the float arrays here. Saves ~1 ms per batch."""
+    schema = history.schema
+    if all(schema[name] == dtype for name, dtype in BASE_COLUMNS.items() if name in schema):
+        return history
+    return normalise(history)
 
 
 def compute_last(
@@ -187,7 +204,7 @@ def compute_last(
 ) -> LastRows:
     """`engineering.compute(history, windows, seed=..., has_data_for=...)` at each coin's
     newest row, plus that row's base columns (`engineer=False`: base columns only)."""
-    frame = normalise(history).sort(["mint", "timestamp"], maintain_order=True)
+    frame = _typed(history).sort(["mint", "timestamp"], maintain_order=True)
     grid = _Grid(frame)
     base_names = [c for c in frame.columns if c not in ("mint", "timestamp")]
     last = grid.last_index

@@ -16,7 +16,7 @@ from actors.messages import Tick
 from actors.shared_features import compute_for, rows_for, tick_frame
 from features import compute, engineered_names, prefix_state
 from features.engineering import HAS_DATA_SUFFIX
-from features.last_row import compute_last
+from features.last_row import _typed, compute_last
 from features.matrix import FeatureSpec
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "features"
@@ -180,3 +180,24 @@ def test_serving_rows_fall_back_to_polars_for_a_tick_that_is_not_the_newest_row(
         }
         expected = expected[[order[k] for k in keys]]
         assert np.allclose(matrix.values, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_nan_reads_as_null_when_the_history_has_the_catalogue_types() -> None:
+    """The batcher's history has the catalogue types, so the serving engine skips
+    `normalise` (which turns NaN into NULL): a NaN stored in the database must still
+    read as a missing value, as it does for `compute()`."""
+    rng = np.random.default_rng(11)
+    history = _coins(11, count=4, max_rows=60)
+    columns = ["price_high", "price_close", "volume_sol", "dev_sold_amount", "net_volume_sol"]
+    history = history.with_columns(
+        pl.when(pl.Series(rng.random(history.height) < 0.2))
+        .then(float("nan"))
+        .otherwise(pl.col(c))
+        .alias(c)
+        for c in columns
+    )
+    assert _typed(history) is history  # the path without `normalise`
+    assert history["price_high"].is_nan().sum() > 0
+    _compare(history, [5, 10, 15])
+    head, window = history.head(history.height // 2), history.tail(history.height // 2)
+    _compare(window, [5, 10, 15], seed=prefix_state(head))
