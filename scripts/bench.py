@@ -1316,7 +1316,8 @@ async def cmd_webhooks(args: argparse.Namespace, out: Any) -> dict[str, Any]:
         f"{result['undelivered']}; CPU per POST: dispatcher "
         f"{result['dispatcher_cpu_ms_per_post']} ms, PostgreSQL "
         f"{result['postgres_cpu_ms_per_post']} ms; {result['claims']} claims, "
-        f"{result['settle_flushes']} settlement flushes"
+        f"{result['settle_flushes']} settlement flushes; on disk per POST: outbox "
+        f"{result['outbox_bytes_per_post']} B, attempt log {result['attempts_bytes_per_post']} B"
     )
     return {"command": "webhooks", **result}
 

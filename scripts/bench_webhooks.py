@@ -134,6 +134,11 @@ async def run(
             undelivered = await pool.fetchval(
                 "SELECT count(*) FROM webhook_outbox WHERE status <> 'delivered'"
             )
+            # What every delivered tick leaves on disk (nothing removes it yet).
+            outbox_bytes, attempts_bytes = await pool.fetchrow(
+                "SELECT pg_total_relation_size('webhook_outbox'),"
+                " pg_total_relation_size('webhook_attempts')"
+            )
         finally:
             await pool.close()
     finally:
@@ -151,4 +156,6 @@ async def run(
         "postgres_cpu_ms_per_post": round(pg / ticks * 1000, 3),
         "claims": dispatcher.claims,
         "settle_flushes": dispatcher.settle_flushes,
+        "outbox_bytes_per_post": round(outbox_bytes / ticks),
+        "attempts_bytes_per_post": round(attempts_bytes / ticks),
     }
