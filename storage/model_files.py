@@ -34,6 +34,7 @@ from sklearn.base import BaseEstimator, is_classifier
 from sklearn.ensemble import RandomForestClassifier
 from xgboost import XGBClassifier
 
+from storage.booster import BoosterPredictor
 from storage.forest import CompiledForest
 from storage.safe_unpickle import ForbiddenGlobalError, is_joblib_or_pickle, safe_load
 
@@ -88,8 +89,9 @@ class LoadedModel:
     # Compatibility repairs applied at load (empty for a model of our versions).
     repairs: tuple[str, ...] = ()
 
-    # A RandomForest compiled for vectorised inference (storage.forest), when it agreed
-    # with scikit-learn on the probe rows; None: scikit-learn predicts.
+    # A faster predictor that agreed with the estimator on the probe rows: a RandomForest
+    # compiled for vectorised inference (storage.forest) or an XGBoost booster called
+    # directly (storage.booster); None: the estimator predicts.
     compiled: Any = field(default=None, repr=False)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -392,23 +394,28 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     )
     probe(model, n_features)
     if kind == "random_forest":
-        model = _with_compiled_forest(model, n_features)
+        model = _with_fast_path(model, n_features, CompiledForest.from_estimator(obj))
+    else:
+        model = _with_fast_path(model, n_features, BoosterPredictor.from_estimator(obj))
     if repairs:
         log.info("model file repaired at load", path=str(model_path), repairs=repairs)
     return model
 
 
-def _with_compiled_forest(model: LoadedModel, n_features: int) -> LoadedModel:
-    """The model with its vectorised forest, if that gives scikit-learn's probabilities."""
-    compiled = CompiledForest.from_estimator(model.estimator)
-    if compiled is None:
+def _with_fast_path(model: LoadedModel, n_features: int, fast: Any) -> LoadedModel:
+    """The model with its faster predictor, if that gives the estimator's probabilities."""
+    if fast is None:
         return model
     rows = _probe_rows(n_features)
     expected = np.asarray(model.estimator.predict_proba(rows), dtype=np.float64)
-    if not np.allclose(compiled.predict_proba(rows), expected, rtol=0, atol=1e-12):
-        log.warning("compiled forest disagrees with scikit-learn; not used", path=str(model.path))
+    if not np.allclose(fast.predict_proba(rows), expected, rtol=0, atol=1e-12):
+        log.warning(
+            "fast predictor disagrees with the estimator; not used",
+            path=str(model.path),
+            predictor=type(fast).__name__,
+        )
         return model
-    return dataclasses.replace(model, compiled=compiled)
+    return dataclasses.replace(model, compiled=fast)
 
 
 # --------------------------------------------------------------------------- probing
