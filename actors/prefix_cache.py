@@ -43,15 +43,20 @@ _NO_PHASE = np.iinfo(np.int64).min  # a NULL phase: in no model's phase list
 RowsBefore = Callable[[Sequence[str], Sequence[datetime]], Awaitable[pl.DataFrame]]
 
 
+def _phase_ids(key: str) -> list[int] | None:
+    """The phases of a phase key (None: "all")."""
+    return None if key == "all" else [int(p) for p in key.split(",")]
+
+
 def phase_filter(key: str) -> pl.Expr | None:
     """Rows a model with this phase key sees (None: all rows)."""
-    if key == "all":
-        return None
-    return pl.col("phase_id_at_time").is_in([int(p) for p in key.split(",")])
+    ids = _phase_ids(key)
+    return None if ids is None else pl.col("phase_id_at_time").is_in(ids)
 
 
 def _phases(key: str) -> np.ndarray | None:
-    return None if key == "all" else np.array([int(p) for p in key.split(",")], dtype=np.int64)
+    ids = _phase_ids(key)
+    return None if ids is None else np.array(ids, dtype=np.int64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +90,8 @@ def _windows(history: pl.DataFrame) -> tuple[list[str], list[_Window]]:
     frame = frame.sort(["mint", "timestamp"], maintain_order=True)
     times = frame["timestamp"].dt.epoch("us").to_numpy()
     phases = frame["phase_id_at_time"].fill_null(_NO_PHASE).to_numpy()
-    highs = frame["price_high"].fill_nan(None).to_numpy()  # NULL -> NaN
-    devs = frame["dev_sold_amount"].fill_nan(None).to_numpy()
+    highs = frame["price_high"].to_numpy()  # NULL (and NaN) -> NaN
+    devs = frame["dev_sold_amount"].to_numpy()
     runs = frame["mint"].rle()
     mints = runs.struct.field("value").to_list()
     ends = np.cumsum(runs.struct.field("len").to_numpy())
