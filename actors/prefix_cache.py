@@ -54,6 +54,12 @@ def phase_filter(key: str) -> pl.Expr | None:
     return None if ids is None else pl.col("phase_id_at_time").is_in(ids)
 
 
+def phase_rows(frame: pl.DataFrame, key: str) -> pl.DataFrame:
+    """The rows of `frame` a model with this phase key sees."""
+    expr = phase_filter(key)
+    return frame if expr is None else frame.filter(expr)
+
+
 def _phases(key: str) -> np.ndarray | None:
     ids = _phase_ids(key)
     return None if ids is None else np.array(ids, dtype=np.int64)
@@ -150,7 +156,7 @@ class PrefixCache:
         parts = []
         for key, of_key in zip(keys, states, strict=True):
             phases = _phases(key)
-            fresh = coin_prefixes(prefix_state(_filtered(loaded, key))) if loaded.height else {}
+            fresh = coin_prefixes(prefix_state(phase_rows(loaded, key))) if loaded.height else {}
             result = []
             for i, (mint, window, old) in enumerate(zip(mints, windows, held, strict=True)):
                 if i in missed:
@@ -191,8 +197,3 @@ class PrefixCache:
             del self._held[mint]
             for of_key in self._states.values():
                 of_key.pop(mint, None)
-
-
-def _filtered(frame: pl.DataFrame, key: str) -> pl.DataFrame:
-    expr = phase_filter(key)
-    return frame if expr is None else frame.filter(expr)

@@ -16,7 +16,7 @@ import polars as pl
 
 from actors.messages import Tick
 from actors.offload import run_cpu
-from actors.prefix_cache import phase_filter
+from actors.prefix_cache import phase_rows
 from features.columns import UTC_TIME
 from features.matrix import FeatureSpec, TickRows
 
@@ -123,8 +123,7 @@ def _inputs(
     history: pl.DataFrame, prefix: pl.DataFrame, phase_key: str
 ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """The rows a model with this phase key sees, and their prefix state."""
-    expr = phase_filter(phase_key)
-    own = history if expr is None else history.filter(expr)
+    own = phase_rows(history, phase_key)
     seed = None
     if "phase_key" in prefix.columns and prefix.height:
         seed = prefix.filter(pl.col("phase_key") == phase_key).drop("phase_key")

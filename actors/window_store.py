@@ -1,7 +1,7 @@
 """Each coin's latest window of rows, kept between batches without copying them all.
 
-The history and prefix caches hold a window of rows for every coin they have
-seen (thousands of coins). Keeping them in one frame and filtering it per
+The history cache holds a window of rows for every coin it has seen
+(thousands of coins). Keeping them in one frame and filtering it per
 batch (the batch's coins out, the new windows in) copied every held row for
 every batch: ~12 ms per 70-coin batch with 2000 coins held, more than the
 batch's own work. Here windows are appended to one frame (no copy), a coin's
