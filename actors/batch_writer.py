@@ -15,7 +15,7 @@ their open predictions in the same transaction) and hand over webhook items.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import NamedTuple
 
@@ -56,6 +56,36 @@ class ModelScores(NamedTuple):
 
     runtime: ModelRuntime
     scored: Scored
+
+
+TickKey = tuple[str, datetime]  # (coin_id, data_timestamp)
+
+
+def tick_keys(scores: Sequence[ModelScores], items: Sequence[WebhookItem]) -> list[TickKey]:
+    """The coin ticks a store of these scores and items writes, each once, in batch order."""
+    keys = [(t.coin_id, t.data_timestamp) for _, scored in scores for t in scored.ticks]
+    keys += [(i.coin_id, i.data_timestamp) for i in items]
+    return list(dict.fromkeys(keys))
+
+
+def restrict(
+    scores: Sequence[ModelScores], items: Sequence[WebhookItem], keys: Collection[TickKey]
+) -> tuple[list[ModelScores], list[WebhookItem]]:
+    """The scores and items of these coin ticks only: part of a batch the database refused,
+    stored on its own to find the ticks it refuses (see `actors.batcher`)."""
+    wanted = set(keys)
+    parts = []
+    for runtime, scored in scores:
+        picks = [k for k, t in enumerate(scored.ticks) if (t.coin_id, t.data_timestamp) in wanted]
+        if picks:
+            part = Scored(
+                [scored.ticks[k] for k in picks],
+                scored.probabilities[picks],
+                [scored.snapshots[k] for k in picks],
+                [],  # the predictor counted these already
+            )
+            parts.append(ModelScores(runtime, part))
+    return parts, [i for i in items if (i.coin_id, i.data_timestamp) in wanted]
 
 
 def batch_rows(scores: Sequence[ModelScores]) -> BatchRows:

@@ -24,6 +24,7 @@ from typing import TypeVar
 
 import anyio
 import asyncpg
+import asyncpg.exceptions._base as asyncpg_errors
 import polars as pl
 import structlog
 from anyio.abc import TaskStatus
@@ -31,13 +32,20 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from actors import metrics
 from actors.batch_bus import BatchBus
-from actors.batch_writer import Written, write_batch
+from actors.batch_writer import (
+    ModelScores,
+    TickKey,
+    Written,
+    restrict,
+    tick_keys,
+    write_batch,
+)
 from actors.history_cache import HistoryCache
 from actors.messages import Batch, BatchCompletion, Tick, TickPage
 from actors.prefix_cache import PrefixCache
 from actors.shared_features import SharedFeatures, tick_frame
 from actors.state import ServiceState
-from actors.webhook_payload import tick_jobs
+from actors.webhook_payload import WebhookItem, tick_jobs
 from features.columns import BASE_COLUMNS
 from features.running import empty_prefix
 from storage import coin_metrics, cursor, outbox
@@ -46,6 +54,19 @@ from storage.config import Settings
 log = structlog.get_logger(__name__)
 
 COMMIT_ATTEMPTS = 3
+# Errors the same rows hit every time: a data exception (SQLSTATE class 22, e.g. a
+# numeric overflow), an integrity constraint violation (class 23: a CHECK, a foreign
+# or unique key we did not foresee), a trigger's RAISE EXCEPTION (P0001), or a value
+# asyncpg cannot encode. Everything else (lost connections, serialization failures,
+# deadlocks, a cancelled statement, a server out of resources) is transient.
+PERMANENT = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.RaiseError,
+    asyncpg_errors.DataError,
+)
+# The TICKS_SKIPPED reason of a tick the database refused (see Batcher._store_ticks).
+STORE_FAILED = "store_failed"
 # Batches whose predictions are being stored at once (each holds a pool connection).
 STORES_IN_FLIGHT = 3
 T = TypeVar("T")
@@ -271,26 +292,106 @@ class Batcher:
         and before the cursor moved reads the batch again: its predictions exist, so
         nothing is inserted twice, and its jobs exist, so nothing is sent twice."""
         completion = batch.completion
+        refused: set[TickKey] = set()
         try:
-            written, queued = await _retrying(
-                batch, functools.partial(self._write, completion), "batch_store_failed"
+            queued = await self._store_ticks(
+                batch, completion.scores, completion.webhook_items, refused
             )
         finally:
             slots.release()
-        written.record_metrics()
         if queued and self._on_jobs_queued is not None:
             self._on_jobs_queued()
         # Once per coin tick rather than per model and tick: every model's prediction
         # is committed now, and the tick's webhook can go out.
         now = time.time()
         for tick in batch.ticks if completion.expected else ():
-            metrics.PREDICTION_LAG.observe({}, max(now - tick.data_timestamp.timestamp(), 0.0))
+            if (tick.coin_id, tick.data_timestamp) not in refused:
+                metrics.PREDICTION_LAG.observe({}, max(now - tick.data_timestamp.timestamp(), 0.0))
         stored.set()
 
-    async def _write(self, completion: BatchCompletion) -> tuple[Written, int]:
+    async def _store_ticks(
+        self,
+        batch: Batch,
+        scores: Sequence[ModelScores],
+        items: Sequence[WebhookItem],
+        refused: set[TickKey],
+    ) -> int:
+        """Store these scores and items in one transaction; returns the jobs queued.
+
+        Normally this is the batch's one transaction. When the database refuses it
+        for good (`PERMANENT`: the same rows would fail again, so the batcher's
+        restart would read the batch and fail forever), the two halves of the ticks
+        are stored on their own, recursively: every tick the database accepts is
+        stored and announced once, a tick it refuses alone is skipped (added to
+        `refused`), and the cursor moves on. Halving finds one bad tick among n in
+        about 2 log2(n) statements.
+        """
+        try:
+            written, queued = await _retrying(
+                batch, functools.partial(self._write, scores, items), "batch_store_failed"
+            )
+        except PERMANENT as exc:
+            keys = tick_keys(scores, items)
+            if not keys:
+                raise
+            if len(keys) == 1:
+                self._skip_refused(batch, keys[0], scores, items, exc)
+                refused.add(keys[0])
+                return 0
+            log.warning(
+                "batch_store_refused",
+                batch_id=batch.batch_id,
+                ticks=len(keys),
+                error=str(exc),
+                sqlstate=getattr(exc, "sqlstate", None),
+            )
+            half = len(keys) // 2
+            queued = 0
+            for part in (keys[:half], keys[half:]):
+                part_scores, part_items = restrict(scores, items, part)
+                queued += await self._store_ticks(batch, part_scores, part_items, refused)
+            return queued
+        written.record_metrics()
+        return queued
+
+    def _skip_refused(
+        self,
+        batch: Batch,
+        key: TickKey,
+        scores: Sequence[ModelScores],
+        items: Sequence[WebhookItem],
+        exc: Exception,
+    ) -> None:
+        """A coin tick the database refuses on its own: not stored, not announced."""
+        coin_id, data_timestamp = key
+        models = sorted({runtime.active_model_id for runtime, _ in scores})
+        for model in models:
+            metrics.TICKS_SKIPPED.inc({"model": str(model), "reason": STORE_FAILED})
+        error = str(exc)
+        log.error(
+            "tick_store_failed",
+            batch_id=batch.batch_id,
+            coin_id=coin_id,
+            data_timestamp=data_timestamp.isoformat(),
+            models=models,
+            # Models that stored their prediction themselves (caps, ignore windows):
+            # stored, but their webhook of this tick is not sent.
+            unsent_webhook_models=sorted({i.active_model_id for i in items}),
+            error=error,
+            sqlstate=getattr(exc, "sqlstate", None),
+            reason=STORE_FAILED,
+        )
+        self._state.ticks_store_failed += 1
+        self._state.last_store_failure = (
+            f"{coin_id} at {data_timestamp.isoformat()} models {models}: {error}"
+        )
+
+    async def _write(
+        self, scores: Sequence[ModelScores], items: Sequence[WebhookItem]
+    ) -> tuple[Written, int]:
         async with self._pool.acquire() as conn, conn.transaction():
-            written = await write_batch(conn, completion.scores, default_url=self._default_url)
-            jobs = tick_jobs([*written.items, *completion.webhook_items])
+            written = await write_batch(conn, scores, default_url=self._default_url)
+            jobs = tick_jobs([*written.items, *items])
             queued = await outbox.enqueue(conn, jobs) if jobs else 0
         return written, queued
 
@@ -313,13 +414,14 @@ class Batcher:
 
 async def _retrying(batch: Batch, attempt_once: Callable[[], Awaitable[T]], event: str) -> T:
     """Tried again on a transient database error (the batch is in memory, every statement
-    is idempotent); then the error stops the batcher, whose restart reads the batch again."""
+    is idempotent); then the error stops the batcher, whose restart reads the batch again.
+    A `PERMANENT` error is raised at once: trying the same rows again cannot help."""
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         try:
             return await attempt_once()
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
             log.warning(event, batch_id=batch.batch_id, attempt=attempt, error=repr(exc))
-            if attempt == COMMIT_ATTEMPTS:
+            if attempt == COMMIT_ATTEMPTS or isinstance(exc, PERMANENT):
                 raise
             await anyio.sleep(0.2 * 2**attempt)
     raise AssertionError("unreachable")
