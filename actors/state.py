@@ -24,6 +24,10 @@ class ServiceState:
     draining: bool = False
     actors_up: dict[str, bool] = field(default_factory=dict)
     actor_restarts: dict[str, int] = field(default_factory=dict)
+    # Coin ticks the database refused to store for good, skipped so the pipeline goes on
+    # (actors.batcher), and the last of them: coin, time, models, the database's error.
+    ticks_store_failed: int = 0
+    last_store_failure: str | None = None
 
     @property
     def uptime_seconds(self) -> float:

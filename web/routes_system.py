@@ -53,6 +53,9 @@ async def health_report(request: web.Request) -> tuple[bool, dict[str, Any]]:
     down = sorted(name for name, up in state.actors_up.items() if not up)
     checks["actors_down"] = down
     checks["actor_restarts"] = dict(state.actor_restarts)
+    # Not a reason to be degraded (the pipeline went on without them), but visible.
+    checks["ticks_store_failed"] = state.ticks_store_failed
+    checks["last_store_failure"] = state.last_store_failure
     if state.draining:
         reasons.append("service is shutting down")
     body = {
@@ -103,6 +106,7 @@ async def stats_endpoint(request: web.Request) -> web.Response:
         "intake_lag_seconds": state.intake_lag_seconds,
         "actors": {name: ("up" if up else "down") for name, up in state.actors_up.items()},
         "actor_restarts": dict(state.actor_restarts),
+        "ticks_store_failed": state.ticks_store_failed,
         **{k: v for k, v in database.items() if k != "last_prediction_at"},
         "last_prediction_at": last.isoformat() if last is not None else None,
     }
