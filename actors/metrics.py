@@ -151,6 +151,18 @@ MODEL_EVALUATED = Gauge(
     "pp_model_evaluated_predictions", "Evaluated predictions per model.", registry=REGISTRY
 )
 
+# Retention
+RETENTION_DELETED = Counter(
+    "pp_retention_deleted_rows_total",
+    "Rows deleted by the retention actor, by table.",
+    registry=REGISTRY,
+)
+RETENTION_ERRORS = Counter(
+    "pp_retention_errors_total",
+    "Retention passes that failed and will be retried.",
+    registry=REGISTRY,
+)
+
 # HTTP
 HTTP_REQUESTS = Counter(
     "pp_http_requests_total", "API requests, by route and status.", registry=REGISTRY

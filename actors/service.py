@@ -20,6 +20,7 @@ from actors.model_runtime import ModelRuntime
 from actors.model_sync import ModelSync
 from actors.poller import Poller
 from actors.predictor import Predictor
+from actors.retention import Retention
 from actors.state import ServiceState
 from actors.supervisor import (
     STAGE_BACKGROUND,
@@ -173,6 +174,12 @@ class Service:
                 "evaluator", lambda: Evaluator.from_settings(settings, pool), STAGE_BACKGROUND
             )
         )
+        if settings.webhook_retention_seconds > 0:
+            specs.append(
+                ActorSpec(
+                    "retention", lambda: Retention.from_settings(settings, pool), STAGE_BACKGROUND
+                )
+            )
         specs.append(
             ActorSpec(
                 "web",

@@ -21,6 +21,10 @@ CONFIG_ENV = "PUMP_PREDICTOR_CONFIG"
 
 SECRET_KEYS = frozenset({"api_token"})
 
+# Slack on top of the longest re-read horizon before a delivered or dead webhook job
+# may be deleted: collector clocks, ids committing out of order, a slow restart.
+RETENTION_MARGIN_SECONDS = 3600
+
 
 class ConfigError(ValueError):
     """A configuration key is unknown, missing or has a bad value."""
@@ -54,6 +58,9 @@ class Settings:
     webhook_per_host_limit: int
     webhook_max_age_seconds: int
     webhook_max_attempts: int
+    webhook_retention_seconds: int
+    retention_interval_seconds: float
+    retention_chunk_rows: int
     evaluation_grace_seconds: int
     evaluation_interval_seconds: float
     evaluation_page_size: int
@@ -156,6 +163,7 @@ def _validate(s: Settings) -> None:
         "webhook_per_host_limit",
         "webhook_max_attempts",
         "evaluation_page_size",
+        "retention_chunk_rows",
     ):
         need(getattr(s, positive) >= 1, positive, "must be at least 1")
     for seconds in (
@@ -168,6 +176,7 @@ def _validate(s: Settings) -> None:
         "evaluation_interval_seconds",
         "health_max_lag_seconds",
         "shutdown_deadline_seconds",
+        "retention_interval_seconds",
     ):
         need(getattr(s, seconds) > 0, seconds, "must be greater than 0")
     for non_negative in (
@@ -177,6 +186,15 @@ def _validate(s: Settings) -> None:
         "evaluation_grace_seconds",
     ):
         need(getattr(s, non_negative) >= 0, non_negative, "must not be negative")
+    minimum = retention_minimum_seconds(s)
+    need(
+        s.webhook_retention_seconds == 0 or s.webhook_retention_seconds >= minimum,
+        "webhook_retention_seconds",
+        f"must be 0 (keep every job) or at least {minimum} s: catchup_max_age_seconds"
+        f" ({s.catchup_max_age_seconds}) or webhook_max_age_seconds"
+        f" ({s.webhook_max_age_seconds}), whichever is longer, plus {RETENTION_MARGIN_SECONDS} s;"
+        " a delivered job deleted sooner is queued and sent again when its tick is re-read",
+    )
     need(
         s.db_pool_max_size >= s.db_pool_min_size, "db_pool_max_size", "must be >= db_pool_min_size"
     )
@@ -194,6 +212,19 @@ def _validate(s: Settings) -> None:
                 url_key,
                 "must be an http(s) URL",
             )
+
+
+def retention_minimum_seconds(s: Settings) -> int:
+    """The shortest `webhook_retention_seconds` that is safe with these settings.
+
+    A job's idempotency key is what keeps a re-read tick from being queued and sent
+    twice, so a delivered job must outlive every way its tick can be read again: a
+    restart re-reads `cursor_overlap_rows` behind the cursor, but never rows older
+    than `catchup_max_age_seconds`. Dead jobs are kept at least as long as a job
+    may stay pending (`webhook_max_age_seconds`), so the dead list covers a whole
+    delivery life.
+    """
+    return max(s.catchup_max_age_seconds, s.webhook_max_age_seconds) + RETENTION_MARGIN_SECONDS
 
 
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:

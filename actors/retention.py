@@ -1,0 +1,180 @@
+"""The retention actor: deletes webhook jobs that are done, so the outbox does not fill the disk.
+
+Every processed coin tick leaves a job and its attempts behind (~5.5 kB); at 50
+ticks/s that is ~24 GB a day. Every `interval` seconds this actor deletes the
+delivered and dead jobs (with their attempts) whose last activity and tick are
+older than `retention_seconds`, in chunks of `chunk_rows` (short statements, no
+long locks), until a chunk comes back short; then the model snapshots no job
+refers to any more. Pending jobs are never deleted; predictions are not touched.
+The queries and why they are safe are in `storage/retention.py`.
+
+A pass that fails (database down, a lock not granted in time) is logged and
+counted, and the next pass starts over: what was deleted stays deleted, the rest
+waits. Anything else is a bug and goes to the supervisor, which restarts the actor.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+import asyncpg
+import structlog
+from anyio.abc import TaskStatus
+
+from actors import metrics
+from storage import retention
+from storage.config import Settings
+
+ACTOR_NAME = "retention"
+
+# Errors of the database or the way to it: worth trying again on the next pass.
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+    TimeoutError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPass:
+    """What one pass deleted."""
+
+    cutoff: datetime
+    jobs: int
+    attempts: int
+    snapshots: int
+    chunks: int
+
+
+class Retention:
+    """Deletes done webhook jobs periodically; `run_once()` runs one full pass."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        retention_seconds: float,
+        interval: float,
+        chunk_rows: int,
+        lock_timeout_seconds: float = 5.0,
+    ) -> None:
+        if retention_seconds <= 0:
+            raise ValueError("retention_seconds must be greater than 0 (0 disables the actor)")
+        if chunk_rows < 1:
+            raise ValueError("chunk_rows must be at least 1")
+        self.pool = pool
+        self.retention_seconds = retention_seconds
+        self.interval = interval
+        self.chunk_rows = chunk_rows
+        self.lock_timeout_seconds = lock_timeout_seconds
+        self.failed_passes = 0  # passes that hit a database error (operators and tests look)
+        self.passes = 0  # completed passes of this instance
+        self._stopping = False
+        self._wake = anyio.Event()
+        self._log = structlog.get_logger(__name__).bind(actor=ACTOR_NAME)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, pool: asyncpg.Pool, **overrides: Any) -> Retention:
+        options: dict[str, Any] = {
+            "retention_seconds": settings.webhook_retention_seconds,
+            "interval": settings.retention_interval_seconds,
+            "chunk_rows": settings.retention_chunk_rows,
+        }
+        options.update(overrides)
+        return cls(pool, **options)
+
+    def request_stop(self) -> None:
+        """Finish the chunk being deleted, then stop."""
+        self._stopping = True
+        self._wake.set()
+
+    def poke(self) -> None:
+        """Run a pass now instead of at the end of the interval."""
+        self._wake.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        self._log.info(
+            "retention_started",
+            retention_s=self.retention_seconds,
+            interval_s=self.interval,
+            chunk_rows=self.chunk_rows,
+        )
+        task_status.started()
+        while not self._stopping:
+            try:
+                await self.run_once()
+            except RETRYABLE_ERRORS as exc:
+                self.failed_passes += 1
+                metrics.RETENTION_ERRORS.inc({})
+                self._log.error(
+                    "retention_pass_failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    failed_passes=self.failed_passes,
+                    retry_in_s=self.interval,
+                )
+            if self._stopping:
+                break
+            with anyio.move_on_after(self.interval):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+        self._log.info("retention_stopped", passes=self.passes)
+
+    async def run_once(self) -> RetentionPass:
+        """Delete every done job older than the retention, chunk by chunk, then the
+        snapshots nothing refers to; log and count what went."""
+        started = time.monotonic()
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.retention_seconds)
+        jobs = attempts = snapshots = chunks = 0
+        try:
+            async with self.pool.acquire() as conn:
+                bound = await retention.job_id_bound(conn, cutoff)
+                after = 0
+                while not self._stopping:
+                    chunk = await retention.delete_jobs_chunk(
+                        conn, cutoff=cutoff, after=after, bound=bound, limit=self.chunk_rows
+                    )
+                    chunks += 1
+                    jobs += chunk.jobs
+                    attempts += chunk.attempts
+                    # Counted per chunk: a later failure does not hide what was deleted.
+                    self._count("webhook_outbox", chunk.jobs)
+                    self._count("webhook_attempts", chunk.attempts)
+                    if chunk.scanned < self.chunk_rows or chunk.last_id is None:
+                        break
+                    after = chunk.last_id
+                if not self._stopping:
+                    snapshots = await retention.delete_unreferenced_snapshots(
+                        conn,
+                        cutoff=cutoff,
+                        limit=self.chunk_rows,
+                        lock_timeout_seconds=self.lock_timeout_seconds,
+                    )
+                    self._count("webhook_model_snapshots", snapshots)
+        except BaseException:
+            if jobs or snapshots:
+                # What went before the failure is gone for good: say so.
+                self._log.warning(
+                    "retention_pass_partial", jobs=jobs, attempts=attempts, snapshots=snapshots
+                )
+            raise
+        self.passes += 1
+        self._log.info(
+            "retention_pass",
+            cutoff=cutoff.isoformat(),
+            jobs=jobs,
+            attempts=attempts,
+            snapshots=snapshots,
+            chunks=chunks,
+            took_ms=round((time.monotonic() - started) * 1000, 1),
+        )
+        return RetentionPass(cutoff, jobs, attempts, snapshots, chunks)
+
+    @staticmethod
+    def _count(table: str, rows: int) -> None:
+        if rows:
+            metrics.RETENTION_DELETED.add({"table": table}, rows)

@@ -1,0 +1,58 @@
+"""Retention settings: a retention too short to be safe stops start-up, naming the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from storage.config import ConfigError, load_settings, retention_minimum_seconds
+
+
+def test_defaults_keep_a_day_and_run_every_five_minutes() -> None:
+    settings = load_settings(env={})
+    assert settings.webhook_retention_seconds == 86400
+    assert settings.retention_interval_seconds == 300.0
+    assert settings.retention_chunk_rows == 5000
+    # Both horizons default to an hour: the minimum is two.
+    assert retention_minimum_seconds(settings) == 7200
+
+
+def test_a_retention_shorter_than_the_re_read_horizon_is_refused_with_the_key() -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(env={"WEBHOOK_RETENTION_SECONDS": "3600"})
+    message = str(refused.value)
+    assert message.startswith("webhook_retention_seconds:")
+    assert "at least 7200 s" in message
+    assert "catchup_max_age_seconds" in message
+    assert "(got 3600)" in message
+
+
+def test_the_minimum_follows_the_longest_horizon() -> None:
+    env = {"CATCHUP_MAX_AGE_SECONDS": "86400", "WEBHOOK_RETENTION_SECONDS": "86400"}
+    with pytest.raises(ConfigError, match=r"webhook_retention_seconds: .*at least 90000 s"):
+        load_settings(env=env)
+    env["WEBHOOK_RETENTION_SECONDS"] = "90000"
+    assert load_settings(env=env).webhook_retention_seconds == 90000
+    with pytest.raises(ConfigError, match=r"webhook_retention_seconds: .*at least 18000 s"):
+        load_settings(env={"WEBHOOK_MAX_AGE_SECONDS": "14400", "WEBHOOK_RETENTION_SECONDS": "9000"})
+
+
+def test_zero_keeps_every_job_and_replace_validates_too() -> None:
+    settings = load_settings(env={"WEBHOOK_RETENTION_SECONDS": "0"})
+    assert settings.webhook_retention_seconds == 0
+    # Raising a horizon later (tests, tools) is checked against the retention as well.
+    assert settings.replace(catchup_max_age_seconds=30 * 86400).catchup_max_age_seconds
+    with pytest.raises(ConfigError, match="webhook_retention_seconds"):
+        load_settings(env={}).replace(catchup_max_age_seconds=30 * 86400)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("RETENTION_INTERVAL_SECONDS", "0"),
+        ("RETENTION_CHUNK_ROWS", "0"),
+        ("WEBHOOK_RETENTION_SECONDS", "-1"),
+    ],
+)
+def test_bad_interval_chunk_or_negative_retention_name_their_key(key: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{key.lower()}:"):
+        load_settings(env={key: value})
