@@ -195,7 +195,9 @@ async def test_a_batch_processed_again_sends_its_stored_predictions_once(
         ]
         # Every row is re-read, however old (the golden coins end hours apart).
         configured = pipeline_settings.replace(
-            n8n_webhook_url=receiver.url(), catchup_max_age_seconds=30 * 86400
+            n8n_webhook_url=receiver.url(),
+            catchup_max_age_seconds=30 * 86400,
+            webhook_retention_seconds=0,
         )
         async with running_service(configured) as service:
             last = await _predict_and_send_golden_rows(conn, service, len(models))
@@ -573,7 +575,9 @@ async def test_database_connections_killed_while_ticks_flow_lose_and_duplicate_n
     after a lost acknowledgement carries the same Idempotency-Key and body."""
     xgb, forest = _two_model_files(tmp_path)
     configured = pipeline_settings.replace(
-        n8n_webhook_url=receiver.url(), catchup_max_age_seconds=30 * 86400
+        n8n_webhook_url=receiver.url(),
+        catchup_max_age_seconds=30 * 86400,
+        webhook_retention_seconds=0,
     )
     conn = await connect(db_dsn)
     kill = (
