@@ -5,7 +5,9 @@ ticks/s that is ~24 GB a day. Every `interval` seconds this actor deletes the
 delivered and dead jobs (with their attempts) whose last activity and tick are
 older than `retention_seconds`, in chunks of `chunk_rows` (short statements, no
 long locks), until a chunk comes back short; then the model snapshots no job
-refers to any more. Pending jobs are never deleted; predictions are not touched.
+refers to any more. Pending jobs are never deleted. With
+`prediction_retention_seconds` set (off by default: the history is the users'),
+evaluated predictions of ticks older than that go too; pending ones never do.
 The queries and why they are safe are in `storage/retention.py`.
 
 A pass that fails (database down, a lock not granted in time) is logged and
@@ -44,11 +46,12 @@ RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
 class RetentionPass:
     """What one pass deleted."""
 
-    cutoff: datetime
+    cutoff: datetime | None  # of webhook jobs; None when they are kept
     jobs: int
     attempts: int
     snapshots: int
     chunks: int
+    predictions: int = 0
 
 
 class Retention:
@@ -62,13 +65,17 @@ class Retention:
         interval: float,
         chunk_rows: int,
         lock_timeout_seconds: float = 5.0,
+        prediction_retention_seconds: float = 0,
     ) -> None:
-        if retention_seconds <= 0:
-            raise ValueError("retention_seconds must be greater than 0 (0 disables the actor)")
+        if retention_seconds < 0 or prediction_retention_seconds < 0:
+            raise ValueError("retention periods must not be negative (0 keeps the rows)")
+        if retention_seconds == 0 and prediction_retention_seconds == 0:
+            raise ValueError("nothing to delete: both retention periods are 0")
         if chunk_rows < 1:
             raise ValueError("chunk_rows must be at least 1")
         self.pool = pool
         self.retention_seconds = retention_seconds
+        self.prediction_retention_seconds = prediction_retention_seconds
         self.interval = interval
         self.chunk_rows = chunk_rows
         self.lock_timeout_seconds = lock_timeout_seconds
@@ -82,6 +89,7 @@ class Retention:
     def from_settings(cls, settings: Settings, pool: asyncpg.Pool, **overrides: Any) -> Retention:
         options: dict[str, Any] = {
             "retention_seconds": settings.webhook_retention_seconds,
+            "prediction_retention_seconds": settings.prediction_retention_seconds,
             "interval": settings.retention_interval_seconds,
             "chunk_rows": settings.retention_chunk_rows,
         }
@@ -101,6 +109,7 @@ class Retention:
         self._log.info(
             "retention_started",
             retention_s=self.retention_seconds,
+            prediction_retention_s=self.prediction_retention_seconds,
             interval_s=self.interval,
             chunk_rows=self.chunk_rows,
         )
@@ -126,53 +135,72 @@ class Retention:
 
     async def run_once(self) -> RetentionPass:
         """Delete every done job older than the retention, chunk by chunk, then the
-        snapshots nothing refers to; log and count what went."""
+        snapshots nothing refers to, then the old evaluated predictions (each part
+        only when its period is set); log and count what went."""
         started = time.monotonic()
-        cutoff = datetime.now(UTC) - timedelta(seconds=self.retention_seconds)
-        jobs = attempts = snapshots = chunks = 0
+        now = datetime.now(UTC)
+        cutoff = now - timedelta(seconds=self.retention_seconds) if self.retention_seconds else None
+        jobs = attempts = snapshots = chunks = predictions = 0
         try:
             async with self.pool.acquire() as conn:
-                bound = await retention.job_id_bound(conn, cutoff)
-                after = 0
-                while not self._stopping:
-                    chunk = await retention.delete_jobs_chunk(
-                        conn, cutoff=cutoff, after=after, bound=bound, limit=self.chunk_rows
-                    )
-                    chunks += 1
-                    jobs += chunk.jobs
-                    attempts += chunk.attempts
-                    # Counted per chunk: a later failure does not hide what was deleted.
-                    self._count("webhook_outbox", chunk.jobs)
-                    self._count("webhook_attempts", chunk.attempts)
-                    if chunk.scanned < self.chunk_rows or chunk.last_id is None:
-                        break
-                    after = chunk.last_id
-                if not self._stopping:
-                    snapshots = await retention.delete_unreferenced_snapshots(
-                        conn,
-                        cutoff=cutoff,
-                        limit=self.chunk_rows,
-                        lock_timeout_seconds=self.lock_timeout_seconds,
-                    )
-                    self._count("webhook_model_snapshots", snapshots)
+                if cutoff is not None:
+                    bound = await retention.job_id_bound(conn, cutoff)
+                    after = 0
+                    while not self._stopping:
+                        chunk = await retention.delete_jobs_chunk(
+                            conn, cutoff=cutoff, after=after, bound=bound, limit=self.chunk_rows
+                        )
+                        chunks += 1
+                        jobs += chunk.jobs
+                        attempts += chunk.attempts
+                        # Counted per chunk: a later failure does not hide what was deleted.
+                        self._count("webhook_outbox", chunk.jobs)
+                        self._count("webhook_attempts", chunk.attempts)
+                        if chunk.scanned < self.chunk_rows or chunk.last_id is None:
+                            break
+                        after = chunk.last_id
+                    if not self._stopping:
+                        snapshots = await retention.delete_unreferenced_snapshots(
+                            conn,
+                            cutoff=cutoff,
+                            limit=self.chunk_rows,
+                            lock_timeout_seconds=self.lock_timeout_seconds,
+                        )
+                        self._count("webhook_model_snapshots", snapshots)
+                if self.prediction_retention_seconds:
+                    oldest = now - timedelta(seconds=self.prediction_retention_seconds)
+                    while not self._stopping:
+                        gone = await retention.delete_predictions_chunk(
+                            conn, cutoff=oldest, limit=self.chunk_rows
+                        )
+                        chunks += 1
+                        predictions += gone
+                        self._count("predictions", gone)
+                        if gone < self.chunk_rows:
+                            break
         except BaseException:
-            if jobs or snapshots:
+            if jobs or snapshots or predictions:
                 # What went before the failure is gone for good: say so.
                 self._log.warning(
-                    "retention_pass_partial", jobs=jobs, attempts=attempts, snapshots=snapshots
+                    "retention_pass_partial",
+                    jobs=jobs,
+                    attempts=attempts,
+                    snapshots=snapshots,
+                    predictions=predictions,
                 )
             raise
         self.passes += 1
         self._log.info(
             "retention_pass",
-            cutoff=cutoff.isoformat(),
+            cutoff=None if cutoff is None else cutoff.isoformat(),
             jobs=jobs,
             attempts=attempts,
             snapshots=snapshots,
+            predictions=predictions,
             chunks=chunks,
             took_ms=round((time.monotonic() - started) * 1000, 1),
         )
-        return RetentionPass(cutoff, jobs, attempts, snapshots, chunks)
+        return RetentionPass(cutoff, jobs, attempts, snapshots, chunks, predictions)
 
     @staticmethod
     def _count(table: str, rows: int) -> None:

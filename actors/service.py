@@ -174,7 +174,7 @@ class Service:
                 "evaluator", lambda: Evaluator.from_settings(settings, pool), STAGE_BACKGROUND
             )
         )
-        if settings.webhook_retention_seconds > 0:
+        if settings.webhook_retention_seconds > 0 or settings.prediction_retention_seconds > 0:
             specs.append(
                 ActorSpec(
                     "retention", lambda: Retention.from_settings(settings, pool), STAGE_BACKGROUND

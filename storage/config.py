@@ -59,6 +59,7 @@ class Settings:
     webhook_max_age_seconds: int
     webhook_max_attempts: int
     webhook_retention_seconds: int
+    prediction_retention_seconds: int
     retention_interval_seconds: float
     retention_chunk_rows: int
     evaluation_grace_seconds: int
@@ -194,6 +195,12 @@ def _validate(s: Settings) -> None:
         f" ({s.catchup_max_age_seconds}) or webhook_max_age_seconds"
         f" ({s.webhook_max_age_seconds}), whichever is longer, plus {RETENTION_MARGIN_SECONDS} s;"
         " a delivered job deleted sooner is queued and sent again when its tick is re-read",
+    )
+    need(
+        s.prediction_retention_seconds == 0 or s.prediction_retention_seconds >= minimum,
+        "prediction_retention_seconds",
+        f"must be 0 (keep every prediction) or at least {minimum} s, as webhook_retention_seconds:"
+        " a prediction deleted sooner is made and sent again when its tick is re-read",
     )
     need(
         s.db_pool_max_size >= s.db_pool_min_size, "db_pool_max_size", "must be >= db_pool_min_size"

@@ -131,6 +131,35 @@ async def delete_jobs_chunk(
     )
 
 
+# ---- predictions ------------------------------------------------------------------
+
+# Evaluated predictions of ticks older than the cutoff, oldest first through the
+# predictions_data_time index. A pending one stays (the evaluator still needs it; it
+# goes on a later pass once judged), and SKIP LOCKED leaves the rows the evaluator
+# is writing right now alone.
+_DELETE_PREDICTIONS_SQL = """
+WITH doomed AS (
+    SELECT id FROM predictions
+    WHERE data_timestamp < $1 AND evaluation_result IS NOT NULL
+    ORDER BY data_timestamp
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+),
+gone AS (
+    DELETE FROM predictions p USING doomed d WHERE p.id = d.id RETURNING 1
+)
+SELECT count(*) FROM gone
+"""
+
+
+async def delete_predictions_chunk(
+    conn: asyncpg.Connection, *, cutoff: datetime, limit: int
+) -> int:
+    """Delete up to `limit` evaluated predictions whose tick is older than `cutoff`;
+    returns how many went (fewer than `limit`: nothing deletable is left)."""
+    return int(await conn.fetchval(_DELETE_PREDICTIONS_SQL, cutoff, limit))
+
+
 # ---- model snapshots -------------------------------------------------------------
 
 _OLD_SNAPSHOTS_SQL = """

@@ -331,3 +331,59 @@ async def test_the_running_service_deletes_an_aged_delivered_job_by_itself(
         assert config["webhook_retention_seconds"] == DAY
         assert config["retention_interval_seconds"] == 0.2
         assert config["retention_chunk_rows"] == settings.retention_chunk_rows
+
+
+async def _evaluate(conn: asyncpg.Connection, coins: Sequence[str]) -> None:
+    """Judge these coins' predictions (test data setup: the evaluator needs price rows)."""
+    await conn.execute(
+        "UPDATE predictions SET evaluation_result = 'success', evaluated_at = now() "
+        "WHERE coin_id = ANY($1::text[])",
+        list(coins),
+    )
+
+
+async def _prediction_coins(conn: asyncpg.Connection) -> set[str]:
+    return {r["coin_id"] for r in await conn.fetch("SELECT coin_id FROM predictions")}
+
+
+async def test_old_evaluated_predictions_go_pending_and_recent_ones_and_jobs_stay(
+    pool: asyncpg.Pool,
+) -> None:
+    old_tick = datetime.now(UTC) - timedelta(days=3)
+    async with pool.acquire() as conn:
+        model = await insert_active_model(conn, 41)
+        jobs = await _queue(conn, model, ["Judged", "Pending"], old_tick)
+        await _queue(conn, model, ["Recent"], datetime.now(UTC) - timedelta(hours=20))
+        await _evaluate(conn, ["Judged", "Recent"])
+        before = _deleted("predictions")
+
+        # Webhook jobs are kept (0), predictions for a day: only the judged old one goes.
+        done = await _retention(
+            pool, retention_seconds=0, prediction_retention_seconds=DAY
+        ).run_once()
+
+        assert (done.predictions, done.jobs, done.cutoff) == (1, 0, None)
+        assert await _prediction_coins(conn) == {"Pending", "Recent"}
+        assert _deleted("predictions") == before + 1
+        # Its webhook job is a record of its own and stays for the webhook retention.
+        assert await _job_ids(conn) >= set(jobs.values())
+        again = _retention(pool, retention_seconds=0, prediction_retention_seconds=DAY)
+        assert (await again.run_once()).predictions == 0
+
+
+async def test_every_old_prediction_goes_in_chunks_and_nothing_when_kept(
+    pool: asyncpg.Pool,
+) -> None:
+    coins = [f"Coin{i}" for i in range(7)]
+    async with pool.acquire() as conn:
+        model = await insert_active_model(conn, 41)
+        await _queue(conn, model, coins, datetime.now(UTC) - timedelta(days=3))
+        await _evaluate(conn, coins)
+        # The default keeps every prediction: a webhook-only pass leaves them alone.
+        assert (await _retention(pool).run_once()).predictions == 0
+        assert await _prediction_coins(conn) == set(coins)
+
+        done = await _retention(pool, prediction_retention_seconds=DAY, chunk_rows=3).run_once()
+
+        assert done.predictions == 7
+        assert await _prediction_coins(conn) == set()

@@ -56,3 +56,11 @@ def test_zero_keeps_every_job_and_replace_validates_too() -> None:
 def test_bad_interval_chunk_or_negative_retention_name_their_key(key: str, value: str) -> None:
     with pytest.raises(ConfigError, match=f"^{key.lower()}:"):
         load_settings(env={key: value})
+
+
+def test_predictions_are_kept_by_default_and_a_short_retention_is_refused() -> None:
+    assert load_settings(env={}).prediction_retention_seconds == 0
+    with pytest.raises(ConfigError, match=r"^prediction_retention_seconds: .*at least 7200 s"):
+        load_settings(env={"PREDICTION_RETENTION_SECONDS": "3600"})
+    week = load_settings(env={"PREDICTION_RETENTION_SECONDS": str(7 * 86400)})
+    assert week.prediction_retention_seconds == 7 * 86400
