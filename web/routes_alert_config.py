@@ -366,6 +366,9 @@ async def n8n_status(request: web.Request) -> web.Response:
             "last_attempt": _attempt(status.last_attempt),
             "last_success": _attempt(status.last_success),
             "last_error": _attempt(status.last_error),
+            # Attempts and jobs older than the webhook retention are deleted: the counts
+            # and the last attempts cover this many seconds (None: every job is kept).
+            "history_seconds": ctx(request).settings.webhook_retention_seconds or None,
             "attempts_by_outcome": status.counts,
             "jobs": {"pending": counts.pending, "delivered": counts.delivered, "dead": counts.dead},
             "dead_jobs": [_job(j) for j in dead],
