@@ -8,8 +8,8 @@ per transaction, until a page comes back short. The outcome rules live in
 
 A page that fails to write (database down, deadlock, timeout) rolls back, so
 its predictions stay pending and are evaluated on a later cycle; the failure is
-logged with its error and counted in `failed_cycles`. Anything else is a bug
-and goes to the supervisor, which logs it and restarts the actor.
+logged with its error and counted in `failed_sweeps` (actors/periodic.py). Anything
+else is a bug and goes to the supervisor, which logs it and restarts the actor.
 """
 
 from __future__ import annotations
@@ -18,28 +18,22 @@ import time
 from collections import Counter
 from typing import Any
 
-import anyio
 import asyncpg
-import structlog
-from anyio.abc import TaskStatus
 
 from actors import metrics
+from actors.periodic import PeriodicActor
 from storage import evaluations
 from storage.config import Settings
 
 ACTOR_NAME = "evaluator"
 
-# Errors of the database or the way to it: worth retrying on the next cycle.
-RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    OSError,
-    TimeoutError,
-)
 
-
-class Evaluator:
+class Evaluator(PeriodicActor):
     """Evaluates due predictions in pages; `evaluate_due()` runs one full catch-up."""
+
+    name = ACTOR_NAME
+    failure_event = "evaluation_cycle_failed"
+    failure_metric = metrics.EVALUATION_ERRORS
 
     def __init__(
         self,
@@ -52,17 +46,13 @@ class Evaluator:
     ) -> None:
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
+        super().__init__(interval)
         self.pool = pool
         self.grace_seconds = grace_seconds
-        self.interval = interval
         self.page_size = page_size
         self.gauge_refresh_seconds = gauge_refresh_seconds
-        self.failed_cycles = 0  # cycles that hit a database error (operators and tests look)
         self.evaluated_total = 0  # by this instance
-        self._stopping = False
-        self._wake = anyio.Event()
         self._gauges_refreshed = float("-inf")
-        self._log = structlog.get_logger(__name__).bind(actor=ACTOR_NAME)
 
     @classmethod
     def from_settings(cls, settings: Settings, pool: asyncpg.Pool, **overrides: Any) -> Evaluator:
@@ -74,41 +64,18 @@ class Evaluator:
         options.update(overrides)
         return cls(pool, **options)
 
-    def request_stop(self) -> None:
-        """Finish the page being written, then stop."""
-        self._stopping = True
-        self._wake.set()
+    def started_fields(self) -> dict[str, Any]:
+        return {
+            "grace_s": self.grace_seconds,
+            "interval_s": self.interval,
+            "page_size": self.page_size,
+        }
 
-    def poke(self) -> None:
-        """Look now instead of at the end of the interval."""
-        self._wake.set()
+    def stopped_fields(self) -> dict[str, Any]:
+        return {"evaluated": self.evaluated_total}
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        self._log.info(
-            "evaluator_started",
-            grace_s=self.grace_seconds,
-            interval_s=self.interval,
-            page_size=self.page_size,
-        )
-        task_status.started()
-        while not self._stopping:
-            try:
-                await self.evaluate_due()
-            except RETRYABLE_ERRORS as exc:
-                self.failed_cycles += 1
-                metrics.EVALUATION_ERRORS.inc({})
-                self._log.error(
-                    "evaluation_cycle_failed",
-                    error=f"{type(exc).__name__}: {exc}",
-                    failed_cycles=self.failed_cycles,
-                    retry_in_s=self.interval,
-                )
-            if self._stopping:
-                break
-            with anyio.move_on_after(self.interval):
-                await self._wake.wait()
-            self._wake = anyio.Event()
-        self._log.info("evaluator_stopped", evaluated=self.evaluated_total)
+    async def sweep(self) -> int:
+        return await self.evaluate_due()
 
     async def evaluate_due(self) -> int:
         """Evaluate every prediction that is due now, page by page; returns how many."""

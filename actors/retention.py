@@ -22,24 +22,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import anyio
 import asyncpg
-import structlog
-from anyio.abc import TaskStatus
 
 from actors import metrics
+from actors.periodic import PeriodicActor
 from storage import retention
 from storage.config import Settings
 
 ACTOR_NAME = "retention"
-
-# Errors of the database or the way to it: worth trying again on the next pass.
-RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    OSError,
-    TimeoutError,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +44,12 @@ class RetentionPass:
     predictions: int = 0
 
 
-class Retention:
+class Retention(PeriodicActor):
     """Deletes done webhook jobs periodically; `run_once()` runs one full pass."""
+
+    name = ACTOR_NAME
+    failure_event = "retention_pass_failed"
+    failure_metric = metrics.RETENTION_ERRORS
 
     def __init__(
         self,
@@ -73,17 +67,13 @@ class Retention:
             raise ValueError("nothing to delete: both retention periods are 0")
         if chunk_rows < 1:
             raise ValueError("chunk_rows must be at least 1")
+        super().__init__(interval)
         self.pool = pool
         self.retention_seconds = retention_seconds
         self.prediction_retention_seconds = prediction_retention_seconds
-        self.interval = interval
         self.chunk_rows = chunk_rows
         self.lock_timeout_seconds = lock_timeout_seconds
-        self.failed_passes = 0  # passes that hit a database error (operators and tests look)
         self.passes = 0  # completed passes of this instance
-        self._stopping = False
-        self._wake = anyio.Event()
-        self._log = structlog.get_logger(__name__).bind(actor=ACTOR_NAME)
 
     @classmethod
     def from_settings(cls, settings: Settings, pool: asyncpg.Pool, **overrides: Any) -> Retention:
@@ -96,42 +86,19 @@ class Retention:
         options.update(overrides)
         return cls(pool, **options)
 
-    def request_stop(self) -> None:
-        """Finish the chunk being deleted, then stop."""
-        self._stopping = True
-        self._wake.set()
+    def started_fields(self) -> dict[str, Any]:
+        return {
+            "retention_s": self.retention_seconds,
+            "prediction_retention_s": self.prediction_retention_seconds,
+            "interval_s": self.interval,
+            "chunk_rows": self.chunk_rows,
+        }
 
-    def poke(self) -> None:
-        """Run a pass now instead of at the end of the interval."""
-        self._wake.set()
+    def stopped_fields(self) -> dict[str, Any]:
+        return {"passes": self.passes}
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        self._log.info(
-            "retention_started",
-            retention_s=self.retention_seconds,
-            prediction_retention_s=self.prediction_retention_seconds,
-            interval_s=self.interval,
-            chunk_rows=self.chunk_rows,
-        )
-        task_status.started()
-        while not self._stopping:
-            try:
-                await self.run_once()
-            except RETRYABLE_ERRORS as exc:
-                self.failed_passes += 1
-                metrics.RETENTION_ERRORS.inc({})
-                self._log.error(
-                    "retention_pass_failed",
-                    error=f"{type(exc).__name__}: {exc}",
-                    failed_passes=self.failed_passes,
-                    retry_in_s=self.interval,
-                )
-            if self._stopping:
-                break
-            with anyio.move_on_after(self.interval):
-                await self._wake.wait()
-            self._wake = anyio.Event()
-        self._log.info("retention_stopped", passes=self.passes)
+    async def sweep(self) -> RetentionPass:
+        return await self.run_once()
 
     async def run_once(self) -> RetentionPass:
         """Delete every done job older than the retention, chunk by chunk, then the

@@ -303,7 +303,7 @@ async def test_failed_update_is_retried_on_the_next_cycle(
     async with anyio.create_task_group() as tg:
         await tg.start(evaluator.run)
         await wait_for(
-            lambda: _value(evaluator.failed_cycles >= 2), what="two failed evaluation cycles"
+            lambda: _value(evaluator.failed_sweeps >= 2), what="two failed evaluation cycles"
         )
         assert (await prediction(conn, pid))["evaluation_result"] is None
         await conn.execute("ALTER TABLE predictions DROP CONSTRAINT refuse_outcomes")

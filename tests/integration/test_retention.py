@@ -283,7 +283,7 @@ async def test_a_failed_pass_is_counted_and_the_next_one_deletes(pool: asyncpg.P
         async with pool.acquire() as blocker, blocker.transaction():
             # Someone holds the snapshot table (a writer that never commits, a manual session).
             await blocker.execute("LOCK TABLE webhook_model_snapshots IN ROW EXCLUSIVE MODE")
-            await wait_for(lambda: _true(actor.failed_passes >= 2), what="two failed passes")
+            await wait_for(lambda: _true(actor.failed_sweeps >= 2), what="two failed passes")
             assert _errors() >= errors_before + 2
         # The lock is gone (commit): a later pass deletes what the failed ones could not.
 
