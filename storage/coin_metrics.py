@@ -17,6 +17,7 @@ import polars as pl
 
 from features.columns import BASE_COLUMNS, UTC_TIME, history_schema, quote_ident
 from features.running import PREFIX_INPUT_COLUMNS
+from storage.id_bisection import last_id_older_than
 
 HISTORY_COLUMNS: tuple[str, ...] = tuple(BASE_COLUMNS)
 
@@ -106,22 +107,9 @@ async def last_id_before(conn: asyncpg.Connection, moment: datetime) -> int:
     ~40 cheap queries instead of a full scan. Rows that committed out of order
     make the answer approximate by a few rows, which the catch-up bound tolerates.
     """
-    bounds = await conn.fetchrow("SELECT min(id) AS lo, max(id) AS hi FROM coin_metrics")
-    if bounds is None or bounds["lo"] is None:
-        return 0
-    lo, hi = int(bounds["lo"]) - 1, int(bounds["hi"])
-    probe = 'SELECT "timestamp" FROM coin_metrics WHERE id >= $1 ORDER BY id LIMIT 1'
-    # Invariant: rows with id <= lo are older than moment; the row at hi might not be.
-    if await conn.fetchval(probe, hi) < moment:
-        return hi
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        ts = await conn.fetchval(probe, mid)
-        if ts is not None and ts < moment:
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    return await last_id_older_than(
+        conn, table="coin_metrics", time_column='"timestamp"', moment=moment
+    )
 
 
 def _csv_select(columns: Sequence[str], alias: str) -> str:

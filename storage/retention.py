@@ -27,6 +27,8 @@ from datetime import datetime
 
 import asyncpg
 
+from storage.id_bisection import last_id_older_than
+
 
 # A job's last activity: its delivery, the retry it was last due for (settle leaves
 # next_attempt_at there; there is no dead_at column), its creation (requeueing a
@@ -74,8 +76,6 @@ SELECT (SELECT count(*) FROM doomed) AS scanned,
        (SELECT count(*) FROM attempts) AS attempts
 """
 
-_CREATED_AT_FROM_SQL = "SELECT created_at FROM webhook_outbox WHERE id >= $1 ORDER BY id LIMIT 1"
-
 
 @dataclass(frozen=True, slots=True)
 class JobsChunk:
@@ -96,21 +96,9 @@ async def job_id_bound(conn: asyncpg.Connection, cutoff: datetime) -> int:
     so chunks scan ids up to this bound instead of every young job to find none.
     ~30 index lookups instead of a scan of a table that holds a day of jobs.
     """
-    bounds = await conn.fetchrow("SELECT min(id) AS lo, max(id) AS hi FROM webhook_outbox")
-    if bounds is None or bounds["lo"] is None:
-        return 0
-    lo, hi = int(bounds["lo"]) - 1, int(bounds["hi"])
-    # Invariant: the first job at or after lo + 1 .. lo is older; the one at hi might not be.
-    if await conn.fetchval(_CREATED_AT_FROM_SQL, hi) < cutoff:
-        return hi
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        created = await conn.fetchval(_CREATED_AT_FROM_SQL, mid)
-        if created is not None and created < cutoff:
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    return await last_id_older_than(
+        conn, table="webhook_outbox", time_column="created_at", moment=cutoff
+    )
 
 
 async def delete_jobs_chunk(
