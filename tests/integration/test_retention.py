@@ -106,12 +106,16 @@ async def _age(conn: asyncpg.Connection, job_ids: Sequence[int], seconds: float)
     )
 
 
+async def _column(conn: asyncpg.Connection, column: str, table: str) -> set[Any]:
+    return {r[0] for r in await conn.fetch(f"SELECT {column} FROM {table}")}
+
+
 async def _job_ids(conn: asyncpg.Connection) -> set[int]:
-    return {r["id"] for r in await conn.fetch("SELECT id FROM webhook_outbox")}
+    return await _column(conn, "id", "webhook_outbox")
 
 
 async def _snapshot_keys(conn: asyncpg.Connection) -> set[str]:
-    return {r["key"] for r in await conn.fetch("SELECT key FROM webhook_model_snapshots")}
+    return await _column(conn, "key", "webhook_model_snapshots")
 
 
 async def test_old_done_jobs_go_with_their_attempts_pending_and_recent_ones_stay(
@@ -343,7 +347,7 @@ async def _evaluate(conn: asyncpg.Connection, coins: Sequence[str]) -> None:
 
 
 async def _prediction_coins(conn: asyncpg.Connection) -> set[str]:
-    return {r["coin_id"] for r in await conn.fetch("SELECT coin_id FROM predictions")}
+    return await _column(conn, "coin_id", "predictions")
 
 
 async def test_old_evaluated_predictions_go_pending_and_recent_ones_and_jobs_stay(
