@@ -60,16 +60,21 @@ class Retention(PeriodicActor):
         chunk_rows: int,
         lock_timeout_seconds: float = 5.0,
         prediction_retention_seconds: float = 0,
+        dead_retention_seconds: float | None = None,
     ) -> None:
-        if retention_seconds < 0 or prediction_retention_seconds < 0:
+        # Dead jobs are kept as long as delivered ones unless told otherwise.
+        dead = retention_seconds if dead_retention_seconds is None else dead_retention_seconds
+        periods = (retention_seconds, dead, prediction_retention_seconds)
+        if min(periods) < 0:
             raise ValueError("retention periods must not be negative (0 keeps the rows)")
-        if retention_seconds == 0 and prediction_retention_seconds == 0:
-            raise ValueError("nothing to delete: both retention periods are 0")
+        if max(periods) == 0:
+            raise ValueError("nothing to delete: every retention period is 0")
         if chunk_rows < 1:
             raise ValueError("chunk_rows must be at least 1")
         super().__init__(interval)
         self.pool = pool
         self.retention_seconds = retention_seconds
+        self.dead_retention_seconds = dead
         self.prediction_retention_seconds = prediction_retention_seconds
         self.chunk_rows = chunk_rows
         self.lock_timeout_seconds = lock_timeout_seconds
@@ -79,6 +84,7 @@ class Retention(PeriodicActor):
     def from_settings(cls, settings: Settings, pool: asyncpg.Pool, **overrides: Any) -> Retention:
         options: dict[str, Any] = {
             "retention_seconds": settings.webhook_retention_seconds,
+            "dead_retention_seconds": settings.webhook_dead_retention_seconds,
             "prediction_retention_seconds": settings.prediction_retention_seconds,
             "interval": settings.retention_interval_seconds,
             "chunk_rows": settings.retention_chunk_rows,
@@ -89,6 +95,7 @@ class Retention(PeriodicActor):
     def started_fields(self) -> dict[str, Any]:
         return {
             "retention_s": self.retention_seconds,
+            "dead_retention_s": self.dead_retention_seconds,
             "prediction_retention_s": self.prediction_retention_seconds,
             "interval_s": self.interval,
             "chunk_rows": self.chunk_rows,
@@ -106,16 +113,24 @@ class Retention(PeriodicActor):
         only when its period is set); log and count what went."""
         started = time.monotonic()
         now = datetime.now(UTC)
-        cutoff = now - timedelta(seconds=self.retention_seconds) if self.retention_seconds else None
+        cutoff = _cutoff(now, self.retention_seconds)
+        dead_cutoff = _cutoff(now, self.dead_retention_seconds)
+        # The later of the two: every job either deletes was created before it.
+        newest = max((c for c in (cutoff, dead_cutoff) if c is not None), default=None)
         jobs = attempts = snapshots = chunks = predictions = 0
         try:
             async with self.pool.acquire() as conn:
-                if cutoff is not None:
-                    bound = await retention.job_id_bound(conn, cutoff)
+                if newest is not None:
+                    bound = await retention.job_id_bound(conn, newest)
                     after = 0
                     while not self._stopping:
                         chunk = await retention.delete_jobs_chunk(
-                            conn, cutoff=cutoff, after=after, bound=bound, limit=self.chunk_rows
+                            conn,
+                            cutoff=cutoff,
+                            dead_cutoff=dead_cutoff,
+                            after=after,
+                            bound=bound,
+                            limit=self.chunk_rows,
                         )
                         chunks += 1
                         jobs += chunk.jobs
@@ -129,7 +144,7 @@ class Retention(PeriodicActor):
                     if not self._stopping:
                         snapshots = await retention.delete_unreferenced_snapshots(
                             conn,
-                            cutoff=cutoff,
+                            cutoff=newest,
                             limit=self.chunk_rows,
                             lock_timeout_seconds=self.lock_timeout_seconds,
                         )
@@ -173,3 +188,8 @@ class Retention(PeriodicActor):
     def _count(table: str, rows: int) -> None:
         if rows:
             metrics.RETENTION_DELETED.add({"table": table}, rows)
+
+
+def _cutoff(now: datetime, seconds: float) -> datetime | None:
+    """Rows older than this go; None: a period of 0 keeps them."""
+    return now - timedelta(seconds=seconds) if seconds else None

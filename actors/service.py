@@ -174,7 +174,12 @@ class Service:
                 "evaluator", lambda: Evaluator.from_settings(settings, pool), STAGE_BACKGROUND
             )
         )
-        if settings.webhook_retention_seconds > 0 or settings.prediction_retention_seconds > 0:
+        retained = (
+            settings.webhook_retention_seconds,
+            settings.webhook_dead_retention_seconds,
+            settings.prediction_retention_seconds,
+        )
+        if max(retained) > 0:
             specs.append(
                 ActorSpec(
                     "retention", lambda: Retention.from_settings(settings, pool), STAGE_BACKGROUND

@@ -59,6 +59,7 @@ class Settings:
     webhook_max_age_seconds: int
     webhook_max_attempts: int
     webhook_retention_seconds: int
+    webhook_dead_retention_seconds: int
     prediction_retention_seconds: int
     retention_interval_seconds: float
     retention_chunk_rows: int
@@ -195,6 +196,12 @@ def _validate(s: Settings) -> None:
         f" ({s.catchup_max_age_seconds}) or webhook_max_age_seconds"
         f" ({s.webhook_max_age_seconds}), whichever is longer, plus {RETENTION_MARGIN_SECONDS} s;"
         " a delivered job deleted sooner is queued and sent again when its tick is re-read",
+    )
+    need(
+        s.webhook_dead_retention_seconds == 0 or s.webhook_dead_retention_seconds >= minimum,
+        "webhook_dead_retention_seconds",
+        f"must be 0 (keep every dead job) or at least {minimum} s, as webhook_retention_seconds:"
+        " a dead job deleted sooner is queued and sent again when its tick is re-read",
     )
     need(
         s.prediction_retention_seconds == 0 or s.prediction_retention_seconds >= minimum,

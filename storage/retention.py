@@ -2,8 +2,9 @@
 
 Every processed coin tick leaves a job in `webhook_outbox` and its attempts in
 `webhook_attempts` (~5.5 kB together); nothing else ever deletes them. Delivered
-and dead jobs go once their last activity *and* their tick are older than the
-cutoff; pending jobs never go, whatever their age.
+and dead jobs go once their last activity *and* their tick are older than their
+status's cutoff (dead jobs are kept longer: operators read and retry them);
+pending jobs never go, whatever their age.
 
 Why the cutoff must be long (storage.config.retention_minimum_seconds): a job's
 idempotency key is what keeps a re-read tick from being queued and sent again,
@@ -36,13 +37,19 @@ from storage.id_bisection import last_id_older_than
 # settlement: a job that waited out an outage is attempted, found too old and
 # declared dead just now, and an operator must still find it in the dead list.
 # The tick's own time must be old as well: re-reads are bounded by the tick's age
-# (catchup_max_age_seconds).
-def _done_and_old(job: str) -> str:
-    return f"""{job}.status IN ('delivered', 'dead')
-      AND greatest({job}.created_at, {job}.next_attempt_at, {job}.delivered_at) < $3
-      AND {job}.data_timestamp < $3
+# (catchup_max_age_seconds). Delivered jobs are older than $3, dead ones than $5
+# (dead jobs are kept longer for operators); a NULL cutoff keeps that status.
+def _older_than(job: str, cutoff: str) -> str:
+    return f"""({cutoff}::timestamptz IS NOT NULL
+      AND greatest({job}.created_at, {job}.next_attempt_at, {job}.delivered_at) < {cutoff}
+      AND {job}.data_timestamp < {cutoff}
       AND NOT EXISTS (SELECT 1 FROM webhook_attempts r
-                      WHERE r.outbox_id = {job}.id AND r.attempted_at >= $3)"""
+                      WHERE r.outbox_id = {job}.id AND r.attempted_at >= {cutoff}))"""
+
+
+def _done_and_old(job: str) -> str:
+    return f"""(({job}.status = 'delivered' AND {_older_than(job, "$3")})
+      OR ({job}.status = 'dead' AND {_older_than(job, "$5")}))"""
 
 
 # One chunk: the next `limit` deletable jobs after `after` in id order, up to `bound`
@@ -102,14 +109,21 @@ async def job_id_bound(conn: asyncpg.Connection, cutoff: datetime) -> int:
 
 
 async def delete_jobs_chunk(
-    conn: asyncpg.Connection, *, cutoff: datetime, after: int, bound: int, limit: int
+    conn: asyncpg.Connection,
+    *,
+    cutoff: datetime | None,
+    dead_cutoff: datetime | None,
+    after: int,
+    bound: int,
+    limit: int,
 ) -> JobsChunk:
-    """Delete up to `limit` delivered or dead jobs (and their attempts) with ids in
-    (`after`, `bound`] whose last activity and tick are older than `cutoff`.
+    """Delete up to `limit` done jobs (and their attempts) with ids in (`after`,
+    `bound`] whose last activity and tick are older than `cutoff` (delivered jobs) or
+    `dead_cutoff` (dead ones); None keeps the jobs of that status.
 
     One statement, one short transaction: locks a chunk's rows for milliseconds.
     """
-    row = await conn.fetchrow(_DELETE_JOBS_SQL, after, bound, cutoff, limit)
+    row = await conn.fetchrow(_DELETE_JOBS_SQL, after, bound, cutoff, limit, dead_cutoff)
     assert row is not None
     return JobsChunk(
         scanned=int(row["scanned"]),

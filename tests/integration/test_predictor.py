@@ -198,6 +198,7 @@ async def test_a_batch_processed_again_sends_its_stored_predictions_once(
             n8n_webhook_url=receiver.url(),
             catchup_max_age_seconds=30 * 86400,
             webhook_retention_seconds=0,
+            webhook_dead_retention_seconds=0,
         )
         async with running_service(configured) as service:
             last = await _predict_and_send_golden_rows(conn, service, len(models))
@@ -578,6 +579,7 @@ async def test_database_connections_killed_while_ticks_flow_lose_and_duplicate_n
         n8n_webhook_url=receiver.url(),
         catchup_max_age_seconds=30 * 86400,
         webhook_retention_seconds=0,
+        webhook_dead_retention_seconds=0,
     )
     conn = await connect(db_dsn)
     kill = (

@@ -332,7 +332,8 @@ async def test_the_running_service_deletes_an_aged_delivered_job_by_itself(
             http.get(f"http://127.0.0.1:{service.web_port}/api/config") as response,
         ):
             config = await response.json()
-        assert config["webhook_retention_seconds"] == DAY
+        assert config["webhook_retention_seconds"] == settings.webhook_retention_seconds == 21600
+        assert config["webhook_dead_retention_seconds"] == 7 * DAY
         assert config["retention_interval_seconds"] == 0.2
         assert config["retention_chunk_rows"] == settings.retention_chunk_rows
 
@@ -391,3 +392,22 @@ async def test_every_old_prediction_goes_in_chunks_and_nothing_when_kept(
 
         assert done.predictions == 7
         assert await _prediction_coins(conn) == set()
+
+
+async def test_dead_jobs_are_kept_longer_than_delivered_ones(pool: asyncpg.Pool) -> None:
+    old_tick = datetime.now(UTC) - timedelta(days=10)
+    async with pool.acquire() as conn:
+        model = await insert_active_model(conn, 41)
+        jobs = await _queue(conn, model, ["Delivered", "DeadRecent", "DeadOld"], old_tick)
+        await _settle(conn, [jobs["Delivered"]], "delivered")
+        await _settle(conn, [jobs["DeadRecent"], jobs["DeadOld"]], "dead")
+        await _age(conn, [jobs["Delivered"], jobs["DeadRecent"]], 2 * DAY)
+        await _age(conn, [jobs["DeadOld"]], 8 * DAY)
+
+        done = await _retention(pool, dead_retention_seconds=7 * DAY).run_once()
+
+        assert done.jobs == 2
+        assert await _job_ids(conn) == {jobs["DeadRecent"]}
+        # A period of 0 keeps that status's jobs, however old.
+        kept = await _retention(pool, retention_seconds=DAY, dead_retention_seconds=0).run_once()
+        assert kept.jobs == 0 and await _job_ids(conn) == {jobs["DeadRecent"]}

@@ -218,7 +218,7 @@ async def test_a_rejected_webhook_shows_in_n8n_status_and_the_dead_list_and_can_
 
             body = await wait_for(dead_in_status, what="the rejected job in n8n-status")
             assert body["status"] == "failing"
-            assert body["history_seconds"] == settings.webhook_retention_seconds == 86400
+            assert body["history_seconds"] == settings.webhook_retention_seconds == 21600
             assert body["last_error"]["status_code"] == 400
             assert body["last_error"]["outcome"] == "failed"
             assert body["last_error"]["active_model_ids"] == [model]

@@ -7,9 +7,10 @@ import pytest
 from storage.config import ConfigError, load_settings, retention_minimum_seconds
 
 
-def test_defaults_keep_a_day_and_run_every_five_minutes() -> None:
+def test_defaults_keep_deliveries_six_hours_and_dead_jobs_a_week() -> None:
     settings = load_settings(env={})
-    assert settings.webhook_retention_seconds == 86400
+    assert settings.webhook_retention_seconds == 21600
+    assert settings.webhook_dead_retention_seconds == 7 * 86400
     assert settings.retention_interval_seconds == 300.0
     assert settings.retention_chunk_rows == 5000
     # Both horizons default to an hour: the minimum is two.
@@ -37,7 +38,9 @@ def test_the_minimum_follows_the_longest_horizon() -> None:
 
 
 def test_zero_keeps_every_job_and_replace_validates_too() -> None:
-    settings = load_settings(env={"WEBHOOK_RETENTION_SECONDS": "0"})
+    settings = load_settings(
+        env={"WEBHOOK_RETENTION_SECONDS": "0", "WEBHOOK_DEAD_RETENTION_SECONDS": "0"}
+    )
     assert settings.webhook_retention_seconds == 0
     # Raising a horizon later (tests, tools) is checked against the retention as well.
     assert settings.replace(catchup_max_age_seconds=30 * 86400).catchup_max_age_seconds
@@ -64,3 +67,16 @@ def test_predictions_are_kept_by_default_and_a_short_retention_is_refused() -> N
         load_settings(env={"PREDICTION_RETENTION_SECONDS": "3600"})
     week = load_settings(env={"PREDICTION_RETENTION_SECONDS": str(7 * 86400)})
     assert week.prediction_retention_seconds == 7 * 86400
+
+
+def test_a_short_dead_job_retention_is_refused_with_its_key() -> None:
+    with pytest.raises(ConfigError, match=r"^webhook_dead_retention_seconds: .*at least 7200 s"):
+        load_settings(env={"WEBHOOK_DEAD_RETENTION_SECONDS": "3600"})
+    # Raising the catch-up horizon past a week asks for a longer dead-job retention too.
+    with pytest.raises(ConfigError, match="webhook_dead_retention_seconds"):
+        load_settings(
+            env={
+                "CATCHUP_MAX_AGE_SECONDS": str(8 * 86400),
+                "WEBHOOK_RETENTION_SECONDS": str(9 * 86400),
+            }
+        )
