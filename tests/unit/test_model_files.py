@@ -55,6 +55,24 @@ def test_golden_pickles_reproduce_the_training_service_probabilities(
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
 
 
+def test_models_fitted_for_every_core_score_on_one_thread(tmp_path: Path) -> None:
+    """The Training Service fits with n_jobs=None (XGBoost: every core); for the
+    stream's small batches a second thread only burns the core PostgreSQL needs."""
+    golden = load_model(MODELS / EXPECTED["xgboost"]["file"])
+    config = json.loads(golden.estimator.get_booster().save_config())
+    assert config["learner"]["generic_param"]["nthread"] == "1"
+    assert golden.estimator.n_jobs == 1
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 6))
+    y = (X[:, 0] > 0).astype(int)
+    forest = RandomForestClassifier(n_estimators=8, n_jobs=-1, random_state=0).fit(X, y)
+    joblib.dump(forest, tmp_path / "rf.pkl")
+    loaded = load_model(tmp_path / "rf.pkl")
+    assert loaded.estimator.n_jobs == 1
+    assert np.array_equal(loaded.estimator.predict_proba(X), forest.predict_proba(X))
+
+
 def test_random_forest_from_sklearn_1_3_is_repaired_and_usable(golden_rows: pd.DataFrame) -> None:
     model = load_model(MODELS / EXPECTED["random_forest"]["file"])
 
