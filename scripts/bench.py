@@ -402,7 +402,8 @@ def model_features(seed: int, count: int = 40) -> list[str]:
 
 def train_models(count: int, out_dir: Path) -> list[dict[str, Any]]:
     """`count` models, XGBoost and RandomForest alternating, trained on generated data the
-    way the Training Service fits them (a pandas frame, so `feature_names_in_` is set)."""
+    way the Training Service fits them (a pandas frame, so `feature_names_in_` is set, and
+    n_jobs left at None, which XGBoost reads as every core)."""
     import joblib
     import pandas as pd
     from sklearn.ensemble import RandomForestClassifier
@@ -421,7 +422,7 @@ def train_models(count: int, out_dir: Path) -> list[dict[str, Any]]:
         y = (score > np.median(score)).astype(np.int64)
         estimator: Any
         if kind == "xgboost":
-            estimator = XGBClassifier(n_estimators=100, max_depth=6, random_state=i, n_jobs=1)
+            estimator = XGBClassifier(n_estimators=100, max_depth=6, random_state=i)
         else:
             estimator = RandomForestClassifier(n_estimators=100, max_depth=10, random_state=i)
         estimator.fit(pd.DataFrame(x, columns=features), y)
