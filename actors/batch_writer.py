@@ -59,6 +59,9 @@ class ModelScores(NamedTuple):
 
 
 TickKey = tuple[str, datetime]  # (coin_id, data_timestamp)
+# The TICKS_SKIPPED reason of a tick the database refused for good (the batcher's
+# store and the predictor's own both isolate and skip it).
+STORE_FAILED = "store_failed"
 
 
 def tick_keys(scores: Sequence[ModelScores], items: Sequence[WebhookItem]) -> list[TickKey]:

@@ -24,7 +24,6 @@ from typing import TypeVar
 
 import anyio
 import asyncpg
-import asyncpg.exceptions._base as asyncpg_errors
 import polars as pl
 import structlog
 from anyio.abc import TaskStatus
@@ -33,6 +32,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from actors import metrics
 from actors.batch_bus import BatchBus
 from actors.batch_writer import (
+    STORE_FAILED,
     ModelScores,
     TickKey,
     Written,
@@ -50,23 +50,11 @@ from features.columns import BASE_COLUMNS
 from features.running import empty_prefix
 from storage import coin_metrics, cursor, outbox
 from storage.config import Settings
+from storage.db import PERMANENT_ERRORS
 
 log = structlog.get_logger(__name__)
 
 COMMIT_ATTEMPTS = 3
-# Errors the same rows hit every time: a data exception (SQLSTATE class 22, e.g. a
-# numeric overflow), an integrity constraint violation (class 23: a CHECK, a foreign
-# or unique key we did not foresee), a trigger's RAISE EXCEPTION (P0001), or a value
-# asyncpg cannot encode. Everything else (lost connections, serialization failures,
-# deadlocks, a cancelled statement, a server out of resources) is transient.
-PERMANENT = (
-    asyncpg.DataError,
-    asyncpg.IntegrityConstraintViolationError,
-    asyncpg.RaiseError,
-    asyncpg_errors.DataError,
-)
-# The TICKS_SKIPPED reason of a tick the database refused (see Batcher._store_ticks).
-STORE_FAILED = "store_failed"
 # Batches whose predictions are being stored at once (each holds a pool connection).
 STORES_IN_FLIGHT = 3
 T = TypeVar("T")
@@ -319,7 +307,7 @@ class Batcher:
         """Store these scores and items in one transaction; returns the jobs queued.
 
         Normally this is the batch's one transaction. When the database refuses it
-        for good (`PERMANENT`: the same rows would fail again, so the batcher's
+        for good (`PERMANENT_ERRORS`: the same rows would fail again, so the batcher's
         restart would read the batch and fail forever), the two halves of the ticks
         are stored on their own, recursively: every tick the database accepts is
         stored and announced once, a tick it refuses alone is skipped (added to
@@ -330,7 +318,7 @@ class Batcher:
             written, queued = await _retrying(
                 batch, functools.partial(self._write, scores, items), "batch_store_failed"
             )
-        except PERMANENT as exc:
+        except PERMANENT_ERRORS as exc:
             keys = tick_keys(scores, items)
             if not keys:
                 raise
@@ -415,13 +403,13 @@ class Batcher:
 async def _retrying(batch: Batch, attempt_once: Callable[[], Awaitable[T]], event: str) -> T:
     """Tried again on a transient database error (the batch is in memory, every statement
     is idempotent); then the error stops the batcher, whose restart reads the batch again.
-    A `PERMANENT` error is raised at once: trying the same rows again cannot help."""
+    A `PERMANENT_ERRORS` error is raised at once: trying the same rows again cannot help."""
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         try:
             return await attempt_once()
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
             log.warning(event, batch_id=batch.batch_id, attempt=attempt, error=repr(exc))
-            if attempt == COMMIT_ATTEMPTS or isinstance(exc, PERMANENT):
+            if attempt == COMMIT_ATTEMPTS or isinstance(exc, PERMANENT_ERRORS):
                 raise
             await anyio.sleep(0.2 * 2**attempt)
     raise AssertionError("unreachable")

@@ -26,7 +26,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from actors import metrics
 from actors.batch_bus import BatchBus
-from actors.batch_writer import ModelScores, stored_items
+from actors.batch_writer import STORE_FAILED, ModelScores, stored_items
 from actors.messages import Batch, Tick
 from actors.model_runtime import ModelRuntime, Scored, score
 from actors.offload import run_cpu
@@ -37,6 +37,7 @@ from actors.webhook_payload import (
     webhook_jobs,
 )
 from storage import outbox, prediction_store, predictions, scan_state
+from storage.db import PERMANENT_ERRORS
 from storage.predictions import NewPrediction, StoredPrediction
 
 log = structlog.get_logger(__name__)
@@ -225,7 +226,7 @@ class Predictor:
         manual = source != "stream"
         queued = 0
         if _stores_itself(runtime):
-            rows, stored, fresh, queued = await self._store_checked(
+            rows, stored, fresh, queued = await self._store_isolating(
                 runtime, rows, queue_jobs=manual
             )
         else:
@@ -248,6 +249,42 @@ class Predictor:
             # Not part of a batch (manual predictions): due now, wake the dispatcher.
             self._poke()
         return stored
+
+    async def _store_isolating(
+        self,
+        runtime: ModelRuntime,
+        rows: list[NewPrediction],
+        *,
+        queue_jobs: bool,
+    ) -> tuple[list[NewPrediction], list[StoredPrediction], list[NewPrediction], int]:
+        """`_store_checked`, and when the database refuses the rows for good
+        (PERMANENT_ERRORS: the same rows would fail on every retry), the two halves
+        on their own, recursively, as the batcher does: every tick it accepts is
+        stored once, a tick it refuses alone is skipped and logged."""
+        try:
+            return await self._store_checked(runtime, rows, queue_jobs=queue_jobs)
+        except PERMANENT_ERRORS as exc:
+            if len(rows) <= 1:
+                for row in rows:
+                    self._skip(STORE_FAILED, 1)
+                    self._log.error(
+                        "tick_store_failed",
+                        coin_id=row.coin_id,
+                        data_timestamp=row.data_timestamp.isoformat(),
+                        error=str(exc),
+                        sqlstate=getattr(exc, "sqlstate", None),
+                        reason=STORE_FAILED,
+                    )
+                return [], [], [], 0
+            half = len(rows) // 2
+            kept, stored, fresh, queued = [], [], [], 0
+            for part in (rows[:half], rows[half:]):
+                k, s, f, q = await self._store_isolating(runtime, part, queue_jobs=queue_jobs)
+                kept += k
+                stored += s
+                fresh += f
+                queued += q
+            return kept, stored, fresh, queued
 
     async def _store_checked(
         self,

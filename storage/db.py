@@ -12,6 +12,19 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import asyncpg.exceptions._base as asyncpg_errors
+
+# Errors the same rows hit every time: a data exception (SQLSTATE class 22, e.g. a
+# numeric overflow), an integrity constraint violation (class 23: a CHECK, a foreign
+# or unique key we did not foresee), a trigger's RAISE EXCEPTION (P0001), or a value
+# asyncpg cannot encode. Everything else (lost connections, serialization failures,
+# deadlocks, a cancelled statement, a server out of resources) is transient.
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.RaiseError,
+    asyncpg_errors.DataError,
+)
 
 
 def _encode_json(value: Any) -> str:

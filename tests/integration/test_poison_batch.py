@@ -57,7 +57,9 @@ async def _refuse(conn: asyncpg.Connection, coin: str, errcode: str, times: int 
     )
 
 
-async def _add_models(conn: asyncpg.Connection, tmp_path: Path, first_id: int) -> list[int]:
+async def _add_models(
+    conn: asyncpg.Connection, tmp_path: Path, first_id: int, **columns: Any
+) -> list[int]:
     files = [
         ("xgboost", train_model("xgboost", FEATURES, seed=1, path=tmp_path / "xgb.pkl")),
         ("random_forest", train_model("random_forest", FEATURES, seed=2, path=tmp_path / "rf.pkl")),
@@ -74,6 +76,7 @@ async def _add_models(conn: asyncpg.Connection, tmp_path: Path, first_id: int) -
             file_path=str(path),
             file_sha256=file_sha256(path),
             n8n_send_modes=["all"],
+            **columns,
         )
         await notify_model_changed(conn, active_model_id, "imported")
         ids.append(active_model_id)
@@ -217,6 +220,47 @@ async def test_a_tick_the_database_always_refuses_is_skipped_and_its_batch_mates
     assert checks["ticks_store_failed"] >= 1 and "poison" in checks["last_store_failure"]
     # Isolated inside the batcher: it never crashed over the refused tick.
     assert restarts.get("batcher", 0) == 0
+
+
+async def test_models_storing_their_own_rows_skip_only_the_refused_tick(
+    quick: Settings, db_dsn: str, tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    """A cap makes a model store its own rows (it reads its open predictions in the
+    inserting transaction): the refused tick is isolated there too."""
+    conn = await connect(db_dsn)
+    try:
+        models = await _add_models(conn, tmp_path, 601, max_open_alert=1000)
+        await _refuse(conn, "poison", "check_violation", times=None)
+        with capture_logs() as logs:
+            async with running_service(quick) as service:
+                await wait_for(lambda: _running(service, len(models)), what="the predictors")
+                before = await _metrics(service)
+                newest = await _insert_batch(conn, [*GOOD, "poison"], 40)
+                good = {coin: newest[coin][0] for coin in GOOD}
+                await wait_for(
+                    lambda: _predicted(conn, good, len(models)),
+                    timeout=20,
+                    what="every model's prediction of each good coin's newest tick",
+                )
+                await wait_for(lambda: _delivered(conn, len(GOOD)), what="their webhooks")
+                exported = await _metrics(service)
+        stored = await _predictions(conn)
+    finally:
+        await conn.close()
+
+    assert set(stored) == {(coin, at, m) for coin, at in good.items() for m in models}
+    assert set(stored.values()) == {1}
+    bodies = receiver.bodies()
+    assert Counter(b["coin_id"] for b in bodies) == Counter(GOOD)
+    assert all(len(b["predictions"]) == len(models) for b in bodies)
+    for model in models:
+        assert (
+            _skipped(exported, model, "store_failed") == _skipped(before, model, "store_failed") + 1
+        )
+        assert _skipped(exported, model, "batch_failed") == _skipped(before, model, "batch_failed")
+    refused = [e for e in logs if e["event"] == "tick_store_failed"]
+    assert sorted(e["active_model_id"] for e in refused) == models
+    assert all(e["coin_id"] == "poison" and e["sqlstate"] == "23514" for e in refused)
 
 
 async def _at_least(value: Any, bound: int) -> bool:
