@@ -159,6 +159,25 @@ async def _running(service: Service, n: int) -> bool:
     return len([a for a in service.supervisor.actor_names if a.startswith("predictor-")]) == n
 
 
+async def _good_ticks_stored_and_sent(
+    conn: asyncpg.Connection, service: Service, models: list[int]
+) -> tuple[dict[str, Any], dict[str, datetime], str]:
+    """Insert the good coins and the refused one in one statement; wait until every good
+    tick is predicted by every model and sent. Returns the newest (timestamp, id) per
+    coin, the good ticks, and /metrics as it was before the insert."""
+    await wait_for(lambda: _running(service, len(models)), what="the predictors")
+    before = await _metrics(service)
+    newest = await _insert_batch(conn, [*GOOD, "poison"], 40)
+    good = {coin: newest[coin][0] for coin in GOOD}
+    await wait_for(
+        lambda: _predicted(conn, good, len(models)),
+        timeout=20,
+        what="every model's prediction of each good coin's newest tick",
+    )
+    await wait_for(lambda: _delivered(conn, len(GOOD)), what="their webhooks")
+    return newest, good, before
+
+
 async def test_a_tick_the_database_always_refuses_is_skipped_and_its_batch_mates_are_stored(
     quick: Settings, db_dsn: str, tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
@@ -168,16 +187,7 @@ async def test_a_tick_the_database_always_refuses_is_skipped_and_its_batch_mates
         await _refuse(conn, "poison", "check_violation", times=None)
         with capture_logs() as logs:
             async with running_service(quick) as service:
-                await wait_for(lambda: _running(service, len(models)), what="the predictors")
-                before = await _metrics(service)
-                newest = await _insert_batch(conn, [*GOOD, "poison"], 40)
-                good = {coin: newest[coin][0] for coin in GOOD}
-                await wait_for(
-                    lambda: _predicted(conn, good, len(models)),
-                    timeout=20,
-                    what="every model's prediction of each good coin's newest tick",
-                )
-                await wait_for(lambda: _delivered(conn, len(GOOD)), what="their webhooks")
+                newest, good, before = await _good_ticks_stored_and_sent(conn, service, models)
                 # The cursor moved past the refused tick, and later rows are processed.
                 await wait_for(
                     lambda: _at_least(_cursor(conn), newest["poison"][1]), what="cursor moved"
@@ -233,16 +243,7 @@ async def test_models_storing_their_own_rows_skip_only_the_refused_tick(
         await _refuse(conn, "poison", "check_violation", times=None)
         with capture_logs() as logs:
             async with running_service(quick) as service:
-                await wait_for(lambda: _running(service, len(models)), what="the predictors")
-                before = await _metrics(service)
-                newest = await _insert_batch(conn, [*GOOD, "poison"], 40)
-                good = {coin: newest[coin][0] for coin in GOOD}
-                await wait_for(
-                    lambda: _predicted(conn, good, len(models)),
-                    timeout=20,
-                    what="every model's prediction of each good coin's newest tick",
-                )
-                await wait_for(lambda: _delivered(conn, len(GOOD)), what="their webhooks")
+                _, good, before = await _good_ticks_stored_and_sent(conn, service, models)
                 exported = await _metrics(service)
         stored = await _predictions(conn)
     finally:
