@@ -33,7 +33,6 @@ class Evaluator(PeriodicActor):
 
     name = ACTOR_NAME
     failure_event = "evaluation_cycle_failed"
-    failure_metric = metrics.EVALUATION_ERRORS
 
     def __init__(
         self,
@@ -70,6 +69,9 @@ class Evaluator(PeriodicActor):
             "interval_s": self.interval,
             "page_size": self.page_size,
         }
+
+    def count_failure(self) -> None:
+        metrics.EVALUATION_ERRORS.inc({})
 
     def stopped_fields(self) -> dict[str, Any]:
         return {"evaluated": self.evaluated_total}

@@ -13,7 +13,6 @@ from typing import Any, ClassVar
 import anyio
 import asyncpg
 import structlog
-from aioprometheus.collectors import Counter
 from anyio.abc import TaskStatus
 
 # Errors of the database or the way to it: worth trying again on the next sweep.
@@ -28,13 +27,12 @@ RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
 class PeriodicActor:
     """Runs `sweep()` every `interval` seconds until `request_stop()`; `poke()` runs one now.
 
-    Subclasses name themselves (`name`, also the actor's log context), the event
-    logged for a failed sweep and the counter it increments.
+    Subclasses name themselves (`name`, also the actor's log context) and the event
+    logged for a failed sweep, and count it in their metric (`count_failure`).
     """
 
     name: ClassVar[str]
     failure_event: ClassVar[str]
-    failure_metric: ClassVar[Counter]
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
@@ -44,6 +42,10 @@ class PeriodicActor:
         self._log = structlog.get_logger(type(self).__module__).bind(actor=self.name)
 
     async def sweep(self) -> object:
+        raise NotImplementedError
+
+    def count_failure(self) -> None:
+        """Count a failed sweep in the actor's error counter."""
         raise NotImplementedError
 
     def started_fields(self) -> dict[str, Any]:
@@ -71,7 +73,7 @@ class PeriodicActor:
                 await self.sweep()
             except RETRYABLE_ERRORS as exc:
                 self.failed_sweeps += 1
-                self.failure_metric.inc({})
+                self.count_failure()
                 self._log.error(
                     self.failure_event,
                     error=f"{type(exc).__name__}: {exc}",
