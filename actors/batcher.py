@@ -369,10 +369,7 @@ class Batcher:
             sqlstate=getattr(exc, "sqlstate", None),
             reason=STORE_FAILED,
         )
-        self._state.ticks_store_failed += 1
-        self._state.last_store_failure = (
-            f"{coin_id} at {data_timestamp.isoformat()} models {models}: {error}"
-        )
+        self._state.store_refused(coin_id, data_timestamp, models, error)
 
     async def _write(
         self, scores: Sequence[ModelScores], items: Sequence[WebhookItem]

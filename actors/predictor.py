@@ -30,6 +30,7 @@ from actors.batch_writer import STORE_FAILED, ModelScores, stored_items
 from actors.messages import Batch, Tick
 from actors.model_runtime import ModelRuntime, Scored, score
 from actors.offload import run_cpu
+from actors.state import ServiceState
 from actors.webhook_payload import (
     WebhookItem,
     target_url,
@@ -54,6 +55,7 @@ class Predictor:
         *,
         default_webhook_url: str | None,
         poke_webhooks: Callable[[], None] | None = None,
+        state: ServiceState | None = None,
     ) -> None:
         self._runtime = runtime
         self._next: ModelRuntime | None = None
@@ -61,6 +63,7 @@ class Predictor:
         self._pool = pool
         self._default_url = default_webhook_url
         self._poke = poke_webhooks
+        self._state = state
         self._stopping = False
         self._items: list[WebhookItem] = []  # webhook items of the current batch
         self._scores: ModelScores | None = None  # what the batcher stores for the batch
@@ -275,6 +278,10 @@ class Predictor:
                         sqlstate=getattr(exc, "sqlstate", None),
                         reason=STORE_FAILED,
                     )
+                    if self._state is not None:
+                        self._state.store_refused(
+                            row.coin_id, row.data_timestamp, [self.key], str(exc)
+                        )
                 return [], [], [], 0
             half = len(rows) // 2
             kept, stored, fresh, queued = [], [], [], 0

@@ -119,6 +119,7 @@ class Service:
                 pool,
                 default_webhook_url=settings.n8n_webhook_url or None,
                 poke_webhooks=poke,
+                state=self.state,
             )
 
         async def repair_file(active_model_id: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 
 
 @dataclass(slots=True)
@@ -25,9 +26,19 @@ class ServiceState:
     actors_up: dict[str, bool] = field(default_factory=dict)
     actor_restarts: dict[str, int] = field(default_factory=dict)
     # Coin ticks the database refused to store for good, skipped so the pipeline goes on
-    # (actors.batcher), and the last of them: coin, time, models, the database's error.
+    # (the batcher's store and a self-storing predictor's), and the last of them: coin,
+    # time, models, the database's error.
     ticks_store_failed: int = 0
     last_store_failure: str | None = None
+
+    def store_refused(
+        self, coin_id: str, data_timestamp: datetime, models: list[int], error: str
+    ) -> None:
+        """A coin tick the database refused for good was skipped (for /health and /stats)."""
+        self.ticks_store_failed += 1
+        self.last_store_failure = (
+            f"{coin_id} at {data_timestamp.isoformat()} models {models}: {error}"
+        )
 
     @property
     def uptime_seconds(self) -> float:

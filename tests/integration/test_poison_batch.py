@@ -245,6 +245,7 @@ async def test_models_storing_their_own_rows_skip_only_the_refused_tick(
             async with running_service(quick) as service:
                 _, good, before = await _good_ticks_stored_and_sent(conn, service, models)
                 exported = await _metrics(service)
+                checks = await _health_checks(service)
         stored = await _predictions(conn)
     finally:
         await conn.close()
@@ -262,6 +263,9 @@ async def test_models_storing_their_own_rows_skip_only_the_refused_tick(
     refused = [e for e in logs if e["event"] == "tick_store_failed"]
     assert sorted(e["active_model_id"] for e in refused) == models
     assert all(e["coin_id"] == "poison" and e["sqlstate"] == "23514" for e in refused)
+    # /health counts them as it counts the batcher's (one per model here).
+    assert checks["ticks_store_failed"] == len(models)
+    assert "poison" in checks["last_store_failure"]
 
 
 async def _at_least(value: Any, bound: int) -> bool:
