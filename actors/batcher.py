@@ -50,7 +50,7 @@ from features.columns import BASE_COLUMNS
 from features.running import empty_prefix
 from storage import coin_metrics, cursor, outbox
 from storage.config import Settings
-from storage.db import PERMANENT_ERRORS
+from storage.db import PERMANENT_ERRORS, store_in_halves
 
 log = structlog.get_logger(__name__)
 
@@ -306,26 +306,28 @@ class Batcher:
     ) -> int:
         """Store these scores and items in one transaction; returns the jobs queued.
 
-        Normally this is the batch's one transaction. When the database refuses it
-        for good (`PERMANENT_ERRORS`: the same rows would fail again, so the batcher's
-        restart would read the batch and fail forever), the two halves of the ticks
-        are stored on their own, recursively: every tick the database accepts is
-        stored and announced once, a tick it refuses alone is skipped (added to
-        `refused`), and the cursor moves on. Halving finds one bad tick among n in
-        about 2 log2(n) statements.
+        When the database refuses it for good (`PERMANENT_ERRORS`: the same rows would
+        fail again, so the batcher's restart would read the batch and fail forever),
+        the batch's coin ticks are stored in halves (`storage.db.store_in_halves`):
+        every tick the database accepts is stored and announced once, a tick it
+        refuses alone is skipped (added to `refused`), and the cursor moves on.
         """
+
+        async def write(keys: Sequence[TickKey]) -> tuple[Written, int]:
+            part = functools.partial(self._write, *restrict(scores, items, keys))
+            return await _retrying(batch, part, "batch_store_failed")
+
+        def skip(key: TickKey, error: Exception) -> None:
+            refused.add(key)
+            self._skip_refused(batch, key, *restrict(scores, items, [key]), error)
+
         try:
-            written, queued = await _retrying(
-                batch, functools.partial(self._write, scores, items), "batch_store_failed"
-            )
+            whole = functools.partial(self._write, scores, items)
+            results = [await _retrying(batch, whole, "batch_store_failed")]
         except PERMANENT_ERRORS as exc:
             keys = tick_keys(scores, items)
             if not keys:
                 raise
-            if len(keys) == 1:
-                self._skip_refused(batch, keys[0], scores, items, exc)
-                refused.add(keys[0])
-                return 0
             log.warning(
                 "batch_store_refused",
                 batch_id=batch.batch_id,
@@ -333,13 +335,11 @@ class Batcher:
                 error=str(exc),
                 sqlstate=getattr(exc, "sqlstate", None),
             )
-            half = len(keys) // 2
-            queued = 0
-            for part in (keys[:half], keys[half:]):
-                part_scores, part_items = restrict(scores, items, part)
-                queued += await self._store_ticks(batch, part_scores, part_items, refused)
-            return queued
-        written.record_metrics()
+            results = await store_in_halves(keys, exc, write, skip)
+        queued = 0
+        for written, jobs in results:
+            written.record_metrics()
+            queued += jobs
         return queued
 
     def _skip_refused(

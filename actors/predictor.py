@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 import anyio
@@ -38,10 +38,14 @@ from actors.webhook_payload import (
     webhook_jobs,
 )
 from storage import outbox, prediction_store, predictions, scan_state
-from storage.db import PERMANENT_ERRORS
+from storage.db import PERMANENT_ERRORS, store_in_halves
 from storage.predictions import NewPrediction, StoredPrediction
 
 log = structlog.get_logger(__name__)
+
+# What a self-storing model's store returns: the rows its caps kept, the stored rows,
+# the ones this call inserted, the webhook jobs queued.
+_Checked = tuple[list[NewPrediction], list[StoredPrediction], list[NewPrediction], int]
 
 BATCH_ATTEMPTS = 3
 
@@ -259,39 +263,41 @@ class Predictor:
         rows: list[NewPrediction],
         *,
         queue_jobs: bool,
-    ) -> tuple[list[NewPrediction], list[StoredPrediction], list[NewPrediction], int]:
+    ) -> _Checked:
         """`_store_checked`, and when the database refuses the rows for good
-        (PERMANENT_ERRORS: the same rows would fail on every retry), the two halves
-        on their own, recursively, as the batcher does: every tick it accepts is
+        (PERMANENT_ERRORS: the same rows would fail on every retry), the rows in halves
+        as the batcher does (`storage.db.store_in_halves`): every tick it accepts is
         stored once, a tick it refuses alone is skipped and logged."""
+
+        async def store(part: Sequence[NewPrediction]) -> _Checked:
+            return await self._store_checked(runtime, list(part), queue_jobs=queue_jobs)
+
         try:
-            return await self._store_checked(runtime, rows, queue_jobs=queue_jobs)
+            results = [await store(rows)]
         except PERMANENT_ERRORS as exc:
-            if len(rows) <= 1:
-                for row in rows:
-                    self._skip(STORE_FAILED, 1)
-                    self._log.error(
-                        "tick_store_failed",
-                        coin_id=row.coin_id,
-                        data_timestamp=row.data_timestamp.isoformat(),
-                        error=str(exc),
-                        sqlstate=getattr(exc, "sqlstate", None),
-                        reason=STORE_FAILED,
-                    )
-                    if self._state is not None:
-                        self._state.store_refused(
-                            row.coin_id, row.data_timestamp, [self.key], str(exc)
-                        )
-                return [], [], [], 0
-            half = len(rows) // 2
-            kept, stored, fresh, queued = [], [], [], 0
-            for part in (rows[:half], rows[half:]):
-                k, s, f, q = await self._store_isolating(runtime, part, queue_jobs=queue_jobs)
-                kept += k
-                stored += s
-                fresh += f
-                queued += q
-            return kept, stored, fresh, queued
+            results = await store_in_halves(rows, exc, store, self._skip_refused)
+        kept: list[NewPrediction] = []
+        stored: list[StoredPrediction] = []
+        fresh: list[NewPrediction] = []
+        for k, st, f, _ in results:
+            kept += k
+            stored += st
+            fresh += f
+        return kept, stored, fresh, sum(q for *_, q in results)
+
+    def _skip_refused(self, row: NewPrediction, error: Exception) -> None:
+        """A tick the database refuses on its own: not stored, not announced."""
+        self._skip(STORE_FAILED, 1)
+        self._log.error(
+            "tick_store_failed",
+            coin_id=row.coin_id,
+            data_timestamp=row.data_timestamp.isoformat(),
+            error=str(error),
+            sqlstate=getattr(error, "sqlstate", None),
+            reason=STORE_FAILED,
+        )
+        if self._state is not None:
+            self._state.store_refused(row.coin_id, row.data_timestamp, [self.key], str(error))
 
     async def _store_checked(
         self,
@@ -299,7 +305,7 @@ class Predictor:
         rows: list[NewPrediction],
         *,
         queue_jobs: bool,
-    ) -> tuple[list[NewPrediction], list[StoredPrediction], list[NewPrediction], int]:
+    ) -> _Checked:
         """With caps or ignore windows: read, insert and record in one transaction.
         Returns the rows kept by the caps, the stored ones, the new ones, jobs queued."""
         queued = 0

@@ -8,8 +8,8 @@ into NULL on the way).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import asyncpg
 import asyncpg.exceptions._base as asyncpg_errors
@@ -25,6 +25,33 @@ PERMANENT_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.RaiseError,
     asyncpg_errors.DataError,
 )
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+async def store_in_halves(
+    parts: Sequence[T],
+    error: Exception,
+    store: Callable[[Sequence[T]], Awaitable[R]],
+    on_refused: Callable[[T, Exception], None],
+) -> list[R]:
+    """After a store of `parts` failed with a PERMANENT_ERRORS `error`: each half stored
+    on its own, recursively, so every part the database accepts is stored once and a
+    part it refuses alone goes to `on_refused` (about 2 log2(n) statements for one bad
+    part among n). Returns the results of the stores that went through."""
+    if len(parts) <= 1:
+        for part in parts:
+            on_refused(part, error)
+        return []
+    half = len(parts) // 2
+    results: list[R] = []
+    for group in (parts[:half], parts[half:]):
+        try:
+            results.append(await store(group))
+        except PERMANENT_ERRORS as exc:
+            results += await store_in_halves(group, exc, store, on_refused)
+    return results
 
 
 def _encode_json(value: Any) -> str:
