@@ -189,26 +189,25 @@ def _validate(s: Settings) -> None:
     ):
         need(getattr(s, non_negative) >= 0, non_negative, "must not be negative")
     minimum = retention_minimum_seconds(s)
-    need(
-        s.webhook_retention_seconds == 0 or s.webhook_retention_seconds >= minimum,
-        "webhook_retention_seconds",
-        f"must be 0 (keep every job) or at least {minimum} s: catchup_max_age_seconds"
-        f" ({s.catchup_max_age_seconds}) or webhook_max_age_seconds"
-        f" ({s.webhook_max_age_seconds}), whichever is longer, plus {RETENTION_MARGIN_SECONDS} s;"
-        " a delivered job deleted sooner is queued and sent again when its tick is re-read",
-    )
-    need(
-        s.webhook_dead_retention_seconds == 0 or s.webhook_dead_retention_seconds >= minimum,
-        "webhook_dead_retention_seconds",
-        f"must be 0 (keep every dead job) or at least {minimum} s, as webhook_retention_seconds:"
-        " a dead job deleted sooner is queued and sent again when its tick is re-read",
-    )
-    need(
-        s.prediction_retention_seconds == 0 or s.prediction_retention_seconds >= minimum,
-        "prediction_retention_seconds",
-        f"must be 0 (keep every prediction) or at least {minimum} s, as webhook_retention_seconds:"
-        " a prediction deleted sooner is made and sent again when its tick is re-read",
-    )
+    for key, rows, resent in (
+        ("webhook_retention_seconds", "every delivered job", "a delivered job deleted sooner is"),
+        ("webhook_dead_retention_seconds", "every dead job", "a dead job deleted sooner is"),
+        (
+            "prediction_retention_seconds",
+            "every prediction",
+            "a prediction deleted sooner is made,",
+        ),
+    ):
+        period = getattr(s, key)
+        need(
+            period == 0 or period >= minimum,
+            key,
+            f"must be 0 (keep {rows}) or at least {minimum} s: catchup_max_age_seconds"
+            f" ({s.catchup_max_age_seconds}) or webhook_max_age_seconds"
+            f" ({s.webhook_max_age_seconds}), whichever is longer, plus"
+            f" {RETENTION_MARGIN_SECONDS} s; {resent} queued and sent again when its tick is"
+            " re-read",
+        )
     need(
         s.db_pool_max_size >= s.db_pool_min_size, "db_pool_max_size", "must be >= db_pool_min_size"
     )
@@ -229,7 +228,7 @@ def _validate(s: Settings) -> None:
 
 
 def retention_minimum_seconds(s: Settings) -> int:
-    """The shortest `webhook_retention_seconds` that is safe with these settings.
+    """The shortest retention period (webhook jobs, dead jobs, predictions) that is safe.
 
     A job's idempotency key is what keeps a re-read tick from being queued and sent
     twice, so a delivered job must outlive every way its tick can be read again: a
