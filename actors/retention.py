@@ -117,6 +117,7 @@ class Retention(PeriodicActor):
         now = datetime.now(UTC)
         cutoff = _cutoff(now, self.retention_seconds)
         dead_cutoff = _cutoff(now, self.dead_retention_seconds)
+        oldest_prediction = _cutoff(now, self.prediction_retention_seconds)
         # The later of the two: every job either deletes was created before it.
         newest = max((c for c in (cutoff, dead_cutoff) if c is not None), default=None)
         jobs = attempts = snapshots = chunks = predictions = 0
@@ -151,11 +152,10 @@ class Retention(PeriodicActor):
                             lock_timeout_seconds=self.lock_timeout_seconds,
                         )
                         self._count("webhook_model_snapshots", snapshots)
-                if self.prediction_retention_seconds:
-                    oldest = now - timedelta(seconds=self.prediction_retention_seconds)
+                if oldest_prediction is not None:
                     while not self._stopping:
                         gone = await retention.delete_predictions_chunk(
-                            conn, cutoff=oldest, limit=self.chunk_rows
+                            conn, cutoff=oldest_prediction, limit=self.chunk_rows
                         )
                         chunks += 1
                         predictions += gone
