@@ -48,6 +48,36 @@ REASON_INCOMPLETE_TIME_TARGET = "time-based target without direction or price_ch
 REASON_UNKNOWN_VARIABLE = "target_variable is not a numeric coin_metrics column"
 REASON_INCOMPLETE_CLASSIC_TARGET = "classic target without operator or value"
 REASON_VARIABLE_NULL = "target_variable is NULL on the row at the prediction timestamp"
+REASON_PRICE_AT_T_OUT_OF_RANGE = (
+    "price_close at the prediction timestamp is NaN, infinite or out of range for double precision"
+)
+REASON_PRICE_AT_D_OUT_OF_RANGE = (
+    "price_close as of the evaluation time is NaN, infinite or out of range for double precision"
+)
+REASON_CHANGE_OUT_OF_RANGE = "the price change is out of range for double precision"
+REASON_VARIABLE_OUT_OF_RANGE = (
+    "target_variable on the row at the prediction timestamp is NaN, infinite or out of range"
+    " for double precision"
+)
+REASON_TARGET_OUT_OF_RANGE = "the target's value or percent is NaN or infinite"
+
+
+def in_double(value: str) -> str:
+    """SQL: is this numeric representable as a double precision (NULL stays NULL)?
+
+    coin_metrics columns are plain numeric: NaN, +-Infinity and 1e1000 are valid
+    there, but casting them (or a percentage computed from them) to float8 raises
+    and aborts the whole page, and NaN compares greater than every number, so a NaN
+    change would pass an "up" target. Such a value is treated as missing.
+    """
+    return (
+        f"({value} = 0 OR abs({value}) BETWEEN 2.2250738585072014e-308 AND 1.7976931348623157e308)"
+    )
+
+
+def _double_or_null(value: str) -> str:
+    return f"CASE WHEN {in_double(value)} THEN {value} END"
+
 
 # Classic targets may name any numeric coin_metrics column but the row id.
 _CLASSIC_VARIABLES = [name for name in NUMERIC_BASE_COLUMNS if name != "id"]
@@ -102,7 +132,7 @@ measured AS (
         FROM coin_metrics c
         WHERE c.mint = page.coin_id
           AND c."timestamp" > page.data_timestamp AND c."timestamp" <= page.evaluation_due_at
-          AND coalesce(c.price_high, c.price_close) IS NOT NULL
+          AND {in_double("coalesce(c.price_high, c.price_close)")}
         ORDER BY 1 DESC, c."timestamp", c.id
         LIMIT 1
     ) hi ON true
@@ -111,20 +141,39 @@ measured AS (
         FROM coin_metrics c
         WHERE c.mint = page.coin_id
           AND c."timestamp" > page.data_timestamp AND c."timestamp" <= page.evaluation_due_at
-          AND coalesce(c.price_low, c.price_close) IS NOT NULL
+          AND {in_double("coalesce(c.price_low, c.price_close)")}
         ORDER BY 1, c."timestamp", c.id
         LIMIT 1
     ) lo ON true
 ),
-changed AS (
+bounded AS (
     SELECT m.*,
-           CASE WHEN m.close_t > 0 THEN (m.close_d - m.close_t) / m.close_t * 100 END
-               AS change_pct,
-           CASE WHEN m.close_t > 0 THEN (m.max_price - m.close_t) / m.close_t * 100 END
-               AS gain_pct,
-           CASE WHEN m.close_t > 0 THEN (m.min_price - m.close_t) / m.close_t * 100 END
-               AS drawdown_pct
+           coalesce(NOT {in_double("m.close_t")}, false) AS close_t_out_of_range,
+           coalesce(NOT {in_double("m.close_d")}, false) AS close_d_out_of_range,
+           coalesce(NOT {in_double("m.variable_value")}, false) AS variable_out_of_range,
+           coalesce(NOT {in_double("m.target_value::numeric")}, false)
+               OR coalesce(NOT {in_double("m.price_change_percent::numeric")}, false)
+               AS target_out_of_range,
+           {_double_or_null("m.close_t")} AS close_t_ok,
+           {_double_or_null("m.close_d")} AS close_d_ok
     FROM measured m
+),
+ratios AS (
+    SELECT b.*,
+           CASE WHEN b.close_t_ok > 0 THEN (b.close_d_ok - b.close_t_ok) / b.close_t_ok * 100 END
+               AS change_raw,
+           CASE WHEN b.close_t_ok > 0 THEN (b.max_price - b.close_t_ok) / b.close_t_ok * 100 END
+               AS gain_raw,
+           CASE WHEN b.close_t_ok > 0 THEN (b.min_price - b.close_t_ok) / b.close_t_ok * 100 END
+               AS drawdown_raw
+    FROM bounded b
+),
+changed AS (
+    SELECT r.*,
+           {_double_or_null("r.change_raw")} AS change_pct,
+           {_double_or_null("r.gain_raw")} AS gain_pct,
+           {_double_or_null("r.drawdown_raw")} AS drawdown_pct
+    FROM ratios r
 ),
 judged AS (
     SELECT ch.*,
@@ -145,8 +194,14 @@ judged AS (
            END AS came_true,
            CASE
                WHEN NOT ch.has_row_at_t THEN $3::text
+               WHEN ch.target_out_of_range THEN $14::text
+               WHEN ch.target_kind = 'time_based' AND ch.close_t_out_of_range THEN $10::text
                WHEN ch.target_kind = 'time_based' AND NOT coalesce(ch.close_t > 0, false)
                    THEN $4::text
+               WHEN ch.target_kind = 'time_based' AND ch.close_d_out_of_range THEN $11::text
+               WHEN ch.target_kind = 'time_based' AND ch.change_raw IS NOT NULL
+                    AND ch.change_pct IS NULL
+                   THEN $12::text
                WHEN ch.target_kind = 'time_based'
                     AND (ch.target_direction IS NULL OR ch.price_change_percent IS NULL)
                    THEN $5::text
@@ -157,6 +212,7 @@ judged AS (
                         ch.target_variable IS NULL
                         OR NOT ch.target_variable = ANY($9::text[]))
                    THEN $6::text
+               WHEN ch.target_kind = 'classic' AND ch.variable_out_of_range THEN $13::text
                WHEN ch.target_kind = 'classic' AND ch.variable_value IS NULL THEN $8::text
            END AS reason
     FROM changed ch
@@ -172,7 +228,7 @@ SET evaluation_result = CASE
         WHEN j.came_true IS NULL THEN 'target could not be evaluated'
     END,
     evaluated_at = now(),
-    price_close_at_eval = CASE WHEN j.has_row_at_t THEN j.close_d::float8 END,
+    price_close_at_eval = CASE WHEN j.has_row_at_t THEN j.close_d_ok::float8 END,
     eval_price_timestamp = CASE WHEN j.has_row_at_t THEN j.ts_d END,
     actual_change_pct = j.change_pct::float8,
     max_gain_pct = j.gain_pct::float8,
@@ -238,6 +294,11 @@ async def evaluate_due_page(
             REASON_INCOMPLETE_CLASSIC_TARGET,
             REASON_VARIABLE_NULL,
             _CLASSIC_VARIABLES,
+            REASON_PRICE_AT_T_OUT_OF_RANGE,
+            REASON_PRICE_AT_D_OUT_OF_RANGE,
+            REASON_CHANGE_OUT_OF_RANGE,
+            REASON_VARIABLE_OUT_OF_RANGE,
+            REASON_TARGET_OUT_OF_RANGE,
         )
     return [
         EvaluatedPrediction(r["id"], r["active_model_id"], r["evaluation_result"]) for r in rows
