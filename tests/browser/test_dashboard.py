@@ -1,0 +1,77 @@
+"""The dashboard in a real browser on the demo: every page, and the main things a user does.
+
+Each flow asserts what the user sees and, where the page claims a change, that the
+API agrees (the dashboard talks only to the API, so that is where a change lands).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+from browser_service import RunningDemo
+from dashboard_browser import DashboardBrowser
+
+PAGES = ("Overview", "Import model", "Manage model", "Predictions", "Statistics")
+
+
+def test_every_page_renders_without_an_exception(
+    demo: RunningDemo, browser: DashboardBrowser
+) -> None:
+    browser.open(demo.dashboard_url)
+    for page in PAGES:
+        browser.go(page)
+        browser.screenshot(page.lower().replace(" ", "_"))
+        browser.assert_clean()
+    # The API's own status page (README shows it beside the dashboard).
+    browser.driver.get(demo.api_url + "/")
+    browser.shows("DEMO DATA")
+    browser.screenshot("status")
+
+
+def _api(demo: RunningDemo, method: str, path: str) -> Any:
+    response = requests.request(method, demo.api_url + path, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def _model(demo: RunningDemo, ident: int) -> dict[str, Any]:
+    models = _api(demo, "GET", "/api/models?include_inactive=true")["models"]
+    return next(m for m in models if m["id"] == ident)
+
+
+def test_deactivate_and_activate_a_model(demo: RunningDemo, browser: DashboardBrowser) -> None:
+    browser.open(demo.dashboard_url, "Overview")
+    browser.click("Deactivate", index=0)
+    browser.shows("deactivated")
+    browser.assert_clean()
+    assert _model(demo, 1)["is_active"] is False
+    browser.screenshot("overview_after_deactivate")
+    browser.click("Activate")
+    browser.shows("activated")
+    browser.assert_clean()
+    assert _model(demo, 1)["is_active"] is True
+
+
+def test_change_the_alert_threshold(demo: RunningDemo, browser: DashboardBrowser) -> None:
+    browser.open(demo.dashboard_url, "Manage model")
+    browser.type_into("Alert threshold", "0.83")
+    browser.click("Save alert settings")
+    browser.shows("Saved: alert_threshold.")
+    browser.assert_clean()
+    assert _api(demo, "GET", "/api/models/1/alert-config")["alert_threshold"] == 0.83
+    browser.screenshot("manage_after_threshold")
+
+
+def test_import_a_ready_model(demo: RunningDemo, browser: DashboardBrowser) -> None:
+    """The demo imported both of its models; deleting one makes it importable again."""
+    removed = _model(demo, 2)
+    _api(demo, "DELETE", "/api/models/2")
+    browser.open(demo.dashboard_url, "Import model")
+    browser.shows(removed["name"])
+    browser.screenshot("import")
+    browser.click("Import")
+    browser.shows("Imported model")
+    browser.assert_clean()
+    models = _api(demo, "GET", "/api/models?include_inactive=true")["models"]
+    assert removed["model_id"] in {m["model_id"] for m in models}
