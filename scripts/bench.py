@@ -648,6 +648,14 @@ class StepResult:
     bench_cpu_s: float
     metric_delta: dict[str, float]
     ticks: list[tuple[str, int]] = field(default_factory=list)  # processed, in insert order
+    ticks_stored: int = 0  # coin ticks with a stored prediction (of any model)
+    store_bytes: int | None = None  # growth of the prediction tables, after evaluation
+    evaluation: dict[str, Any] | None = None
+
+    def per_tick_ms(self, seconds: float | None) -> float | None:
+        if seconds is None or not self.rows_processed:
+            return None
+        return round(seconds * 1000 / self.rows_processed, 3)
 
     def summary(self) -> dict[str, Any]:
         lat, wh = self.latencies, self.webhook_latencies
@@ -675,7 +683,64 @@ class StepResult:
             "cpu_s": round(self.cpu_s, 2),
             "db_cpu_s": None if self.db_cpu_s is None else round(self.db_cpu_s, 2),
             "bench_cpu_s": round(self.bench_cpu_s, 2),
+            # Per coin tick predicted by every model (issue 19's figures).
+            "service_cpu_ms_per_tick": self.per_tick_ms(self.cpu_s),
+            "pg_cpu_ms_per_tick": self.per_tick_ms(self.db_cpu_s),
+            "disk_bytes_per_tick": (
+                round(self.store_bytes / self.ticks_stored)
+                if self.store_bytes is not None and self.ticks_stored
+                else None
+            ),
+            "evaluation": self.evaluation,
         }
+
+
+# The tables that hold predictions and their outcomes: disk_bytes_per_tick is their
+# growth (pg_total_relation_size: heap, TOAST and every index) per stored coin tick.
+PREDICTION_TABLES = ("predictions",)
+
+
+async def prediction_store_bytes(conn: asyncpg.Connection) -> int:
+    """Bytes of the prediction tables with their indexes (those that exist)."""
+    value = await conn.fetchval(
+        "SELECT coalesce(sum(pg_total_relation_size(to_regclass(t))), 0)::bigint"
+        " FROM unnest($1::text[]) AS t WHERE to_regclass(t) IS NOT NULL",
+        list(PREDICTION_TABLES),
+    )
+    return int(value)
+
+
+async def evaluate_everything(conn: asyncpg.Connection, find_postgres: Any) -> dict[str, Any]:
+    """Evaluate every pending prediction now, with the evaluator's own statements.
+
+    The step's ticks are seconds old and their windows minutes long, so they are
+    made due with a negative grace (outcomes from incomplete price paths: the
+    figure is the cost of writing outcomes, not their value). Reports the
+    evaluator's cost per evaluated prediction and the pages' PostgreSQL CPU.
+    """
+    from storage import evaluations
+
+    db_cpu = CpuMeter(find_postgres)
+    db_cpu.start()
+    client0 = time.process_time()
+    started = time.perf_counter()
+    evaluated, pages = 0, 0
+    while True:
+        page = await evaluations.evaluate_due_page(conn, grace_seconds=-86400.0, limit=5000)
+        pages += 1
+        evaluated += len(page)
+        if len(page) < 5000:
+            break
+    wall = time.perf_counter() - started
+    client = time.process_time() - client0
+    pg = db_cpu.seconds()
+    return {
+        "predictions": evaluated,
+        "pages": pages,
+        "wall_s": round(wall, 3),
+        "pg_cpu_s": round(pg, 3),
+        "client_cpu_s": round(client, 3),
+    }
 
 
 class Pipeline:
@@ -737,6 +802,8 @@ class Pipeline:
             ]
             db_cpu = CpuMeter(lambda: _postgres_processes(self.db.data_dir))
             db_cpu.start()
+            await evaluate_everything(conn, lambda: [])  # earlier steps' leftovers
+            store0 = await prediction_store_bytes(conn)
             cpu0 = sum(self.proc.cpu_times()[:2])
             bench0 = time.process_time()
             metrics0 = await metric_sums(self.service.api)
@@ -763,10 +830,26 @@ class Pipeline:
                 k: v - metrics0.get(k, 0.0)
                 for k, v in (await metric_sums(self.service.api)).items()
             }
-            return await self._check(
+            result = await self._check(
                 conn, gen, rate, started, stopped, drain, backlog, caught_up, cpu, db_seconds,
                 bench_cpu, metric_delta,
             )  # fmt: skip
+            evaluation = await evaluate_everything(
+                conn, lambda: _postgres_processes(self.db.data_dir)
+            )
+            ticks = result.ticks_stored
+            if ticks:
+                evaluation["ticks"] = ticks
+                for name in ("wall_s", "pg_cpu_s", "client_cpu_s"):
+                    key = name.removesuffix("_s") + "_ms_per_tick"
+                    evaluation[key] = round(evaluation[name] * 1000 / ticks, 4)
+                if self.db.data_dir is None:
+                    evaluation["pg_cpu_ms_per_tick"] = None
+            result.evaluation = evaluation
+            # Dead row versions the evaluator's UPDATEs left count too (until a VACUUM
+            # makes their space reusable, which it does not give back).
+            result.store_bytes = await prediction_store_bytes(conn) - store0
+            return result
         finally:
             await conn.close()
 
@@ -853,6 +936,7 @@ class Pipeline:
             bench_cpu_s=bench_cpu,
             metric_delta=metric_delta,
             ticks=ticks,
+            ticks_stored=len(done),
         )
 
     async def burst(self, rows: int) -> dict[str, Any]:
@@ -981,6 +1065,11 @@ def _print_step(out: Any, label: str, s: dict[str, Any]) -> None:
         f"{s['intake_drain_s']} s after the last insert; CPU service {s['cpu_s']} s, "
         f"database {s['db_cpu_s']} s, generator+receiver (this process) {s['bench_cpu_s']} s "
         f"(+ the generator's own process)"
+    )
+    out(
+        f"  per coin tick: service CPU {s['service_cpu_ms_per_tick']} ms, PostgreSQL CPU "
+        f"{s['pg_cpu_ms_per_tick']} ms, prediction tables +{s['disk_bytes_per_tick']} bytes "
+        f"after evaluation; evaluation {json.dumps(s['evaluation'])}"
     )
 
 

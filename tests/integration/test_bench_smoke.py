@@ -25,6 +25,10 @@ KEYS = (
     "baseline_ratio",
     "cpu_s",
     "peak_rss_mb",
+    "disk_bytes_per_tick",
+    "pg_cpu_ms_per_tick",
+    "service_cpu_ms_per_tick",
+    "evaluation",
 )
 
 
@@ -63,3 +67,6 @@ def test_bench_pipeline_smoke_reports_every_key_and_no_lost_or_duplicated_row() 
     assert result["rows_processed"] > 0
     assert result["lost"] == 0
     assert result["duplicated"] == 0
+    # Every stored prediction was evaluated, and the tables grew by what was stored.
+    assert result["evaluation"]["predictions"] >= result["rows_processed"] * 2
+    assert result["disk_bytes_per_tick"] > 0
