@@ -122,6 +122,11 @@ WEBHOOK_RETRIED = Counter(
     "pp_webhook_retried_total", "Webhook attempts scheduled for retry.", registry=REGISTRY
 )
 WEBHOOK_DEAD = Counter("pp_webhook_dead_total", "Webhook jobs given up.", registry=REGISTRY)
+WEBHOOK_WAITING = Counter(
+    "pp_webhook_waiting_total",
+    "Webhook jobs parked on a missing endpoint (404 beyond the grace).",
+    registry=REGISTRY,
+)
 WEBHOOK_LATENCY = Histogram(
     "pp_webhook_delivery_seconds",
     "Duration of one webhook POST.",

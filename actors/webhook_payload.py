@@ -252,18 +252,21 @@ def payload_json(
     total_predictions: int,
     alerts_count: int,
     version: str,
+    sent_at: str | None = None,
 ) -> str:
     """The CONTRACTS.md section 4 envelope around ready item texts.
 
     `items_json` is the comma-separated item objects without brackets, so the
-    dispatcher can merge the items of several jobs by concatenation.
+    dispatcher can merge the items of several jobs by concatenation. `sent_at`
+    (ISO UTC) is added by the dispatcher to each POST, never stored in the outbox.
     """
+    sent = "" if sent_at is None else f',"sent_at":{_json(sent_at)}'
     return (
         f'{{"coin_id":{_json(coin_id)},"timestamp":{_json(timestamp)}'
         f',"predictions":[{items_json}]'
         f',"metadata":{{"total_predictions":{int(total_predictions)}'
         f',"alerts_count":{int(alerts_count)},"service":{_SERVICE_JSON}'
-        f',"version":{_json(version)}}}}}'
+        f',"version":{_json(version)}{sent}}}}}'
     )
 
 

@@ -22,6 +22,15 @@ ONE POST (CONTRACTS.md section 4: one POST per URL per processed coin) with
 their predictions merged. The group is keyed on the attempt number too so a
 failed combined POST is normally retried with the same members and therefore
 the same Idempotency-Key.
+
+What a failure means is decided by `actors.webhook_retry` (pure rules that know
+how n8n answers while it restarts): a URL that keeps answering 404 beyond the
+grace is "endpoint missing" and its jobs wait instead of dying (one warning per
+URL); they are released when the URL answers 2xx again.
+
+Every POST says which attempt it is (`X-Pump-Attempt`), when the job was first
+tried (`X-Pump-First-Attempt-At`) and when this body was sent (`metadata.sent_at`),
+so a workflow can drop alerts that arrive late after an outage.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -46,15 +55,20 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from actors import metrics
 from actors.supervisor import Supervisor
-from actors.webhook_payload import expand_snapshots, payload_json, snapshot_keys
-from storage import outbox
+from actors.webhook_payload import expand_snapshots, iso_timestamp, payload_json, snapshot_keys
+from actors.webhook_retry import AnswerKind, Attempt, RetryRules, Verdict, classify, fixed_reason
+from actors.webhook_retry import decide as decide_verdict
+from storage import outbox, webhook_endpoints
 from storage.config import Settings, redact_url
 from storage.outbox import ClaimedJob
 from storage.webhook_attempts import AttemptRecord, record_attempts
 
 ACTOR_NAME = "webhooks"
 
-Decision = Literal["delivered", "retry", "failed", "dead"]
+Decision = Verdict
+
+# Transport failures worth another try (the request may not have reached the receiver).
+_TRANSIENT_REASONS = frozenset({"timeout", "connection", "client_error"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +80,16 @@ class DeliveryResult:
     error: str | None
     retry_after: float | None  # seconds, from a Retry-After header
     latency_s: float
+    kind: AnswerKind | None = None  # None: derived from status_code and reason
+    started_at: datetime | None = None  # when the POST began (first_attempt_at)
+
+    @property
+    def answer_kind(self) -> AnswerKind:
+        if self.kind is not None:
+            return self.kind
+        if self.reason is None:
+            return "ok"
+        return classify(self.status_code, sent=self.reason in _TRANSIENT_REASONS)
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -84,13 +108,6 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-def retryable(result: DeliveryResult) -> bool:
-    """Timeouts, connection errors, 5xx and 429 are worth another try; other 4xx are not."""
-    if result.status_code is None:
-        return result.reason in {"timeout", "connection", "client_error"}
-    return result.status_code == 429 or result.status_code >= 500
-
-
 def group_key_header(keys: Sequence[str]) -> str:
     """Idempotency-Key of a POST: the job's key, or a hash of the sorted keys it merges."""
     if len(keys) == 1:
@@ -98,7 +115,7 @@ def group_key_header(keys: Sequence[str]) -> str:
     return hashlib.sha256("|".join(sorted(keys)).encode()).hexdigest()
 
 
-def merged_body(jobs: Sequence[ClaimedJob]) -> str:
+def merged_body(jobs: Sequence[ClaimedJob], *, sent_at: str | None = None) -> str:
     """The JSON body of one POST for jobs of the same URL, coin and tick.
 
     Built from the stored item texts by concatenation, predictions ordered by
@@ -114,7 +131,24 @@ def merged_body(jobs: Sequence[ClaimedJob]) -> str:
         total_predictions=sum(job.item_count for job in jobs),
         alerts_count=sum(job.alerts_count for job in jobs),
         version=first.version,
+        sent_at=sent_at,
     )
+
+
+def delivery_headers(jobs: Sequence[ClaimedJob], started_at: datetime) -> dict[str, str]:
+    """Headers of one POST: idempotency key, attempt number, first attempt time (ISO UTC).
+
+    Jobs of one POST share their attempt number (the group key holds it); the first
+    attempt of the oldest job is reported, this one's start when none was made yet.
+    """
+    firsts = [job.first_attempt_at for job in jobs if job.first_attempt_at is not None]
+    first = min(firsts) if firsts else started_at
+    return {
+        "Content-Type": "application/json",
+        "Idempotency-Key": group_key_header([job.idempotency_key for job in jobs]),
+        "X-Pump-Attempt": str(jobs[0].attempts + 1),
+        "X-Pump-First-Attempt-At": iso_timestamp(first),
+    }
 
 
 def _host_key(url: str) -> str:
@@ -139,6 +173,16 @@ class _Finished:
     result: DeliveryResult
     decision: Decision
     delay: float
+    streak_since: datetime | None = None  # first failure of the URL's streak; None: 2xx
+
+
+_JOB_STATUS: dict[Decision, outbox.JobStatus] = {
+    "delivered": "delivered",
+    "retry": "pending",
+    "wait": "waiting",
+    "failed": "dead",
+    "dead": "dead",
+}
 
 
 class SettlementWriter:
@@ -156,12 +200,14 @@ class SettlementWriter:
         self,
         pool: asyncpg.Pool,
         on_settled: Callable[[_Finished, set[int]], None],
+        on_endpoints: Callable[[list[str], int, list[str]], None],
         *,
         max_delay: float = 0.02,
         max_jobs: int = 500,
     ) -> None:
         self.pool = pool
         self.on_settled = on_settled
+        self.on_endpoints = on_endpoints
         self.max_delay = max_delay
         self.max_jobs = max_jobs
         self._buffer: list[_Finished] = []
@@ -202,19 +248,24 @@ class SettlementWriter:
             return
         settlements: list[outbox.Settlement] = []
         attempts: list[AttemptRecord] = []
+        # The latest answer of each URL in this flush decides its endpoint state.
+        latest: dict[str, _Finished] = {}
         for item in batch:
-            status: outbox.JobStatus = (
-                "delivered"
-                if item.decision == "delivered"
-                else "pending"
-                if item.decision == "retry"
-                else "dead"
-            )
+            if item.result.reason != "missing_snapshot":
+                latest[item.jobs[0].target_url] = item
+            status = _JOB_STATUS[item.decision]
             error = None if item.decision == "delivered" else (item.result.error or "")
             latency_ms = round(item.result.latency_s * 1000, 3)
             for job in item.jobs:
                 settlements.append(
-                    outbox.Settlement(job.lease, status, item.delay, error, item.result.status_code)
+                    outbox.Settlement(
+                        job.lease,
+                        status,
+                        item.delay,
+                        error,
+                        item.result.status_code,
+                        item.result.started_at,
+                    )
                 )
                 attempts.append(
                     AttemptRecord(
@@ -229,12 +280,25 @@ class SettlementWriter:
                         outcome=item.decision,
                     )
                 )
+        failures = [
+            webhook_endpoints.Failure(
+                url, item.streak_since, item.result.status_code, item.decision == "wait"
+            )
+            for url, item in latest.items()
+            if item.streak_since is not None
+        ]
+        recovered_urls = [url for url, item in latest.items() if item.streak_since is None]
         async with self.pool.acquire() as conn, conn.transaction():
             settled = set(await outbox.settle(conn, settlements))
             await record_attempts(conn, attempts)
+            recovered = await webhook_endpoints.record_successes(conn, recovered_urls)
+            released = await outbox.release_waiting(conn, recovered)
+            missing = await webhook_endpoints.record_failures(conn, failures)
         self.flushes += 1
         for item in batch:
             self.on_settled(item, settled)
+        if recovered or missing:
+            self.on_endpoints(recovered, released, missing)
 
 
 class WebhookDispatcher:
@@ -264,6 +328,7 @@ class WebhookDispatcher:
         lease_seconds: float | None = None,
         settle_delay: float = 0.02,
         settle_max_jobs: int = 500,
+        not_found_grace: float = 300.0,
     ) -> None:
         self.pool = pool
         self.timeout = timeout
@@ -275,6 +340,10 @@ class WebhookDispatcher:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.coalesce_window = coalesce_window
+        self.rules = RetryRules(max_attempts, max_age_seconds, not_found_grace)
+        # First failure of each URL's failing streak (None: its last answer was 2xx),
+        # read from webhook_endpoints the first time a URL is claimed.
+        self._streaks: dict[str, datetime | None] = {}
         # The lease must outlive the wait in the local queue (bounded by one POST per
         # slot ahead), the POST (bounded by the timeout) and the settlement flush, or a
         # second dispatcher could claim a job that is still being sent.
@@ -296,7 +365,11 @@ class WebhookDispatcher:
         self._waiting_hosts: set[str] = set()
         self._depth_updated = 0.0
         self._writer = SettlementWriter(
-            pool, self._settled, max_delay=settle_delay, max_jobs=settle_max_jobs
+            pool,
+            self._settled,
+            self._endpoints_changed,
+            max_delay=settle_delay,
+            max_jobs=settle_max_jobs,
         )
         self.delivered_jobs = 0  # by this instance (operators and tests look at it)
         self.claims = 0  # claim queries made
@@ -313,6 +386,7 @@ class WebhookDispatcher:
             "per_host_limit": settings.webhook_per_host_limit,
             "max_age_seconds": settings.webhook_max_age_seconds,
             "max_attempts": settings.webhook_max_attempts,
+            "not_found_grace": settings.webhook_not_found_grace_seconds,
         }
         options.update(overrides)
         return cls(pool, **options)
@@ -433,6 +507,7 @@ class WebhookDispatcher:
             )
             self.claims += 1
             jobs = await self._with_models(conn, claimed.jobs)
+            await self._load_streaks(conn, {job.target_url for job in jobs})
             await self._update_depth(conn)
             idle = not jobs and not self._queue and self._in_flight == 0
             next_due = (
@@ -460,6 +535,19 @@ class WebhookDispatcher:
             # rest of its tick may be being committed: wait as after a manual poke.
             wait = min(max(next_due, self.coalesce_window), self.poll_interval)
         self._look_at = now + wait
+
+    async def _load_streaks(self, conn: asyncpg.Connection, urls: set[str]) -> None:
+        """Failing streaks of URLs this dispatcher has not seen (another instance, or
+        before a restart, may have started them)."""
+        unknown = sorted(urls - self._streaks.keys())
+        if not unknown:
+            return
+        if len(self._streaks) + len(unknown) > 10_000:
+            self._streaks = {u: s for u, s in self._streaks.items() if s is not None}
+        states = await webhook_endpoints.load(conn, unknown)
+        for url in unknown:
+            state = states.get(url)
+            self._streaks[url] = None if state is None else state.failing_since
 
     async def _with_models(
         self, conn: asyncpg.Connection, jobs: list[ClaimedJob]
@@ -543,24 +631,34 @@ class WebhookDispatcher:
                 result.latency_s if previous is None else 0.8 * previous + 0.2 * result.latency_s
             )
             oldest = min(job.created_at for job in jobs)
-            decision, delay = self.decide(result, attempt=jobs[0].attempts + 1, created_at=oldest)
-            self._writer.add(_Finished(jobs, result, decision, delay))
+            url = jobs[0].target_url
+            now = datetime.now(UTC)
+            streak: datetime | None = None
+            if result.answer_kind != "ok":
+                streak = self._streaks.get(url) or result.started_at or now
+            self._streaks[url] = streak
+            decision, delay = self.decide(
+                result,
+                attempt=jobs[0].attempts + 1,
+                created_at=oldest,
+                streak_age_s=0.0 if streak is None else (now - streak).total_seconds(),
+            )
+            self._writer.add(_Finished(jobs, result, decision, delay, streak))
         finally:
             self._in_flight -= 1
             self._per_host[group.host] -= 1
             self._wake.set()
 
     async def _post(self, session: aiohttp.ClientSession, jobs: list[ClaimedJob]) -> DeliveryResult:
-        body = merged_body(jobs).encode()
-        headers = {
-            "Content-Type": "application/json",
-            "Idempotency-Key": group_key_header([job.idempotency_key for job in jobs]),
-        }
+        started_at = datetime.now(UTC)
+        body = merged_body(jobs, sent_at=iso_timestamp(started_at)).encode()
+        headers = delivery_headers(jobs, started_at)
         started = time.monotonic()
         status: int | None = None
         retry_after: float | None = None
         reason: str | None = None
         error: str | None = None
+        kind: AnswerKind = "ok"
         try:
             # Redirects are not followed: aiohttp would turn the POST into a GET.
             async with session.post(
@@ -568,20 +666,30 @@ class WebhookDispatcher:
             ) as response:
                 status = response.status
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                # Only the start of the body is kept (for the error message); a receiver
-                # that streams megabytes must not slow the dispatcher down.
+                # Only the start of the body is read, to recognise n8n's answers; it is
+                # never stored or shown (the target may be a host that must not be read
+                # back). A receiver that streams megabytes must not slow the dispatcher.
                 head = await response.content.read(1024)
             if not 200 <= status < 300:
                 reason = "http_429" if status == 429 else f"http_{status // 100}xx"
-                error = f"HTTP {status}: {head.decode(errors='replace')[:200]}".strip()
+                kind = classify(status, head.decode(errors="replace"))
+                error = fixed_reason(status, kind)
         except TimeoutError:
-            reason, error = "timeout", f"no answer within {self.timeout}s"
-        except aiohttp.InvalidURL as exc:
-            reason, error = "invalid_url", f"invalid URL: {exc}"
+            reason, error, kind = "timeout", f"no answer within {self.timeout}s", "no_answer"
+        except aiohttp.InvalidURL:
+            reason, error, kind = "invalid_url", "invalid URL", "unsendable"
         except aiohttp.ClientConnectionError as exc:
-            reason, error = "connection", f"{type(exc).__name__}: {exc}"
+            reason, error, kind = (
+                "connection",
+                f"connection failed ({type(exc).__name__})",
+                ("no_answer"),
+            )
         except aiohttp.ClientError as exc:
-            reason, error = "client_error", f"{type(exc).__name__}: {exc}"
+            reason, error, kind = (
+                "client_error",
+                f"HTTP client error ({type(exc).__name__})",
+                ("no_answer"),
+            )
         except Exception as exc:
             # A job that breaks the HTTP client would crash the actor, come back after
             # its lease and crash it again: it is logged and given up instead.
@@ -590,10 +698,10 @@ class WebhookDispatcher:
                 job_ids=[job.id for job in jobs],
                 url=redact_url(jobs[0].target_url),
             )
-            reason, error = "unexpected", f"{type(exc).__name__}: {exc}"
+            reason, error, kind = "unexpected", f"{type(exc).__name__}: {exc}", "unsendable"
         latency = time.monotonic() - started
         metrics.WEBHOOK_LATENCY.observe({}, latency)
-        return DeliveryResult(status, reason, error, retry_after, latency)
+        return DeliveryResult(status, reason, error, retry_after, latency, kind, started_at)
 
     def backoff(self, attempt: int) -> float:
         """Seconds before retry number `attempt` (1-based): exponential, with jitter."""
@@ -601,18 +709,24 @@ class WebhookDispatcher:
         return ceiling * random.uniform(0.5, 1.0)
 
     def decide(
-        self, result: DeliveryResult, *, attempt: int, created_at: datetime
+        self,
+        result: DeliveryResult,
+        *,
+        attempt: int,
+        created_at: datetime,
+        streak_age_s: float = 0.0,
     ) -> tuple[Decision, float]:
-        """(outcome of this attempt, seconds until the next one)."""
-        if result.reason is None:
-            return "delivered", 0.0
-        if not retryable(result):
-            return "failed", 0.0
-        delay = result.retry_after if result.retry_after is not None else self.backoff(attempt)
-        age_at_retry = (datetime.now(UTC) - created_at).total_seconds() + delay
-        if attempt >= self.max_attempts or age_at_retry > self.max_age_seconds:
-            return "dead", 0.0
-        return "retry", delay
+        """(outcome of this attempt, seconds until the next one): `webhook_retry.decide`
+        with this dispatcher's limits and back-off."""
+        answer = Attempt(
+            status_code=result.status_code,
+            kind=result.answer_kind,
+            attempt=attempt,
+            job_age_s=(datetime.now(UTC) - created_at).total_seconds(),
+            streak_age_s=streak_age_s,
+            retry_after_s=result.retry_after,
+        )
+        return decide_verdict(answer, self.rules, self.backoff(attempt))
 
     def _settled(self, item: _Finished, settled: set[int]) -> None:
         """After a flush committed: metrics, logs, and when to look for the retry."""
@@ -640,6 +754,9 @@ class WebhookDispatcher:
             self._log.warning("webhook_lease_lost", lost_job_ids=lost, **context)
         if decision == "delivered":
             self._log.debug("webhook_delivered", **context)
+        elif decision == "wait":
+            # One warning per URL (when it becomes missing, `_endpoints_changed`).
+            self._log.info("webhook_waiting_for_endpoint", reason=result.reason, **context)
         elif decision == "retry":
             self._log.info(
                 "webhook_retry_scheduled",
@@ -657,6 +774,26 @@ class WebhookDispatcher:
                 **context,
             )
 
+    def _endpoints_changed(self, recovered: list[str], released: int, missing: list[str]) -> None:
+        """After a flush: warn once per URL that became missing; note recoveries."""
+        for url in missing:
+            self._log.warning(
+                "webhook_endpoint_missing",
+                url=redact_url(url),
+                grace_s=self.rules.not_found_grace_s,
+                note="jobs of this URL wait (not dead) until it answers again, the model's"
+                " URL changes or an operator retries them (POST /api/webhooks/retry-all)",
+            )
+        if recovered:
+            self._log.warning(
+                "webhook_endpoint_recovered",
+                urls=[redact_url(url) for url in recovered],
+                released_jobs=released,
+            )
+            if released:
+                self._look_at = 0.0
+                self._wake.set()
+
     @staticmethod
     def _count(decision: Decision, result: DeliveryResult, jobs: int) -> None:
         if decision == "delivered":
@@ -665,6 +802,8 @@ class WebhookDispatcher:
         metrics.WEBHOOK_FAILED.add({"reason": result.reason or "unknown"}, jobs)
         if decision == "retry":
             metrics.WEBHOOK_RETRIED.add({}, jobs)
+        elif decision == "wait":
+            metrics.WEBHOOK_WAITING.add({}, jobs)
         else:
             metrics.WEBHOOK_DEAD.add({}, jobs)
 

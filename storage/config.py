@@ -58,6 +58,7 @@ class Settings:
     webhook_per_host_limit: int
     webhook_max_age_seconds: int
     webhook_max_attempts: int
+    webhook_not_found_grace_seconds: float
     webhook_retention_seconds: int
     webhook_dead_retention_seconds: int
     prediction_retention_seconds: int
@@ -186,6 +187,7 @@ def _validate(s: Settings) -> None:
         "cursor_overlap_rows",
         "webhook_max_age_seconds",
         "evaluation_grace_seconds",
+        "webhook_not_found_grace_seconds",
     ):
         need(getattr(s, non_negative) >= 0, non_negative, "must not be negative")
     minimum = retention_minimum_seconds(s)

@@ -19,7 +19,9 @@ import asyncpg
 
 from storage.db import int_array_literal
 
-JobStatus = Literal["pending", "delivered", "dead"]
+JobStatus = Literal["pending", "delivered", "dead", "waiting"]
+# Jobs an operator may send again: given up, or parked on a missing endpoint.
+REQUEUEABLE: tuple[JobStatus, ...] = ("dead", "waiting")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,7 @@ class ClaimedJob:
     attempts: int  # finished attempts before this one
     created_at: datetime
     locked_until: datetime
+    first_attempt_at: datetime | None = None  # None before the first attempt
 
     @property
     def lease(self) -> Lease:
@@ -103,6 +106,7 @@ class OutboxRow:
     created_at: datetime
     delivered_at: datetime | None
     last_attempt_at: datetime | None
+    first_attempt_at: datetime | None
 
 
 def enqueue_sql(first_param: int = 1, where: str = "") -> str:
@@ -205,6 +209,7 @@ FROM picked
 WHERE o.id = picked.id
 RETURNING o.id, o.idempotency_key, o.target_url, o.coin_id, o.data_timestamp,
           o.active_model_ids, o.model_ids, o.attempts, o.created_at, o.locked_until,
+          o.first_attempt_at,
           o.payload->>'timestamp' AS payload_timestamp,
           (o.payload->'predictions')::text AS items_json,
           jsonb_array_length(o.payload->'predictions') AS item_count,
@@ -267,6 +272,7 @@ async def claim_due(
             attempts=r["attempts"],
             created_at=r["created_at"],
             locked_until=r["locked_until"],
+            first_attempt_at=r["first_attempt_at"],
         )
         for r in rows
     ]
@@ -313,9 +319,11 @@ SET status = l.status,
                            ELSE o.next_attempt_at END,
     delivered_at = CASE WHEN l.status = 'delivered' THEN now() ELSE o.delivered_at END,
     last_error = l.error,
-    last_status_code = l.status_code
-FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::float8[], $5::text[], $6::int[])
-     AS l(id, locked_until, status, delay, error, status_code)
+    last_status_code = l.status_code,
+    first_attempt_at = coalesce(o.first_attempt_at, l.attempted_at)
+FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::float8[], $5::text[], $6::int[],
+            $7::timestamptz[])
+     AS l(id, locked_until, status, delay, error, status_code, attempted_at)
 WHERE o.id = l.id AND o.locked_until = l.locked_until AND o.status = 'pending'
 RETURNING o.id
 """
@@ -323,13 +331,15 @@ RETURNING o.id
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
-    """How one attempt of one job ended; `status` 'pending' means retry after the delay."""
+    """How one attempt of one job ended; `status` 'pending' means retry after the delay,
+    'waiting' that the job waits for its missing endpoint."""
 
     lease: Lease
     status: JobStatus
     delay_seconds: float = 0.0
     error: str | None = None
     status_code: int | None = None
+    attempted_at: datetime | None = None  # when the POST started
 
 
 async def settle(conn: asyncpg.Connection, settlements: Sequence[Settlement]) -> list[int]:
@@ -344,6 +354,7 @@ async def settle(conn: asyncpg.Connection, settlements: Sequence[Settlement]) ->
         [float(s.delay_seconds) for s in settlements],
         [s.error for s in settlements],
         [s.status_code for s in settlements],
+        [s.attempted_at for s in settlements],
     )
     return sorted(r["id"] for r in rows)
 
@@ -375,7 +386,8 @@ _ROW_COLUMNS = """
 o.id, o.idempotency_key, o.target_url, o.coin_id, o.data_timestamp, o.active_model_ids,
 o.model_ids, webhook_payload_expanded(o.payload) AS payload, o.status, o.attempts,
 o.next_attempt_at, o.last_error, o.last_status_code, o.created_at, o.delivered_at,
-(SELECT max(a.attempted_at) FROM webhook_attempts a WHERE a.outbox_id = o.id) AS last_attempt_at
+(SELECT max(a.attempted_at) FROM webhook_attempts a WHERE a.outbox_id = o.id) AS last_attempt_at,
+o.first_attempt_at
 """
 
 
@@ -397,6 +409,7 @@ def _outbox_row(r: asyncpg.Record) -> OutboxRow:
         created_at=r["created_at"],
         delivered_at=r["delivered_at"],
         last_attempt_at=r["last_attempt_at"],
+        first_attempt_at=r["first_attempt_at"],
     )
 
 
@@ -407,6 +420,34 @@ async def get_job(conn: asyncpg.Connection, job_id: int) -> OutboxRow | None:
     return None if row is None else _outbox_row(row)
 
 
+async def list_jobs(
+    conn: asyncpg.Connection,
+    *,
+    status: JobStatus,
+    limit: int,
+    offset: int,
+    active_model_id: int | None = None,
+) -> tuple[int, list[OutboxRow]]:
+    """(total, one page) of the jobs of one status, newest first; optionally one model's."""
+    model_filter = [] if active_model_id is None else [active_model_id]
+    total = await conn.fetchval(
+        "SELECT count(*) FROM webhook_outbox WHERE status = $2"
+        " AND active_model_ids @> $1::bigint[]",
+        model_filter,
+        status,
+    )
+    rows = await conn.fetch(
+        f"SELECT {_ROW_COLUMNS} FROM webhook_outbox o"
+        " WHERE o.status = $4 AND o.active_model_ids @> $1::bigint[]"
+        " ORDER BY o.id DESC LIMIT $2 OFFSET $3",
+        model_filter,
+        limit,
+        offset,
+        status,
+    )
+    return int(total), [_outbox_row(r) for r in rows]
+
+
 async def list_dead(
     conn: asyncpg.Connection,
     *,
@@ -415,40 +456,27 @@ async def list_dead(
     active_model_id: int | None = None,
 ) -> tuple[int, list[OutboxRow]]:
     """(total, one page) of dead jobs, newest first; optionally only one model's."""
-    model_filter = [] if active_model_id is None else [active_model_id]
-    total = await conn.fetchval(
-        "SELECT count(*) FROM webhook_outbox WHERE status = 'dead'"
-        " AND active_model_ids @> $1::bigint[]",
-        model_filter,
+    return await list_jobs(
+        conn, status="dead", limit=limit, offset=offset, active_model_id=active_model_id
     )
-    rows = await conn.fetch(
-        f"SELECT {_ROW_COLUMNS} FROM webhook_outbox o"
-        " WHERE o.status = 'dead' AND o.active_model_ids @> $1::bigint[]"
-        " ORDER BY o.id DESC LIMIT $2 OFFSET $3",
-        model_filter,
-        limit,
-        offset,
-    )
-    return int(total), [_outbox_row(r) for r in rows]
+
+
+# A requeued job gets a fresh retry budget: attempts and age reset (the maximum age is
+# measured from created_at). Its earlier attempts stay in webhook_attempts, and
+# first_attempt_at is kept: the receiver sees how old the alert really is.
+_REQUEUE_SET = """status = 'pending', attempts = 0, created_at = now(), next_attempt_at = now(),
+locked_until = NULL"""
 
 
 async def requeue_dead(
     conn: asyncpg.Connection, job_id: int
 ) -> Literal["requeued", "not_found", "not_dead"]:
-    """Make a dead job due now with a fresh retry budget (attempts and age reset).
-
-    Its earlier attempts stay in `webhook_attempts`; `created_at` restarts
-    because the maximum age is measured from it.
-    """
+    """Make a dead or waiting job due now with a fresh retry budget."""
     requeued = await conn.fetchval(
-        """
-        UPDATE webhook_outbox
-        SET status = 'pending', attempts = 0, created_at = now(), next_attempt_at = now(),
-            locked_until = NULL
-        WHERE id = $1 AND status = 'dead'
-        RETURNING id
-        """,
+        f"UPDATE webhook_outbox SET {_REQUEUE_SET}"
+        " WHERE id = $1 AND status = ANY($2::text[]) RETURNING id",
         job_id,
+        list(REQUEUEABLE),
     )
     if requeued is not None:
         return "requeued"
@@ -456,11 +484,73 @@ async def requeue_dead(
     return "not_dead" if exists else "not_found"
 
 
+async def requeue_all(
+    conn: asyncpg.Connection,
+    statuses: Sequence[JobStatus],
+    *,
+    active_model_id: int | None = None,
+) -> int:
+    """Requeue every job of these statuses (dead, waiting), optionally one model's."""
+    result = await conn.execute(
+        f"UPDATE webhook_outbox SET {_REQUEUE_SET}"
+        " WHERE status = ANY($1::text[]) AND active_model_ids @> $2::bigint[]",
+        [s for s in statuses if s in REQUEUEABLE],
+        [] if active_model_id is None else [active_model_id],
+    )
+    return int(result.split()[-1])
+
+
+async def release_waiting(conn: asyncpg.Connection, urls: Sequence[str]) -> int:
+    """The waiting jobs of URLs that answer again: due now, with a fresh budget."""
+    if not urls:
+        return 0
+    result = await conn.execute(
+        f"UPDATE webhook_outbox SET {_REQUEUE_SET}"
+        " WHERE status = 'waiting' AND target_url = ANY($1::text[])",
+        list(urls),
+    )
+    return int(result.split()[-1])
+
+
+async def retarget_waiting(
+    conn: asyncpg.Connection, active_model_id: int, old_url: str, default_url: str | None
+) -> int:
+    """Move the waiting jobs of `old_url` that carry this model to the URL their models
+    point to now, due now: only jobs whose every model points to the same new URL
+    (another model's predictions never go to a URL it was not configured for)."""
+    result = await conn.execute(
+        f"""
+        WITH moved AS (
+            SELECT o.id, min(t.url) AS url
+            FROM webhook_outbox o
+            CROSS JOIN LATERAL (
+                SELECT CASE WHEN am.n8n_enabled THEN
+                    coalesce(nullif(am.n8n_webhook_url, ''), nullif($3::text, '')) END AS url
+                FROM unnest(o.active_model_ids) AS m(id)
+                LEFT JOIN active_models am ON am.id = m.id
+            ) t
+            WHERE o.status = 'waiting' AND o.target_url = $1
+              AND o.active_model_ids @> ARRAY[$2::bigint]
+            GROUP BY o.id
+            HAVING count(DISTINCT t.url) = 1 AND count(t.url) = count(*)
+               AND min(t.url) <> $1
+        )
+        UPDATE webhook_outbox o SET target_url = moved.url, {_REQUEUE_SET}
+        FROM moved WHERE o.id = moved.id
+        """,
+        old_url,
+        active_model_id,
+        default_url or "",
+    )
+    return int(result.split()[-1])
+
+
 @dataclass(frozen=True, slots=True)
 class ModelOutboxCounts:
     pending: int
     delivered: int
     dead: int
+    waiting: int
 
 
 async def model_outbox_counts(conn: asyncpg.Connection, active_model_id: int) -> ModelOutboxCounts:
@@ -469,9 +559,10 @@ async def model_outbox_counts(conn: asyncpg.Connection, active_model_id: int) ->
         """
         SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
                count(*) FILTER (WHERE status = 'delivered') AS delivered,
-               count(*) FILTER (WHERE status = 'dead') AS dead
+               count(*) FILTER (WHERE status = 'dead') AS dead,
+               count(*) FILTER (WHERE status = 'waiting') AS waiting
         FROM webhook_outbox WHERE active_model_ids @> ARRAY[$1::bigint]
         """,
         active_model_id,
     )
-    return ModelOutboxCounts(row["pending"], row["delivered"], row["dead"])
+    return ModelOutboxCounts(row["pending"], row["delivered"], row["dead"], row["waiting"])

@@ -16,8 +16,8 @@ import asyncpg
 
 from storage.db import int_array_literal
 
-Outcome = Literal["delivered", "retry", "failed", "dead"]
-OUTCOMES: tuple[Outcome, ...] = ("delivered", "retry", "failed", "dead")
+Outcome = Literal["delivered", "retry", "failed", "dead", "wait"]
+OUTCOMES: tuple[Outcome, ...] = ("delivered", "retry", "failed", "dead", "wait")
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,8 @@ class Answer:
     delay: float = 0.0
     retry_after: str | None = None
     hold: bool = False  # wait until `WebhookReceiver.release()`
+    body: str | None = None  # the answer's body as is (default: a small JSON)
+    content_type: str = "application/json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,13 @@ class WebhookReceiver:
             Received(request.path, dict(request.headers), body, time.monotonic(), answer.status)
         )
         headers = {"Retry-After": answer.retry_after} if answer.retry_after else {}
+        if answer.body is not None:
+            return web.Response(
+                text=answer.body,
+                status=answer.status,
+                headers=headers,
+                content_type=answer.content_type,
+            )
         return web.json_response({"ok": answer.status < 300}, status=answer.status, headers=headers)
 
     async def start(self) -> WebhookReceiver:

@@ -229,6 +229,7 @@ async def test_a_rejected_webhook_shows_in_n8n_status_and_the_dead_list_and_can_
                 "retry": 0,
                 "failed": 1,
                 "dead": 0,
+                "wait": 0,
             }
             assert body["effective_webhook_url"].startswith("http://bot:***@127.0.0.1:")
             assert "s3cret" not in json.dumps(body)

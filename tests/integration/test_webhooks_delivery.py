@@ -139,6 +139,11 @@ async def test_delivered_request_carries_the_contract_payload_and_headers(
     expected = build_payload(
         "CoinA", T0, [(model, ReportedPrediction("CoinA", T0, 1, 0.85, "alert", 0.8))]
     )
+    # Delivery metadata (issue #25): when this body was sent, which attempt, first attempt.
+    sent_at = datetime.fromisoformat(request.body["metadata"].pop("sent_at"))
+    assert abs((datetime.now(UTC) - sent_at).total_seconds()) < 60
+    assert request.headers["X-Pump-Attempt"] == "1"
+    assert datetime.fromisoformat(request.headers["X-Pump-First-Attempt-At"]) == sent_at
     assert request.body == expected
     assert request.body["predictions"][0]["model"]["name"] == "Pump hunter"
     assert request.body["predictions"][0]["model"]["id"] == 41
@@ -212,6 +217,7 @@ async def test_models_sharing_a_url_get_one_post_per_coin(
             "alerts_count": 1,
             "service": "pump-predictor",
             "version": coin_a.body["metadata"]["version"],
+            "sent_at": coin_a.body["metadata"]["sent_at"],
         },
     }
     assert coin_a.body["metadata"]["version"] == VERSION
@@ -284,7 +290,13 @@ async def test_500_twice_then_200_is_delivered_on_the_third_attempt(
     requests = receiver.received()
     assert [r.status for r in requests] == [500, 503, 200]
     assert len({r.headers["Idempotency-Key"] for r in requests}) == 1
+    # The same body each time, but for when it was sent; each attempt says which it is
+    # and when the first one was made.
+    sent = [r.body["metadata"].pop("sent_at") for r in requests]
+    assert sent == sorted(sent) and len(set(sent)) == 3
     assert requests[0].body == requests[2].body
+    assert [r.headers["X-Pump-Attempt"] for r in requests] == ["1", "2", "3"]
+    assert {r.headers["X-Pump-First-Attempt-At"] for r in requests} == {sent[0]}
     [job] = await pool.fetch("SELECT id, status, attempts, delivered_at FROM webhook_outbox")
     assert (job["status"], job["attempts"]) == ("delivered", 3)
     async with pool.acquire() as conn:

@@ -526,7 +526,7 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
         (None, "timeout", "retry"),
         (None, "connection", "retry"),
         (400, "http_4xx", "failed"),
-        (404, "http_4xx", "failed"),
+        (404, "http_4xx", "retry"),  # within the not-found grace (actors.webhook_retry)
         (410, "http_4xx", "failed"),
         (301, "http_3xx", "failed"),
         (None, "invalid_url", "failed"),

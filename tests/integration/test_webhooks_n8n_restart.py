@@ -1,0 +1,154 @@
+"""The dispatcher against a receiver that behaves like a real n8n restarting (issue #25).
+
+While n8n starts its port first refuses connections, then answers Express's HTML
+404, then n8n's JSON "not registered" 404 until the workflow is active again. No
+job may be lost across that; a URL that answers 404 for ever parks its jobs
+(waiting, not dead) and says so once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+
+import anyio
+import asyncpg
+from waiting import wait_for
+from webhook_receiver import (
+    Answer,
+    WebhookReceiver,
+    insert_active_model,
+    quick_dispatcher,
+    store_predictions,
+)
+
+from actors.webhooks import WebhookDispatcher
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+STARTING_HTML = (
+    '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>Error</title>\n'
+    "</head>\n<body>\n<pre>Cannot POST /webhook/pump-alerts</pre>\n</body>\n</html>\n"
+)
+NOT_REGISTERED = (
+    '{"code":404,"message":"The requested webhook \\"POST pump-alerts\\" is not registered.",'
+    '"hint":"The workflow must be active for a production URL to run successfully."}'
+)
+HTML_404 = Answer(404, body=STARTING_HTML, content_type="text/html")
+JSON_404 = Answer(404, body=NOT_REGISTERED)
+PATH = "/webhook/pump-alerts"
+
+
+@asynccontextmanager
+async def running(dispatcher: WebhookDispatcher) -> AsyncIterator[None]:
+    async with anyio.create_task_group() as tg:
+        await tg.start(dispatcher.run)
+        try:
+            yield
+        finally:
+            dispatcher.request_stop()
+
+
+async def _statuses(pool: asyncpg.Pool) -> list[str]:
+    return [r["status"] for r in await pool.fetch("SELECT status FROM webhook_outbox ORDER BY id")]
+
+
+async def _jobs_for(pool: asyncpg.Pool, receiver: WebhookReceiver, coins: int) -> int:
+    async with pool.acquire() as conn:
+        model = await insert_active_model(conn, 41, n8n_webhook_url=receiver.url(PATH))
+        ticks = [(f"Coin{i}", T0 + timedelta(seconds=i), 0.9) for i in range(coins)]
+        await store_predictions(conn, model, ticks, default_url=None)
+    return model
+
+
+async def test_a_restarting_n8n_loses_no_job(pool: asyncpg.Pool) -> None:
+    receiver = WebhookReceiver()
+    await receiver.start()
+    await receiver.stop()  # n8n is down: its port refuses connections
+    try:
+        await _jobs_for(pool, receiver, coins=6)
+        dispatcher = quick_dispatcher(pool, max_attempts=30, not_found_grace=30.0)
+        async with running(dispatcher):
+
+            async def every_job_failed_once() -> bool:
+                refused = await pool.fetchval(
+                    "SELECT count(DISTINCT outbox_id) FROM webhook_attempts"
+                    " WHERE status_code IS NULL"
+                )
+                return int(refused) == 6
+
+            await wait_for(every_job_failed_once, what="connections refused for every job")
+            # n8n comes up: Express's HTML 404, then "not registered", then the workflow runs.
+            receiver.script(PATH, [HTML_404] * 4 + [JSON_404] * 4)
+            await receiver.start()
+
+            async def all_delivered() -> bool:
+                return set(await _statuses(pool)) == {"delivered"}
+
+            await wait_for(all_delivered, timeout=20.0, what="every job delivered")
+        answers = [r.status for r in receiver.received()]
+        assert answers.count(404) == 8 and answers.count(200) == 6
+        delivered = [r.body["coin_id"] for r in receiver.received() if r.status == 200]
+        assert sorted(delivered) == [f"Coin{i}" for i in range(6)]  # each exactly once
+        outcomes = await pool.fetch("SELECT DISTINCT outcome FROM webhook_attempts")
+        assert {r["outcome"] for r in outcomes} == {"retry", "delivered"}
+        # The streak ended with the first success: the URL is not remembered as failing.
+        assert await pool.fetchval("SELECT count(*) FROM webhook_endpoints") == 0
+    finally:
+        await receiver.stop()
+
+
+async def test_a_url_that_answers_404_for_ever_parks_its_jobs_until_it_answers_again(
+    pool: asyncpg.Pool,
+) -> None:
+    receiver = await WebhookReceiver(default=JSON_404).start()
+    try:
+        await _jobs_for(pool, receiver, coins=4)
+        dispatcher = quick_dispatcher(pool, max_attempts=3, not_found_grace=0.5)
+        async with running(dispatcher):
+
+            async def all_waiting() -> bool:
+                return await _statuses(pool) == ["waiting"] * 4
+
+            await wait_for(all_waiting, what="every job waiting for its endpoint")
+            endpoint = await pool.fetchrow("SELECT * FROM webhook_endpoints")
+            assert endpoint["target_url"] == receiver.url(PATH)
+            assert endpoint["missing_since"] is not None
+            assert endpoint["last_status_code"] == 404
+            # More than max_attempts (3) tries within the grace, and none of them killed a job.
+            assert "dead" not in await _statuses(pool)
+            posts = len(receiver.received())
+            # Waiting jobs are not tried again by themselves.
+            await dispatcher_idle(pool)
+            assert len(receiver.received()) == posts
+
+            # The workflow is activated again: a new job gets through, and the parked
+            # ones are released and delivered with it.
+            receiver.default = Answer(200)
+            async with pool.acquire() as conn:
+                model = await conn.fetchval("SELECT id FROM active_models")
+                await store_predictions(conn, model, [("Late", T0, 0.9)], default_url=None)
+            dispatcher.poke()
+
+            async def all_delivered() -> bool:
+                return await _statuses(pool) == ["delivered"] * 5
+
+            await wait_for(all_delivered, what="parked jobs released and delivered")
+        delivered = sorted(r.body["coin_id"] for r in receiver.received() if r.status == 200)
+        assert delivered == ["Coin0", "Coin1", "Coin2", "Coin3", "Late"]
+        assert await pool.fetchval("SELECT count(*) FROM webhook_endpoints") == 0
+    finally:
+        await receiver.stop()
+
+
+async def dispatcher_idle(pool: asyncpg.Pool) -> None:
+    """Until no job is leased (nothing in flight), so a silence means something."""
+
+    async def idle() -> bool:
+        leased = await pool.fetchval(
+            "SELECT count(*) FROM webhook_outbox WHERE locked_until > now()"
+        )
+        return int(leased) == 0
+
+    await wait_for(idle, what="no job in flight")
