@@ -2,10 +2,12 @@
 
 The dashboard is a separate program (Streamlit owns its own server and event
 loop) that reaches the service only through the REST API, so it runs as a
-child process: `streamlit run web/dashboard/app.py` with `API_BASE_URL` and
-`API_TOKEN` in its environment. If it dies it is started again with backoff;
-on shutdown it is terminated, then killed after a deadline, and never left
-behind (also when the actor itself is cancelled).
+child process: `streamlit run web/dashboard/app.py` with `API_BASE_URL` in its
+environment. It never gets `API_TOKEN`: with a token configured it is told to
+ask each browser session for the token and acts with what that user typed, so
+reaching the dashboard gives no more than reaching the API. If it dies it is
+started again with backoff; on shutdown it is terminated, then killed after a
+deadline, and never left behind (also when the actor itself is cancelled).
 
 The child runs in its own session so that a Ctrl-C in the operator's terminal
 reaches only the service, which then stops the dashboard in order, instead of
@@ -32,6 +34,11 @@ APP_PATH = Path(__file__).resolve().parent.parent / "web" / "dashboard" / "app.p
 REPO_ROOT = APP_PATH.parent.parent.parent
 
 
+# Set in the child's environment when the API wants a token: the dashboard then asks
+# for it before it shows anything (web/dashboard/login.py).
+REQUIRE_TOKEN_ENV = "DASHBOARD_REQUIRE_TOKEN"
+
+
 def streamlit_command(port: int, *, address: str | None = None) -> list[str]:
     command = [
         sys.executable,
@@ -46,6 +53,9 @@ def streamlit_command(port: int, *, address: str | None = None) -> list[str]:
         # No network at run time, and nothing about the operator leaves the machine.
         "--browser.gatherUsageStats",
         "false",
+        # Users see the app, not Streamlit's developer menu and "Deploy" button.
+        "--client.toolbarMode",
+        "minimal",
     ]
     if address:
         command += ["--server.address", address]
@@ -60,8 +70,8 @@ class DashboardProcess:
         *,
         port: int,
         api_base_url: str,
-        api_token: str = "",
-        address: str | None = None,
+        require_token: bool = False,
+        address: str | None = "127.0.0.1",
         stop_deadline: float = 5.0,
         backoff_initial: float = 1.0,
         backoff_max: float = 30.0,
@@ -70,7 +80,7 @@ class DashboardProcess:
     ) -> None:
         self.port = port
         self.api_base_url = api_base_url
-        self.api_token = api_token
+        self.require_token = require_token
         self.address = address
         self.stop_deadline = stop_deadline
         self.backoff_initial = backoff_initial
@@ -91,13 +101,15 @@ class DashboardProcess:
         return cls(
             port=settings.streamlit_port,
             api_base_url=api_base_url or settings.api_base_url,
-            api_token=settings.api_token,
+            require_token=bool(settings.api_token),
+            address=settings.streamlit_host,
             stop_deadline=min(5.0, settings.shutdown_deadline_seconds),
         )
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        host = self.address if self.address not in (None, "", "0.0.0.0", "::") else "127.0.0.1"
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -109,7 +121,9 @@ class DashboardProcess:
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env["API_BASE_URL"] = self.api_base_url
-        env["API_TOKEN"] = self.api_token
+        # The operator's token stays with the service, also when it came from the environment.
+        env.pop("API_TOKEN", None)
+        env[REQUIRE_TOKEN_ENV] = "true" if self.require_token else "false"
         # Streamlit would otherwise ask for an e-mail address on a first run.
         env.setdefault("STREAMLIT_BROWSER_GATHER_USAGE_STATS", "false")
         return env

@@ -71,6 +71,7 @@ class Settings:
     log_level: str
     log_format: str
     shutdown_deadline_seconds: float
+    streamlit_host: str
     streamlit_port: int
     api_base_url: str
 

@@ -20,9 +20,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     token = settings.api_token
     if not token or request.path in OPEN_PATHS:
         return await handler(request)
-    if request.method in READ_METHODS and settings.api_public_reads:
-        return await handler(request)
     header = request.headers.get("Authorization", "")
+    # A presented token is always checked, also where none is needed: a client (the
+    # dashboard's sign-in) can learn whether its token is right with a plain read.
+    if request.method in READ_METHODS and settings.api_public_reads and not header:
+        return await handler(request)
     scheme, _, supplied = header.partition(" ")
     if scheme.lower() != "bearer" or not supplied:
         raise ApiError(

@@ -32,6 +32,7 @@ from actors.state import ServiceState
 from storage.config import Settings
 from web.app import create_app
 from web.context import AppContext
+from web.dashboard.api_client import ApiClient
 from web.dashboard.pages_predictions import price_path
 
 APP = Path(__file__).resolve().parents[2] / "web" / "dashboard" / "app.py"
@@ -69,6 +70,11 @@ class Dashboard:
     def __init__(self, page: str = "Overview") -> None:
         self.at = AppTest.from_file(str(APP), default_timeout=20)
         self.page = page
+        token = os.environ.get("API_TOKEN", "")
+        if token:
+            # Signed in (the sign-in form itself is tested in tests/browser): the
+            # dashboard holds no token of its own, only the session's.
+            self.at.session_state["_api_client"] = ApiClient(os.environ["API_BASE_URL"], token)
 
     async def run(self) -> AppTest:
         await anyio.to_thread.run_sync(self.at.run)
@@ -234,7 +240,9 @@ async def test_demo_mode_is_labelled_and_health_is_shown(
         dashboard_env(base, "")
         dashboard = Dashboard()
         at = await dashboard.open()
-        assert any("DEMO MODE" in str(w.value) for w in at.sidebar.warning)
+        assert [str(w.value) for w in at.warning if "DEMO MODE" in str(w.value)] == [
+            "DEMO MODE: generated coins and models, not real data."
+        ]
         assert "Service healthy" in [str(s.value) for s in at.success]
         lag = next(m for m in at.metric if m.label == "Intake lag")
         assert lag.value == "1.5 s"
@@ -243,7 +251,7 @@ async def test_demo_mode_is_labelled_and_health_is_shown(
     async with serve_api(settings, pool, state) as base:
         dashboard_env(base, "")
         at = await Dashboard().open()
-        assert not any("DEMO" in str(w.value) for w in at.sidebar.warning)
+        assert not any("DEMO" in str(w.value) for w in at.warning)
 
 
 # ---- pages over routes being built ---------------------------------------------------------
@@ -541,3 +549,18 @@ async def test_dashboard_process_restarts_a_dead_child_and_stops_it_on_shutdown(
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_sign_in_check_refuses_a_wrong_token_also_where_reads_are_public(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """The dashboard's sign-in asks the API about the typed token with a read; with
+    public reads that read must still refuse a wrong token, or any text would do."""
+    settings = settings.replace(api_token=TOKEN, api_public_reads=True)
+    async with serve_api(settings, pool) as base:
+        client = ApiClient(base)
+        wrong = await anyio.to_thread.run_sync(client.with_token("guess").token_accepted)
+        right = await anyio.to_thread.run_sync(client.with_token(TOKEN).token_accepted)
+        anonymous = await anyio.to_thread.run_sync(lambda: client.models())
+    assert (wrong, right) == (False, True)
+    assert anonymous == []

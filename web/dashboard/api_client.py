@@ -64,17 +64,13 @@ def configured_base_url() -> str:
         return DEFAULT_BASE_URL
 
 
-def configured_token() -> str:
-    """`API_TOKEN`, else `api_token` of config.toml; sent as `Authorization: Bearer`."""
-    explicit = os.environ.get("API_TOKEN", "").strip()
-    if explicit:
-        return explicit
-    try:
-        from storage.config import load_settings
+def token_required() -> bool:
+    """Whether each browser session must give the API token (`DASHBOARD_REQUIRE_TOKEN`).
 
-        return load_settings().api_token.strip()
-    except Exception:
-        return ""
+    The dashboard never reads `API_TOKEN` itself: a token in the dashboard's hands
+    would let everyone who reaches the dashboard act with it.
+    """
+    return os.environ.get("DASHBOARD_REQUIRE_TOKEN", "").strip().lower() in {"1", "true", "yes"}
 
 
 def _short_reason(exc: requests.RequestException) -> str:
@@ -96,7 +92,22 @@ class ApiClient:
 
     @classmethod
     def from_env(cls) -> ApiClient:
-        return cls(configured_base_url(), configured_token())
+        """A client without a token: the user gives one on the sign-in form."""
+        return cls(configured_base_url())
+
+    def with_token(self, token: str) -> ApiClient:
+        return ApiClient(self.base_url, token, self.timeout)
+
+    def token_accepted(self) -> bool:
+        """Whether the API accepts this client's token (it checks any token presented,
+        also on reads that need none); raises ApiUnreachable when there is no answer."""
+        try:
+            self.get("/api/models")
+        except DashboardApiError as exc:
+            if exc.status in (401, 403):
+                return False
+            raise
+        return True
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"

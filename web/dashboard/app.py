@@ -1,8 +1,9 @@
 """pump-predictor dashboard: `streamlit run web/dashboard/app.py`.
 
-Talks only to the REST API (`API_BASE_URL`, token `API_TOKEN`), never to the
-database, so it can run anywhere the API is reachable and shows exactly what
-scripts and n8n see.
+Talks only to the REST API (`API_BASE_URL`), never to the database, so it can
+run anywhere the API is reachable and shows exactly what scripts and n8n see.
+With a token configured, each browser session signs in with it first
+(web/dashboard/login.py); the dashboard itself holds no token.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import streamlit as st
 
 from web.dashboard import (
     common,
+    login,
     pages_import,
     pages_manage,
     pages_overview,
@@ -35,8 +37,8 @@ PAGES: dict[str, Page] = {
 
 def main() -> None:
     st.set_page_config(page_title="pump-predictor", layout="wide")
-    api = common.client()
     st.sidebar.title("pump-predictor")
+    api = login.require_sign_in(common.client())
     # ?page=Predictions opens a page directly (bookmarks, links from alerts, screenshots).
     wanted = st.query_params.get("page")
     if "page" not in st.session_state and wanted in PAGES:
@@ -46,9 +48,9 @@ def main() -> None:
     # /api/health needs no token and answers even when degraded (503 with reasons).
     health = common.need(api.health)
     if health.get("demo"):
-        st.sidebar.warning("DEMO MODE: generated coins and models, not real data")
-        st.info("Demo mode: the service runs on generated data.")
+        st.warning("DEMO MODE: generated coins and models, not real data.", icon="🧪")
     st.sidebar.caption(f"Service {health.get('status', 'unknown')} · v{health.get('version', '?')}")
+    login.sign_out_button()
     PAGES[page or "Overview"](api, health)
 
 
