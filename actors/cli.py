@@ -142,6 +142,12 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
 
+def _backtest(settings: Settings, args: argparse.Namespace) -> int:
+    from actors.backtest_cli import backtest_command
+
+    return int(anyio.run(lambda: backtest_command(settings, args)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pump-predictor", description=__doc__)
     parser.add_argument("--config", help="path of config.toml (default: the repository's)")
@@ -187,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write demo rows even though DB_DSN is set (a scratch database only)",
     )
+    from actors.backtest_cli import add_arguments as backtest_arguments
+
+    backtest_arguments(
+        sub.add_parser(
+            "backtest", help="score recorded ticks with a model (not activated) and judge them"
+        )
+    )
     return parser
 
 
@@ -215,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _replay(settings, args)
     elif args.command == "demo":
         return _demo(settings, args)
+    elif args.command == "backtest":
+        return _backtest(settings, args)
     return 0
 
 

@@ -33,12 +33,14 @@ from storage.training_service import ModelInfo, TrainingServiceClient, TrainingS
 
 __all__ = [
     "SUPPORTED_MODEL_TYPES",
+    "CheckedModel",
     "ModelImportError",
     "ReloadResult",
     "client_from_settings",
     "delete_imported_model",
     "fetch_model_info",
     "import_model",
+    "load_checked_model",
     "model_lock",
     "preflight_problems",
     "reload_model",
@@ -583,3 +585,59 @@ async def delete_imported_model(pool: asyncpg.Pool, active_model_id: int) -> Act
     if deleted is None:
         raise _not_found(active_model_id)
     return deleted
+
+
+# --------------------------------------------------------------------------- backtest
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedModel:
+    """A model loaded for a backtest: checked as an import checks it, never activated.
+
+    `row` is the `active_models` row when the model is imported (its settings
+    apply: threshold, phases, coin filter), else None.
+    """
+
+    model_id: int
+    loaded: LoadedModel
+    features: tuple[str, ...]
+    info: ModelInfo | None
+    row: dict[str, Any] | None
+
+
+async def load_checked_model(
+    pool: asyncpg.Pool, settings: Settings, client: TrainingServiceClient, model_id: int
+) -> CheckedModel:
+    """Training Service model `model_id` through the import's checks, without a row.
+
+    An imported model whose file still hashes to the sha256 recorded at import
+    is loaded from that file. Otherwise the file is downloaded, loaded and
+    probed exactly as `import_model` does (metadata, kind, features), then
+    removed again: a backtest leaves no file and no row behind.
+    """
+    async with model_lock(pool, model_id) as conn:
+        existing = await active_models.get_model_by_model_id(conn, model_id)
+        row = None if existing is None else await active_models.full_row(conn, existing.id)
+        if existing is not None and row is not None:
+            path = Path(existing.file_path)
+            problem = await anyio.to_thread.run_sync(_local_problem, path, existing.file_sha256)
+            if problem is None:
+                loaded = await _load(model_id, path)
+                _check_same_features(existing, loaded)
+                return CheckedModel(model_id, loaded, existing.features, None, row)
+            log.info("backtest downloads the model again", model_id=model_id, problem=problem)
+        info = await fetch_model_info(client, model_id)
+        errors = _metadata_errors(info)
+        if errors:
+            raise errors[0]
+        path, sha256 = await _download(client, settings, model_id)
+        try:
+            loaded = await _load(model_id, path)
+            if loaded.sha256 != sha256:
+                raise _file_refused(model_id, ModelFileError(f"{path}: changed while being loaded"))
+            _check_kind(model_id, info.model_type, loaded)
+            features = _reconcile_features(model_id, info.features, loaded)
+            _engine_check(model_id, features, info.params)
+        finally:
+            _unlink_quietly(path)
+        return CheckedModel(model_id, loaded, features, info, row)

@@ -1,0 +1,52 @@
+"""Reads of `coin_metrics` for a backtest: the coins of a range, then their rows.
+
+A backtest needs, per coin with a row in the range, every row from the coin's
+first (features are as of each tick over the coin's whole history, so no prefix
+state is needed) up to the end of the last tick's outcome window. Coins are
+listed first and their rows loaded a group at a time, so memory is bounded by a
+group, not by the range. The range query scans: coin_metrics has no index on
+time alone, and a backtest is a batch job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+import polars as pl
+
+from storage.coin_metrics import HISTORY_COLUMNS, _copy_frame, _csv_select
+
+_NO_START = datetime.fromisoformat("0001-01-01T00:00:00+00:00")
+
+
+async def coins_in_range(
+    conn: asyncpg.Connection, start: datetime | None, end: datetime | None
+) -> list[tuple[str, int]]:
+    """(mint, rows in the range) of every coin with a row in [start, end], by mint."""
+    rows = await conn.fetch(
+        """
+        SELECT mint, count(*) AS n FROM coin_metrics
+        WHERE "timestamp" >= coalesce($1::timestamptz, '-infinity')
+          AND "timestamp" <= coalesce($2::timestamptz, 'infinity')
+        GROUP BY mint ORDER BY mint
+        """,
+        start,
+        end,
+    )
+    return [(r["mint"], int(r["n"])) for r in rows]
+
+
+async def coin_rows(
+    conn: asyncpg.Connection, mints: Sequence[str], until: datetime | None
+) -> pl.DataFrame:
+    """Every row of these coins at or before `until` (all when None), in id order per coin."""
+    query = f"""
+        SELECT {_csv_select(HISTORY_COLUMNS, "c")}
+        FROM coin_metrics c
+        WHERE c.mint = ANY($1::text[])
+          AND c."timestamp" <= coalesce($2::timestamptz, 'infinity')
+        ORDER BY c.mint, c."timestamp", c.id
+    """
+    return await _copy_frame(conn, query, (list(mints), until), HISTORY_COLUMNS)
