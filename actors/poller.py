@@ -11,6 +11,12 @@ below its position that were not there yet) for CURSOR_OVERLAP_ROWS ids and
 asks for them again with every read; a gap that never fills (a rolled-back
 insert) is forgotten once it falls out of that window. After a restart it
 re-reads the overlap behind the durable cursor once.
+
+A row intake cannot use (see `storage.coin_metrics`: a timestamp out of range or
+more than INTAKE_MAX_FUTURE_SECONDS ahead, a price that is not a positive finite
+number) is skipped here, counted in pp_ticks_skipped_total{reason} and logged
+once with its coin, timestamp and reason; the position moves past it like past
+any other row, so one bad row never holds up the others.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ class Poller:
         page_size: int,
         overlap: int,
         max_age_seconds: float,
+        max_future_seconds: float = 300.0,
         cursor_name: str = cursor.DEFAULT_NAME,
     ) -> None:
         self._pool = pool
@@ -55,6 +62,7 @@ class Poller:
         self._page_size = page_size
         self._overlap = overlap
         self._max_age = max_age_seconds
+        self._max_future = timedelta(seconds=max_future_seconds)
         self._cursor_name = cursor_name
         self._stopping = False
         self.position = 0  # highest id emitted
@@ -81,6 +89,7 @@ class Poller:
             page_size=settings.poll_page_size,
             overlap=settings.cursor_overlap_rows,
             max_age_seconds=settings.catchup_max_age_seconds,
+            max_future_seconds=settings.intake_max_future_seconds,
         )
 
     def request_stop(self) -> None:
@@ -141,24 +150,33 @@ class Poller:
         while True:
             resuming = self._resume_low is not None
             after = self._resume_low if self._resume_low is not None else self.position
+            latest = datetime.now(UTC) + self._max_future
             async with self._pool.acquire() as conn:
                 rows = await coin_metrics.read_ticks(
-                    conn, after, sorted(self._gaps), self._page_size
+                    conn, after, sorted(self._gaps), self._page_size, latest
                 )
             if not rows:
                 self._resume_low = None
                 break
             now = time.time()
-            ticks = tuple(Tick(r.id, r.mint, r.timestamp, r.phase_id, now) for r in rows)
-            await self._pages.send(TickPage(ticks))
-            ids = [t.row_id for t in ticks]
+            ticks = tuple(
+                Tick(r.id, r.mint, r.timestamp, r.phase_id, now)
+                for r in rows
+                if isinstance(r, coin_metrics.TickRow)
+            )
+            for row in rows:
+                if isinstance(row, coin_metrics.UnusableRow):
+                    _skip(row)
+            if ticks:
+                await self._pages.send(TickPage(ticks))
+            ids = [r.id for r in rows]
             self._track_gaps(after, ids)
             if resuming:
                 # The re-read after a restart continues page by page up to the position.
                 full = len(rows) == self._page_size and max(ids) < self.position
                 self._resume_low = max(ids) if full else None
             emitted += len(ticks)
-            metrics.INTAKE_ROWS.add({}, len(ticks))
+            metrics.INTAKE_ROWS.add({}, len(rows))
             if len(rows) < self._page_size:
                 break
         self._prune()
@@ -177,3 +195,15 @@ class Poller:
     def _prune(self) -> None:
         low = self.position - self._overlap
         self._gaps = {i for i in self._gaps if i > low}
+
+
+def _skip(row: coin_metrics.UnusableRow) -> None:
+    """A row intake cannot use: counted by reason, named in one log line."""
+    metrics.TICKS_SKIPPED.inc({"reason": row.reason})
+    log.warning(
+        "tick_skipped",
+        row_id=row.id,
+        coin_id=row.mint,
+        data_timestamp=row.timestamp,
+        reason=row.reason,
+    )

@@ -3,6 +3,24 @@
 History for a batch is loaded with one query for all its coins and streamed
 with COPY ... CSV straight into Polars: building a frame from asyncpg records
 costs a Python object per value, the CSV path costs one parse in Rust.
+
+The collector's values are not trusted; every read here is total over what the
+column types can store:
+
+- A row's timestamp is usable from `EARLIEST_TICK` up to a bound a little ahead
+  of the reader's clock. `read_ticks` classifies every other row (±infinity,
+  before Christ, centuries ahead, NULL) with a reason instead of letting asyncpg
+  decode it (it raises on BC dates, and returns naive datetimes for ±infinity),
+  and the history reads never load such rows.
+- A numeric beyond double (NaN, ±Infinity, 1e1000) is read as NULL: missing, as
+  the evaluator treats it, never an infinite feature.
+- A tick whose price_close is zero, negative or not finite is skipped with a
+  reason (nothing can be measured against it).
+- Duplicated (mint, timestamp): the row with the highest id is THE row at that
+  time, for prediction (history reads keep only it) and for evaluation
+  (`storage.evaluations` picks `ORDER BY id DESC` at T). A duplicate committed
+  after its tick was predicted changes nothing already stored (predictions are
+  unique per model, coin and timestamp).
 """
 
 from __future__ import annotations
@@ -10,7 +28,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import asyncpg
 import polars as pl
@@ -20,6 +38,31 @@ from features.running import PREFIX_INPUT_COLUMNS
 from storage.id_bisection import last_id_older_than
 
 HISTORY_COLUMNS: tuple[str, ...] = tuple(BASE_COLUMNS)
+
+# Rows dated before this are placeholders (epoch 0, '-infinity', BC), not trades:
+# pump.fun began in 2024. The bound also keeps every value Python can represent.
+EARLIEST_TICK = datetime(2000, 1, 1, tzinfo=UTC)
+# Reads that are not bounded by a tick's time stop here (Python's datetime ends in 9999).
+LATEST_READABLE = datetime(9999, 1, 1, tzinfo=UTC)
+
+# Why `read_ticks` skips a row (pp_ticks_skipped_total{reason}).
+SKIP_MINT_MISSING = "mint_missing"
+SKIP_TIMESTAMP_MISSING = "timestamp_missing"
+SKIP_TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
+SKIP_TIMESTAMP_IN_FUTURE = "timestamp_in_future"
+SKIP_PRICE_NOT_POSITIVE = "price_not_positive"
+SKIP_PRICE_NOT_FINITE = "price_not_finite"
+SKIP_REASONS = (
+    SKIP_MINT_MISSING,
+    SKIP_TIMESTAMP_MISSING,
+    SKIP_TIMESTAMP_OUT_OF_RANGE,
+    SKIP_TIMESTAMP_IN_FUTURE,
+    SKIP_PRICE_NOT_POSITIVE,
+    SKIP_PRICE_NOT_FINITE,
+)
+# The largest double: a numeric above it (or NaN, which sorts above every number in
+# PostgreSQL, or Infinity) has no float value.
+_MAX_DOUBLE = "1.7976931348623157e308"
 
 
 # The collector's columns (id is the table's identity), in catalogue order.
@@ -70,33 +113,72 @@ class TickRow:
     phase_id: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class UnusableRow:
+    """A row intake cannot use, and why. Its timestamp is PostgreSQL's text of it in
+    UTC ('4713-01-01 00:00:00 BC', 'infinity'): it may have no Python value."""
+
+    id: int
+    mint: str | None
+    timestamp: str | None
+    reason: str
+
+
 async def read_ticks(
-    conn: asyncpg.Connection, after_id: int, gap_ids: Sequence[int], limit: int
-) -> list[TickRow]:
+    conn: asyncpg.Connection,
+    after_id: int,
+    gap_ids: Sequence[int],
+    limit: int,
+    latest: datetime,
+) -> list[TickRow | UnusableRow]:
     """Rows with id > after_id, plus the given older ids (gaps that may commit late),
-    in id order.
+    in id order; a row dated after `latest` (or unusable otherwise) as an UnusableRow.
 
     Two primary-key reads joined by UNION ALL: with `id > $1 OR id = ANY($2)` the
     generic plan of the prepared statement estimated a third of the table and
     bitmap-scanned and sorted it (58 ms per read with 70 000 rows, pg_stat_statements).
+    Every row is classified in SQL, so no value asyncpg cannot decode reaches it.
     """
     rows = await conn.fetch(
-        """
-        SELECT id, mint, "timestamp", phase_id_at_time FROM (
-            (SELECT id, mint, "timestamp", phase_id_at_time FROM coin_metrics
-             WHERE id > $1 ORDER BY id LIMIT $3)
-            UNION ALL
-            SELECT id, mint, "timestamp", phase_id_at_time FROM coin_metrics
-            WHERE id = ANY($2::bigint[]) AND id <= $1
-        ) AS t
+        f"""
+        SELECT id, mint, phase_id_at_time, reason,
+               CASE WHEN reason IS NULL THEN "timestamp" END AS "timestamp",
+               CASE WHEN reason IS NOT NULL
+                   THEN ("timestamp" AT TIME ZONE 'UTC')::text END AS timestamp_text
+        FROM (
+            SELECT t.*,
+                   CASE
+                       WHEN t.mint IS NULL THEN '{SKIP_MINT_MISSING}'
+                       WHEN t."timestamp" IS NULL THEN '{SKIP_TIMESTAMP_MISSING}'
+                       WHEN t."timestamp" < $4 THEN '{SKIP_TIMESTAMP_OUT_OF_RANGE}'
+                       WHEN t."timestamp" > $5 THEN '{SKIP_TIMESTAMP_IN_FUTURE}'
+                       WHEN t.price_close <= 0 THEN '{SKIP_PRICE_NOT_POSITIVE}'
+                       WHEN t.price_close > {_MAX_DOUBLE} THEN '{SKIP_PRICE_NOT_FINITE}'
+                   END AS reason
+            FROM (
+                (SELECT id, mint, "timestamp", phase_id_at_time, price_close FROM coin_metrics
+                 WHERE id > $1 ORDER BY id LIMIT $3)
+                UNION ALL
+                SELECT id, mint, "timestamp", phase_id_at_time, price_close FROM coin_metrics
+                WHERE id = ANY($2::bigint[]) AND id <= $1
+            ) AS t
+            ORDER BY t.id
+            LIMIT $3
+        ) AS classified
         ORDER BY id
-        LIMIT $3
         """,
         after_id,
         list(gap_ids),
         limit,
+        EARLIEST_TICK,
+        latest,
     )
-    return [TickRow(r["id"], r["mint"], r["timestamp"], r["phase_id_at_time"]) for r in rows]
+    return [
+        TickRow(r["id"], r["mint"], r["timestamp"], r["phase_id_at_time"])
+        if r["reason"] is None
+        else UnusableRow(r["id"], r["mint"], r["timestamp_text"], r["reason"])
+        for r in rows
+    ]
 
 
 async def last_id_before(conn: asyncpg.Connection, moment: datetime) -> int:
@@ -137,6 +219,12 @@ def _csv_frame(data: bytes, columns: Sequence[str]) -> pl.DataFrame:
     frame = pl.read_csv(io.BytesIO(data), schema=read_schema, has_header=True)
     casts = [pl.col("timestamp").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")]
     casts += [pl.col(n).cast(pl.Boolean) for n, t in schema.items() if t == pl.Boolean()]
+    # NaN, ±Infinity and numerics beyond double (parsed as ±inf) are missing values.
+    casts += [
+        pl.when(pl.col(n).is_finite()).then(pl.col(n)).alias(n)
+        for n, t in schema.items()
+        if t == pl.Float64()
+    ]
     return frame.with_columns(casts).cast({"timestamp": UTC_TIME})
 
 
@@ -167,21 +255,23 @@ async def load_history(
 
     Rows after the tick are never read: features "as of" a tick use only its past.
     Rows come grouped per coin but unsorted (the feature engine sorts; sorting wide
-    rows in the database cost more than the query itself).
+    rows in the database cost more than the query itself). Of a duplicated
+    (mint, timestamp) only the highest id is read; rows before EARLIEST_TICK never.
     """
     query = f"""
         SELECT {_csv_select(columns, "h")}
         FROM unnest($1::text[], $2::timestamptz[], $4::timestamptz[]) AS t(mint, as_of, after)
         CROSS JOIN LATERAL (
-            SELECT * FROM coin_metrics c
+            SELECT DISTINCT ON (c."timestamp") * FROM coin_metrics c
             WHERE c.mint = t.mint AND c."timestamp" <= t.as_of
               AND c."timestamp" > coalesce(t.after, '-infinity'::timestamptz)
-            ORDER BY c."timestamp" DESC
+              AND c."timestamp" >= $5
+            ORDER BY c."timestamp" DESC, c.id DESC
             LIMIT $3
         ) AS h
     """
     newer_than = list(after) if after is not None else [None] * len(mints)
-    args = (list(mints), list(as_of), rows_per_coin, newer_than)
+    args = (list(mints), list(as_of), rows_per_coin, newer_than, EARLIEST_TICK)
     return await _copy_frame(conn, query, args, columns)
 
 
@@ -191,21 +281,33 @@ async def load_rows_before(
     """Per coin, every row strictly before its boundary, with only the prefix columns.
 
     Used once per coin (first sight, or after its window jumped): afterwards the
-    batcher carries the running state forward from rows it already holds.
+    batcher carries the running state forward from rows it already holds. The same
+    rows as `load_history` would read: highest id per (mint, timestamp), none before
+    EARLIEST_TICK.
     """
     query = f"""
         SELECT {_csv_select(PREFIX_INPUT_COLUMNS, "c")}
-        FROM unnest($1::text[], $2::timestamptz[]) AS b(mint, boundary)
-        JOIN coin_metrics c ON c.mint = b.mint AND c."timestamp" < b.boundary
+        FROM (
+            SELECT DISTINCT ON (c.mint, c."timestamp") c.*
+            FROM unnest($1::text[], $2::timestamptz[]) AS b(mint, boundary)
+            JOIN coin_metrics c ON c.mint = b.mint AND c."timestamp" < b.boundary
+            WHERE c."timestamp" >= $3
+            ORDER BY c.mint, c."timestamp", c.id DESC
+        ) AS c
         ORDER BY c.mint, c."timestamp"
     """
-    return await _copy_frame(conn, query, (list(mints), list(boundaries)), PREFIX_INPUT_COLUMNS)
+    args = (list(mints), list(boundaries), EARLIEST_TICK)
+    return await _copy_frame(conn, query, args, PREFIX_INPUT_COLUMNS)
 
 
 async def latest_timestamp(conn: asyncpg.Connection, mint: str) -> datetime | None:
-    """The newest data timestamp of a coin (manual predictions default to it)."""
+    """The newest readable data timestamp of a coin (manual predictions default to it)."""
     value: datetime | None = await conn.fetchval(
-        'SELECT max("timestamp") FROM coin_metrics WHERE mint = $1', mint
+        'SELECT max("timestamp") FROM coin_metrics WHERE mint = $1'
+        ' AND "timestamp" >= $2 AND "timestamp" < $3',
+        mint,
+        EARLIEST_TICK,
+        LATEST_READABLE,
     )
     return value
 
@@ -214,11 +316,12 @@ async def row_at_or_before(conn: asyncpg.Connection, mint: str, moment: datetime
     row = await conn.fetchrow(
         """
         SELECT id, mint, "timestamp", phase_id_at_time FROM coin_metrics
-        WHERE mint = $1 AND "timestamp" <= $2
+        WHERE mint = $1 AND "timestamp" <= $2 AND "timestamp" >= $3
         ORDER BY "timestamp" DESC, id DESC LIMIT 1
         """,
         mint,
         moment,
+        EARLIEST_TICK,
     )
     if row is None:
         return None

@@ -48,6 +48,7 @@ class Settings:
     polling_interval_seconds: float
     feature_history_size: int
     catchup_max_age_seconds: int
+    intake_max_future_seconds: float
     cursor_overlap_rows: int
     poll_page_size: int
     listener_probe_interval_seconds: float
@@ -185,6 +186,7 @@ def _validate(s: Settings) -> None:
         need(getattr(s, seconds) > 0, seconds, "must be greater than 0")
     for non_negative in (
         "catchup_max_age_seconds",
+        "intake_max_future_seconds",
         "cursor_overlap_rows",
         "webhook_max_age_seconds",
         "evaluation_grace_seconds",

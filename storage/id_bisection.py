@@ -24,14 +24,14 @@ async def last_id_older_than(
     if bounds is None or bounds["lo"] is None:
         return 0
     lo, hi = int(bounds["lo"]) - 1, int(bounds["hi"])
-    probe = f"SELECT {time_column} FROM {table} WHERE id >= $1 ORDER BY id LIMIT 1"
+    # Compared in SQL: a time Python cannot hold (BC, ±infinity) must not stop the search.
+    probe = f"SELECT {time_column} < $2 FROM {table} WHERE id >= $1 ORDER BY id LIMIT 1"
     # Invariant: rows with id <= lo are older than moment; the row at hi might not be.
-    if await conn.fetchval(probe, hi) < moment:
+    if await conn.fetchval(probe, hi, moment):
         return hi
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        found = await conn.fetchval(probe, mid)
-        if found is not None and found < moment:
+        if await conn.fetchval(probe, mid, moment):
             lo = mid
         else:
             hi = mid

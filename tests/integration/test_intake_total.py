@@ -1,0 +1,320 @@
+"""Any row the coin_metrics column types allow is predicted or skipped with a reason.
+
+The real service, real models, real PostgreSQL. Collector rows with values no sane
+collector writes (timestamps at ±infinity, before Christ or centuries ahead; NaN,
+±Infinity and numerics beyond double; zero and negative prices; a (mint, timestamp)
+written twice) sit between good rows: every good tick is predicted, each bad one is
+counted in pp_ticks_skipped_total{reason} and named in one log line, the cursor
+moves past it, and no actor restarts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from coin_rows import coin_rows, insert_rows
+from model_factory import train_model
+from service_runner import running_service
+from structlog.testing import capture_logs
+from waiting import wait_for
+from webhook_receiver import insert_active_model
+
+from actors.service import Service
+from storage.config import Settings
+from storage.db import connect
+from storage.model_files import file_sha256
+from storage.model_settings import notify_model_changed
+
+FEATURES = ["price_close", "volume_sol", "buy_pressure_ratio", "num_buys", "price_roc_5"]
+
+
+@pytest.fixture
+def quick(settings: Settings) -> Settings:
+    return settings.replace(batch_timeout_seconds=0.01)
+
+
+async def add_models(conn: asyncpg.Connection, tmp_path: Path, first_id: int) -> list[int]:
+    """An XGBoost and a RandomForest model on base and engineered features."""
+    files = [
+        ("xgboost", train_model("xgboost", FEATURES, seed=1, path=tmp_path / "xgb.pkl")),
+        ("random_forest", train_model("random_forest", FEATURES, seed=2, path=tmp_path / "rf.pkl")),
+    ]
+    ids = []
+    for offset, (kind, path) in enumerate(files):
+        active_model_id = await insert_active_model(
+            conn,
+            first_id + offset,
+            model_type=kind,
+            features=FEATURES,
+            phases=None,
+            params={"use_engineered_features": True, "feature_engineering_windows": [5]},
+            file_path=str(path),
+            file_sha256=file_sha256(path),
+        )
+        await notify_model_changed(conn, active_model_id, "imported")
+        ids.append(active_model_id)
+    return ids
+
+
+async def insert_raw(conn: asyncpg.Connection, rows: list[dict[str, str | None]]) -> list[int]:
+    """Rows given as PostgreSQL text literals (so 'infinity', '4713-01-01 BC', 'NaN',
+    '1e1000' arrive as the collector's own INSERT would write them), in ONE statement."""
+    columns = sorted({c for r in rows for c in r})
+    arrays = [[r.get(c) for r in rows] for c in columns]
+    select = ", ".join(f"${i}::text[]" for i in range(1, len(columns) + 1))
+    casts = ", ".join(f'"{c}"::{_pg_type(c)}' for c in columns)
+    names = ", ".join(f'"{c}"' for c in columns)
+    sql = (
+        f"INSERT INTO coin_metrics ({names}) SELECT {casts} "
+        f"FROM unnest({select}) AS t({names}) RETURNING id"
+    )
+    return [int(r["id"]) for r in await conn.fetch(sql, *arrays)]
+
+
+def _pg_type(column: str) -> str:
+    if column == "mint":
+        return "text"
+    if column == "timestamp":
+        return "timestamptz"
+    if column in ("phase_id_at_time", "num_buys", "num_sells"):
+        return "integer"
+    return "numeric"
+
+
+def as_text(row: dict[str, Any]) -> dict[str, str | None]:
+    """A generated good row as text literals (for `insert_raw`)."""
+    out: dict[str, str | None] = {}
+    for name in ("mint", "timestamp", "phase_id_at_time", "price_close", "price_high"):
+        out[name] = None if row[name] is None else str(row[name])
+    for name in ("price_low", "price_open", "volume_sol", "buy_pressure_ratio", "num_buys"):
+        out[name] = None if row[name] is None else str(row[name])
+    return out
+
+
+async def predicted(conn: asyncpg.Connection, ticks: dict[str, datetime], models: int) -> bool:
+    rows = await conn.fetch("SELECT coin_id, data_timestamp FROM predictions")
+    seen = Counter((r[0], r[1]) for r in rows)
+    return all(seen[(coin, at)] == models for coin, at in ticks.items())
+
+
+async def cursor_id(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT coalesce(max(last_id), 0) FROM intake_cursor"))
+
+
+async def get_json(service: Service, path: str) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{service.web_port}{path}") as resp,
+    ):
+        return resp.status, await resp.json()
+
+
+async def metrics_text(service: Service) -> str:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{service.web_port}/metrics") as resp,
+    ):
+        return await resp.text()
+
+
+def intake_skips(text: str) -> Counter[str]:
+    """pp_ticks_skipped_total of intake (no model label) by reason, from /metrics."""
+    found: Counter[str] = Counter()
+    for line in text.splitlines():
+        if line.startswith("pp_ticks_skipped_total{") and "model=" not in line:
+            reason = line.split('reason="', 1)[1].split('"', 1)[0]
+            found[reason] += int(float(line.rsplit(" ", 1)[1]))
+    return found
+
+
+async def running_predictors(service: Service, n: int) -> bool:
+    return len([a for a in service.supervisor.actor_names if a.startswith("predictor-")]) == n
+
+
+async def history(
+    conn: asyncpg.Connection, coins: list[str], n: int, start: datetime
+) -> dict[str, datetime]:
+    """`n` good rows per coin in one statement; returns each coin's newest timestamp."""
+    rows = [r for i, c in enumerate(coins) for r in coin_rows(c, n, start=start, seed=i + 1)]
+    await insert_rows(conn, rows)
+    return {c: max(r["timestamp"] for r in rows if r["mint"] == c) for c in coins}
+
+
+async def test_rows_with_unusable_timestamps_are_skipped_and_every_coin_is_still_predicted(
+    quick: Settings, db_dsn: str, tmp_path: Path
+) -> None:
+    """'4713-01-01 BC' crash-looped the poller, ±infinity the batcher; a row centuries
+    ahead was predicted (due in the year 3000) and made the intake lag negative."""
+    conn = await connect(db_dsn)
+    start = datetime.now(UTC) - timedelta(seconds=200)
+    try:
+        models = await add_models(conn, tmp_path, 701)
+        with capture_logs() as logs:
+            async with running_service(quick) as service:
+                await wait_for(lambda: running_predictors(service, len(models)), what="models")
+                before = intake_skips(await metrics_text(service))
+                first = await history(conn, ["coinA", "coinB"], 30, start)
+                await wait_for(lambda: predicted(conn, first, len(models)), what="first ticks")
+                # Bad rows of a new coin and inside the good coins' histories.
+                bad = [
+                    {"mint": "coinA", "timestamp": "4713-01-01 BC", "price_close": "1"},
+                    {"mint": "coinA", "timestamp": "-infinity", "price_close": "1"},
+                    {"mint": "badTime", "timestamp": "infinity", "price_close": "1"},
+                    {"mint": "coinB", "timestamp": "3000-01-01 00:00:00+00", "price_close": "1"},
+                ]
+                bad_ids = await insert_raw(conn, bad)
+                later = await history(conn, ["coinA", "coinB"], 3, start + timedelta(seconds=180))
+                await wait_for(
+                    lambda: predicted(conn, later, len(models)), timeout=20, what="later ticks"
+                )
+                await wait_for(lambda: _at_least(cursor_id(conn), max(bad_ids)), what="cursor")
+                after = intake_skips(await metrics_text(service))
+                status, health = await get_json(service, "/health")
+                restarts = dict(service.state.actor_restarts)
+                lag = service.state.intake_lag_seconds
+        stored = await conn.fetch("SELECT coin_id, data_timestamp FROM predictions")
+    finally:
+        await conn.close()
+
+    assert {r["coin_id"] for r in stored} == {"coinA", "coinB"}
+    assert max(r["data_timestamp"] for r in stored) < datetime.now(UTC)
+    assert after - before == Counter({"timestamp_out_of_range": 2, "timestamp_in_future": 2})
+    skipped = [e for e in logs if e["event"] == "tick_skipped"]
+    assert sorted((e["coin_id"], e["data_timestamp"], e["reason"]) for e in skipped) == sorted(
+        [
+            ("coinA", "4713-01-01 00:00:00 BC", "timestamp_out_of_range"),
+            ("coinA", "-infinity", "timestamp_out_of_range"),
+            ("badTime", "infinity", "timestamp_in_future"),
+            ("coinB", "3000-01-01 00:00:00", "timestamp_in_future"),
+        ]
+    )
+    assert all(e["row_id"] in bad_ids for e in skipped)
+    assert restarts == {}
+    assert status == 200, health
+    assert health["checks"]["actors_down"] == []
+    assert lag is not None and lag >= 0
+
+
+async def _at_least(value: Any, bound: int) -> bool:
+    return bool(await value >= bound)
+
+
+async def api_predictions(service: Service, coin: str) -> list[dict[str, Any]]:
+    status, body = await get_json(service, f"/api/predictions?coin_id={coin}&limit=100")
+    assert status == 200, body
+    items: list[dict[str, Any]] = body["items"] if isinstance(body, dict) else body
+    return items
+
+
+async def test_non_finite_huge_zero_and_negative_values_are_skipped_or_missing_never_fatal(
+    quick: Settings, db_dsn: str, tmp_path: Path
+) -> None:
+    """A price that is not a positive finite number makes its tick unusable (skipped with
+    a reason); NaN, ±Infinity and numerics beyond double elsewhere are missing values,
+    never an infinite feature that makes a model raise and fail its whole batch."""
+    conn = await connect(db_dsn)
+    start = datetime.now(UTC) - timedelta(seconds=200)
+    try:
+        models = await add_models(conn, tmp_path, 801)
+        with capture_logs() as logs:
+            async with running_service(quick) as service:
+                await wait_for(lambda: running_predictors(service, len(models)), what="models")
+                before = intake_skips(await metrics_text(service))
+                first = await history(conn, ["coinA", "coinB", "coinC"], 30, start)
+                await wait_for(lambda: predicted(conn, first, len(models)), what="first ticks")
+                at = start + timedelta(seconds=160)
+                bad_price = {
+                    "zeroCoin": ("0", "price_not_positive"),
+                    "negCoin": ("-0.5", "price_not_positive"),
+                    "minusInfCoin": ("-Infinity", "price_not_positive"),
+                    "nanCoin": ("NaN", "price_not_finite"),
+                    "infCoin": ("Infinity", "price_not_finite"),
+                    "hugeCoin": ("1e1000", "price_not_finite"),
+                    "coinA": ("NaN", "price_not_finite"),  # inside coinA's history
+                }
+                rows: list[dict[str, str | None]] = [
+                    {"mint": coin, "timestamp": at.isoformat(), "price_close": price}
+                    for coin, (price, _) in bad_price.items()
+                ]
+                # coinB's tick: a usable price, a volume and a high beyond double.
+                tick_b = coin_rows("coinB", 1, start=at, seed=5)[0]
+                rows.append(as_text(tick_b) | {"volume_sol": "Infinity", "price_high": "1e1000"})
+                # coinC's tick is good and shares the batch with all of them.
+                tick_c = coin_rows("coinC", 1, start=at, seed=6)[0]
+                rows.append(as_text(tick_c))
+                bad_ids = await insert_raw(conn, rows)
+                good = {"coinC": at}
+                await wait_for(lambda: predicted(conn, good, len(models)), what="coinC's tick")
+                later = await history(
+                    conn, ["coinA", "coinB", "coinC"], 3, at + timedelta(seconds=5)
+                )
+                await wait_for(lambda: predicted(conn, later, len(models)), what="later ticks")
+                await wait_for(lambda: _at_least(cursor_id(conn), max(bad_ids)), what="cursor")
+                after = intake_skips(await metrics_text(service))
+                status, health = await get_json(service, "/health")
+                restarts = dict(service.state.actor_restarts)
+                later_a = await api_predictions(service, "coinA")
+        stored = await conn.fetch("SELECT coin_id, data_timestamp, probability FROM predictions")
+    finally:
+        await conn.close()
+
+    assert after - before == Counter({"price_not_positive": 3, "price_not_finite": 4})
+    skipped = [e for e in logs if e["event"] == "tick_skipped"]
+    assert sorted((e["coin_id"], e["reason"]) for e in skipped) == sorted(
+        (coin, reason) for coin, (_, reason) in bad_price.items()
+    )
+    assert all(e["data_timestamp"].startswith(at.strftime("%Y-%m-%d %H:%M:%S")) for e in skipped)
+    # No tick with a bad price was predicted; coinB's tick had a volume the models use
+    # beyond double: missing for them, so skipped by each model, not the batch.
+    predicted_coins = {(r["coin_id"], r["data_timestamp"]) for r in stored}
+    assert not {c for c, _ in predicted_coins} & (set(bad_price) - {"coinA"})
+    assert ("coinA", at) not in predicted_coins and ("coinB", at) not in predicted_coins
+    assert all(0.0 <= r["probability"] <= 1.0 for r in stored)
+    assert {p["data_timestamp"] for p in later_a} >= {later["coinA"].isoformat()}
+    assert restarts == {}
+    assert status == 200, health
+
+
+async def test_a_duplicated_row_is_predicted_and_evaluated_from_the_same_row(
+    quick: Settings, db_dsn: str, tmp_path: Path
+) -> None:
+    """The same (mint, timestamp) written twice with different prices: the row with the
+    highest id is the row at that time, for the prediction's price and for the outcome."""
+    conn = await connect(db_dsn)
+    start = datetime.now(UTC) - timedelta(minutes=20)
+    fast = quick.replace(evaluation_interval_seconds=0.2, evaluation_grace_seconds=0)
+    try:
+        models = await add_models(conn, tmp_path, 901)
+        async with running_service(fast) as service:
+            await wait_for(lambda: running_predictors(service, len(models)), what="models")
+            first = await history(conn, ["dupCoin"], 30, start)
+            await wait_for(lambda: predicted(conn, first, len(models)), what="first ticks")
+            at = first["dupCoin"] + timedelta(seconds=5)
+            low, high = coin_rows("dupCoin", 2, start=at, step_seconds=0, seed=7)
+            low["price_close"], high["price_close"] = 1.0e-7, 2.0e-7
+            await insert_rows(conn, [low, high])  # one statement: ids in this order
+            await wait_for(lambda: predicted(conn, {"dupCoin": at}, len(models)), what="dup tick")
+            # The price 5 minutes later: +50 % against the kept row, +200 % against the other.
+            [end] = coin_rows("dupCoin", 1, start=at + timedelta(minutes=4), seed=8)
+            end["price_close"] = 3.0e-7
+            await insert_rows(conn, [end])
+
+            async def evaluated() -> list[dict[str, Any]]:
+                items = await api_predictions(service, "dupCoin")
+                mine = [p for p in items if p["data_timestamp"] == at.isoformat()]
+                return mine if mine and all(p["status"] != "pending" for p in mine) else []
+
+            judged = await wait_for(evaluated, timeout=20, what="the duplicate's evaluation")
+    finally:
+        await conn.close()
+
+    assert len(judged) == len(models)
+    for p in judged:
+        assert p["price_close_at_t"] == pytest.approx(2.0e-7)
+        assert p["actual_change_pct"] == pytest.approx(50.0)
