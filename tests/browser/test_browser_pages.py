@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import requests
+from browser_fixtures import *  # noqa: F403 (the fixtures)
 from browser_service import RunningDemo
 from dashboard_browser import DashboardBrowser
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 from anyio.from_thread import start_blocking_portal
+from browser_fixtures import *  # noqa: F403 (the fixtures)
 from browser_service import RunningDemo, browser_settings
 from dashboard_browser import DashboardBrowser
 from service_runner import running_service

@@ -1,10 +1,12 @@
-"""The real service in demo mode, its dashboard, and headless Chromium driving it.
+"""Fixtures of the browser tests: the real service in demo mode, its dashboard, and
+headless Chromium driving it. Test modules import them by name (a conftest.py here
+would take the module name `conftest` from tests/conftest.py, which tests import).
 
 One service per module (the demo needs seconds to train and import its models,
 far longer than any page visit), started on a thread of its own: Selenium
 blocks, and the service's event loop must keep serving while it does.
 Screenshots go to `SCREENSHOT_DIR` (default: a fresh folder under the pytest
-temp dir); the folder is printed at the end of the run.
+temp dir); the folder is printed when the first test needs it.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from waiting import wait_for
 
 from actors.service import ServiceOptions
 
+__all__ = ["browser", "chrome", "database_dsn", "demo", "screenshot_dir"]
+
 INSTALL_HINT = (
     "The browser tests need Chromium and its WebDriver: as root, "
     "`apt-get install chromium chromium-driver` (./scripts/test does this when run as root)."
 )
-SCREENSHOTS_KEY = pytest.StashKey[Path]()
 
 
 @pytest.fixture(scope="session")
@@ -42,14 +45,10 @@ def screenshot_dir(
     configured = os.environ.get("SCREENSHOT_DIR")
     folder = Path(configured) if configured else tmp_path_factory.mktemp("screenshots")
     folder.mkdir(parents=True, exist_ok=True)
-    request.config.stash[SCREENSHOTS_KEY] = folder
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"dashboard screenshots: {folder}")
     return folder
-
-
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    folder = config.stash.get(SCREENSHOTS_KEY, None)
-    if folder is not None:
-        terminalreporter.write_line(f"dashboard screenshots: {folder}")
 
 
 @pytest.fixture(scope="module")
