@@ -43,6 +43,7 @@ class Settings:
     training_service_api_url: str
     training_service_timeout_seconds: float
     model_storage_path: str
+    model_max_bytes: int
     batch_size: int
     batch_timeout_seconds: float
     polling_interval_seconds: float
@@ -169,6 +170,7 @@ def _validate(s: Settings) -> None:
         "webhook_max_attempts",
         "evaluation_page_size",
         "retention_chunk_rows",
+        "model_max_bytes",
     ):
         need(getattr(s, positive) >= 1, positive, "must be at least 1")
     for seconds in (

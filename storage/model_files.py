@@ -36,9 +36,15 @@ from xgboost import XGBClassifier
 
 from storage.booster import BoosterPredictor
 from storage.forest import CompiledForest
-from storage.safe_unpickle import ForbiddenGlobalError, is_joblib_or_pickle, safe_load
+from storage.safe_unpickle import (
+    ForbiddenGlobalError,
+    SizeLimitError,
+    is_joblib_or_pickle,
+    safe_load,
+)
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
     "KNOWN_SUFFIXES",
     "LoadedModel",
     "ModelFileError",
@@ -47,6 +53,7 @@ __all__ = [
     "load_model",
     "probe",
     "store_model_file",
+    "too_large",
 ]
 
 log = structlog.get_logger(__name__)
@@ -56,6 +63,9 @@ ModelKind = Literal["xgboost", "random_forest"]
 # Extensions a stored model file keeps; anything else is stored as `.pkl`,
 # which is what the Training Service contract promises.
 KNOWN_SUFFIXES: Final[frozenset[str]] = frozenset({".pkl", ".joblib", ".json", ".ubj"})
+
+# MODEL_MAX_BYTES: a model file, and a pickle after decompression, may not be larger.
+DEFAULT_MAX_BYTES: Final = 200_000_000
 
 _PROBA_TOLERANCE: Final = 1e-5  # XGBoost computes in float32
 _CHUNK: Final = 1 << 20
@@ -156,12 +166,14 @@ async def store_model_file(
     data: bytes | AsyncIterable[bytes],
     *,
     suffix: str = ".pkl",
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> tuple[Path, str]:
     """Write a model file atomically as `model_<id>_<sha8><suffix>`; return (path, sha256).
 
     The bytes go to a temporary file in the same directory, are fsynced and
     then renamed, so a reader never sees a half-written model. On any failure,
-    including cancellation and an empty body, the temporary file is removed and
+    including cancellation, an empty body and a body longer than `max_bytes`
+    (refused as soon as it passes the limit), the temporary file is removed and
     nothing is left behind. An unknown `suffix` is stored as `.pkl`.
     """
     target_dir = Path(directory)
@@ -178,8 +190,10 @@ async def store_model_file(
         try:
             async for chunk in _chunks(data):
                 if chunk:
-                    digest.update(chunk)
                     size += len(chunk)
+                    if size > max_bytes:
+                        raise ModelFileError(too_large(max_bytes))
+                    digest.update(chunk)
                     await anyio.to_thread.run_sync(tmp_file.write, chunk)
             await anyio.to_thread.run_sync(_flush_and_fsync, tmp_file)
         finally:
@@ -197,6 +211,14 @@ async def store_model_file(
     await anyio.to_thread.run_sync(_fsync_directory, target_dir)
     log.info("model file stored", model_id=model_id, path=str(final), sha256=sha256, bytes=size)
     return final, sha256
+
+
+def too_large(max_bytes: int) -> str:
+    """The refusal of a file over the size cap, naming the setting that sets it."""
+    return (
+        f"the model file is larger than {max_bytes} bytes (MODEL_MAX_BYTES); "
+        "raise the setting if the model is genuinely this big"
+    )
 
 
 # --------------------------------------------------------------------------- loading
@@ -319,11 +341,15 @@ def _check_estimator(obj: Any, path: Path) -> ModelKind:
     return kind
 
 
-def _load_object(data: bytes, path: Path, file_format: str) -> Any:
+def _load_object(data: bytes, path: Path, file_format: str, max_bytes: int) -> Any:
     if file_format != "joblib":
         return _load_xgboost_native(data, path)
     try:
-        return safe_load(data)
+        return safe_load(data, max_bytes=max_bytes)
+    except SizeLimitError as exc:
+        raise ModelFileError(
+            f"{path}: {exc} (MODEL_MAX_BYTES bounds the model after decompression too)"
+        ) from exc
     except ForbiddenGlobalError as exc:
         raise ModelFileError(f"{path}: {exc}") from exc
     except MemoryError as exc:
@@ -334,15 +360,18 @@ def _load_object(data: bytes, path: Path, file_format: str) -> Any:
         ) from exc
 
 
-def load_model(path: str | os.PathLike[str]) -> LoadedModel:
+def load_model(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES) -> LoadedModel:
     """Load, check, repair and probe a model file. Blocking: run it in a worker thread.
 
     Raises `ModelFileError` (with the path and the reason) for a refused class,
-    a corrupt or truncated file, an unknown format, a model that is not a
-    two-class RandomForest or XGBoost classifier, or one that fails the probe.
+    a corrupt or truncated file, a file (or decompressed pickle) larger than
+    `max_bytes`, an unknown format, a model that is not a two-class
+    RandomForest or XGBoost classifier, or one that fails the probe.
     """
     model_path = Path(path)
     try:
+        if model_path.stat().st_size > max_bytes:
+            raise ModelFileError(f"{model_path}: {too_large(max_bytes)}")
         data = model_path.read_bytes()
     except OSError as exc:
         raise ModelFileError(f"{model_path}: cannot read the model file ({exc})") from exc
@@ -356,7 +385,7 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
         )
     with _load_lock, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        obj = _load_object(data, model_path, file_format)
+        obj = _load_object(data, model_path, file_format, max_bytes)
     _log_load_warnings(caught, model_path)
 
     kind = _check_estimator(obj, model_path)

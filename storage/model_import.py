@@ -12,6 +12,7 @@ has just downloaded, and two imports of the same model cannot race.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -265,9 +266,11 @@ def _file_refused(model_id: int, exc: Exception) -> ModelImportError:
     )
 
 
-async def _load(model_id: int, path: Path) -> LoadedModel:
+async def _load(model_id: int, path: Path, settings: Settings) -> LoadedModel:
     try:
-        return await anyio.to_thread.run_sync(load_model, path)
+        return await anyio.to_thread.run_sync(
+            functools.partial(load_model, path, max_bytes=settings.model_max_bytes)
+        )
     except ModelFileError as exc:
         raise _file_refused(model_id, exc) from exc
 
@@ -328,7 +331,9 @@ async def _download(
     client: TrainingServiceClient, settings: Settings, model_id: int
 ) -> tuple[Path, str]:
     try:
-        return await client.download_model(model_id, settings.model_storage_path)
+        return await client.download_model(
+            model_id, settings.model_storage_path, max_bytes=settings.model_max_bytes
+        )
     except TrainingServiceError as exc:
         if exc.status == 200 and isinstance(exc.__cause__, ModelFileError):
             raise _file_refused(model_id, exc.__cause__) from exc
@@ -356,7 +361,7 @@ async def import_model(
         path, sha256 = await _download(client, settings, model_id)
         keep_file = False
         try:
-            loaded = await _load(model_id, path)
+            loaded = await _load(model_id, path, settings)
             if loaded.sha256 != sha256:  # changed on disk between store and load
                 raise _file_refused(
                     model_id, ModelFileError(f"{path}: changed while being imported")
@@ -516,7 +521,7 @@ async def reload_model(
                     new_sha256=sha256,
                 )
         try:
-            loaded = await _load(row.model_id, path)
+            loaded = await _load(row.model_id, path, settings)
             _check_kind(row.model_id, row.model_type, loaded)
             _check_same_features(row, loaded)
             with anyio.CancelScope(shield=True):  # as in import: never orphan a committed file

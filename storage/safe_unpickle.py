@@ -21,6 +21,7 @@ import _compat_pickle
 import codecs
 import io
 import pickle
+import struct
 from collections.abc import Callable
 from typing import IO, Any, Final
 
@@ -32,7 +33,7 @@ import numpy as np
 from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
 from joblib.numpy_pickle_utils import _COMPRESSORS, _detect_compressor
 
-__all__ = ["ForbiddenGlobalError", "is_joblib_or_pickle", "safe_load"]
+__all__ = ["ForbiddenGlobalError", "SizeLimitError", "is_joblib_or_pickle", "safe_load"]
 
 
 class ForbiddenGlobalError(pickle.UnpicklingError):
@@ -45,6 +46,14 @@ class ForbiddenGlobalError(pickle.UnpicklingError):
             f"refused to load {module}.{name} from the pickle: {reason} "
             "(a model file may only contain scikit-learn, XGBoost and NumPy types)"
         )
+
+
+class SizeLimitError(pickle.UnpicklingError):
+    """The pickle (after decompression) or one of its arrays is larger than allowed."""
+
+    def __init__(self, limit: int, what: str) -> None:
+        self.limit = limit
+        super().__init__(f"{what} is larger than the limit of {limit} bytes")
 
 
 def _latin1_encode(text: str, encoding: str = "latin1", errors: str = "strict") -> bytes:
@@ -197,27 +206,112 @@ def _find_allowed(
     return obj
 
 
+def _load_bytearray8(unpickler: Any) -> None:
+    """BYTEARRAY8, refused before allocation when it claims more than the stream has left.
+
+    pickle allocates (and zero-fills) the bytearray from the length prefix
+    before reading it: 20 bytes could otherwise claim gigabytes of memory.
+    """
+    (length,) = struct.unpack("<Q", unpickler.read(8))
+    reader = unpickler.bounded_reader
+    if length > reader.remaining:
+        raise SizeLimitError(reader.limit, f"a bytearray of {length} bytes")
+    data = bytearray(length)
+    unpickler.readinto(data)
+    unpickler.append(data)
+
+
 class _AllowListUnpickler(NumpyUnpickler):  # type: ignore[misc]
     """joblib's unpickler with `find_class` limited to the allow-list."""
+
+    dispatch = NumpyUnpickler.dispatch.copy()
+    dispatch[pickle.BYTEARRAY8[0]] = _load_bytearray8
+
+    def __init__(self, reader: _BoundedReader) -> None:
+        super().__init__("", reader, ensure_native_byte_order=True)
+        self.bounded_reader = reader
 
     def find_class(self, module: str, name: str) -> Any:
         return _find_allowed(self, module, name, super().find_class)
 
 
 class _NestedAllowListUnpickler(pickle._Unpickler):
-    """For the nested pickle of an object array: plain pickle, same allow-list."""
+    """For the nested pickle of an object array: plain pickle, same allow-list and limits."""
+
+    dispatch = pickle._Unpickler.dispatch.copy()
+    dispatch[pickle.BYTEARRAY8[0]] = _load_bytearray8
+
+    def __init__(self, reader: _BoundedReader) -> None:
+        super().__init__(reader)
+        self.bounded_reader = reader
 
     def find_class(self, module: str, name: str) -> Any:
         return _find_allowed(self, module, name, super().find_class)
 
 
 class _GuardedArrayWrapper(NumpyArrayWrapper):  # type: ignore[misc]
-    """joblib's array placeholder, reading object arrays through the allow-list."""
+    """joblib's array placeholder, reading object arrays through the allow-list.
+
+    joblib allocates the array from the shape in its header before reading the
+    data; a header claiming more bytes than the stream may still yield is
+    refused before that allocation.
+    """
 
     def read_array(self, unpickler: Any, *args: Any, **kwargs: Any) -> Any:
+        reader = unpickler.bounded_reader
         if self.dtype.hasobject:
-            return _NestedAllowListUnpickler(unpickler.file_handle).load()
+            return _NestedAllowListUnpickler(reader).load()
+        count = 1
+        for extent in self.shape:
+            count *= int(extent)
+        if count < 0 or count * self.dtype.itemsize > reader.remaining:
+            raise SizeLimitError(reader.limit, f"an array of shape {tuple(self.shape)}")
         return super().read_array(unpickler, *args, **kwargs)
+
+
+class _BoundedReader(io.RawIOBase):
+    """A read-only stream that refuses to yield more than `limit` bytes in total.
+
+    Wrapped around the decompressed pickle so a small compressed file cannot
+    expand into gigabytes: a read that would pass the limit raises before the
+    bytes are produced (pickle asks for a length-prefixed blob in one read).
+    """
+
+    def __init__(self, inner: IO[bytes], limit: int) -> None:
+        super().__init__()
+        self._inner = inner
+        self.limit = limit
+        self._consumed = 0
+
+    @property
+    def remaining(self) -> int:
+        return self.limit - self._consumed
+
+    def readable(self) -> bool:
+        return True
+
+    def _take(self, data: bytes) -> bytes:
+        self._consumed += len(data)
+        if self._consumed > self.limit:
+            raise SizeLimitError(self.limit, "the decompressed model file")
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0 or size > self.remaining:
+            # At most one byte past the limit: enough to know it was passed.
+            return self._take(self._inner.read(self.remaining + 1))
+        return self._take(self._inner.read(size))
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0 or size > self.remaining:
+            size = self.remaining + 1
+        return self._take(self._inner.readline(size))
 
 
 def is_joblib_or_pickle(head: bytes) -> bool:
@@ -227,12 +321,14 @@ def is_joblib_or_pickle(head: bytes) -> bool:
     return any(head.startswith(c.prefix) for c in _COMPRESSORS.values())
 
 
-def safe_load(data: bytes) -> Any:
+def safe_load(data: bytes, *, max_bytes: int) -> Any:
     """Load a joblib (or plain pickle) file's bytes through the allow-list.
 
-    Raises `ForbiddenGlobalError` for a refused name and whatever the pickle
-    machinery raises (`UnpicklingError`, `EOFError`, `ValueError` ...) for a
-    corrupt or truncated file; the caller turns both into a clear error.
+    At most `max_bytes` are read after decompression, and no array larger than
+    what is left of them is allocated (`SizeLimitError`). Raises
+    `ForbiddenGlobalError` for a refused name and whatever the pickle machinery
+    raises (`UnpicklingError`, `EOFError`, `ValueError` ...) for a corrupt or
+    truncated file; the caller turns all of them into a clear error.
     """
     fileobj: IO[bytes] = io.BytesIO(data)
     compressor = _detect_compressor(fileobj)
@@ -242,5 +338,5 @@ def safe_load(data: bytes) -> Any:
         raise pickle.UnpicklingError("joblib < 0.10 multi-file format is not supported")
     if compressor in _COMPRESSORS:
         fileobj = io.BufferedReader(_COMPRESSORS[compressor].decompressor_file(fileobj))
-    unpickler = _AllowListUnpickler("", fileobj, ensure_native_byte_order=True)
+    unpickler = _AllowListUnpickler(_BoundedReader(fileobj, max_bytes))
     return unpickler.load()

@@ -21,7 +21,13 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import aiohttp
 import structlog
 
-from storage.model_files import KNOWN_SUFFIXES, ModelFileError, store_model_file
+from storage.model_files import (
+    DEFAULT_MAX_BYTES,
+    KNOWN_SUFFIXES,
+    ModelFileError,
+    store_model_file,
+    too_large,
+)
 
 __all__ = [
     "ModelInfo",
@@ -463,8 +469,15 @@ class TrainingServiceClient:
                 f"Training Service GET {url}: invalid model object ({exc})", url=url, status=200
             ) from exc
 
-    async def download_model(self, model_id: int, directory: str | Path) -> tuple[Path, str]:
-        """Stream the model file to `directory` (atomic rename); return (path, sha256)."""
+    async def download_model(
+        self, model_id: int, directory: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> tuple[Path, str]:
+        """Stream the model file to `directory` (atomic rename); return (path, sha256).
+
+        A body over `max_bytes` is refused: at once when its Content-Length says
+        so, else as soon as the bytes written (after any Content-Encoding is
+        undone, in bounded chunks) pass the limit. Nothing is kept in memory.
+        """
         url = self._url(f"/models/{int(model_id)}/download")
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self.timeout, sock_read=self.timeout
@@ -480,9 +493,12 @@ class TrainingServiceClient:
                         body,
                         f"no model file for model {model_id}",
                     )
+                announced = response.content_length
+                if announced is not None and announced > max_bytes:
+                    raise ModelFileError(too_large(max_bytes))
                 suffix = _suffix_of(response)
                 path, sha256 = await store_model_file(
-                    directory, model_id, _body_chunks(response), suffix=suffix
+                    directory, model_id, _body_chunks(response), suffix=suffix, max_bytes=max_bytes
                 )
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise self._failure(url, exc, timeout=self.timeout) from exc

@@ -81,6 +81,8 @@ class StubModel:
     info: dict[str, Any]
     file: bytes | None
     filename: str
+    # Sent as the Content-Encoding of the download (`file` is then already encoded).
+    content_encoding: str | None = None
 
 
 @dataclass
@@ -192,10 +194,11 @@ class TrainingServiceStub:
             await self.download_gate.wait()
         if model.file is None:
             raise web.HTTPNotFound(text='{"detail": "Model file not found"}')
+        headers = {"Content-Disposition": f'attachment; filename="{model.filename}"'}
+        if model.content_encoding is not None:
+            headers["Content-Encoding"] = model.content_encoding
         return web.Response(
-            body=model.file,
-            content_type="application/octet-stream",
-            headers={"Content-Disposition": f'attachment; filename="{model.filename}"'},
+            body=model.file, content_type="application/octet-stream", headers=headers
         )
 
 

@@ -7,7 +7,9 @@ import io
 import json
 import os
 import pickle
+import struct
 import warnings
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -387,3 +389,64 @@ def test_file_sha256_matches_hashlib(tmp_path: Path) -> None:
     path.write_bytes(io.BytesIO(b"x" * 3_000_000).getvalue())
 
     assert file_sha256(path) == hashlib.sha256(b"x" * 3_000_000).hexdigest()
+
+
+# --------------------------------------------------------------------------- size limits
+
+
+def _gzip_bomb(expanded_mb: int) -> bytes:
+    """A gzip file (joblib's gzip magic) holding a pickle that claims `expanded_mb` MB of zeros.
+
+    Small on disk (about 1/1000 of its expanded size), it decompresses to a
+    single length-prefixed bytes object, which pickle reads in one call.
+    """
+    header = b"\x80\x04\x8e" + struct.pack("<Q", expanded_mb << 20)  # PROTO 4, BINBYTES8
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: a gzip container
+    megabyte = bytes(1 << 20)
+    parts = [compressor.compress(header)]
+    parts += [compressor.compress(megabyte) for _ in range(expanded_mb)]
+    return b"".join([*parts, compressor.flush()])
+
+
+def test_a_gzip_bomb_is_refused_at_the_limit_not_decompressed_whole(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.pkl"
+    path.write_bytes(_gzip_bomb(64))
+    assert path.stat().st_size < 200_000
+
+    # Refused by the decompression bound itself, after at most 8 MB were produced.
+    with pytest.raises(ModelFileError, match="larger than the limit of 8000000 bytes"):
+        load_model(path, max_bytes=8_000_000)
+
+
+def test_length_prefixes_claiming_more_than_the_file_holds_are_refused_before_allocating(
+    tmp_path: Path,
+) -> None:
+    # BYTEARRAY8 makes pickle allocate (and zero) the claimed length before reading it.
+    claims_50_gb = tmp_path / "bytearray.pkl"
+    claims_50_gb.write_bytes(b"\x80\x05\x96" + struct.pack("<Q", 50 << 30) + b"x.")
+    # A joblib array header whose shape claims 8 GB of float64 (the file holds 24 bytes).
+    array = tmp_path / "array.pkl"
+    joblib.dump(np.zeros(3), array, protocol=2)
+    data = array.read_bytes()
+    assert data.count(b"K\x03\x85") == 1  # the shape tuple (3,)
+    array.write_bytes(data.replace(b"K\x03\x85", b"J\x00\x00\x00\x40\x85"))
+
+    with pytest.raises(ModelFileError, match="a bytearray of 53687091200 bytes"):
+        load_model(claims_50_gb)
+    with pytest.raises(ModelFileError, match=r"an array of shape \(1073741824,\)"):
+        load_model(array)
+
+
+def test_a_file_over_the_size_cap_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    path = train_model("random_forest", ["a", "b"], path=tmp_path / "rf.pkl")
+    size = path.stat().st_size
+
+    with pytest.raises(ModelFileError, match="MODEL_MAX_BYTES"):
+        load_model(path, max_bytes=size - 1)
+    assert load_model(path, max_bytes=size).kind == "random_forest"
+
+
+async def test_store_refuses_a_body_over_the_cap_and_leaves_no_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelFileError, match=r"larger than 1000 bytes \(MODEL_MAX_BYTES\)"):
+        await store_model_file(tmp_path, 5, _stream(b"a" * 600, b"b" * 600), max_bytes=1000)
+    assert os.listdir(tmp_path) == []
