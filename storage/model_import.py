@@ -627,7 +627,7 @@ async def load_checked_model(
             path = Path(existing.file_path)
             problem = await anyio.to_thread.run_sync(_local_problem, path, existing.file_sha256)
             if problem is None:
-                loaded = await _load(model_id, path)
+                loaded = await _load(model_id, path, settings)
                 _check_same_features(existing, loaded)
                 return CheckedModel(model_id, loaded, existing.features, None, row)
             log.info("backtest downloads the model again", model_id=model_id, problem=problem)
@@ -637,7 +637,7 @@ async def load_checked_model(
             raise errors[0]
         path, sha256 = await _download(client, settings, model_id)
         try:
-            loaded = await _load(model_id, path)
+            loaded = await _load(model_id, path, settings)
             if loaded.sha256 != sha256:
                 raise _file_refused(model_id, ModelFileError(f"{path}: changed while being loaded"))
             _check_kind(model_id, info.model_type, loaded)
