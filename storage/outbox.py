@@ -376,6 +376,11 @@ async def release(conn: asyncpg.Connection, leases: Sequence[Lease]) -> list[int
     return sorted(r["id"] for r in rows)
 
 
+async def count_status(conn: asyncpg.Connection, status: JobStatus) -> int:
+    """Jobs of one status."""
+    return int(await conn.fetchval("SELECT count(*) FROM webhook_outbox WHERE status = $1", status))
+
+
 async def outbox_depth(conn: asyncpg.Connection) -> int:
     """Pending jobs (due or waiting for a retry)."""
     value = await conn.fetchval("SELECT count(*) FROM webhook_outbox WHERE status = 'pending'")

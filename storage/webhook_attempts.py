@@ -146,3 +146,58 @@ async def model_status(conn: asyncpg.Connection, active_model_id: int) -> ModelW
     counts: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
     counts.update({r["outcome"]: int(r["n"]) for r in counts_rows})
     return ModelWebhookStatus(_row(last), _row(success), _row(error), counts)
+
+
+@dataclass(frozen=True, slots=True)
+class Losses:
+    """Jobs that did not reach their receiver: what makes n8n-status and /health loud."""
+
+    dead_recently: int  # jobs dead now whose fatal attempt is within the window
+    waiting: int  # jobs parked on a missing endpoint (any age: they still wait)
+
+
+# Dead jobs through the partial index of recent losing attempts (migration 0013), so
+# /health never scans the week of dead jobs kept for operators.
+_RECENT_DEAD = """
+SELECT DISTINCT a.outbox_id FROM webhook_attempts a
+JOIN webhook_outbox o ON o.id = a.outbox_id AND o.status = 'dead'
+WHERE a.outcome IN ('dead', 'failed', 'wait')
+  AND a.attempted_at > now() - make_interval(secs => $1)
+  AND a.active_model_ids @> $2::bigint[]
+"""
+
+
+async def losses(
+    conn: asyncpg.Connection, *, window_seconds: float, active_model_id: int | None = None
+) -> Losses:
+    """Dead (within the window) and waiting jobs, of one model or of all."""
+    model_filter = [] if active_model_id is None else [active_model_id]
+    dead = await conn.fetchval(
+        f"SELECT count(*) FROM ({_RECENT_DEAD}) d", float(window_seconds), model_filter
+    )
+    waiting = await conn.fetchval(
+        "SELECT count(*) FROM webhook_outbox WHERE status = 'waiting'"
+        " AND active_model_ids @> $1::bigint[]",
+        model_filter,
+    )
+    return Losses(int(dead), int(waiting))
+
+
+async def losses_by_model(conn: asyncpg.Connection, *, window_seconds: float) -> dict[int, Losses]:
+    """Per active model id: its dead (within the window) and waiting jobs; models
+    without losses are left out."""
+    rows = await conn.fetch(
+        f"""
+        SELECT m.id AS active_model_id,
+               count(*) FILTER (WHERE o.status = 'dead') AS dead,
+               count(*) FILTER (WHERE o.status = 'waiting') AS waiting
+        FROM webhook_outbox o
+        CROSS JOIN LATERAL unnest(o.active_model_ids) AS m(id)
+        WHERE (o.status = 'waiting')
+           OR o.id IN ({_RECENT_DEAD})
+        GROUP BY m.id ORDER BY m.id
+        """,
+        float(window_seconds),
+        [],
+    )
+    return {int(r["active_model_id"]): Losses(int(r["dead"]), int(r["waiting"])) for r in rows}

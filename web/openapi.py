@@ -70,6 +70,7 @@ class Operation:
     content_type: str = JSON
     # Bodies that are not the error shape (e.g. the health report answered with 503).
     schemas: dict[int, dict[str, Any]] = field(default_factory=dict)
+    description: str = ""  # longer than the summary: what a client should do with it
 
 
 def _id(name: str = "id", what: str = "active model id") -> Param:
@@ -128,9 +129,110 @@ HEALTH_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["status", "reasons", "checks"],
     "properties": {
-        "status": {"enum": ["healthy", "degraded"]},
+        "status": {"enum": ["healthy", "warning", "degraded"]},
         "reasons": {"type": "array", "items": {"type": "string"}},
         "checks": {"type": "object"},
+    },
+}
+
+JOB_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "status": {"enum": ["pending", "delivered", "dead", "waiting"]},
+        "target_url": {"type": "string", "description": "secrets masked"},
+        "coin_id": {"type": "string"},
+        "data_timestamp": ISO_TIME,
+        "active_model_ids": {"type": "array", "items": {"type": "integer"}},
+        "model_ids": {"type": "array", "items": {"type": "integer"}},
+        "attempts": {"type": "integer"},
+        "last_error": {
+            "type": ["string", "null"],
+            "description": "status code and a fixed reason; never the receiver's body",
+        },
+        "last_status_code": {"type": ["integer", "null"]},
+        "created_at": ISO_TIME,
+        "first_attempt_at": {"type": ["string", "null"], "format": "date-time"},
+        "last_attempt_at": {"type": ["string", "null"], "format": "date-time"},
+        "idempotency_key": {"type": "string"},
+        "payload": {"type": "object", "description": "the body as sent (CONTRACTS.md 4)"},
+    },
+}
+JOB_LIST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["total", "limit", "offset", "jobs"],
+    "properties": {
+        "total": {"type": "integer"},
+        "limit": {"type": "integer"},
+        "offset": {"type": "integer"},
+        "jobs": {"type": "array", "items": JOB_SCHEMA},
+    },
+}
+ENDPOINT_SCHEMA: dict[str, Any] = {
+    "type": ["object", "null"],
+    "properties": {
+        "target_url": {"type": "string"},
+        "status": {"enum": ["failing", "missing"]},
+        "failing_since": ISO_TIME,
+        "missing_since": {"type": ["string", "null"], "format": "date-time"},
+        "last_status_code": {"type": ["integer", "null"]},
+    },
+}
+LOSSES_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "reasons", "dead_last_hour", "waiting", "models"],
+    "properties": {
+        "status": {"enum": ["ok", "degraded"]},
+        "reasons": {"type": "array", "items": {"type": "string"}},
+        "window_seconds": {"type": "integer"},
+        "dead_last_hour": {"type": "integer"},
+        "dead_total": {"type": "integer"},
+        "waiting": {"type": "integer"},
+        "missing_endpoints": {"type": "array", "items": ENDPOINT_SCHEMA},
+        "models": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "active_model_id": {"type": "integer"},
+                    "dead_last_hour": {"type": "integer"},
+                    "waiting": {"type": "integer"},
+                },
+            },
+        },
+    },
+}
+RETRY_ALL_BODY = _obj(
+    {
+        "statuses": {
+            "type": "array",
+            "minItems": 1,
+            "items": {"enum": ["dead", "waiting"]},
+        },
+        "active_model_id": ID,
+    },
+    required=("statuses",),
+)
+N8N_STATUS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "status": {
+            "enum": ["disabled", "no_url", "degraded", "no_attempts", "ok", "retrying", "failing"]
+        },
+        "reasons": {"type": "array", "items": {"type": "string"}},
+        "endpoint": ENDPOINT_SCHEMA,
+        "jobs": {
+            "type": "object",
+            "properties": {
+                k: {"type": "integer"} for k in ("pending", "delivered", "dead", "waiting")
+            },
+        },
+        "losses_last_hour": {
+            "type": "object",
+            "properties": {"dead": {"type": "integer"}, "waiting": {"type": "integer"}},
+        },
+        "dead_jobs": {"type": "array", "items": JOB_SCHEMA, "maxItems": 20},
+        "waiting_jobs": {"type": "array", "items": JOB_SCHEMA, "maxItems": 20},
     },
 }
 CAPS_BODY = _obj({"max_open_negative": CAP, "max_open_positive": CAP, "max_open_alert": CAP})
@@ -144,6 +246,11 @@ OPERATIONS: tuple[Operation, ...] = (
         SYS,
         responses={200: "healthy", 503: "degraded"},
         schemas={200: HEALTH_SCHEMA, 503: HEALTH_SCHEMA},
+        description="503 `degraded`: the service itself is unwell (database, intake, lag,"
+        " shutting down). 200 `warning`: it works, but webhook jobs died in the last hour or"
+        " wait for a missing endpoint; `reasons` says so (prefix `webhooks:`) and"
+        " `checks.webhooks` counts them. Not a 503: restarting the service cannot fix an"
+        " n8n workflow, and the API is what fixes the URL and retries the jobs.",
     ),
     Operation(
         "GET",
@@ -343,6 +450,13 @@ OPERATIONS: tuple[Operation, ...] = (
         HOOKS,
         params=(_id(),),
         responses={404: "unknown model"},
+        schemas={200: N8N_STATUS_SCHEMA},
+        description="`status` is `degraded` (with `reasons`) when jobs carrying this model"
+        " died in the last hour or wait for a missing endpoint; `endpoint` is the state of"
+        " the effective URL when it fails (`missing`: 404 beyond"
+        " WEBHOOK_NOT_FOUND_GRACE_SECONDS). Errors are a status code and a fixed reason,"
+        " never the receiver's body. `dead_jobs` and `waiting_jobs` preview 20 each; retry"
+        " them with POST /api/webhooks/retry-all {active_model_id}.",
     ),
     Operation(
         "GET",
@@ -471,16 +585,64 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/webhooks/dead",
         "Webhook jobs that were given up",
         HOOKS,
-        params=_empty_ok(PAGE),
+        params=_empty_ok((*PAGE, _q("active_model_id", ID, "only jobs carrying this model"))),
+        schemas={200: JOB_LIST_SCHEMA},
+    ),
+    Operation(
+        "GET",
+        "/api/webhooks/waiting",
+        "Webhook jobs waiting for a missing endpoint",
+        HOOKS,
+        params=_empty_ok((*PAGE, _q("active_model_id", ID, "only jobs carrying this model"))),
+        schemas={200: JOB_LIST_SCHEMA},
+        description="Jobs whose URL answered 404 beyond WEBHOOK_NOT_FOUND_GRACE_SECONDS"
+        " (n8n workflow inactive or deleted). They are never dead and never retried by"
+        " themselves: they go out again when the URL answers 2xx to a new job, when every"
+        " model they carry points to another URL (PATCH alert-config), or by"
+        " POST /api/webhooks/retry-all.",
+    ),
+    Operation(
+        "GET",
+        "/api/webhooks/losses",
+        "Dead (last hour) and waiting webhook jobs, in total and per model",
+        HOOKS,
+        schemas={200: LOSSES_SCHEMA},
+        description="For an overview: `status` is `degraded` when any job died in the last"
+        " hour or waits; `missing_endpoints` lists the URLs (secrets masked) that answer 404"
+        " beyond the grace; `models` gives the counts per active model id (models without"
+        " losses are left out).",
+    ),
+    Operation(
+        "POST",
+        "/api/webhooks/retry-all",
+        "Send every dead and/or waiting webhook job again",
+        HOOKS,
+        body=RETRY_ALL_BODY,
+        mutating=True,
+        schemas={
+            200: {
+                "type": "object",
+                "properties": {
+                    "requeued": {"type": "integer"},
+                    "statuses": {"type": "array", "items": {"enum": ["dead", "waiting"]}},
+                    "active_model_id": {"type": ["integer", "null"]},
+                },
+            }
+        },
+        description='One click for the dashboard: `{"statuses": ["dead", "waiting"]}`'
+        " (optionally with `active_model_id`) makes every such job due now with a fresh"
+        " retry budget (attempts and age reset; X-Pump-Attempt"
+        " restarts at 1, X-Pump-First-Attempt-At keeps the first attempt). Receivers"
+        " deduplicate by Idempotency-Key.",
     ),
     Operation(
         "POST",
         "/api/webhooks/{job_id}/retry",
-        "Send a dead webhook job again",
+        "Send a dead or waiting webhook job again",
         HOOKS,
         params=(_id("job_id", "outbox job id"),),
         mutating=True,
-        responses={404: "unknown job", 409: "job is not dead"},
+        responses={404: "unknown job", 409: "job is neither dead nor waiting"},
     ),
 )
 
@@ -520,6 +682,8 @@ def _operation_doc(op: Operation) -> dict[str, Any]:
         or "root",
         "responses": responses,
     }
+    if op.description:
+        doc["description"] = op.description
     if op.params:
         doc["parameters"] = [
             {

@@ -1,9 +1,13 @@
-"""Per-model alert settings, webhook status and the dead-webhook list.
+"""Per-model alert settings, webhook status, and the dead and waiting webhook jobs.
 
 PATCH bodies change only the fields they name (the service being replaced reset
 the others). Each field is validated on its own and a wrong one is a 422 that
 names it; unknown fields are refused rather than ignored, because a typo that
 silently does nothing is how an alert gets lost.
+
+Losses are loud: a model whose jobs died or wait on a missing endpoint within
+`LOSS_WINDOW_SECONDS` is `degraded` in n8n-status with the reason, and
+/api/webhooks/losses sums them up for the dashboard and /health.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
+import asyncpg
 from aiohttp import web
 
 from actors.webhook_payload import SEND_MODES
-from storage import outbox
+from storage import outbox, webhook_endpoints
 from storage.config import redact_url
 from storage.model_settings import (
     ALERT_COLUMNS,
@@ -26,8 +32,8 @@ from storage.model_settings import (
     get_settings,
     update_settings,
 )
-from storage.outbox import OutboxRow
-from storage.webhook_attempts import AttemptRow, model_status
+from storage.outbox import REQUEUEABLE, JobStatus, OutboxRow
+from storage.webhook_attempts import AttemptRow, Losses, losses, losses_by_model, model_status
 from web.context import ctx
 from web.errors import ApiError, bad_field, not_found, read_json_object
 from web.routes_predictions import int_param
@@ -40,6 +46,7 @@ MAX_WHITELIST = 10_000
 MAX_CAP = 2**31 - 1  # integer column
 MAX_ID = 2**63 - 1  # bigint ids
 DEAD_PREVIEW = 20
+LOSS_WINDOW_SECONDS = 3600  # dead jobs make a model degraded this long
 
 # The original service's names for the caps, still sent by users' scripts.
 CAP_ALIASES = {
@@ -258,6 +265,7 @@ def _job(j: OutboxRow) -> dict[str, Any]:
         "last_error": j.last_error,
         "last_status_code": j.last_status_code,
         "created_at": j.created_at.isoformat(),
+        "first_attempt_at": j.first_attempt_at.isoformat() if j.first_attempt_at else None,
         "last_attempt_at": j.last_attempt_at.isoformat() if j.last_attempt_at else None,
         "idempotency_key": j.idempotency_key,
         "payload": j.payload,
@@ -304,7 +312,19 @@ async def get_alert_config(request: web.Request) -> web.Response:
 
 @routes.patch(r"/api/models/{id:\d+}/alert-config")
 async def patch_alert_config(request: web.Request) -> web.Response:
+    before = await _load(request)
     updated = await _patch(request, ALERT_FIELDS, check=_check_whitelist)
+    old_url, _ = _effective_url(request, before)
+    new_url, _ = _effective_url(request, updated)
+    if old_url and new_url != old_url:
+        # Jobs parked on the old URL (endpoint missing) follow the model to its new one.
+        context = ctx(request)
+        async with context.pool.acquire() as conn:
+            moved = await outbox.retarget_waiting(
+                conn, updated.active_model_id, old_url, context.settings.n8n_webhook_url or None
+            )
+        if moved:
+            _poke(request)
     return web.json_response(_alert_config(request, updated))
 
 
@@ -328,14 +348,46 @@ async def patch_max_log_entries(request: web.Request) -> web.Response:
     return web.json_response(_caps(await _patch(request, CAP_FIELDS, CAP_ALIASES)))
 
 
-def _summary(settings: ModelSettings, url: str | None, last: AttemptRow | None) -> str:
+def _summary(
+    settings: ModelSettings, url: str | None, last: AttemptRow | None, lost: Losses
+) -> str:
     if not settings.n8n_enabled:
         return "disabled"
     if url is None:
         return "no_url"
+    if lost.dead_recently or lost.waiting:
+        return "degraded"
     if last is None:
         return "no_attempts"
     return {"delivered": "ok", "retry": "retrying"}.get(last.outcome, "failing")
+
+
+def loss_reasons(lost: Losses) -> list[str]:
+    """Fixed sentences for n8n-status and /health (never a receiver's words)."""
+    reasons = []
+    if lost.dead_recently:
+        reasons.append(
+            f"{lost.dead_recently} webhook job(s) died in the last hour"
+            " (see /api/webhooks/dead; POST /api/webhooks/retry-all sends them again)"
+        )
+    if lost.waiting:
+        reasons.append(
+            f"{lost.waiting} webhook job(s) wait for a missing endpoint (404 beyond the grace;"
+            " see /api/webhooks/waiting)"
+        )
+    return reasons
+
+
+def _endpoint(state: webhook_endpoints.EndpointState | None) -> dict[str, Any] | None:
+    if state is None:
+        return None
+    return {
+        "target_url": redact_url(state.target_url),
+        "status": "missing" if state.missing_since else "failing",
+        "failing_since": state.failing_since.isoformat(),
+        "missing_since": state.missing_since.isoformat() if state.missing_since else None,
+        "last_status_code": state.last_status_code,
+    }
 
 
 @routes.get(r"/api/models/{id:\d+}/n8n-status")
@@ -353,12 +405,25 @@ async def n8n_status(request: web.Request) -> web.Response:
         _, dead = await outbox.list_dead(
             conn, limit=DEAD_PREVIEW, offset=0, active_model_id=settings.active_model_id
         )
-    url, source = _effective_url(request, settings)
+        _, waiting = await outbox.list_jobs(
+            conn,
+            status="waiting",
+            limit=DEAD_PREVIEW,
+            offset=0,
+            active_model_id=settings.active_model_id,
+        )
+        lost = await losses(
+            conn, window_seconds=LOSS_WINDOW_SECONDS, active_model_id=settings.active_model_id
+        )
+        url, source = _effective_url(request, settings)
+        endpoint = (await webhook_endpoints.load(conn, [url])).get(url) if url else None
     return web.json_response(
         {
             "active_model_id": settings.active_model_id,
             "model_id": settings.model_id,
-            "status": _summary(settings, url, status.last_attempt),
+            "status": _summary(settings, url, status.last_attempt, lost),
+            "reasons": loss_reasons(lost),
+            "endpoint": _endpoint(endpoint),
             "n8n_enabled": settings.n8n_enabled,
             "n8n_send_modes": list(settings.n8n_send_modes),
             "effective_webhook_url": redact_url(url) if url else None,
@@ -370,28 +435,119 @@ async def n8n_status(request: web.Request) -> web.Response:
             # and the last attempts cover this many seconds (None: every job is kept).
             "history_seconds": ctx(request).settings.webhook_retention_seconds or None,
             "attempts_by_outcome": status.counts,
-            "jobs": {"pending": counts.pending, "delivered": counts.delivered, "dead": counts.dead},
+            "jobs": {
+                "pending": counts.pending,
+                "delivered": counts.delivered,
+                "dead": counts.dead,
+                "waiting": counts.waiting,
+            },
+            "losses_last_hour": {"dead": lost.dead_recently, "waiting": lost.waiting},
             "dead_jobs": [_job(j) for j in dead],
+            "waiting_jobs": [_job(j) for j in waiting],
         }
     )
 
 
-@routes.get("/api/webhooks/dead")
-async def dead_webhooks(request: web.Request) -> web.Response:
+async def _job_list(request: web.Request, status: JobStatus) -> web.Response:
     # Like every list route: an empty value is absent, a bad one is a 400 naming it.
     limit = int_param(request.query, "limit", low=1, high=1000, default=50)
     offset = int_param(request.query, "offset", low=0, high=2**62, default=0)
+    model = int_param(request.query, "active_model_id", low=1, high=MAX_ID, default=None)
     assert limit is not None and offset is not None
     async with ctx(request).pool.acquire() as conn:
-        total, jobs = await outbox.list_dead(conn, limit=limit, offset=offset)
+        total, jobs = await outbox.list_jobs(
+            conn, status=status, limit=limit, offset=offset, active_model_id=model
+        )
     return web.json_response(
         {"total": total, "limit": limit, "offset": offset, "jobs": [_job(j) for j in jobs]}
     )
 
 
+@routes.get("/api/webhooks/dead")
+async def dead_webhooks(request: web.Request) -> web.Response:
+    return await _job_list(request, "dead")
+
+
+@routes.get("/api/webhooks/waiting")
+async def waiting_webhooks(request: web.Request) -> web.Response:
+    return await _job_list(request, "waiting")
+
+
+@routes.get("/api/webhooks/losses")
+async def webhook_losses(request: web.Request) -> web.Response:
+    """Dead and waiting jobs in one answer (dashboard overview, /health)."""
+    async with ctx(request).pool.acquire() as conn:
+        total = await losses(conn, window_seconds=LOSS_WINDOW_SECONDS)
+        by_model = await losses_by_model(conn, window_seconds=LOSS_WINDOW_SECONDS)
+        dead_total = await outbox.count_status(conn, "dead")
+        missing = await webhook_endpoints.missing(conn)
+    return web.json_response(
+        {
+            "status": "degraded" if total.dead_recently or total.waiting else "ok",
+            "reasons": loss_reasons(total),
+            "window_seconds": LOSS_WINDOW_SECONDS,
+            "dead_last_hour": total.dead_recently,
+            "dead_total": int(dead_total),
+            "waiting": total.waiting,
+            "missing_endpoints": [_endpoint(e) for e in missing],
+            "models": [
+                {
+                    "active_model_id": m,
+                    "dead_last_hour": lost.dead_recently,
+                    "waiting": lost.waiting,
+                }
+                for m, lost in by_model.items()
+            ],
+        }
+    )
+
+
+async def webhook_health(pool: asyncpg.Pool) -> tuple[dict[str, Any], list[str]]:
+    """/health's webhook check and its reasons (jobs dead in the last hour, waiting)."""
+    try:
+        with anyio.fail_after(2.0):
+            async with pool.acquire() as conn:
+                lost = await losses(conn, window_seconds=LOSS_WINDOW_SECONDS)
+    except Exception as exc:  # the database check of /health reports the cause
+        return {"error": type(exc).__name__}, []
+    check = {"dead_last_hour": lost.dead_recently, "waiting": lost.waiting}
+    return check, [f"webhooks: {reason}" for reason in loss_reasons(lost)]
+
+
+def _poke(request: web.Request) -> None:
+    poke = ctx(request).services.get("webhooks_poke")
+    if callable(poke):
+        poke()
+
+
+@routes.post("/api/webhooks/retry-all")
+async def retry_all_webhooks(request: web.Request) -> web.Response:
+    """Send every dead and/or waiting job again (optionally one model's), fresh budget."""
+    body = await read_json_object(request)
+    unknown = sorted(set(body) - {"statuses", "active_model_id"})
+    if unknown:
+        raise bad_field(unknown[0], "unknown field; known: active_model_id, statuses")
+    # Named explicitly, so that an empty or mistyped body never requeues everything.
+    statuses = body.get("statuses")
+    if (
+        not isinstance(statuses, list)
+        or not statuses
+        or any(s not in REQUEUEABLE for s in statuses)
+    ):
+        raise bad_field("statuses", "must be a non-empty list of: dead, waiting")
+    model = body.get("active_model_id")
+    if model is not None:
+        model = _integer("active_model_id", model, 1, MAX_ID)
+    async with ctx(request).pool.acquire() as conn:
+        requeued = await outbox.requeue_all(conn, statuses, active_model_id=model)
+    if requeued:
+        _poke(request)
+    return web.json_response({"requeued": requeued, "statuses": statuses, "active_model_id": model})
+
+
 @routes.post(r"/api/webhooks/{job_id:\d+}/retry")
 async def retry_dead_webhook(request: web.Request) -> web.Response:
-    """Send a dead job again, with a fresh retry budget."""
+    """Send a dead or waiting job again, with a fresh retry budget."""
     job_id = int(request.match_info["job_id"])
     if job_id > MAX_ID:  # beyond BIGINT no row exists, and asyncpg refuses to send it (was a 500)
         raise not_found("webhook job", job_id)
@@ -401,8 +557,8 @@ async def retry_dead_webhook(request: web.Request) -> web.Response:
     if result == "not_found":
         raise not_found("webhook job", job_id)
     if result == "not_dead":
-        raise ApiError(409, "conflict", f"webhook job {job_id} is not dead", {"id": job_id})
-    poke = context.services.get("webhooks_poke")
-    if callable(poke):
-        poke()
+        raise ApiError(
+            409, "conflict", f"webhook job {job_id} is neither dead nor waiting", {"id": job_id}
+        )
+    _poke(request)
     return web.json_response({"id": job_id, "status": "pending"})

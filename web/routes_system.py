@@ -13,6 +13,7 @@ from aioprometheus.renderer import render
 from actors import metrics
 from storage.overview import load_stats
 from web.context import VERSION, ctx
+from web.routes_alert_config import webhook_health
 
 routes = web.RouteTableDef()
 
@@ -58,9 +59,13 @@ async def health_report(request: web.Request) -> tuple[bool, dict[str, Any]]:
     checks["last_store_failure"] = state.last_store_failure
     if state.draining:
         reasons.append("service is shutting down")
+    # Lost webhooks are listed but answer 200 ("warning"): a restart cannot bring a
+    # deleted n8n workflow back, and a 503 would have an orchestrator take the API
+    # (needed to fix the URL and retry the jobs) and every model's predictions away.
+    checks["webhooks"], warnings = await webhook_health(context.pool)
     body = {
-        "status": "healthy" if not reasons else "degraded",
-        "reasons": reasons,
+        "status": "degraded" if reasons else "warning" if warnings else "healthy",
+        "reasons": reasons + warnings,
         "checks": checks,
         "version": VERSION,
         "uptime_seconds": round(state.uptime_seconds, 1),

@@ -217,7 +217,15 @@ async def test_a_rejected_webhook_shows_in_n8n_status_and_the_dead_list_and_can_
                 return body if body["jobs"]["dead"] == 1 else None
 
             body = await wait_for(dead_in_status, what="the rejected job in n8n-status")
-            assert body["status"] == "failing"
+            # A job died in the last hour: loud, with the reason (issue #25).
+            assert body["status"] == "degraded"
+            assert body["reasons"] == [
+                "1 webhook job(s) died in the last hour (see /api/webhooks/dead;"
+                " POST /api/webhooks/retry-all sends them again)"
+            ]
+            assert body["losses_last_hour"] == {"dead": 1, "waiting": 0}
+            # The stored error is the status code and a fixed reason, not the body.
+            assert body["last_error"]["error"] == "HTTP 400: endpoint refused the request (4xx)"
             assert body["history_seconds"] == settings.webhook_retention_seconds == 21600
             assert body["last_error"]["status_code"] == 400
             assert body["last_error"]["outcome"] == "failed"
@@ -257,7 +265,8 @@ async def test_a_rejected_webhook_shows_in_n8n_status_and_the_dead_list_and_can_
                 return body if body["status"] == "ok" else None
 
             body = await wait_for(delivered, what="the retried job delivered")
-            assert body["jobs"] == {"pending": 0, "delivered": 1, "dead": 0}
+            assert body["jobs"] == {"pending": 0, "delivered": 1, "dead": 0, "waiting": 0}
+            assert body["reasons"] == []
             assert body["last_success"]["status_code"] == 200
             assert body["attempts_by_outcome"]["delivered"] == 1
             assert [r.status for r in receiver.received()] == [400, 200]
@@ -281,5 +290,132 @@ def test_alert_and_webhook_routes_are_all_documented_in_openapi() -> None:
     app = web.Application()
     app.add_routes(routes_alert_config.routes)
     mine = registered_routes(app)
-    assert len(mine) == 9
+    assert len(mine) == 12
     assert mine <= documented_routes()
+
+
+NOT_REGISTERED = (
+    '{"code":404,"message":"The requested webhook \\"POST pump-alerts\\" is not registered.",'
+    '"hint":"The workflow must be active for a production URL to run successfully."}'
+)
+
+
+async def test_a_missing_endpoint_makes_status_degraded_and_its_jobs_wait_for_an_operator(
+    settings: Settings,
+) -> None:
+    """A receiver answering n8n's 404 for ever (issue #25): jobs wait (not dead),
+    n8n-status is degraded with the reason, /health lists it (200 "warning"), the
+    waiting list shows the jobs, and a new URL for the model takes them along."""
+    receiver = await WebhookReceiver().start()
+    try:
+        receiver.script("/gone", [Answer(404, body=NOT_REGISTERED)] * 100)
+        model = await _model(settings.db_dsn, n8n_webhook_url=receiver.url("/gone"))
+        async with api(settings.replace(webhook_not_found_grace_seconds=0.2)) as (
+            service,
+            http,
+            base,
+        ):
+            async with service.pool.acquire() as conn:  # type: ignore[union-attr]
+                ticks = [("CoinA", T0, 0.9), ("CoinB", T0, 0.95)]
+                await store_predictions(conn, model, ticks, default_url=None)
+            service.app_context.services["webhooks_poke"]()  # type: ignore[union-attr]
+            status_url = f"{base}/api/models/{model}/n8n-status"
+
+            async def degraded() -> Any:
+                _, body = await _call(http, "GET", status_url)
+                return body if body["jobs"]["waiting"] == 2 else None
+
+            body = await wait_for(degraded, what="both jobs waiting in n8n-status")
+            assert body["status"] == "degraded"
+            assert body["reasons"] == [
+                "2 webhook job(s) wait for a missing endpoint (404 beyond the grace;"
+                " see /api/webhooks/waiting)"
+            ]
+            assert body["jobs"]["dead"] == 0
+            assert body["endpoint"]["status"] == "missing"
+            assert body["endpoint"]["last_status_code"] == 404
+            assert body["last_error"]["error"].startswith("HTTP 404: n8n: webhook not registered")
+            assert "workflow must be active" not in json.dumps(body)  # never the body
+            assert {j["coin_id"] for j in body["waiting_jobs"]} == {"CoinA", "CoinB"}
+
+            async with http.get(f"{base}/health") as response:
+                health = await response.json()
+                assert response.status == 200, health
+            assert health["status"] == "warning"
+            assert health["checks"]["webhooks"] == {"dead_last_hour": 0, "waiting": 2}
+            assert any(r.startswith("webhooks: 2 webhook job(s) wait") for r in health["reasons"])
+
+            status, waiting = await _call(
+                http, "GET", f"{base}/api/webhooks/waiting?active_model_id={model}"
+            )
+            assert status == 200 and waiting["total"] == 2
+            status, lost = await _call(http, "GET", f"{base}/api/webhooks/losses")
+            assert status == 200 and lost["status"] == "degraded"
+            assert lost["models"] == [{"active_model_id": model, "dead_last_hour": 0, "waiting": 2}]
+            [missing] = lost["missing_endpoints"]
+            assert missing["target_url"] == receiver.url("/gone")
+            posts = len(receiver.received())
+
+            # The user fixes the model's URL: the waiting jobs follow it and are delivered.
+            status, _ = await _call(
+                http,
+                "PATCH",
+                f"{base}/api/models/{model}/alert-config",
+                {"n8n_webhook_url": receiver.url("/fixed")},
+            )
+            assert status == 200
+
+            async def delivered() -> Any:
+                _, body = await _call(http, "GET", status_url)
+                return body if body["jobs"]["delivered"] == 2 else None
+
+            body = await wait_for(delivered, what="the waiting jobs delivered to the new URL")
+            assert body["status"] == "ok" and body["reasons"] == []
+            fixed = [r for r in receiver.received()[posts:] if r.path == "/fixed"]
+            assert sorted(r.body["coin_id"] for r in fixed) == ["CoinA", "CoinB"]
+            async with http.get(f"{base}/health") as response:
+                assert (await response.json())["status"] == "healthy"
+    finally:
+        await receiver.stop()
+
+
+async def test_retry_all_sends_dead_and_waiting_jobs_again(settings: Settings) -> None:
+    receiver = await WebhookReceiver().start()
+    try:
+        receiver.script("/hook", [Answer(400)])
+        model = await _model(settings.db_dsn, n8n_webhook_url=receiver.url("/hook"))
+        async with api(settings) as (service, http, base):
+            async with service.pool.acquire() as conn:  # type: ignore[union-attr]
+                await store_predictions(conn, model, [("CoinA", T0, 0.9)], default_url=None)
+                await store_predictions(conn, model, [("CoinB", T0, 0.9)], default_url=None)
+                # A job parked earlier on this URL (as a missing endpoint leaves it).
+                await conn.execute(
+                    "UPDATE webhook_outbox SET status = 'waiting' WHERE coin_id = 'CoinB'"
+                )
+            service.app_context.services["webhooks_poke"]()  # type: ignore[union-attr]
+
+            async def dead() -> Any:
+                _, body = await _call(http, "GET", f"{base}/api/webhooks/dead")
+                return body["total"] == 1
+
+            await wait_for(dead, what="the refused job dead")
+            status, answer = await _call(
+                http, "POST", f"{base}/api/webhooks/retry-all", {"statuses": ["sent"]}
+            )
+            assert status == 422 and answer["error"]["details"]["field"] == "statuses"
+            status, answer = await _call(http, "POST", f"{base}/api/webhooks/retry-all", {})
+            assert status == 422 and answer["error"]["details"]["field"] == "statuses"
+            status, answer = await _call(
+                http, "POST", f"{base}/api/webhooks/retry-all", {"statuses": ["dead", "waiting"]}
+            )
+            assert status == 200 and answer["requeued"] == 2
+
+            async def all_delivered() -> Any:
+                _, body = await _call(http, "GET", f"{base}/api/models/{model}/n8n-status")
+                return body["jobs"]["delivered"] == 2
+
+            await wait_for(all_delivered, what="both jobs delivered after retry-all")
+        delivered = sorted(r.body["coin_id"] for r in receiver.received() if r.status == 200)
+        assert delivered == ["CoinA", "CoinB"]
+    finally:
+        await receiver.stop()
