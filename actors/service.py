@@ -9,6 +9,7 @@ import asyncpg
 import structlog
 from anyio.abc import TaskStatus
 
+from actors.backtest_runner import BacktestRunner
 from actors.batch_bus import BatchBus
 from actors.batcher import Batcher
 from actors.dashboard_process import DashboardProcess
@@ -175,6 +176,10 @@ class Service:
                 "evaluator", lambda: Evaluator.from_settings(settings, pool), STAGE_BACKGROUND
             )
         )
+        # API backtests: a worker process each, one at a time (actors/backtest_runner.py).
+        backtest_runner = BacktestRunner(settings, dsn, pool)
+        context.services["backtests_poke"] = backtest_runner.poke
+        specs.append(ActorSpec("backtests", lambda: backtest_runner, STAGE_BACKGROUND))
         retained = (
             settings.webhook_retention_seconds,
             settings.webhook_dead_retention_seconds,

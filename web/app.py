@@ -11,6 +11,7 @@ from aiohttp import web
 from web import (
     openapi,
     routes_alert_config,
+    routes_backtests,
     routes_models,
     routes_predict,
     routes_predictions,
@@ -41,4 +42,5 @@ def create_app(context: AppContext) -> web.Application:
     app.add_routes(routes_predict.routes)
     app.add_routes(routes_predictions.routes)
     app.add_routes(routes_statistics.routes)
+    app.add_routes(routes_backtests.routes)
     return app

@@ -107,6 +107,7 @@ STATS = "statistics"
 ALERTS = "alerts"
 SYS = "system"
 HOOKS = "webhooks"
+BACKTESTS = "backtests"
 
 ALERT_CONFIG_BODY = _obj(
     {
@@ -568,6 +569,57 @@ OPERATIONS: tuple[Operation, ...] = (
         ),
         responses={400: "coin_id longer than 64 characters", 404: "no prediction for this coin"},
     ),
+    # Backtests
+    Operation(
+        "POST",
+        "/api/backtests",
+        "Queue a backtest of a Training Service model (runs in a worker process)",
+        BACKTESTS,
+        body=_obj({"model_id": ID, "from": ISO_TIME, "to": ISO_TIME}, ("model_id",)),
+        mutating=True,
+        responses={202: "queued; Location names the backtest", 422: "invalid field"},
+    ),
+    Operation(
+        "GET",
+        "/api/backtests",
+        "Recent backtests, newest first",
+        BACKTESTS,
+        params=_empty_ok((_q("limit", {"type": "integer", "minimum": 1, "maximum": 200}),)),
+    ),
+    Operation(
+        "GET",
+        "/api/backtests/{backtest_id}",
+        "A backtest: status and progress, then its summary",
+        BACKTESTS,
+        params=(_id("backtest_id", "backtest id"),),
+        responses={400: "invalid backtest id", 404: "unknown backtest"},
+    ),
+    Operation(
+        "GET",
+        "/api/backtests/{backtest_id}/ticks",
+        "A backtest's scored ticks, in time order (paged)",
+        BACKTESTS,
+        params=(
+            _id("backtest_id", "backtest id"),
+            *_empty_ok(
+                (
+                    _q("tag", {"enum": ["negative", "positive", "alert"]}),
+                    _q("outcome", {"enum": ["success", "failed", "not_applicable", "pending"]}),
+                    *PAGE,
+                )
+            ),
+        ),
+        responses={400: "invalid backtest id or filter", 404: "unknown backtest"},
+    ),
+    Operation(
+        "DELETE",
+        "/api/backtests/{backtest_id}",
+        "Delete a backtest and its ticks (stops it when running)",
+        BACKTESTS,
+        params=(_id("backtest_id", "backtest id"),),
+        mutating=True,
+        responses={400: "invalid backtest id", 404: "unknown backtest"},
+    ),
     # Statistics
     Operation(
         "GET",
@@ -649,7 +701,7 @@ OPERATIONS: tuple[Operation, ...] = (
 
 def _operation_doc(op: Operation) -> dict[str, Any]:
     responses: dict[str, Any] = {
-        "200" if op.method != "POST" or 201 not in op.responses else "201": {
+        str(next((s for s in (201, 202) if op.method == "POST" and s in op.responses), 200)): {
             "description": "OK",
             "content": {
                 op.content_type: {
@@ -660,7 +712,7 @@ def _operation_doc(op: Operation) -> dict[str, Any]:
     }
     error = {"description": "", "content": {JSON: {"schema": ERROR_SCHEMA}}}
     for status, description in op.responses.items():
-        if status in (200, 201):
+        if status in (200, 201, 202):
             continue
         responses[str(status)] = {**error, "description": description}
     for status, schema in op.schemas.items():

@@ -73,7 +73,13 @@ def _operations(methods: set[str]) -> list[tuple[str, str, dict[str, Any]]]:
 
 
 def _url(base: str, path: str, **values: Any) -> str:
-    defaults = {"id": UNKNOWN_ID, "model_id": UNKNOWN_ID, "job_id": UNKNOWN_ID, "coin_id": "NoMint"}
+    defaults = {
+        "id": UNKNOWN_ID,
+        "model_id": UNKNOWN_ID,
+        "job_id": UNKNOWN_ID,
+        "backtest_id": UNKNOWN_ID,
+        "coin_id": "NoMint",
+    }
     defaults.update({k: str(v) for k, v in values.items()})
     return base + PATH_PARAM.sub(lambda m: defaults[m.group(1)], path)
 

@@ -28,7 +28,13 @@ from web.openapi import ERROR_SCHEMA, OPERATIONS, documented_routes, registered_
 
 PATH_PARAM = re.compile(r"\{(\w+)\}")
 # Concrete values for path parameters: what a script would put there.
-EXAMPLE_VALUES = {"id": "7", "model_id": "7", "job_id": "7", "coin_id": "So1anaMint7pump"}
+EXAMPLE_VALUES = {
+    "id": "7",
+    "model_id": "7",
+    "job_id": "7",
+    "backtest_id": "7",
+    "coin_id": "So1anaMint7pump",
+}
 HEALTH_PATHS = {"/health", "/api/health"}
 
 

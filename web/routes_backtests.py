@@ -1,0 +1,146 @@
+"""Backtests over the API: queue one, watch its progress, read its summary and ticks.
+
+The request only writes a row; the work runs in a worker process started by
+`actors.backtest_runner`, never in this event loop. DELETE removes the row,
+which also stops a running worker.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from storage import backtests
+from storage.backtests import BacktestRow
+from web.context import ctx
+from web.errors import bad_field, not_found, read_json_object
+from web.routes_predictions import choice_param, int_param
+
+routes = web.RouteTableDef()
+
+FIELDS = ("model_id", "from", "to")
+TAGS = ("negative", "positive", "alert")
+OUTCOMES = ("success", "failed", "not_applicable", "pending")
+MAX_ID = 2**63 - 1
+
+
+def _time(body: dict[str, Any], field: str) -> datetime | None:
+    raw = body.get(field)
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise bad_field(field, "must be an ISO 8601 date-time string")
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise bad_field(field, "must be an ISO 8601 date-time, e.g. 2026-01-01T12:00:00Z") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _model_id(body: dict[str, Any]) -> int:
+    value = body.get("model_id")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
+        raise bad_field("model_id", "is required: a Training Service model id (positive integer)")
+    return value
+
+
+def _backtest_id(request: web.Request) -> int:
+    raw = request.match_info["backtest_id"]
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_ID:
+        raise bad_field("backtest_id", "must be a positive integer", status=400)
+    return int(raw)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def backtest_json(row: BacktestRow) -> dict[str, Any]:
+    total = row.ticks_total
+    return {
+        "id": row.id,
+        "model_id": row.model_id,
+        "from": _iso(row.range_from),
+        "to": _iso(row.range_to),
+        "status": row.status,
+        "progress": {
+            "ticks_done": row.ticks_done,
+            "ticks_total": total,
+            "fraction": min(row.ticks_done / total, 1.0) if total else None,
+        },
+        "summary": row.summary,
+        "error": row.error,
+        "created_at": _iso(row.created_at),
+        "started_at": _iso(row.started_at),
+        "finished_at": _iso(row.finished_at),
+    }
+
+
+@routes.post("/api/backtests")
+async def create_backtest(request: web.Request) -> web.Response:
+    body = await read_json_object(request)
+    unknown = sorted(set(body) - set(FIELDS))
+    if unknown:
+        raise bad_field(unknown[0], f"unknown field (allowed: {', '.join(FIELDS)})")
+    model_id = _model_id(body)
+    start, end = _time(body, "from"), _time(body, "to")
+    if start is not None and end is not None and start > end:
+        raise bad_field("from", "must not be after to")
+    context = ctx(request)
+    async with context.pool.acquire() as conn:
+        row = await backtests.create(conn, model_id, start, end)
+    poke = context.services.get("backtests_poke")
+    if callable(poke):
+        poke()
+    return web.json_response(
+        backtest_json(row), status=202, headers={"Location": f"/api/backtests/{row.id}"}
+    )
+
+
+@routes.get("/api/backtests")
+async def list_backtests(request: web.Request) -> web.Response:
+    limit = int_param(request.query, "limit", low=1, high=200, default=50)
+    assert limit is not None
+    async with ctx(request).pool.acquire() as conn:
+        rows = await backtests.list_recent(conn, limit)
+    return web.json_response({"items": [backtest_json(r) for r in rows]})
+
+
+@routes.get("/api/backtests/{backtest_id}")
+async def get_backtest(request: web.Request) -> web.Response:
+    backtest_id = _backtest_id(request)
+    async with ctx(request).pool.acquire() as conn:
+        row = await backtests.get(conn, backtest_id)
+    if row is None:
+        raise not_found("backtest", backtest_id)
+    return web.json_response(backtest_json(row))
+
+
+@routes.get("/api/backtests/{backtest_id}/ticks")
+async def backtest_ticks(request: web.Request) -> web.Response:
+    backtest_id = _backtest_id(request)
+    query = request.query
+    limit = int_param(query, "limit", low=1, high=1000, default=100)
+    offset = int_param(query, "offset", low=0, high=2**31 - 1, default=0)
+    tag = choice_param(query, "tag", TAGS)
+    outcome = choice_param(query, "outcome", OUTCOMES)
+    assert limit is not None and offset is not None
+    async with ctx(request).pool.acquire() as conn:
+        if await backtests.get(conn, backtest_id) is None:
+            raise not_found("backtest", backtest_id)
+        total, rows = await backtests.ticks_page(
+            conn, backtest_id, limit=limit, offset=offset, tag=tag, outcome=outcome
+        )
+    items = [{**r, "timestamp": r["timestamp"].isoformat()} for r in rows]
+    return web.json_response({"items": items, "total": total, "limit": limit, "offset": offset})
+
+
+@routes.delete("/api/backtests/{backtest_id}")
+async def delete_backtest(request: web.Request) -> web.Response:
+    backtest_id = _backtest_id(request)
+    async with ctx(request).pool.acquire() as conn:
+        if not await backtests.delete(conn, backtest_id):
+            raise not_found("backtest", backtest_id)
+    return web.json_response({"id": backtest_id, "deleted": True})
