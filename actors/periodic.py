@@ -8,12 +8,14 @@ done. Anything else is a bug and goes to the supervisor, which restarts the acto
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import anyio
 import asyncpg
 import structlog
 from anyio.abc import TaskStatus
+
+from actors.state import ServiceState
 
 # Errors of the database or the way to it: worth trying again on the next sweep.
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -37,6 +39,8 @@ class PeriodicActor:
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self.failed_sweeps = 0  # sweeps that hit a database error (operators and tests look)
+        # Set by the service: where /health reads how many sweeps failed in a row.
+        self.state: ServiceState | None = None
         self._stopping = False
         self._wake = anyio.Event()
         self._log = structlog.get_logger(type(self).__module__).bind(actor=self.name)
@@ -61,6 +65,16 @@ class PeriodicActor:
         self._stopping = True
         self._wake.set()
 
+    def reporting_to(self, state: ServiceState) -> Self:
+        """Publish the sweeps that failed in a row in `state` (for /health); returns self."""
+        self.state = state
+        return self
+
+    def _sweep_ended(self, failed: bool) -> None:
+        if self.state is not None:
+            streak = self.state.sweeps_failed_in_a_row.get(self.name, 0)
+            self.state.sweeps_failed_in_a_row[self.name] = streak + 1 if failed else 0
+
     def poke(self) -> None:
         """Sweep now instead of at the end of the interval."""
         self._wake.set()
@@ -72,6 +86,7 @@ class PeriodicActor:
             try:
                 await self.sweep()
             except RETRYABLE_ERRORS as exc:
+                self._sweep_ended(failed=True)
                 self.failed_sweeps += 1
                 self.count_failure()
                 self._log.error(
@@ -80,6 +95,11 @@ class PeriodicActor:
                     failed_sweeps=self.failed_sweeps,
                     retry_in_s=self.interval,
                 )
+            except Exception:
+                self._sweep_ended(failed=True)  # a bug: the supervisor restarts the actor
+                raise
+            else:
+                self._sweep_ended(failed=False)
             if self._stopping:
                 break
             with anyio.move_on_after(self.interval):

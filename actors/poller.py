@@ -166,7 +166,7 @@ class Poller:
             )
             for row in rows:
                 if isinstance(row, coin_metrics.UnusableRow):
-                    _skip(row)
+                    self._skip(row)
             if ticks:
                 await self._pages.send(TickPage(ticks))
             ids = [r.id for r in rows]
@@ -182,6 +182,18 @@ class Poller:
         self._prune()
         return emitted
 
+    def _skip(self, row: coin_metrics.UnusableRow) -> None:
+        """A row intake cannot use: counted by reason, named in one log line."""
+        metrics.TICKS_SKIPPED.inc({"reason": row.reason})
+        self._state.tick_skipped(row.id, row.mint, row.timestamp, row.reason)
+        log.warning(
+            "tick_skipped",
+            row_id=row.id,
+            coin_id=row.mint,
+            data_timestamp=row.timestamp,
+            reason=row.reason,
+        )
+
     def _track_gaps(self, after: int, ids: list[int]) -> None:
         """Forget filled gaps; remember the ids above `after` this read did not return."""
         returned = set(ids)
@@ -195,15 +207,3 @@ class Poller:
     def _prune(self) -> None:
         low = self.position - self._overlap
         self._gaps = {i for i in self._gaps if i > low}
-
-
-def _skip(row: coin_metrics.UnusableRow) -> None:
-    """A row intake cannot use: counted by reason, named in one log line."""
-    metrics.TICKS_SKIPPED.inc({"reason": row.reason})
-    log.warning(
-        "tick_skipped",
-        row_id=row.id,
-        coin_id=row.mint,
-        data_timestamp=row.timestamp,
-        reason=row.reason,
-    )

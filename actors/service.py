@@ -173,7 +173,9 @@ class Service:
         )
         specs.append(
             ActorSpec(
-                "evaluator", lambda: Evaluator.from_settings(settings, pool), STAGE_BACKGROUND
+                "evaluator",
+                lambda: Evaluator.from_settings(settings, pool).reporting_to(state),
+                STAGE_BACKGROUND,
             )
         )
         # API backtests: a worker process each, one at a time (actors/backtest_runner.py).

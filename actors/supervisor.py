@@ -199,5 +199,5 @@ class Supervisor:
                 task_status.started()
 
     def _set_up(self, name: str, up: bool) -> None:
-        self.state.actors_up[name] = up
+        self.state.actor_changed(name, up)
         metrics.ACTOR_UP.set({"actor": name}, 1 if up else 0)

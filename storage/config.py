@@ -70,6 +70,8 @@ class Settings:
     evaluation_interval_seconds: float
     evaluation_page_size: int
     health_max_lag_seconds: float
+    health_actor_grace_seconds: float
+    health_max_failed_evaluations: int
     log_level: str
     log_format: str
     shutdown_deadline_seconds: float
@@ -171,6 +173,7 @@ def _validate(s: Settings) -> None:
         "evaluation_page_size",
         "retention_chunk_rows",
         "model_max_bytes",
+        "health_max_failed_evaluations",
     ):
         need(getattr(s, positive) >= 1, positive, "must be at least 1")
     for seconds in (
@@ -182,6 +185,7 @@ def _validate(s: Settings) -> None:
         "n8n_webhook_timeout",
         "evaluation_interval_seconds",
         "health_max_lag_seconds",
+        "health_actor_grace_seconds",
         "shutdown_deadline_seconds",
         "retention_interval_seconds",
     ):

@@ -11,15 +11,42 @@ from aiohttp import web
 from aioprometheus.renderer import render
 
 from actors import metrics
+from actors.state import ServiceState
 from storage.overview import load_stats
 from web.context import VERSION, ctx
 from web.routes_alert_config import webhook_health
 
 routes = web.RouteTableDef()
 
+EVALUATOR = "evaluator"
+# Actors without which no tick is predicted, and what stops while one is failing.
+INTAKE_ACTORS = {
+    "poller": "no coin_metrics row is read",
+    "batcher": "no tick reaches the models",
+}
+# Clocks of two NTP-synced hosts differ by milliseconds; more than this is skew.
+CLOCK_SKEW_TOLERANCE_SECONDS = 5.0
+
+
+def _failing_actors(state: ServiceState, grace: float, checks: dict[str, Any]) -> list[str]:
+    """A reason per intake actor down or crash-looping for longer than `grace`."""
+    reasons = []
+    failing: dict[str, float] = {}
+    for name, consequence in INTAKE_ACTORS.items():
+        seconds = state.actor_failing_for(name, grace)
+        if seconds is None:
+            continue
+        failing[name] = round(seconds, 1)
+        if seconds >= grace:
+            reasons.append(f"{name} down or restarting for {seconds:.0f}s: {consequence}")
+    checks["actors_failing_seconds"] = failing
+    return reasons
+
 
 async def health_report(request: web.Request) -> tuple[bool, dict[str, Any]]:
-    """Healthy only when the database answers, intake is alive and lag is bounded."""
+    """Healthy only when the database answers, intake is alive (listener or polling, poller
+    and batcher not failing beyond a grace), the evaluator's cycles do not keep failing,
+    and the lag is bounded on both sides (negative: the collector's clock runs ahead)."""
     context = ctx(request)
     state, settings = context.state, context.settings
     reasons: list[str] = []
@@ -42,21 +69,35 @@ async def health_report(request: web.Request) -> tuple[bool, dict[str, Any]]:
         )
         if not state.listener_up and not polling_recent:
             reasons.append("listener is down and polling is not running")
+    reasons += _failing_actors(state, settings.health_actor_grace_seconds, checks)
+    failed = state.sweeps_failed_in_a_row.get(EVALUATOR, 0)
+    checks["evaluator_failed_in_a_row"] = failed
+    if failed >= settings.health_max_failed_evaluations:
+        reasons.append(f"evaluator failed its last {failed} cycles")
     lag = state.intake_lag_seconds
     checks["intake_lag_seconds"] = None if lag is None else round(lag, 3)
+    # A negative lag is not "very fresh": the collector's clock runs ahead of ours.
+    skew = 0.0 if lag is None or lag >= -CLOCK_SKEW_TOLERANCE_SECONDS else -lag
+    checks["clock_skew_seconds"] = round(skew, 3)
     if (
         lag is not None
-        and lag > settings.health_max_lag_seconds
         and state.last_tick_at is not None
         and time.time() - state.last_tick_at < settings.health_max_lag_seconds
     ):
-        reasons.append(f"intake lag {lag:.1f}s exceeds {settings.health_max_lag_seconds:.0f}s")
+        if lag > settings.health_max_lag_seconds:
+            reasons.append(f"intake lag {lag:.1f}s exceeds {settings.health_max_lag_seconds:.0f}s")
+        elif skew:
+            reasons.append(
+                f"clock skew: the newest tick is dated {skew:.1f}s ahead of this host's clock"
+            )
     down = sorted(name for name, up in state.actors_up.items() if not up)
     checks["actors_down"] = down
     checks["actor_restarts"] = dict(state.actor_restarts)
     # Not a reason to be degraded (the pipeline went on without them), but visible.
     checks["ticks_store_failed"] = state.ticks_store_failed
     checks["last_store_failure"] = state.last_store_failure
+    checks["ticks_skipped"] = dict(state.ticks_skipped)
+    checks["last_tick_skipped"] = state.last_tick_skipped
     if state.draining:
         reasons.append("service is shutting down")
     # Lost webhooks are listed but answer 200 ("warning"): a restart cannot bring a
