@@ -5,44 +5,92 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import traceback
 from collections.abc import Sequence
 from types import ModuleType
 
 import anyio
 import structlog
+from anyio.abc import TaskGroup, TaskStatus
 
 from actors.logs import configure_logging
 from storage.config import ConfigError, Settings, load_settings
+from storage.refusals import (
+    StartupRefused,
+    check_port_free,
+    database_refusal,
+    find_refusal,
+)
 
 log = structlog.get_logger(__name__)
 
+# Exit codes: 2 = the configuration is refused, 3 = start-up refused on this machine
+# (a taken port, an unreachable DB_DSN): restarting does not help, fixing a setting does.
+EXIT_CONFIG = 2
+EXIT_REFUSED = 3
+
 
 async def _serve(settings: Settings, *, dashboard: bool, demo: bool) -> None:
+    """Run until SIGINT/SIGTERM; a signal at any moment stops what has started.
+
+    The signal receiver is installed before anything starts: a stop during the
+    embedded server's start, migrations or model loading stops the actors already
+    running in stage order, then the pool and the database (reverse order of
+    start), within SHUTDOWN_DEADLINE_SECONDS. A second signal cancels at once;
+    the database is still closed (shielded) so PostgreSQL is never orphaned.
+    """
+    # Refuse a taken port before starting (or even importing) anything.
+    check_port_free("API_PORT", settings.api_host, settings.api_port)
+    if dashboard:
+        check_port_free("STREAMLIT_PORT", _dashboard_host(settings), settings.streamlit_port)
     from actors.service import Service, ServiceOptions
 
     service = Service(settings, ServiceOptions(dashboard=dashboard, demo=demo))
+    finished = anyio.Event()
+    stopping = False
 
-    async def watch_signals() -> None:
+    async def run_service(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await service.run(task_status=task_status)
+        finally:
+            finished.set()
+
+    async def stop_within_deadline(cancel: anyio.CancelScope) -> None:
+        with anyio.move_on_after(settings.shutdown_deadline_seconds + 5):
+            await service.shutdown()
+            await finished.wait()
+        cancel.cancel()
+
+    async def watch_signals(
+        tg: TaskGroup, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        nonlocal stopping
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started()
             async for signum in signals:
-                log.info("signal_received", signal=signal.Signals(signum).name)
-                await service.shutdown()
-                return
+                name = signal.Signals(signum).name
+                if stopping:
+                    log.warning("signal_received_again", signal=name, action="cancel now")
+                    tg.cancel_scope.cancel()
+                    return
+                stopping = True
+                log.info("signal_received", signal=name)
+                tg.start_soon(stop_within_deadline, tg.cancel_scope)
 
     async with anyio.create_task_group() as tg:
-        await tg.start(service.run)
-        log.info(
-            "service_ready",
-            api=f"http://127.0.0.1:{service.web_port}/api",
-            metrics=f"http://127.0.0.1:{service.web_port}/metrics",
-            health=f"http://127.0.0.1:{service.web_port}/health",
-            embedded_database=settings.embedded,
-            demo=demo,
-        )
-        _print_banner(settings, service.web_port, dashboard=dashboard, demo=demo)
-        tg.start_soon(watch_signals)
-        # The service returns after shutdown; then stop watching signals.
-        await _wait_finished(service)
+        await tg.start(watch_signals, tg)
+        await tg.start(run_service)
+        if not stopping and not finished.is_set():
+            log.info(
+                "service_ready",
+                api=f"http://127.0.0.1:{service.web_port}/api",
+                metrics=f"http://127.0.0.1:{service.web_port}/metrics",
+                health=f"http://127.0.0.1:{service.web_port}/health",
+                embedded_database=settings.embedded,
+                demo=demo,
+            )
+            _print_banner(settings, service.web_port, dashboard=dashboard, demo=demo)
+        await finished.wait()
         tg.cancel_scope.cancel()
 
 
@@ -57,6 +105,11 @@ async def _dashboard(settings: Settings) -> None:
             async for _ in signals:
                 dashboard.request_stop()
                 break
+
+
+def _dashboard_host(settings: Settings) -> str:
+    """Where Streamlit will listen (all interfaces unless a host is configured)."""
+    return str(getattr(settings, "streamlit_host", "") or "0.0.0.0")
 
 
 def _print_banner(settings: Settings, port: int | None, *, dashboard: bool, demo: bool) -> None:
@@ -81,19 +134,18 @@ def _print_banner(settings: Settings, port: int | None, *, dashboard: bool, demo
     print("\n".join(lines) + "\n", flush=True)
 
 
-async def _wait_finished(service: object) -> None:
-    from actors.service import Service
-
-    assert isinstance(service, Service)
-    await service.supervisor._finished.wait()
-
-
 async def _migrate(settings: Settings) -> None:
     from storage.database import migrate, open_database
 
     database = await open_database(settings)
     try:
-        applied = await migrate(database.dsn, embedded=settings.embedded)
+        try:
+            applied = await migrate(database.dsn, embedded=settings.embedded)
+        except Exception as exc:
+            refusal = database_refusal(database.dsn, exc) if settings.db_dsn else None
+            if refusal is not None:
+                raise refusal from exc
+            raise
         print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none'}")
     finally:
         await database.close()
@@ -150,7 +202,11 @@ def _backtest(settings: Settings, args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pump-predictor", description=__doc__)
-    parser.add_argument("--config", help="path of config.toml (default: the repository's)")
+    config_help = (
+        "a TOML file with the settings to change (any subset; the rest come from the"
+        " shipped config.toml); default: $PUMP_PREDICTOR_CONFIG or the shipped file"
+    )
+    parser.add_argument("--config", help=config_help)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the service (API, actors, dashboard)")
     serve.add_argument(
@@ -200,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
             "backtest", help="score recorded ticks with a model (not activated) and judge them"
         )
     )
+    # Also after the command (./scripts/run --config F passes it after "serve").
+    for command in sub.choices.values():
+        command.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     return parser
 
 
@@ -209,8 +268,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args.config)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     configure_logging(settings.log_level, settings.log_format)
+    try:
+        return _command(args, settings)
+    except (Exception, BaseExceptionGroup) as exc:
+        refusal = find_refusal(exc)
+        if refusal is None:
+            raise
+        return _refuse(refusal, exc, settings)
+
+
+def _refuse(refusal: StartupRefused, exc: BaseException, settings: Settings) -> int:
+    """One line on stderr, exit 3; the whole traceback only at LOG_LEVEL=DEBUG."""
+    if settings.log_level.upper() == "DEBUG":
+        traceback.print_exception(exc, file=sys.stderr)
+    print(f"pump-predictor: cannot start: {refusal}", file=sys.stderr, flush=True)
+    return EXIT_REFUSED
+
+
+def _command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
         # Demo data only ever goes into the embedded database unless asked for explicitly.
         demo = args.demo or (settings.embedded and not args.no_demo)

@@ -35,8 +35,9 @@ from actors.supervisor import (
 from actors.web_server import WebServer
 from actors.webhooks import WebhookDispatcher, poker
 from storage.config import Settings
-from storage.database import Database, migrate, open_database, open_pool
+from storage.database import Database, migrate, open_pool
 from storage.model_import import client_from_settings, reload_model
+from storage.refusals import database_refusal
 from storage.training_service import TrainingServiceClient
 from web.app import create_app
 from web.context import AppContext
@@ -75,9 +76,17 @@ class Service:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         settings = self.settings
-        self.database = await open_database(settings)
+        # Held before it starts: a stop during the embedded server's start stops it too.
+        self.database = Database.from_settings(settings)
         try:
-            applied = await migrate(self.database.dsn, embedded=settings.embedded)
+            await self.database.start()
+            try:
+                applied = await migrate(self.database.dsn, embedded=settings.embedded)
+            except Exception as exc:
+                refusal = database_refusal(self.database.dsn, exc) if settings.db_dsn else None
+                if refusal is not None:
+                    raise refusal from exc
+                raise
             log.info("database_ready", embedded=settings.embedded, migrations_applied=applied)
             self.pool = await open_pool(settings, self.database.dsn)
             try:

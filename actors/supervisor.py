@@ -19,6 +19,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from actors import metrics
 from actors.state import ServiceState
+from storage.refusals import StartupRefused
 
 log = structlog.get_logger(__name__)
 
@@ -78,6 +79,7 @@ class Supervisor:
         self._tg: TaskGroup | None = None
         self._handles: dict[str, _Handle] = {}
         self._finished = anyio.Event()
+        self._stopping = False
 
     @property
     def actor_names(self) -> list[str]:
@@ -96,6 +98,8 @@ class Supervisor:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             for spec in specs:
+                if self._stopping:  # a stop during start-up: start nothing more
+                    break
                 await tg.start(self._supervise, spec)
             task_status.started()
             await self._finished.wait()
@@ -118,6 +122,7 @@ class Supervisor:
     async def shutdown(self, deadline: float) -> None:
         """Stop stage by stage within `deadline` seconds, then cancel the rest."""
         self.state.draining = True
+        self._stopping = True
         started = time.monotonic()
         log.info("shutdown_started", deadline_s=deadline)
         with anyio.move_on_after(deadline) as scope:
@@ -175,6 +180,10 @@ class Supervisor:
                     if handle.stopping:
                         break
                     bound.warning("actor_exited_unexpectedly")
+                except StartupRefused:
+                    if not ready_reported:
+                        raise  # no restart fixes it: the service refuses to start
+                    bound.exception("actor_crashed")
                 except Exception:
                     # Logged with context and restarted; the other actors keep running.
                     bound.exception("actor_crashed")

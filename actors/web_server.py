@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+
 import anyio
 import structlog
 from aiohttp import web
 from anyio.abc import TaskStatus
+
+from storage.refusals import StartupRefused
 
 log = structlog.get_logger(__name__)
 
@@ -22,7 +26,16 @@ class WebServer:
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:
+                # A taken port stays taken: the supervisor refuses to start instead of retrying.
+                cause = (
+                    "address already in use"
+                    if exc.errno == errno.EADDRINUSE
+                    else str(exc.strerror or exc).lower()
+                )
+                raise StartupRefused(f"API_PORT {self.port}", cause) from exc
             server = site._server
             sockets = getattr(server, "sockets", None) or []
             self.bound_port = sockets[0].getsockname()[1] if sockets else self.port

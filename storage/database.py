@@ -21,6 +21,18 @@ class Database:
     dsn: str
     embedded: EmbeddedPostgres | None
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        """Not started yet: the caller holds it before `start`, so a stop during the
+        embedded server's start still finds it and stops what was started."""
+        if settings.db_dsn:
+            return cls(settings.db_dsn, None)
+        return cls("", EmbeddedPostgres(settings.embedded_data_dir))
+
+    async def start(self) -> None:
+        if self.embedded is not None and not self.embedded.started:
+            self.dsn = await anyio.to_thread.run_sync(self.embedded.start)
+
     async def close(self) -> None:
         if self.embedded is not None:
             await anyio.to_thread.run_sync(self.embedded.stop)
@@ -28,11 +40,9 @@ class Database:
 
 async def open_database(settings: Settings) -> Database:
     """Start the embedded server when no DSN is set; never touch foreign tables otherwise."""
-    if settings.db_dsn:
-        return Database(settings.db_dsn, None)
-    embedded = EmbeddedPostgres(settings.embedded_data_dir)
-    dsn = await anyio.to_thread.run_sync(embedded.start)
-    return Database(dsn, embedded)
+    database = Database.from_settings(settings)
+    await database.start()
+    return database
 
 
 async def migrate(dsn: str, *, embedded: bool) -> list[str]:
