@@ -6,6 +6,15 @@ import logging
 import sys
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
+
+from storage.masking import mask_mapping
+
+
+def mask_secrets(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    """Last step before rendering: values under secret key names and secrets inside any
+    text (URLs, DSNs, `token=` pairs, echoed error bodies) are masked in every line."""
+    return mask_mapping(event)
 
 
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
@@ -23,6 +32,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
             structlog.processors.StackInfoRenderer(),
             # The console renderer prints exceptions itself (prettier, no warning).
             *([structlog.processors.format_exc_info] if fmt == "json" else []),
+            mask_secrets,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

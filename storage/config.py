@@ -13,13 +13,13 @@ import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from storage.masking import MASK, is_secret_key, mask_dsn, mask_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = REPO_ROOT / "config.toml"
 CONFIG_ENV = "PUMP_PREDICTOR_CONFIG"
-
-SECRET_KEYS = frozenset({"api_token"})
 
 # Slack on top of the longest re-read horizon before a delivered or dead webhook job
 # may be deleted: collector clocks, ids committing out of order, a slow restart.
@@ -91,36 +91,23 @@ class Settings:
         return new
 
     def public_view(self) -> dict[str, Any]:
-        """Every setting with secrets removed: tokens hidden, DSN passwords masked."""
+        """Every setting with secrets removed: secret keys hidden, URL and DSN secrets masked."""
         view: dict[str, Any] = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.name in SECRET_KEYS:
-                value = "***" if value else ""
-            elif field.name == "db_dsn" or field.name.endswith("_url"):
-                value = redact_url(value)
+            if is_secret_key(field.name):
+                value = MASK if value else ""
+            elif field.name == "db_dsn":
+                value = mask_dsn(value)
+            elif field.name.endswith("_url"):
+                value = mask_url(value)
             view[field.name] = value
         return view
 
 
 def redact_url(url: str) -> str:
-    """Mask the password (and any query secrets) of a URL or DSN for display."""
-    if not url:
-        return url
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "***"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
-    query = "&".join(
-        f"{k}=***" if k.lower() in {"password", "token", "secret", "key"} else f"{k}={v}"
-        for k, _, v in (p.partition("=") for p in parts.query.split("&") if p)
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    """Mask the password, secret query values and secret path segments of a URL or DSN."""
+    return mask_dsn(url) if url else url
 
 
 def _field_types() -> dict[str, type]:

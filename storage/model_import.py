@@ -30,6 +30,7 @@ from storage import active_models
 from storage.active_models import ActiveModelRow, NewActiveModel
 from storage.config import Settings
 from storage.model_files import LoadedModel, ModelFileError, file_sha256, load_model
+from storage.text_rules import MAX_NAME_LENGTH, text_problem
 from storage.training_service import ModelInfo, TrainingServiceClient, TrainingServiceError
 
 __all__ = [
@@ -137,6 +138,34 @@ def training_metrics_of(info: ModelInfo) -> dict[str, Any]:
     }
 
 
+def _text_errors(info: ModelInfo, details: dict[str, Any]) -> list[ModelImportError]:
+    """Text we would store but cannot, or would not show: the one name cap of the API
+    (a rename is held to it too), and characters PostgreSQL refuses."""
+    errors: list[ModelImportError] = []
+    if len(info.name) > MAX_NAME_LENGTH:
+        errors.append(
+            ModelImportError(
+                "invalid_name",
+                f"model {info.id}: name: {len(info.name)} characters, at most "
+                f"{MAX_NAME_LENGTH} allowed",
+                status=422,
+                details={**details, "field": "name"},
+            )
+        )
+    for field, value in (("name", info.name), ("description", info.description)):
+        problem = text_problem(value) if value else None
+        if problem is not None:
+            errors.append(
+                ModelImportError(
+                    "invalid_text",
+                    f"model {info.id}: {field}: {problem}",
+                    status=422,
+                    details={**details, "field": field},
+                )
+            )
+    return errors
+
+
 def _metadata_errors(info: ModelInfo) -> list[ModelImportError]:
     """What refuses this model before its file is even downloaded."""
     errors: list[ModelImportError] = []
@@ -150,6 +179,7 @@ def _metadata_errors(info: ModelInfo) -> list[ModelImportError]:
                 details=details,
             )
         )
+    errors.extend(_text_errors(info, details))
     if info.status != "READY":
         errors.append(
             ModelImportError(

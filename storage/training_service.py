@@ -16,11 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any, Final, Literal, Self
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 import aiohttp
 import structlog
 
+from storage.masking import mask_text, mask_url
 from storage.model_files import (
     DEFAULT_MAX_BYTES,
     KNOWN_SUFFIXES,
@@ -312,16 +313,12 @@ class ModelInfo:
 
 def _redact(url: str) -> str:
     """The URL without credentials, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return mask_url(url)
 
 
 def _excerpt(body: bytes) -> str:
-    text = body[:_BODY_EXCERPT].decode("utf-8", "replace").strip()
+    # Masked: an error page may echo the request, `token=` values included.
+    text = mask_text(body[:_BODY_EXCERPT].decode("utf-8", "replace").strip())
     return text + ("…" if len(body) > _BODY_EXCERPT else "")
 
 

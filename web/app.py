@@ -22,12 +22,22 @@ from web import (
 from web.auth import auth_middleware
 from web.context import CONTEXT, AppContext
 from web.errors import error_middleware
+from web.json_output import json_output_middleware
+from web.request_input import input_middleware
 from web.request_metrics import request_metrics_middleware
 
 
 def create_app(context: AppContext) -> web.Application:
     app = web.Application(
-        middlewares=[request_metrics_middleware, error_middleware, auth_middleware],
+        # Outermost first: every answer (errors too) is counted and strict JSON; the
+        # token is checked before any input is looked at.
+        middlewares=[
+            request_metrics_middleware,
+            json_output_middleware,
+            error_middleware,
+            auth_middleware,
+            input_middleware,
+        ],
         client_max_size=2**20,
     )
     app[CONTEXT] = context

@@ -12,6 +12,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from storage.masking import mask_mapping, mask_text
+
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -19,20 +21,40 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 class ApiError(Exception):
     def __init__(
-        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details or {}
+        self.headers = headers or {}
 
 
 def error_response(
-    status: int, code: str, message: str, details: dict[str, Any] | None = None
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> web.Response:
+    """The one error shape. Message and details are masked: they may quote a URL, a DSN or
+    a neighbour's answer (the Training Service echoes `token=` values in its errors)."""
     return web.json_response(
-        {"error": {"code": code, "message": message, "details": details or {}}}, status=status
+        {
+            "error": {
+                "code": code,
+                "message": mask_text(message),
+                "details": mask_mapping(details or {}),
+            }
+        },
+        status=status,
+        headers=headers,
     )
 
 
@@ -55,6 +77,7 @@ _CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_field",
+    429: "too_many_requests",
     503: "unavailable",
 }
 
@@ -64,7 +87,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -84,17 +107,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 async def read_json_object(request: web.Request, *, allow_empty: bool = False) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 that says what is wrong with it."""
+    """The request body as a JSON object, or a 4xx that says what is wrong with it.
+
+    Parsing and the checks every body gets live in `web.request_input` (imported here
+    lazily: it raises the errors this module defines).
+    """
+    from web.request_input import parse_json_body
+
     if not request.can_read_body:
         if allow_empty:
             return {}
         raise ApiError(400, "invalid_body", "request body must be a JSON object", {"field": "body"})
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise ApiError(
-            400, "invalid_json", f"request body is not valid JSON: {exc}", {"field": "body"}
-        ) from None
+    body = await parse_json_body(request)
     if body is None and allow_empty:
         return {}
     if not isinstance(body, dict):

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from storage.text_rules import MAX_NAME_LENGTH
 from web.context import VERSION
 
 JSON = "application/json"
@@ -374,7 +375,7 @@ OPERATIONS: tuple[Operation, ...] = (
         MODEL,
         params=(_id(),),
         # null or "" restores the Training Service's name
-        body=_obj({"name": {"type": ["string", "null"], "maxLength": 200}}, ("name",)),
+        body=_obj({"name": {"type": ["string", "null"], "maxLength": MAX_NAME_LENGTH}}, ("name",)),
         mutating=True,
         responses={404: "unknown model"},
     ),
@@ -721,6 +722,8 @@ def _operation_doc(op: Operation) -> dict[str, Any]:
     if op.body is not None or any(p.where == "query" for p in op.params):
         responses.setdefault("400", {**error, "description": "malformed request"})
         responses.setdefault("422", {**error, "description": "invalid field"})
+    if any(p.where == "path" and p.schema.get("type") == "string" for p in op.params):
+        responses.setdefault("400", {**error, "description": "malformed path parameter"})
     if op.mutating:
         responses["401"] = {**error, "description": "missing or invalid bearer token"}
     doc: dict[str, Any] = {

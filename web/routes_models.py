@@ -20,6 +20,7 @@ from aiohttp import web
 from storage import active_models, model_import, statistics
 from storage.active_models import ActiveModelRow
 from storage.model_import import ModelImportError, client_from_settings, training_service_failure
+from storage.text_rules import MAX_NAME_LENGTH
 from storage.training_service import ModelInfo, TrainingServiceClient, TrainingServiceError
 from web.context import ctx
 from web.errors import ApiError, bad_field, not_found, read_json_object
@@ -29,7 +30,6 @@ routes = web.RouteTableDef()
 # Key in `AppContext.services` of a shared TrainingServiceClient, when the wiring provides one;
 # otherwise each request opens (and closes) its own.
 TRAINING_SERVICE: Final = "training_service"
-MAX_NAME_LENGTH: Final = 200
 UNUSABLE_FILE_STATES: Final = frozenset({"missing", "error"})
 MAX_ID: Final = 2**63 - 1
 

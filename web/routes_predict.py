@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -10,6 +10,7 @@ from aiohttp import web
 from actors.manual_predict import ManualPredictError, ManualResult, predict_now
 from web.context import ctx
 from web.errors import ApiError, bad_field, read_json_object
+from web.request_input import parse_datetime
 
 routes = web.RouteTableDef()
 
@@ -42,13 +43,10 @@ def _timestamp(body: dict[str, Any]) -> datetime | None:
         return None
     if not isinstance(raw, str):
         raise bad_field("timestamp", "must be an ISO 8601 date-time string")
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        raise bad_field(
-            "timestamp", "must be an ISO 8601 date-time, e.g. 2026-01-01T12:00:00Z"
-        ) from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    value = parse_datetime("timestamp", raw, 422)
+    if value is None:
+        raise bad_field("timestamp", "must be an ISO 8601 date-time, e.g. 2026-01-01T12:00:00Z")
+    return value
 
 
 def _result(r: ManualResult) -> dict[str, Any]:

@@ -9,7 +9,7 @@ in a filter that silently returned everything is how a user trusts wrong numbers
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -28,6 +28,7 @@ from storage.prediction_reads import (
 )
 from web.context import ctx
 from web.errors import bad_field, not_found
+from web.request_input import parse_datetime
 
 routes = web.RouteTableDef()
 
@@ -89,11 +90,9 @@ def time_param(query: Mapping[str, str], name: str) -> datetime | None:
     if sep and tail[:2].isdigit() and ":" in tail and ("T" in head or " " in head):
         candidates.append(f"{head}+{tail}")
     for candidate in candidates:
-        try:
-            value = datetime.fromisoformat(candidate)
-        except ValueError:
-            continue
-        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        value = parse_datetime(name, candidate)
+        if value is not None:
+            return value
     raise bad_field(name, "must be an ISO 8601 date-time, e.g. 2026-01-01T12:00:00Z", 400)
 
 

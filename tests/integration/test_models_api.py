@@ -20,6 +20,7 @@ from actors.state import ServiceState
 from storage.config import Settings
 from storage.db import connect
 from storage.model_settings import MODELS_CHANNEL
+from storage.text_rules import MAX_NAME_LENGTH
 from web import routes_models
 from web.app import create_app
 from web.context import AppContext
@@ -200,7 +201,7 @@ async def test_activate_deactivate_rename_and_list_filters(
     assert body["name"] == "Moon" and body["custom_name"] == "Moon"
     status, body = await _call(api, "PATCH", f"/api/models/{first}/rename", {"name": None})
     assert status == 200 and body["name"] == "seven" and body["custom_name"] is None
-    for bad in ({"name": 5}, {"name": "x" * 201}, {}, {"title": "x"}):
+    for bad in ({"name": 5}, {"name": "x" * (MAX_NAME_LENGTH + 1)}, {}, {"title": "x"}):
         status, body = await _call(api, "PATCH", f"/api/models/{first}/rename", bad)
         assert status == 422, (bad, body)
         assert body["error"]["details"]["field"] in {"name", "title"}, body

@@ -1,0 +1,183 @@
+"""Secrets are masked by the name they travel under, wherever text leaves the service.
+
+Webhook services put credentials in query strings (`api_key`, `access_token`)
+and in the path (an n8n webhook id); PostgreSQL DSNs carry `password` and
+`sslpassword` as parameters; a Training Service's error page may echo the
+request, `token=` included. None of it may reach `/api/config`, an API answer
+or a log line as written; the host names stay, so the operator still sees
+where things point.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import socket
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+import aiohttp
+import asyncpg
+import pytest
+import structlog
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from service_runner import running_service
+from waiting import wait_for
+from webhook_receiver import insert_active_model, store_predictions
+
+from actors.logs import configure_logging
+from storage.config import Settings
+from storage.db import connect
+from web.app import create_app
+from web.context import AppContext
+
+HOOK_ID = "6f1c1f0e-3b1a-4d7e-9b1e-2a9c7d0e5f11"  # an n8n webhook id: whoever knows it may post
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@asynccontextmanager
+async def served(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[str]:
+    runner = web.AppRunner(create_app(AppContext(settings=settings, pool=pool)))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+def rendered_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """The service's own log set-up (JSON lines), written to a buffer for the test."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    buffer = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", buffer)
+    configure_logging("INFO", "json")
+    try:
+        yield buffer
+    finally:
+        structlog.configure(**saved)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+async def test_config_masks_secrets_by_key_name_in_urls_query_strings_and_dsn_parameters(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    secrets = [
+        "kvPass-S3cret",
+        "sslPass-S3cret",
+        "ak1-S3cret",
+        "ak2-S3cret",
+        "at-S3cret",
+        HOOK_ID,
+        "sig-S3cret",
+    ]
+    configured = settings.replace(
+        db_dsn="host=db.internal port=5432 user=pp password=kvPass-S3cret "
+        "sslpassword=sslPass-S3cret dbname=pp",
+        n8n_webhook_url=f"https://n8n.example/webhook/{HOOK_ID}"
+        "?api_key=ak1-S3cret&apikey=ak2-S3cret&access_token=at-S3cret&mode=prod",
+        training_service_api_url="http://trainer.internal:8000/api?signature=sig-S3cret",
+    )
+    async with served(configured, pool) as base, aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/api/config") as response:
+            assert response.status == 200
+            text = await response.text()
+    for secret in secrets:
+        assert secret not in text, secret
+    config = json.loads(text)
+    assert "host=db.internal" in config["db_dsn"] and "password=***" in config["db_dsn"]
+    assert "sslpassword=***" in config["db_dsn"]
+    assert config["n8n_webhook_url"].startswith("https://n8n.example/webhook/")
+    assert "mode=prod" in config["n8n_webhook_url"]  # not a secret: still shown
+    assert "trainer.internal" in config["training_service_api_url"]
+
+
+async def _echoing_training_service() -> TestServer:
+    """A Training Service whose error page echoes the request and its configuration."""
+
+    async def fail(request: web.Request) -> web.Response:
+        return web.Response(
+            status=500,
+            text=f"upstream failed for {request.path_qs}&token=echoTok-S3cret; settings: "
+            '{"access_token": "echoAt-S3cret", "password": "echoPw-S3cret"}',
+        )
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", fail)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server
+
+
+@pytest.mark.timeout(60)
+async def test_error_bodies_answers_and_log_lines_mask_echoed_and_configured_secrets(
+    settings: Settings, rendered_logs: io.StringIO
+) -> None:
+    echoed = ["echoTok-S3cret", "echoAt-S3cret", "echoPw-S3cret"]
+    configured = ["hk-S3cret", "hat-S3cret", HOOK_ID]
+    trainer = await _echoing_training_service()
+    hook_url = (
+        f"http://127.0.0.1:{_closed_port()}/webhook/{HOOK_ID}"
+        "?api_key=hk-S3cret&access_token=hat-S3cret"
+    )
+    settings = settings.replace(
+        training_service_api_url=str(trainer.make_url("/api")),
+        training_service_timeout_seconds=2.0,
+        webhook_max_attempts=1,
+    )
+    conn = await connect(settings.db_dsn)
+    try:
+        model = await insert_active_model(conn, 41, n8n_webhook_url=hook_url, is_active=False)
+        await store_predictions(
+            conn, model, [("MaskMint", datetime.now(UTC), 0.9)], default_url=None
+        )
+    finally:
+        await conn.close()
+    answers: dict[str, str] = {}
+    try:
+        async with running_service(settings) as service, aiohttp.ClientSession() as http:
+            base = f"http://127.0.0.1:{service.web_port}"
+
+            async def dead_job() -> bool:
+                async with http.get(f"{base}/api/webhooks/dead") as response:
+                    return bool((await response.json())["total"])
+
+            await wait_for(dead_job, what="the webhook job to die on the closed port")
+            for path in (
+                "/api/models/available",
+                "/api/models/available/5",
+                f"/api/models/{model}/n8n-status",
+                "/api/webhooks/dead",
+            ):
+                async with http.get(base + path) as response:
+                    answers[path] = await response.text()
+    finally:
+        await trainer.close()
+    # The Training Service's failure is reported with its status and its (masked) words.
+    failure = json.loads(answers["/api/models/available"])["error"]
+    assert failure["code"] == "training_service_error", failure
+    assert "HTTP 500" in failure["message"], failure
+    assert "token=***" in failure["message"], failure
+    assert "webhook/***" in answers["/api/webhooks/dead"]
+    assert "api_key=***" in answers[f"/api/models/{model}/n8n-status"]
+    for path, text in answers.items():
+        for secret in [*echoed, *configured]:
+            assert secret not in text, f"GET {path} shows {secret}"
+    logged = rendered_logs.getvalue()
+    assert "webhook_dead" in logged and "webhook/***" in logged, logged[-2000:]
+    for secret in [*echoed, *configured]:
+        assert secret not in logged, f"a log line carries {secret}"
