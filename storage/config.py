@@ -40,6 +40,9 @@ class Settings:
     api_port: int
     api_token: str
     api_public_reads: bool
+    api_auth_failure_delay_seconds: float
+    api_auth_max_failures: int
+    api_auth_failure_window_seconds: float
     training_service_api_url: str
     training_service_timeout_seconds: float
     model_storage_path: str
@@ -175,9 +178,12 @@ def _validate(s: Settings) -> None:
         "health_actor_grace_seconds",
         "shutdown_deadline_seconds",
         "retention_interval_seconds",
+        "api_auth_failure_window_seconds",
     ):
         need(getattr(s, seconds) > 0, seconds, "must be greater than 0")
     for non_negative in (
+        "api_auth_failure_delay_seconds",
+        "api_auth_max_failures",
         "catchup_max_age_seconds",
         "intake_max_future_seconds",
         "cursor_overlap_rows",

@@ -19,7 +19,12 @@ from web import (
     routes_status,
     routes_system,
 )
-from web.auth import auth_middleware
+from web.auth import (
+    FAILED_AUTHENTICATIONS,
+    FailedAuthentications,
+    auth_middleware,
+    warn_when_open_without_token,
+)
 from web.context import CONTEXT, AppContext
 from web.errors import error_middleware
 from web.json_output import json_output_middleware
@@ -41,6 +46,11 @@ def create_app(context: AppContext) -> web.Application:
         client_max_size=2**20,
     )
     app[CONTEXT] = context
+    settings = context.settings
+    app[FAILED_AUTHENTICATIONS] = FailedAuthentications(
+        settings.api_auth_max_failures, settings.api_auth_failure_window_seconds
+    )
+    app.on_startup.append(warn_when_open_without_token)
     aiohttp_jinja2.setup(
         app, loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")), autoescape=True
     )

@@ -726,6 +726,7 @@ def _operation_doc(op: Operation) -> dict[str, Any]:
         responses.setdefault("400", {**error, "description": "malformed path parameter"})
     if op.mutating:
         responses["401"] = {**error, "description": "missing or invalid bearer token"}
+        responses["429"] = {**error, "description": "too many failed authentications"}
     doc: dict[str, Any] = {
         "summary": op.summary,
         "tags": [op.tag],

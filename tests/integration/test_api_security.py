@@ -120,7 +120,11 @@ async def test_every_mutating_route_refuses_a_missing_or_wrong_token_and_changes
     settings: Settings, pool: asyncpg.Pool
 ) -> None:
     settings = settings.replace(
-        api_token=TOKEN, training_service_api_url=f"http://127.0.0.1:{_closed_port()}/api"
+        api_token=TOKEN,
+        training_service_api_url=f"http://127.0.0.1:{_closed_port()}/api",
+        # This test fails authentication on purpose, a hundred times.
+        api_auth_max_failures=0,
+        api_auth_failure_delay_seconds=0.0,
     )
     async with pool.acquire() as conn:
         model = await add_model(conn, 61)
@@ -163,7 +167,11 @@ async def test_reads_are_open_or_closed_by_api_public_reads_and_probes_always_op
     closed_ts = f"http://127.0.0.1:{_closed_port()}/api"
     for public in (True, False):
         configured = settings.replace(
-            api_token=TOKEN, api_public_reads=public, training_service_api_url=closed_ts
+            api_token=TOKEN,
+            api_public_reads=public,
+            training_service_api_url=closed_ts,
+            api_auth_max_failures=0,
+            api_auth_failure_delay_seconds=0.0,
         )
         async with served(configured, pool) as base, aiohttp.ClientSession() as http:
             for _, path, _ in reads:
