@@ -372,6 +372,33 @@ class CpuMeter:
         return sum(v - self._start.get(pid, 0.0) for pid, v in self._last.items())
 
 
+class SampledCpuMeter(CpuMeter):
+    """A CpuMeter sampled every 0.1 s by a thread until read: a backend or autovacuum
+    worker that exits before the end still counts for what it used while sampled."""
+
+    def start(self) -> None:
+        import threading
+
+        super().start()
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.sample()
+
+    def seconds(self) -> float:
+        self._stop.set()
+        return super().seconds()
+
+
+def _started_meter(data_dir: Path | None) -> SampledCpuMeter:
+    """PostgreSQL's CPU from now on."""
+    meter = SampledCpuMeter(lambda: _postgres_processes(data_dir))
+    meter.start()
+    return meter
+
+
 # --------------------------------------------------------------------------- models
 
 
@@ -1412,6 +1439,49 @@ async def cmd_webhooks(args: argparse.Namespace, out: Any) -> dict[str, Any]:
     return {"command": "webhooks", **result}
 
 
+async def cmd_layouts(args: argparse.Namespace, out: Any) -> dict[str, Any]:
+    from scripts.bench_layouts import run as bench_layouts
+
+    settings = load_settings()
+    with tempfile.TemporaryDirectory(prefix="pp-bench-") as tmp:
+        async with bench_database(settings, Path(tmp)) as db:
+            out(f"database: {db.where}")
+            result = await bench_layouts(
+                db.dsn,
+                ticks=args.ticks,
+                models=args.models,
+                batch=args.batch,
+                postgres_meter=lambda: _started_meter(db.data_dir),
+            )
+    for name in ("current", "narrow", "arrays"):
+        out(f"{name}: {json.dumps(result[name])}")
+    return {"command": "layouts", **result}
+
+
+async def cmd_evaluator(args: argparse.Namespace, out: Any) -> dict[str, Any]:
+    from scripts.bench_evaluator import run as bench_evaluator
+
+    settings = load_settings()
+    with tempfile.TemporaryDirectory(prefix="pp-bench-") as tmp:
+        async with bench_database(settings, Path(tmp)) as db:
+            out(f"database: {db.where}")
+            result = await bench_evaluator(
+                db.dsn,
+                ticks=args.ticks,
+                models=args.models,
+                horizons=args.horizons,
+                page_size=settings.evaluation_page_size,
+                postgres_meter=lambda: _started_meter(db.data_dir),
+            )
+    out(
+        f"evaluator: {result['predictions_evaluated']} predictions of {result['ticks']} ticks "
+        f"in {result['pages']} pages, {result['wall_s']} s; per tick: wall "
+        f"{result['wall_ms_per_tick']} ms, PostgreSQL CPU {result['pg_cpu_ms_per_tick']} ms, "
+        f"client CPU {result['client_cpu_ms_per_tick']} ms, disk +{result['disk_bytes_per_tick']} B"
+    )
+    return {"command": "evaluator", **result}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -1436,6 +1506,16 @@ def build_parser() -> argparse.ArgumentParser:
     webhooks.add_argument("--concurrency", type=int, default=16, help="WEBHOOK_CONCURRENCY")
     webhooks.add_argument("--per-host-limit", type=int, default=8, help="WEBHOOK_PER_HOST_LIMIT")
     webhooks.add_argument("--json", action="store_true", help="last line: one JSON object")
+    layouts = sub.add_parser("layouts", help="prediction-store layouts: CPU and bytes per tick")
+    layouts.add_argument("--ticks", type=int, default=20000, help="coin ticks stored")
+    layouts.add_argument("--models", type=int, default=10, help="predictions per tick")
+    layouts.add_argument("--batch", type=int, default=100, help="ticks per statement")
+    layouts.add_argument("--json", action="store_true", help="last line: one JSON object")
+    evaluator = sub.add_parser("evaluator", help="the evaluator alone: cost per evaluated tick")
+    evaluator.add_argument("--ticks", type=int, default=20000, help="coin ticks to evaluate")
+    evaluator.add_argument("--models", type=int, default=10, help="predictions per tick")
+    evaluator.add_argument("--horizons", type=int, default=1, help="distinct horizons")
+    evaluator.add_argument("--json", action="store_true", help="last line: one JSON object")
     for name, helptext in (
         ("predict", "ticks/s and insert->prediction latency with active models"),
         ("pipeline", "the whole pipeline, webhooks, baseline comparison"),
@@ -1476,6 +1556,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = anyio.run(cmd_intake, args, out)
     elif args.command == "webhooks":
         result = anyio.run(cmd_webhooks, args, out)
+    elif args.command == "layouts":
+        result = anyio.run(cmd_layouts, args, out)
+    elif args.command == "evaluator":
+        result = anyio.run(cmd_evaluator, args, out)
     else:
         result = anyio.run(lambda: cmd_pipeline(args, out, full=args.command == "pipeline"))
     if args.json:

@@ -1,0 +1,355 @@
+"""Candidate prediction-store layouts measured side by side: `bench.py layouts`.
+
+Issue 19 asks for a coin tick stored once, each model's result compact, the
+target definition once per model version and outcomes once per (tick,
+horizon). Two ways to hold the models' results are measured here on the same
+data, in scratch schemas of one database, with the statements a batch writer
+would send (one per batch of ticks):
+
+- `current`: today's `predictions` table through `storage.predictions.insert_batch`
+  (a wide row per model and tick, six indexes), outcomes written by the UPDATE
+  the evaluator does (one per prediction row).
+- `narrow`: a tick row (coin, time, source, phase, price and market cap at T,
+  predicted_at) and one `(tick_id, target_id, probability)` row per model with
+  its primary key and a per-model index.
+- `arrays`: the tick row with the models' target ids (`int[]`) and probabilities
+  (`float8[]`) on it.
+
+Both new layouts reference a `prediction_targets` row per model version and
+write one outcome row per (tick, horizon). Reported per coin tick: wall time
+and PostgreSQL CPU of the inserts, and bytes on disk (tables, TOAST, indexes)
+after every tick has its outcome.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from storage import predictions
+from storage.predictions import BatchRows, ModelTarget
+
+_COMMON_DDL = """
+CREATE SCHEMA {s};
+CREATE TABLE {s}.prediction_targets (
+    id                   integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    active_model_id      bigint NOT NULL,
+    model_id             bigint NOT NULL,
+    alert_threshold      double precision NOT NULL,
+    target_kind          text NOT NULL,
+    target_variable      text,
+    target_operator      text,
+    target_value         double precision,
+    future_minutes       integer,
+    price_change_percent double precision,
+    target_direction     text,
+    horizon_seconds      integer NOT NULL
+);
+CREATE TABLE {s}.prediction_ticks (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    coin_id          varchar(64) NOT NULL,
+    data_timestamp   timestamptz NOT NULL,
+    source           "char" NOT NULL DEFAULT 's',
+    phase_id         integer,
+    price_close_at_t double precision,
+    market_cap_at_t  double precision,
+    predicted_at     timestamptz NOT NULL DEFAULT now(){extra},
+    UNIQUE (coin_id, data_timestamp, source)
+);
+CREATE INDEX ON {s}.prediction_ticks (data_timestamp DESC, id DESC);
+CREATE TABLE {s}.tick_outcomes (
+    tick_id              bigint NOT NULL,
+    horizon_seconds      integer NOT NULL,
+    state                smallint NOT NULL,
+    evaluated_at         timestamptz NOT NULL DEFAULT now(),
+    price_close_at_eval  double precision,
+    eval_price_timestamp timestamptz,
+    actual_change_pct    double precision,
+    max_gain_pct         double precision,
+    max_gain_at          timestamptz,
+    max_drawdown_pct     double precision,
+    max_drawdown_at      timestamptz,
+    PRIMARY KEY (tick_id, horizon_seconds)
+);
+"""
+
+_ARRAYS_EXTRA = """,
+    target_ids       integer[] NOT NULL,
+    probabilities    double precision[] NOT NULL"""
+
+_NARROW_DDL = """
+CREATE TABLE {s}.prediction_scores (
+    tick_id     bigint NOT NULL,
+    target_id   integer NOT NULL,
+    probability double precision NOT NULL,
+    PRIMARY KEY (tick_id, target_id)
+);
+CREATE INDEX ON {s}.prediction_scores (target_id, tick_id);
+"""
+
+_TICK_PARAMS = "$1::text[], $2::timestamptz[], $3::int[], $4::float8[], $5::float8[]"
+
+_ARRAYS_INSERT = f"""
+INSERT INTO {{s}}.prediction_ticks (coin_id, data_timestamp, phase_id, price_close_at_t,
+                                  market_cap_at_t, target_ids, probabilities)
+SELECT t.coin_id, t.ts, t.phase, t.price, t.cap, $6::int[],
+       ($7::float8[])[(t.i - 1) * $8 + 1 : t.i * $8]
+FROM unnest({_TICK_PARAMS}) WITH ORDINALITY AS t(coin_id, ts, phase, price, cap, i)
+ON CONFLICT DO NOTHING
+"""
+
+_NARROW_INSERT = f"""
+WITH t AS (
+    INSERT INTO {{s}}.prediction_ticks (coin_id, data_timestamp, phase_id, price_close_at_t,
+                                      market_cap_at_t)
+    SELECT * FROM unnest({_TICK_PARAMS})
+    ON CONFLICT DO NOTHING
+    RETURNING id, coin_id, data_timestamp
+), k AS (
+    SELECT t.id, u.i FROM t
+    JOIN unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS u(coin_id, ts, i)
+      ON u.coin_id = t.coin_id AND u.ts = t.data_timestamp
+)
+INSERT INTO {{s}}.prediction_scores (tick_id, target_id, probability)
+SELECT k.id, m.target_id, ($7::float8[])[(k.i - 1) * $8 + m.j]
+FROM k CROSS JOIN unnest($6::int[]) WITH ORDINALITY AS m(target_id, j)
+"""
+
+_OUTCOMES_INSERT = """
+INSERT INTO {s}.tick_outcomes (tick_id, horizon_seconds, state, price_close_at_eval,
+    eval_price_timestamp, actual_change_pct, max_gain_pct, max_gain_at, max_drawdown_pct,
+    max_drawdown_at)
+SELECT id, 600, 0, price_close_at_t * 1.05, data_timestamp + interval '9 minutes', 5.0,
+       7.5, data_timestamp + interval '3 minutes', -2.5, data_timestamp + interval '1 minute'
+FROM {s}.prediction_ticks WHERE id > $1 AND id <= $2
+"""
+
+_CURRENT_OUTCOMES = """
+UPDATE predictions SET evaluation_result = 'success', evaluated_at = now(),
+    price_close_at_eval = price_close_at_t * 1.05,
+    eval_price_timestamp = data_timestamp + interval '9 minutes', actual_change_pct = 5.0,
+    max_gain_pct = 7.5, max_gain_at = data_timestamp + interval '3 minutes',
+    max_drawdown_pct = -2.5, max_drawdown_at = data_timestamp + interval '1 minute'
+WHERE id IN (SELECT id FROM predictions WHERE evaluation_result IS NULL
+             ORDER BY evaluation_due_at, id LIMIT $1)
+"""
+
+
+# Reads: every model's count and mean probability (the statistics' shape), and the
+# newest 100 predictions of one model (the list filtered by model).
+_READS = {
+    "current": (
+        "SELECT active_model_id, count(*), avg(probability) FROM predictions GROUP BY 1",
+        "SELECT id, probability FROM predictions WHERE active_model_id = $1"
+        " ORDER BY data_timestamp DESC, id DESC LIMIT 100",
+    ),
+    "narrow": (
+        "SELECT target_id, count(*), avg(probability) FROM {s}.prediction_scores GROUP BY 1",
+        "SELECT t.id, p.probability FROM {s}.prediction_ticks t"
+        " JOIN {s}.prediction_scores p ON p.tick_id = t.id AND p.target_id = $1"
+        " ORDER BY t.data_timestamp DESC, t.id DESC LIMIT 100",
+    ),
+    "arrays": (
+        "SELECT u.target_id, count(*), avg(u.probability) FROM {s}.prediction_ticks t,"
+        " unnest(t.target_ids, t.probabilities) AS u(target_id, probability) GROUP BY 1",
+        "SELECT t.id, t.probabilities[array_position(t.target_ids, $1::int)]"
+        " FROM {s}.prediction_ticks t WHERE t.target_ids @> ARRAY[$1::int]"
+        " ORDER BY t.data_timestamp DESC, t.id DESC LIMIT 100",
+    ),
+}
+
+
+async def _reads(conn: asyncpg.Connection, layout: str, model: int) -> dict[str, float]:
+    """Median wall time of each read over 5 runs (ms)."""
+    timings: dict[str, float] = {}
+    for name, sql in zip(("per_model_stats_ms", "model_page_ms"), _READS[layout], strict=True):
+        sql = sql.format(s=f"layout_{layout}")
+        args = [] if "$1" not in sql else [model]
+        runs = []
+        for _ in range(5):
+            started = time.perf_counter()
+            await conn.fetch(sql, *args)
+            runs.append(time.perf_counter() - started)
+        timings[name] = round(sorted(runs)[2] * 1000, 2)
+    return timings
+
+
+def _size_sql(tables: list[str]) -> str:
+    return " + ".join(f"pg_total_relation_size('{t}')" for t in tables)
+
+
+async def _models(conn: asyncpg.Connection, count: int) -> list[ModelTarget]:
+    rows = await conn.fetch(
+        """
+        INSERT INTO active_models (model_id, name, model_type, target_kind, future_minutes,
+            price_change_percent, target_direction, features, file_path, file_sha256)
+        SELECT 7000 + i, 'layout-' || i, 'xgboost', 'time_based', 10, 5.0, 'up', '[]', '', ''
+        FROM generate_series(1, $1) AS i
+        RETURNING id, model_id
+        """,
+        count,
+    )
+    return [
+        ModelTarget(
+            r["id"],
+            r["model_id"],
+            0.7,
+            "time_based",
+            None,
+            None,
+            None,
+            10,
+            5.0,
+            "up",
+            timedelta(minutes=10),
+        )
+        for r in rows
+    ]
+
+
+class _Data:
+    """The ticks and scores of every batch, generated once and shared by the layouts."""
+
+    def __init__(self, ticks: int, models: int, batch: int) -> None:
+        rng = random.Random(19)
+        start = datetime.now(UTC) - timedelta(days=1)
+        self.batches: list[tuple[list[Any], list[float]]] = []
+        for offset in range(0, ticks, batch):
+            n = min(batch, ticks - offset)
+            coins = [f"{rng.getrandbits(160):040x}xyzpump"[:44] for _ in range(n)]
+            stamps = [start + timedelta(milliseconds=offset + k) for k in range(n)]
+            phases = [rng.choice([1, 2, 3]) for _ in range(n)]
+            prices = [rng.uniform(1e-8, 1e-6) for _ in range(n)]
+            caps = [p * 1e9 for p in prices]
+            probs = [rng.random() for _ in range(n * models)]  # tick-major
+            self.batches.append(([coins, stamps, phases, prices, caps], probs))
+
+
+async def _timed(
+    conn: asyncpg.Connection, postgres_meter: Callable[[], Any], work: Any
+) -> tuple[float, float]:
+    meter, started = postgres_meter(), time.perf_counter()
+    await work()
+    return time.perf_counter() - started, float(meter.seconds())
+
+
+async def _current(
+    conn: asyncpg.Connection, data: _Data, models: list[ModelTarget], meter: Callable[[], Any]
+) -> dict[str, Any]:
+    m = len(models)
+
+    async def insert() -> None:
+        for tick_columns, probs in data.batches:
+            rows = BatchRows(models=list(models))
+            rows.coin_ids, rows.data_timestamps, rows.phase_ids = tick_columns[:3]
+            rows.price_closes, rows.market_caps = tick_columns[3:]
+            n = len(rows.coin_ids)
+            for j in range(m):
+                rows.model_index += [j] * n
+                rows.tick_index += list(range(n))
+                ps = [probs[k * m + j] for k in range(n)]
+                rows.probabilities += ps
+                rows.predictions += [int(p >= 0.5) for p in ps]
+                rows.tags += [
+                    "alert" if p >= 0.7 else "positive" if p >= 0.5 else "negative" for p in ps
+                ]
+            await predictions.insert_batch(conn, rows)
+
+    async def evaluate() -> None:
+        while (await conn.execute(_CURRENT_OUTCOMES, 1000)) != "UPDATE 0":
+            pass
+
+    size = _size_sql(["predictions"])
+    size0 = await conn.fetchval(f"SELECT {size}")
+    wall, pg = await _timed(conn, meter, insert)
+    inserted = await conn.fetchval(f"SELECT {size}") - size0
+    eval_wall, eval_pg = await _timed(conn, meter, evaluate)
+    total = await conn.fetchval(f"SELECT {size}") - size0
+    figures = _figures(data, wall, pg, inserted, eval_wall, eval_pg, total)
+    figures.update(await _reads(conn, "current", models[0].active_model_id))
+    return figures
+
+
+def _figures(
+    data: _Data, wall: float, pg: float, inserted: int, eval_wall: float, eval_pg: float, total: int
+) -> dict[str, Any]:
+    ticks = sum(len(b[0][0]) for b in data.batches)
+    return {
+        "insert_wall_ms_per_tick": round(wall * 1000 / ticks, 4),
+        "insert_pg_cpu_ms_per_tick": round(pg * 1000 / ticks, 4),
+        "bytes_per_tick_before_outcomes": round(inserted / ticks),
+        "outcome_wall_ms_per_tick": round(eval_wall * 1000 / ticks, 4),
+        "outcome_pg_cpu_ms_per_tick": round(eval_pg * 1000 / ticks, 4),
+        "disk_bytes_per_tick": round(total / ticks),
+    }
+
+
+async def _new(
+    conn: asyncpg.Connection,
+    data: _Data,
+    models: list[ModelTarget],
+    meter: Callable[[], Any],
+    layout: str,
+) -> dict[str, Any]:
+    s = f"layout_{layout}"
+    extra = _ARRAYS_EXTRA if layout == "arrays" else ""
+    await conn.execute(_COMMON_DDL.format(s=s, extra=extra))
+    tables = [f"{s}.prediction_targets", f"{s}.prediction_ticks", f"{s}.tick_outcomes"]
+    if layout == "narrow":
+        await conn.execute(_NARROW_DDL.format(s=s))
+        tables.append(f"{s}.prediction_scores")
+    target_ids = [
+        int(
+            await conn.fetchval(
+                f"INSERT INTO {s}.prediction_targets (active_model_id, model_id, alert_threshold,"
+                " target_kind, future_minutes, price_change_percent, target_direction,"
+                " horizon_seconds) VALUES ($1, $2, 0.7, 'time_based', 10, 5.0, 'up', 600)"
+                " RETURNING id",
+                t.active_model_id,
+                t.model_id,
+            )
+        )
+        for t in models
+    ]
+    sql = (_ARRAYS_INSERT if layout == "arrays" else _NARROW_INSERT).format(s=s)
+
+    async def insert() -> None:
+        for tick_columns, probs in data.batches:
+            await conn.execute(sql, *tick_columns, target_ids, probs, len(target_ids))
+
+    async def evaluate() -> None:
+        last = int(await conn.fetchval(f"SELECT coalesce(max(id), 0) FROM {s}.prediction_ticks"))
+        for low in range(0, last, 1000):
+            await conn.execute(_OUTCOMES_INSERT.format(s=s), low, low + 1000)
+
+    size = _size_sql(tables)
+    size0 = await conn.fetchval(f"SELECT {size}")
+    wall, pg = await _timed(conn, meter, insert)
+    inserted = await conn.fetchval(f"SELECT {size}") - size0
+    eval_wall, eval_pg = await _timed(conn, meter, evaluate)
+    total = await conn.fetchval(f"SELECT {size}") - size0
+    figures = _figures(data, wall, pg, inserted, eval_wall, eval_pg, total)
+    await conn.execute(f"ANALYZE {s}.prediction_ticks")
+    figures.update(await _reads(conn, layout, target_ids[0]))
+    return figures
+
+
+async def run(
+    dsn: str, *, ticks: int, models: int, batch: int, postgres_meter: Callable[[], Any]
+) -> dict[str, Any]:
+    data = _Data(ticks, models, batch)
+    conn = await asyncpg.connect(dsn)
+    try:
+        targets = await _models(conn, models)
+        result: dict[str, Any] = {"ticks": ticks, "models": models, "batch_ticks": batch}
+        result["current"] = await _current(conn, data, targets, postgres_meter)
+        for layout in ("narrow", "arrays"):
+            result[layout] = await _new(conn, data, targets, postgres_meter, layout)
+    finally:
+        await conn.close()
+    return result
