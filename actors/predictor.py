@@ -175,8 +175,15 @@ class Predictor:
         if ticks:
             rows = await batch.features.get(runtime.spec, runtime.phase_key)
             scored = await run_cpu(len(ticks), score, runtime, ticks, rows)
-            for _tick, reason in scored.skipped:
+            for tick, reason in scored.skipped:
                 self._skip(reason.replace(" ", "_"), 1)
+                # Data this model cannot use (never a filter): named once per tick.
+                self._log.info(
+                    "tick_skipped",
+                    coin_id=tick.coin_id,
+                    data_timestamp=tick.data_timestamp.isoformat(),
+                    reason=reason.replace(" ", "_"),
+                )
             if _stores_itself(runtime):
                 stored = await self.store(runtime, scored)
             elif scored.ticks:

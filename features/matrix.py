@@ -26,6 +26,12 @@ from features.engineering import (
 )
 from features.last_row import LastRows, compute_last
 
+# Why a model did not get a tick's row (pp_ticks_skipped_total{reason}, spaces as "_").
+NO_ROW = "no coin_metrics row at the tick"
+NULL_FEATURE = "NULL in a base column the model uses"
+HUGE_FEATURE = "feature value beyond float32"
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 class UnknownFeatureError(ValueError):
     """Features the engine cannot produce; `.names` lists every one of them."""
@@ -192,14 +198,19 @@ class TickRows:
         has_row = found >= 0
         values = self.values[found[has_row]][:, cols]
         keep = has_row.copy()
-        skipped = [(int(i), "no coin_metrics row at the tick") for i in np.flatnonzero(~has_row)]
+        skipped = [(int(i), NO_ROW) for i in np.flatnonzero(~has_row)]
         if values.size:
             # A NULL in a base column the model uses: refuse the row rather than invent a value.
-            bad = np.isnan(values).any(axis=1)
+            missing = np.isnan(values).any(axis=1)
+            # Both model kinds compute in float32: a value beyond it would be infinite there,
+            # and scikit-learn then raises for the whole batch. Refuse the row instead.
+            too_large = (np.abs(values) > FLOAT32_MAX).any(axis=1)
+            bad = missing | too_large
             if bad.any():
-                refused = np.flatnonzero(has_row)[bad]
-                keep[refused] = False
-                skipped += [(int(i), "NULL in a base column the model uses") for i in refused]
+                rows = np.flatnonzero(has_row)
+                keep[rows[bad]] = False
+                skipped += [(int(i), NULL_FEATURE) for i in rows[missing]]
+                skipped += [(int(i), HUGE_FEATURE) for i in rows[too_large & ~missing]]
                 values = values[~bad]
         return Matrix(
             values=np.ascontiguousarray(values),

@@ -62,29 +62,32 @@ async def add_models(conn: asyncpg.Connection, tmp_path: Path, first_id: int) ->
     return ids
 
 
+async def column_types(conn: asyncpg.Connection) -> dict[str, str]:
+    """coin_metrics' columns and their SQL types as the database declares them."""
+    rows = await conn.fetch(
+        """
+        SELECT attname, format_type(atttypid, atttypmod) AS type FROM pg_attribute
+        WHERE attrelid = 'coin_metrics'::regclass AND attnum > 0 AND NOT attisdropped
+        """
+    )
+    return {r["attname"]: r["type"] for r in rows}
+
+
 async def insert_raw(conn: asyncpg.Connection, rows: list[dict[str, str | None]]) -> list[int]:
     """Rows given as PostgreSQL text literals (so 'infinity', '4713-01-01 BC', 'NaN',
-    '1e1000' arrive as the collector's own INSERT would write them), in ONE statement."""
+    '1e1000' arrive as the collector's own INSERT would write them), in ONE statement,
+    ids in row order."""
+    types = await column_types(conn)
     columns = sorted({c for r in rows for c in r})
     arrays = [[r.get(c) for r in rows] for c in columns]
     select = ", ".join(f"${i}::text[]" for i in range(1, len(columns) + 1))
-    casts = ", ".join(f'"{c}"::{_pg_type(c)}' for c in columns)
+    casts = ", ".join(f'"{c}"::{types[c]}' for c in columns)
     names = ", ".join(f'"{c}"' for c in columns)
     sql = (
         f"INSERT INTO coin_metrics ({names}) SELECT {casts} "
-        f"FROM unnest({select}) AS t({names}) RETURNING id"
+        f"FROM unnest({select}) WITH ORDINALITY AS t({names}, n) ORDER BY n RETURNING id"
     )
     return [int(r["id"]) for r in await conn.fetch(sql, *arrays)]
-
-
-def _pg_type(column: str) -> str:
-    if column == "mint":
-        return "text"
-    if column == "timestamp":
-        return "timestamptz"
-    if column in ("phase_id_at_time", "num_buys", "num_sells"):
-        return "integer"
-    return "numeric"
 
 
 def as_text(row: dict[str, Any]) -> dict[str, str | None]:
@@ -185,7 +188,7 @@ async def test_rows_with_unusable_timestamps_are_skipped_and_every_coin_is_still
     assert {r["coin_id"] for r in stored} == {"coinA", "coinB"}
     assert max(r["data_timestamp"] for r in stored) < datetime.now(UTC)
     assert after - before == Counter({"timestamp_out_of_range": 2, "timestamp_in_future": 2})
-    skipped = [e for e in logs if e["event"] == "tick_skipped"]
+    skipped = [e for e in logs if e["event"] == "tick_skipped" and "row_id" in e]
     assert sorted((e["coin_id"], e["data_timestamp"], e["reason"]) for e in skipped) == sorted(
         [
             ("coinA", "4713-01-01 00:00:00 BC", "timestamp_out_of_range"),
@@ -265,7 +268,7 @@ async def test_non_finite_huge_zero_and_negative_values_are_skipped_or_missing_n
         await conn.close()
 
     assert after - before == Counter({"price_not_positive": 3, "price_not_finite": 4})
-    skipped = [e for e in logs if e["event"] == "tick_skipped"]
+    skipped = [e for e in logs if e["event"] == "tick_skipped" and "row_id" in e]
     assert sorted((e["coin_id"], e["reason"]) for e in skipped) == sorted(
         (coin, reason) for coin, (_, reason) in bad_price.items()
     )
@@ -276,6 +279,11 @@ async def test_non_finite_huge_zero_and_negative_values_are_skipped_or_missing_n
     assert not {c for c, _ in predicted_coins} & (set(bad_price) - {"coinA"})
     assert ("coinA", at) not in predicted_coins and ("coinB", at) not in predicted_coins
     assert all(0.0 <= r["probability"] <= 1.0 for r in stored)
+    by_model = [e for e in logs if e["event"] == "tick_skipped" and "active_model_id" in e]
+    assert sorted(e["active_model_id"] for e in by_model if e["coin_id"] == "coinB") == models
+    assert {e["reason"] for e in by_model if e["coin_id"] == "coinB"} == {
+        "NULL_in_a_base_column_the_model_uses"
+    }
     assert {p["data_timestamp"] for p in later_a} >= {later["coinA"].isoformat()}
     assert restarts == {}
     assert status == 200, health

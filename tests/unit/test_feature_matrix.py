@@ -104,6 +104,23 @@ def test_null_base_feature_is_never_filled_with_a_constant() -> None:
     assert matrix.skipped == [(0, "NULL in a base column the model uses")]
 
 
+def test_a_feature_value_beyond_float32_refuses_only_its_row() -> None:
+    """Both model kinds compute in float32: 1e300 would be infinite there, and
+    scikit-learn raises for the whole batch instead of skipping one coin."""
+    history = _history().with_columns(
+        pl.when(pl.col("mint") == "A")
+        .then(1e300)
+        .otherwise(pl.col("volume_sol"))
+        .alias("volume_sol")
+    )
+    spec = FeatureSpec.from_model(["volume_sol", "price_close"])
+    ticks = pl.DataFrame({"mint": ["A", "B"], "timestamp": [START + timedelta(seconds=190)] * 2})
+    matrix = build_matrix(spec.compute(history), ticks, spec)
+    assert matrix.rows == [1]
+    assert matrix.skipped == [(0, "feature value beyond float32")]
+    assert matrix.values.shape == (1, 2)
+
+
 def test_the_shared_frame_gives_every_model_exactly_its_own_features() -> None:
     """Models with equal windows share one computation per batch; it must change nothing."""
     from features.columns import normalise
