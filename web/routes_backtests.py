@@ -7,7 +7,7 @@ which also stops a running worker.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -16,6 +16,7 @@ from storage import backtests
 from storage.backtests import BacktestRow
 from web.context import ctx
 from web.errors import bad_field, not_found, read_json_object
+from web.request_input import parse_datetime
 from web.routes_predictions import choice_param, int_param
 
 routes = web.RouteTableDef()
@@ -32,11 +33,10 @@ def _time(body: dict[str, Any], field: str) -> datetime | None:
         return None
     if not isinstance(raw, str):
         raise bad_field(field, "must be an ISO 8601 date-time string")
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        raise bad_field(field, "must be an ISO 8601 date-time, e.g. 2026-01-01T12:00:00Z") from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    value = parse_datetime(field, raw, 422)
+    if value is None:
+        raise bad_field(field, "must be an ISO 8601 date-time, e.g. 2026-01-01T12:00:00Z")
+    return value
 
 
 def _model_id(body: dict[str, Any]) -> int:

@@ -172,6 +172,10 @@ async def test_dates_outside_the_representable_range_are_a_400_naming_the_field(
                 answer = _strict_json(await response.text())
                 _assert_names_field(response.status, answer, name, f"{path}?{name}={value}")
                 assert "range" in answer["error"]["message"]
+        for name, value in (("from", earliest), ("to", latest)):
+            payload = json.dumps({"model_id": 1, name: value})
+            status, answer = await _request(http, "POST", f"{base}/api/backtests", payload)
+            _assert_names_field(status, answer, name, f"POST /api/backtests {name}={value}")
         # The edges themselves are fine.
         async with http.get(
             f"{base}/api/predictions", params={"date_from": "0001-01-01T00:00:00+00:00"}
