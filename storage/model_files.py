@@ -36,6 +36,7 @@ from xgboost import XGBClassifier
 
 from storage.booster import BoosterPredictor
 from storage.forest import CompiledForest
+from storage.model_structure import ModelStructureError, check_booster_bytes, check_forest
 from storage.safe_unpickle import (
     ForbiddenGlobalError,
     SizeLimitError,
@@ -241,6 +242,10 @@ def _detect_format(data: bytes) -> Literal["joblib", "xgboost-json", "xgboost-ub
 
 
 def _load_xgboost_native(data: bytes, path: Path) -> XGBClassifier:
+    try:
+        check_booster_bytes(data)
+    except ModelStructureError as exc:
+        raise ModelFileError(f"{path}: corrupt or unreadable XGBoost model file ({exc})") from exc
     model = XGBClassifier()
     try:
         model.load_model(bytearray(data))
@@ -346,6 +351,8 @@ def _load_object(data: bytes, path: Path, file_format: str, max_bytes: int) -> A
         return _load_xgboost_native(data, path)
     try:
         return safe_load(data, max_bytes=max_bytes)
+    except ModelStructureError as exc:
+        raise ModelFileError(f"{path}: malformed model: {exc}") from exc
     except SizeLimitError as exc:
         raise ModelFileError(
             f"{path}: {exc} (MODEL_MAX_BYTES bounds the model after decompression too)"
@@ -389,6 +396,11 @@ def load_model(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYT
     _log_load_warnings(caught, model_path)
 
     kind = _check_estimator(obj, model_path)
+    if kind == "random_forest":
+        try:
+            check_forest(obj)
+        except ModelStructureError as exc:
+            raise ModelFileError(f"{model_path}: malformed model: {exc}") from exc
     repairs: list[str] = []
     if kind == "random_forest":
         trees = _normalize_tree_values(obj)

@@ -33,6 +33,8 @@ import numpy as np
 from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
 from joblib.numpy_pickle_utils import _COMPRESSORS, _detect_compressor
 
+from storage.model_structure import CHECKED_CLASSES
+
 __all__ = ["ForbiddenGlobalError", "SizeLimitError", "is_joblib_or_pickle", "safe_load"]
 
 
@@ -203,7 +205,8 @@ def _find_allowed(
     reason = _object_verdict(module, name, obj)
     if reason is not None:
         raise ForbiddenGlobalError(module, name, reason)
-    return obj
+    # Trees and boosters are built through subclasses that check their structure first.
+    return CHECKED_CLASSES.get(obj, obj) if isinstance(obj, type) else obj
 
 
 def _load_bytearray8(unpickler: Any) -> None:

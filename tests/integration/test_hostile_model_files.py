@@ -10,6 +10,7 @@ model imports right after.
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+from hostile_models import tampered_booster, tampered_forest
 from service_runner import running_service
 from training_service_stub import TrainingServiceStub, training_service
 
@@ -104,3 +106,38 @@ async def test_oversized_downloads_and_decompression_bombs_are_refused_at_the_ca
             await assert_refused_and_still_serving(
                 http, pool, settings, training_service, model_id, "MODEL_MAX_BYTES"
             )
+
+
+async def test_malicious_random_forests_and_boosters_are_refused_and_the_service_lives_on(
+    settings: Settings, pool: asyncpg.Pool, training_service: TrainingServiceStub
+) -> None:
+    # Real trained models with one number changed each; every class stays on the
+    # unpickler's allow-list. The first two crashed the process in native code.
+    hostile = {
+        2: ("random_forest", tampered_forest(FEATURES, node=0, left_child=10**9)),
+        3: ("random_forest", tampered_forest(FEATURES, tree=4, node=0, feature=57)),
+        4: ("random_forest", tampered_forest(FEATURES, values_shape=(None, 1, 3))),
+        5: ("xgboost", tampered_booster(FEATURES, tree=1, node=0, split_indices=10**6)),
+        6: ("xgboost", tampered_booster(FEATURES, tree=1, node=2, split_conditions=math.nan)),
+        7: ("xgboost", tampered_booster(FEATURES, tree=1, node=0, left_children=10**9)),
+    }
+    defects = {
+        2: "node 0: left child 1000000000 is out of range",
+        3: "node 0: feature index 57 is out of range",
+        4: "value array has shape",
+        5: "tree 1 node 0: split index 1000000 is out of range",
+        6: "tree 1 node 2: split value nan is not finite",
+        7: "tree 1 node 0: left child 1000000000 is out of range",
+    }
+    for model_id, (kind, data) in hostile.items():
+        training_service.add_model(model_id, kind, FEATURES, file=data)
+
+    async with api_of(settings, training_service) as http:
+        for model_id, defect in defects.items():
+            await assert_refused_and_still_serving(
+                http, pool, settings, training_service, model_id, defect
+            )
+        async with http.get("/api/models") as response:
+            assert response.status == 200
+            listed = await response.json()
+        assert sorted(m["model_id"] for m in listed["models"]) == [1000 + i for i in defects]
