@@ -160,7 +160,9 @@ class Service:
 
         specs.append(
             ActorSpec(
-                "webhooks", lambda: WebhookDispatcher.from_settings(settings, pool), STAGE_OUTPUT
+                "webhooks",
+                lambda: WebhookDispatcher.from_settings(settings, pool, demo=state.demo),
+                STAGE_OUTPUT,
             )
         )
         # Predictors first, then the intake: the first batch already finds them subscribed.

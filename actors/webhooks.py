@@ -58,6 +58,7 @@ from actors.supervisor import Supervisor
 from actors.webhook_payload import expand_snapshots, iso_timestamp, payload_json, snapshot_keys
 from actors.webhook_retry import AnswerKind, Attempt, RetryRules, Verdict, classify, fixed_reason
 from actors.webhook_retry import decide as decide_verdict
+from actors.webhook_targets import PolicedResolver, TargetPolicy, policy_from, refused_cause
 from storage import outbox, webhook_endpoints
 from storage.config import Settings, redact_url
 from storage.outbox import ClaimedJob
@@ -329,6 +330,7 @@ class WebhookDispatcher:
         settle_delay: float = 0.02,
         settle_max_jobs: int = 500,
         not_found_grace: float = 300.0,
+        targets: TargetPolicy | None = None,
     ) -> None:
         self.pool = pool
         self.timeout = timeout
@@ -341,6 +343,9 @@ class WebhookDispatcher:
         self.backoff_max = backoff_max
         self.coalesce_window = coalesce_window
         self.rules = RetryRules(max_attempts, max_age_seconds, not_found_grace)
+        # Where POSTs may go (actors.webhook_targets); the default refuses every
+        # non-global address, loopback included.
+        self.targets = targets if targets is not None else TargetPolicy()
         # First failure of each URL's failing streak (None: its last answer was 2xx),
         # read from webhook_endpoints the first time a URL is claimed.
         self._streaks: dict[str, datetime | None] = {}
@@ -378,9 +383,16 @@ class WebhookDispatcher:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, pool: asyncpg.Pool, **overrides: Any
+        cls, settings: Settings, pool: asyncpg.Pool, *, demo: bool = False, **overrides: Any
     ) -> WebhookDispatcher:
+        """`demo`: the demo's stand-in n8n listens on 127.0.0.1, so loopback is allowed."""
         options: dict[str, Any] = {
+            "targets": policy_from(
+                settings.webhook_allowed_networks,
+                api_host=settings.api_host,
+                api_port=settings.api_port,
+                demo=demo,
+            ),
             "timeout": settings.n8n_webhook_timeout,
             "concurrency": settings.webhook_concurrency,
             "per_host_limit": settings.webhook_per_host_limit,
@@ -423,7 +435,13 @@ class WebhookDispatcher:
     # ---- the loop --------------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=self.per_host_limit)
+        # Every name is resolved through the policy: the addresses checked are the ones
+        # connected to, so DNS rebinding cannot slip a refused address in.
+        connector = aiohttp.TCPConnector(
+            limit=self.concurrency,
+            limit_per_host=self.per_host_limit,
+            resolver=PolicedResolver(self.targets),
+        )
         timeout = aiohttp.ClientTimeout(total=self.timeout)
         async with (
             aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
@@ -659,6 +677,12 @@ class WebhookDispatcher:
         reason: str | None = None
         error: str | None = None
         kind: AnswerKind = "ok"
+        refused = self.targets.literal_refusal(jobs[0].target_url)
+        if refused is not None:
+            # An IP literal or metadata name: aiohttp would not ask the resolver.
+            return DeliveryResult(
+                None, "target_refused", refused, None, 0.0, "unsendable", started_at
+            )
         try:
             # Redirects are not followed: aiohttp would turn the POST into a GET.
             async with session.post(
@@ -679,11 +703,13 @@ class WebhookDispatcher:
         except aiohttp.InvalidURL:
             reason, error, kind = "invalid_url", "invalid URL", "unsendable"
         except aiohttp.ClientConnectionError as exc:
-            reason, error, kind = (
-                "connection",
-                f"connection failed ({type(exc).__name__})",
-                ("no_answer"),
-            )
+            cause = refused_cause(exc)
+            if cause is not None:
+                reason, error, kind = "target_refused", str(cause), "unsendable"
+            else:
+                reason = "connection"
+                error = f"connection failed ({type(exc).__name__})"
+                kind = "no_answer"
         except aiohttp.ClientError as exc:
             reason, error, kind = (
                 "client_error",

@@ -7,6 +7,7 @@ starts with a silently ignored typo is worse than one that refuses to start.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import typing
@@ -64,6 +65,7 @@ class Settings:
     webhook_max_age_seconds: int
     webhook_max_attempts: int
     webhook_not_found_grace_seconds: float
+    webhook_allowed_networks: str
     webhook_retention_seconds: int
     webhook_dead_retention_seconds: int
     prediction_retention_seconds: int
@@ -221,6 +223,12 @@ def _validate(s: Settings) -> None:
         "log_level",
         "must be DEBUG, INFO, WARNING, ERROR or CRITICAL",
     )
+    for entry in s.webhook_allowed_networks.split(","):
+        try:
+            if entry.strip():
+                ipaddress.ip_network(entry.strip(), strict=False)
+        except ValueError:
+            need(False, "webhook_allowed_networks", f"{entry.strip()!r} is not a CIDR network")
     for url_key in ("training_service_api_url", "api_base_url", "n8n_webhook_url"):
         url = getattr(s, url_key)
         if url:

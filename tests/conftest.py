@@ -130,6 +130,9 @@ def settings(db_dsn: str, tmp_path: Path) -> Settings:
         batch_timeout_seconds=0.02,
         shutdown_deadline_seconds=5.0,
         log_level="WARNING",
+        # Test receivers listen on 127.0.0.1: allowed as an operator would allow a LAN
+        # n8n, so the production default (loopback refused) stays as it is.
+        webhook_allowed_networks="127.0.0.0/8,::1/128",
     )
 
 

@@ -26,6 +26,7 @@ import asyncpg
 from aiohttp import web
 
 from actors.webhook_payload import ReportedPrediction, WebhookModel, tag_for, webhook_jobs
+from actors.webhook_targets import TargetPolicy
 from actors.webhooks import WebhookDispatcher
 from storage import outbox
 
@@ -221,6 +222,8 @@ def quick_dispatcher(pool: asyncpg.Pool, **overrides: Any) -> WebhookDispatcher:
         "poll_interval": 0.1,
         "backoff_base": 0.05,
         "backoff_max": 0.5,
+        # The receivers listen on 127.0.0.1, which the default policy refuses.
+        "targets": TargetPolicy(allow_loopback=True),
     }
     options.update(overrides)
     return WebhookDispatcher(pool, **options)

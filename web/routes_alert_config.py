@@ -13,7 +13,7 @@ Losses are loud: a model whose jobs died or wait on a missing endpoint within
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,6 +22,7 @@ import asyncpg
 from aiohttp import web
 
 from actors.webhook_payload import SEND_MODES
+from actors.webhook_targets import TargetPolicy, policy_from
 from storage import outbox, webhook_endpoints
 from storage.config import redact_url
 from storage.model_settings import (
@@ -292,9 +293,12 @@ async def _patch(
     fields: Mapping[str, Validator],
     aliases: Mapping[str, str] | None = None,
     check: Callable[[ModelSettings], None] | None = None,
+    vet: Callable[[web.Request, dict[str, Any]], Awaitable[None]] | None = None,
 ) -> ModelSettings:
     body = await read_json_object(request)
     changes = validate_changes(body, fields, aliases)
+    if vet is not None:
+        await vet(request, changes)
     async with ctx(request).pool.acquire() as conn:
         updated = await update_settings(conn, _model_id(request), changes, check=check)
     if updated is None:
@@ -310,10 +314,32 @@ async def get_alert_config(request: web.Request) -> web.Response:
     return web.json_response(_alert_config(request, await _load(request)))
 
 
+def target_policy(request: web.Request) -> TargetPolicy:
+    """Where webhooks may go, as the running service's dispatcher sees it."""
+    context = ctx(request)
+    settings = context.settings
+    return policy_from(
+        settings.webhook_allowed_networks,
+        api_host=settings.api_host,
+        api_port=settings.api_port,
+        demo=context.state.demo,
+    )
+
+
+async def _vet_webhook_url(request: web.Request, changes: dict[str, Any]) -> None:
+    """A URL to a refused target (SSRF) is a 422 naming the field and the setting that
+    would allow it; delivery checks again after resolving (DNS rebinding)."""
+    url = changes.get("n8n_webhook_url")
+    if url:
+        refusal = await target_policy(request).check_url(url)
+        if refusal is not None:
+            raise bad_field("n8n_webhook_url", refusal)
+
+
 @routes.patch(r"/api/models/{id:\d+}/alert-config")
 async def patch_alert_config(request: web.Request) -> web.Response:
     before = await _load(request)
-    updated = await _patch(request, ALERT_FIELDS, check=_check_whitelist)
+    updated = await _patch(request, ALERT_FIELDS, check=_check_whitelist, vet=_vet_webhook_url)
     old_url, _ = _effective_url(request, before)
     new_url, _ = _effective_url(request, updated)
     if old_url and new_url != old_url:
