@@ -61,6 +61,8 @@ class ModelSync:
         self._repair = repair
         self._repaired_at: dict[int, float] = {}
         self._changed = anyio.Event()
+        # The API syncs too (activate/import answer once the predictor runs): one at a time.
+        self._lock = anyio.Lock()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         conn = await asyncpg.connect(self._dsn)
@@ -101,7 +103,15 @@ class ModelSync:
         self._changed.set()
 
     async def sync(self) -> None:
-        """Bring the running predictors in line with the active models."""
+        """Bring the running predictors in line with the active models.
+
+        Called by this actor on every change and by the API before it answers a
+        change, so a row committed after the answer meets the new predictor.
+        """
+        async with self._lock:
+            await self._sync()
+
+    async def _sync(self) -> None:
         async with self._pool.acquire() as conn:
             rows = await active_models.active_rows(conn)
         wanted = {int(r["id"]): r for r in rows}
@@ -109,7 +119,8 @@ class ModelSync:
             await self._ensure(active_model_id, row)
         for active_model_id in list(self.runtimes):
             if active_model_id not in wanted:
-                await self._supervisor.stop_actor(predictor_name(active_model_id))
+                # Gone on purpose: its actor series leave /health and pp_actor_up.
+                await self._supervisor.stop_actor(predictor_name(active_model_id), forget=True)
                 self.runtimes.pop(active_model_id, None)
                 log.info("predictor_stopped", active_model_id=active_model_id)
         metrics.ACTIVE_MODELS.set({}, float(len(self.runtimes)))

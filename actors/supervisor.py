@@ -113,11 +113,21 @@ class Supervisor:
             raise ValueError(f"actor {spec.name!r} is already running")
         await self._tg.start(self._supervise, spec)
 
-    async def stop_actor(self, name: str, *, deadline: float = 10.0) -> None:
+    async def stop_actor(self, name: str, *, deadline: float = 10.0, forget: bool = False) -> None:
+        """Stop one actor; `forget`: it is gone for good (a deactivated model's
+        predictor), so it leaves `actors_up` and its `pp_actor_up` series instead of
+        reading "down" for ever."""
         handle = self._handles.get(name)
-        if handle is None:
-            return
-        await self._stop_handles([handle], deadline)
+        if handle is not None:
+            await self._stop_handles([handle], deadline)
+        if forget:
+            for per_actor in (
+                self.state.actors_up,
+                self.state.actor_up_since,
+                self.state.actor_failing_since,
+            ):
+                per_actor.pop(name, None)
+            metrics.ACTOR_UP.values.pop({"actor": name}, None)
 
     async def shutdown(self, deadline: float) -> None:
         """Stop stage by stage within `deadline` seconds, then cancel the rest."""

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Final
 
+import structlog
 from aiohttp import web
 
 from storage import active_models, model_import, statistics
@@ -24,6 +25,8 @@ from storage.text_rules import MAX_NAME_LENGTH
 from storage.training_service import ModelInfo, TrainingServiceClient, TrainingServiceError
 from web.context import ctx
 from web.errors import ApiError, bad_field, not_found, read_json_object
+
+log = structlog.get_logger(__name__)
 
 routes = web.RouteTableDef()
 
@@ -196,6 +199,18 @@ def available_json(info: ModelInfo) -> dict[str, Any]:
     }
 
 
+async def _apply_to_pipeline(request: web.Request) -> None:
+    """Answer a model change only once the predictors match it: a row committed
+    after the answer is predicted by a model just activated or imported."""
+    model_sync = ctx(request).services.get("model_sync")
+    if model_sync is None:
+        return
+    try:
+        await model_sync.sync()
+    except Exception as exc:  # committed anyway; the model-sync actor catches up
+        log.warning("model_sync_from_api_failed", error=str(exc))
+
+
 async def _get_row(request: web.Request) -> ActiveModelRow:
     async with ctx(request).pool.acquire() as conn:
         row = await active_models.get_model(conn, _id(request))
@@ -254,6 +269,7 @@ async def import_model(request: web.Request) -> web.Response:
             )
         except ModelImportError as exc:
             raise _api_error(exc) from exc
+    await _apply_to_pipeline(request)
     async with context.pool.acquire() as conn:
         row = await active_models.get_model(conn, active_id)
     if row is None:  # deleted between the import and this read
@@ -304,6 +320,8 @@ async def _set_active(request: web.Request, active: bool) -> web.Response:
     if result is None:
         raise not_found("model", row.id)
     updated, changed = result
+    if changed:
+        await _apply_to_pipeline(request)
     return web.json_response({**model_json(updated), "changed": changed})
 
 
@@ -348,6 +366,7 @@ async def reload(request: web.Request) -> web.Response:
             )
         except ModelImportError as exc:
             raise _api_error(exc) from exc
+    await _apply_to_pipeline(request)
     return web.json_response(
         {
             **model_json(result.model),
@@ -378,4 +397,5 @@ async def delete(request: web.Request) -> web.Response:
         row = await model_import.delete_imported_model(ctx(request).pool, _id(request))
     except ModelImportError as exc:
         raise _api_error(exc) from exc
+    await _apply_to_pipeline(request)
     return web.json_response({"deleted": True, "id": row.id, "model_id": row.model_id})
