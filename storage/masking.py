@@ -28,26 +28,26 @@ __all__ = [
 MASK = "***"
 
 # A key is secret when its name, lowercased and without separators, contains one of
-# these (so `X-Api-Key`, `apiKey`, `client_secret`, `sslpassword`, `oauth_token` match).
+# these (so `X-Api-Key`, `apiKey`, `client_secret`, `sslpassword` match)...
 _SECRET_PARTS = (
     "password",
     "passwd",
-    "pwd",
     "secret",
-    "token",
+    "credential",
     "apikey",
     "accesskey",
     "privatekey",
     "signature",
-    "credential",
-    "auth",
-    "cookie",
-    "session",
+    "sessionid",
 )
-# ...or is exactly one of these short names, which are too common as substrings.
-_SECRET_NAMES = frozenset({"key", "sig", "pass", "jwt", "bearer"})
+# ...or its last word is one of these, which are too common inside other names
+# (`api_token` and `x_auth` are secrets; `api_auth_max_failures`, `token_count` are not).
+_SECRET_LAST_WORDS = frozenset(
+    {"token", "key", "auth", "authorization", "pwd", "pass", "sig", "cookie", "session", "jwt"}
+)
 # Keys that end in "key" but hold no secret (a webhook job's dedup key is shown on purpose).
 _NOT_SECRET = frozenset({"idempotencykey", "sortkey"})
+_WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 
 # A URL path segment that looks like a credential: long, token alphabet, letters and digits.
 _TOKEN_SEGMENT = re.compile(r"^(?=.*[A-Za-z])(?=.*\d)[A-Za-z0-9_\-:.~]{24,}$")
@@ -66,10 +66,13 @@ _BEARER = re.compile(r"(?i)\b(bearer)\s+(?=[A-Za-z0-9._~+/\-]*\d)[A-Za-z0-9._~+/
 
 def is_secret_key(name: str) -> bool:
     """True when a value stored under `name` must not be shown."""
-    key = re.sub(r"[^a-z0-9]", "", name.lower())
+    words = [w.lower() for w in _WORD.findall(name)]
+    key = "".join(words)
     if not key or key in _NOT_SECRET:
         return False
-    return key in _SECRET_NAMES or key.endswith("key") or any(p in key for p in _SECRET_PARTS)
+    if any(part in key for part in _SECRET_PARTS):
+        return True
+    return words[-1] in _SECRET_LAST_WORDS or key.endswith(("token", "key"))
 
 
 def _mask_query(query: str) -> str:

@@ -104,6 +104,9 @@ async def test_config_masks_secrets_by_key_name_in_urls_query_strings_and_dsn_pa
     assert config["n8n_webhook_url"].startswith("https://n8n.example/webhook/")
     assert "mode=prod" in config["n8n_webhook_url"]  # not a secret: still shown
     assert "trainer.internal" in config["training_service_api_url"]
+    # Settings whose names merely mention auth or tokens are not secrets.
+    assert config["api_auth_max_failures"] == configured.api_auth_max_failures
+    assert config["api_token"] == ""
 
 
 async def _echoing_training_service() -> TestServer:
