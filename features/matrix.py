@@ -196,7 +196,9 @@ class TickRows:
         get = self.index.get
         found = np.fromiter((get(key, -1) for key in keys), dtype=np.intp, count=len(keys))
         has_row = found >= 0
-        values = self.values[found[has_row]][:, cols]
+        # One gather of the wanted cells: copying whole rows first (a wide shared frame) cost
+        # more than the model itself when most rows are wanted (a backtest).
+        values = self.values[np.ix_(found[has_row], np.asarray(cols, dtype=np.intp))]
         keep = has_row.copy()
         skipped = [(int(i), NO_ROW) for i in np.flatnonzero(~has_row)]
         if values.size:

@@ -1516,6 +1516,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluator.add_argument("--models", type=int, default=10, help="predictions per tick")
     evaluator.add_argument("--horizons", type=int, default=1, help="distinct horizons")
     evaluator.add_argument("--json", action="store_true", help="last line: one JSON object")
+    from scripts.bench_backtest import add_arguments as backtest_arguments
+
+    backtest_arguments(
+        sub.add_parser("backtest", help="backtest speed/memory, ratio to /api/predict, live impact")
+    )
     for name, helptext in (
         ("predict", "ticks/s and insert->prediction latency with active models"),
         ("pipeline", "the whole pipeline, webhooks, baseline comparison"),
@@ -1560,6 +1565,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = anyio.run(cmd_layouts, args, out)
     elif args.command == "evaluator":
         result = anyio.run(cmd_evaluator, args, out)
+    elif args.command == "backtest":
+        from scripts.bench_backtest import run as bench_backtest
+
+        result = bench_backtest(args, out)
     else:
         result = anyio.run(lambda: cmd_pipeline(args, out, full=args.command == "pipeline"))
     if args.json:

@@ -50,3 +50,21 @@ async def coin_rows(
         ORDER BY c.mint, c."timestamp", c.id
     """
     return await _copy_frame(conn, query, (list(mints), until), HISTORY_COLUMNS)
+
+
+async def coin_prices(
+    conn: asyncpg.Connection, mint: str, start: datetime, end: datetime, limit: int
+) -> list[tuple[datetime, float | None]]:
+    """(timestamp, price_close) of one coin in [start, end], oldest first, at most `limit`."""
+    rows = await conn.fetch(
+        """
+        SELECT "timestamp", price_close::float8 AS price_close FROM coin_metrics
+        WHERE mint = $1 AND "timestamp" >= $2 AND "timestamp" <= $3
+        ORDER BY "timestamp", id LIMIT $4
+        """,
+        mint,
+        start,
+        end,
+        limit,
+    )
+    return [(r["timestamp"], r["price_close"]) for r in rows]

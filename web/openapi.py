@@ -613,6 +613,21 @@ OPERATIONS: tuple[Operation, ...] = (
         responses={400: "invalid backtest id or filter", 404: "unknown backtest"},
     ),
     Operation(
+        "GET",
+        "/api/backtests/{backtest_id}/coins/{coin_id}",
+        "A coin's closes around one of the backtest's ticks",
+        BACKTESTS,
+        params=(
+            _id("backtest_id", "backtest id"),
+            Param(
+                "coin_id", "path", {"type": "string", "minLength": 1, "maxLength": 64}, "mint", True
+            ),
+            Param("at", "query", ISO_TIME, "the tick's time", required=True),
+            _q("minutes", {"type": "integer", "minimum": 1, "maximum": 1440}, "either side"),
+        ),
+        responses={400: "invalid id, coin or time", 404: "unknown backtest"},
+    ),
+    Operation(
         "DELETE",
         "/api/backtests/{backtest_id}",
         "Delete a backtest and its ticks (stops it when running)",

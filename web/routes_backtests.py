@@ -7,12 +7,12 @@ which also stops a running worker.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
-from storage import backtests
+from storage import backtest_rows, backtests
 from storage.backtests import BacktestRow
 from web.context import ctx
 from web.errors import bad_field, not_found, read_json_object
@@ -135,6 +135,35 @@ async def backtest_ticks(request: web.Request) -> web.Response:
         )
     items = [{**r, "timestamp": r["timestamp"].isoformat()} for r in rows]
     return web.json_response({"items": items, "total": total, "limit": limit, "offset": offset})
+
+
+@routes.get("/api/backtests/{backtest_id}/coins/{coin_id}")
+async def backtest_coin(request: web.Request) -> web.Response:
+    """A coin's closes around one of the backtest's ticks (the dashboard's alert chart)."""
+    backtest_id = _backtest_id(request)
+    coin = request.match_info["coin_id"]
+    if len(coin) > 64:
+        raise bad_field("coin_id", "must be at most 64 characters", status=400)
+    at = parse_datetime("at", request.query.get("at", ""), 400)
+    if at is None:
+        raise bad_field("at", "is required: the tick's ISO 8601 time", status=400)
+    minutes = int_param(request.query, "minutes", low=1, high=1440, default=30)
+    assert minutes is not None
+    try:
+        window = (at - timedelta(minutes=minutes), at + timedelta(minutes=minutes))
+    except OverflowError:
+        raise bad_field("at", "is too close to the representable range", status=400) from None
+    async with ctx(request).pool.acquire() as conn:
+        if await backtests.get(conn, backtest_id) is None:
+            raise not_found("backtest", backtest_id)
+        points = await backtest_rows.coin_prices(conn, coin, *window, 5000)
+    return web.json_response(
+        {
+            "coin_id": coin,
+            "at": at.isoformat(),
+            "points": [{"timestamp": t.isoformat(), "price_close": p} for t, p in points],
+        }
+    )
 
 
 @routes.delete("/api/backtests/{backtest_id}")
