@@ -16,6 +16,7 @@ import streamlit as st
 from web.dashboard import (
     common,
     login,
+    pages_backtest,
     pages_import,
     pages_manage,
     pages_overview,
@@ -32,6 +33,7 @@ PAGES: dict[str, Page] = {
     "Manage model": pages_manage.render,
     "Predictions": pages_predictions.render,
     "Statistics": pages_statistics.render,
+    "Backtest": pages_backtest.render,
 }
 
 
