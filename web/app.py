@@ -18,6 +18,7 @@ from web import (
     routes_statistics,
     routes_status,
     routes_system,
+    routes_timeline,
 )
 from web.auth import (
     FAILED_AUTHENTICATIONS,
@@ -63,4 +64,5 @@ def create_app(context: AppContext) -> web.Application:
     app.add_routes(routes_predictions.routes)
     app.add_routes(routes_statistics.routes)
     app.add_routes(routes_backtests.routes)
+    app.add_routes(routes_timeline.routes)
     return app

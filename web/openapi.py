@@ -636,6 +636,15 @@ OPERATIONS: tuple[Operation, ...] = (
         mutating=True,
         responses={400: "invalid backtest id", 404: "unknown backtest"},
     ),
+    Operation(
+        "GET",
+        "/api/predictions/timeline",
+        "Predictions, alerts, outcomes and row-to-prediction delay per time bin and model "
+        "(bins of 1 min to 3 h, fitting the span; aggregated in SQL)",
+        PRED,
+        params=_empty_ok((_q("hours", {"type": "integer", "minimum": 1, "maximum": 168}),)),
+        responses={400: "invalid parameter"},
+    ),
     # Statistics
     Operation(
         "GET",
