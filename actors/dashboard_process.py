@@ -56,6 +56,10 @@ def streamlit_command(port: int, *, address: str | None = None) -> list[str]:
         # Users see the app, not Streamlit's developer menu and "Deploy" button.
         "--client.toolbarMode",
         "minimal",
+        # Red means a failed prediction here (web/dashboard/visual.py), so the widgets'
+        # own accent colour is a neutral blue instead of Streamlit's red.
+        "--theme.primaryColor",
+        "#1565c0",
     ]
     if address:
         command += ["--server.address", address]

@@ -10,12 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 TIMEOUT = 20.0
+ROW_HEIGHT = 35  # st.dataframe's default row (and header) height in pixels
 
 
 def _literal(text: str) -> str:
@@ -101,6 +103,20 @@ class DashboardBrowser:
         found = self.wait(lambda: self.buttons(label), f"a button {label!r}")
         assert isinstance(found, list)
         found[index].click()
+        self.settle()
+
+    def click_table_row(self, key: str, row: int) -> None:
+        """Select a row of the st.dataframe with this key by its row marker (the grid is
+        a canvas: the click goes to the marker's position in the row)."""
+        css = f'.st-key-{key} [data-testid="stDataFrame"]'
+        self.wait(lambda: self.count(css) == 1, f"the table {key}")
+        grid = self.driver.find_element(By.CSS_SELECTOR, css)
+        self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", grid)
+        x = -grid.size["width"] / 2 + 18
+        y = -grid.size["height"] / 2 + ROW_HEIGHT * (row + 1.5)
+        ActionChains(self.driver).move_to_element_with_offset(
+            grid, int(x), int(y)
+        ).click().perform()
         self.settle()
 
     def type_into(self, label: str, text: str) -> None:

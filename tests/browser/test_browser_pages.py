@@ -12,6 +12,7 @@ import requests
 from browser_fixtures import *  # noqa: F403 (the fixtures)
 from browser_service import RunningDemo
 from dashboard_browser import DashboardBrowser
+from selenium.webdriver.common.by import By
 
 PAGES = ("Overview", "Import model", "Manage model", "Predictions", "Statistics")
 
@@ -76,3 +77,18 @@ def test_import_a_ready_model(demo: RunningDemo, browser: DashboardBrowser) -> N
     browser.assert_clean()
     models = _api(demo, "GET", "/api/models?include_inactive=true")["models"]
     assert removed["model_id"] in {m["model_id"] for m in models}
+
+
+def test_a_prediction_row_opens_its_coin_chart(
+    demo: RunningDemo, browser: DashboardBrowser
+) -> None:
+    browser.open(demo.dashboard_url, "Predictions")
+    browser.click_table_row("pred_table", 0)
+    browser.shows("Coin chart")
+    # The full mint (the table shows it shortened), in a block with a copy button.
+    mint = browser.driver.find_element(By.CSS_SELECTOR, '[data-testid="stCode"]').text.strip()
+    coins = {p["coin_id"] for p in _api(demo, "GET", "/api/predictions?limit=1000")["items"]}
+    assert mint in coins, mint
+    browser.wait(lambda: browser.count('[data-testid="stVegaLiteChart"]') >= 1, "the coin chart")
+    browser.assert_clean()
+    browser.screenshot("predictions")

@@ -105,6 +105,11 @@ class Dashboard:
         return "\n".join(parts)
 
 
+def _chips(column: Any) -> list[str]:
+    """The values of a chip column (each cell holds a one-element list)."""
+    return [str(next(iter(cell))) for cell in column]
+
+
 def button(at: AppTest, label: str) -> Any:
     """The one button (form submit buttons included) with this label."""
     found = [b for b in at.button if b.label == label]
@@ -243,7 +248,7 @@ async def test_demo_mode_is_labelled_and_health_is_shown(
         assert [str(w.value) for w in at.warning if "DEMO MODE" in str(w.value)] == [
             "DEMO MODE: generated coins and models, not real data."
         ]
-        assert "Service healthy" in [str(s.value) for s in at.success]
+        assert next(m for m in at.metric if m.label == "Service").value == "healthy"
         lag = next(m for m in at.metric if m.label == "Intake lag")
         assert lag.value == "1.5 s"
 
@@ -267,7 +272,10 @@ async def test_overview_lists_models_and_deactivates_one(
         dashboard = Dashboard()
         at = await dashboard.open()
         assert not dashboard.errors(), dashboard.errors()
-        table = at.dataframe[0].value
+        # The alert feed first (the newest alert is the 0.75 one), the models table last.
+        feed = at.dataframe[0].value
+        assert feed["probability"].iloc[0] == 0.75 and _chips(feed["outcome"])[0] == "failed"
+        table = at.dataframe[-1].value
         rows = {int(r["id"]): r for r in table.to_dict("records")}
         assert rows[live]["name"] == "pump-hunter" and rows[live]["type"] == "xgboost"
         assert rows[idle]["type"] == "random_forest" and not rows[idle]["active"]
@@ -335,7 +343,7 @@ async def test_alert_threshold_change_sends_only_that_field(
 async def test_predictions_filter_by_tag_and_coin(
     settings: Settings, pool: asyncpg.Pool, dashboard_env: Callable[[str, str], None]
 ) -> None:
-    live, _ = await _seed(pool)
+    await _seed(pool)
     async with serve_api(settings, pool) as base:
         dashboard_env(base, "")
         dashboard = Dashboard("Predictions")
@@ -348,15 +356,15 @@ async def test_predictions_filter_by_tag_and_coin(
         at = await dashboard.run()
         table = at.dataframe[0].value
         assert sorted(table["probability"]) == [0.75, 0.85, 0.91]
-        assert set(table["tag"]) == {"alert"}
+        assert set(_chips(table["tag"])) == {"alert"}
         assert "**3** matching predictions" in dashboard.texts()
 
         at.text_input(key="pred_coin").set_value("MintAAA")
         at = await dashboard.run()
         table = at.dataframe[0].value
-        assert list(table["coin_id"]) == ["MintAAA", "MintAAA"]
-        assert sorted(table["outcome"]) == ["failed", "success"]
-        assert live in set(table["active_model_id"])
+        assert list(table["coin"]) == ["MintAAA", "MintAAA"]
+        assert sorted(_chips(table["outcome"])) == ["failed", "success"]
+        assert set(table["model"]) == {"pump-hunter"}
 
         at.selectbox(key="pred_outcome").set_value("failed")
         at.slider(key="pred_prob").set_value((0.8, 1.0))
@@ -381,7 +389,8 @@ async def test_prediction_row_opens_the_coin_price_chart(
         await dashboard.open()
         at = await dashboard.act(lambda at: at.selectbox(key="pred_detail").set_value(prediction))
         assert not dashboard.errors(), dashboard.errors()
-        assert "Coin MintAAA" in [str(h.value) for h in at.subheader]
+        assert "Coin chart" in [str(h.value) for h in at.subheader]
+        assert "MintAAA" in [str(c.value) for c in at.code]
         charts = at.get("vega_lite_chart")
         assert charts, "no price chart"
         spec = json.loads(charts[-1].proto.spec)

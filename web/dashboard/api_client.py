@@ -201,6 +201,11 @@ class ApiClient:
         )
         return body if isinstance(body, dict) else {}
 
+    def timeline(self, hours: int = 24) -> dict[str, Any]:
+        """Predictions, alerts, outcomes and delay per time bin (`/api/predictions/timeline`)."""
+        body = self.get("/api/predictions/timeline", hours=hours)
+        return body if isinstance(body, dict) else {}
+
     def predictions(self, **filters: Any) -> tuple[int, list[dict[str, Any]]]:
         """(total matching the filters, this page of rows)."""
         body = self.get("/api/predictions", **filters)

@@ -50,7 +50,7 @@ def main() -> None:
     # /api/health needs no token and answers even when degraded (503 with reasons).
     health = common.need(api.health)
     if health.get("demo"):
-        st.warning("DEMO MODE: generated coins and models, not real data.", icon="🧪")
+        st.warning("DEMO MODE: generated coins and models, not real data.")
     st.sidebar.caption(f"Service {health.get('status', 'unknown')} · v{health.get('version', '?')}")
     login.sign_out_button()
     PAGES[page or "Overview"](api, health)

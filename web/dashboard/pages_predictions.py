@@ -9,7 +9,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from web.dashboard import common
+from web.dashboard import common, visual
 from web.dashboard.api_client import ApiClient
 
 ALL = "all"
@@ -42,6 +42,9 @@ def _filters(models: list[dict[str, Any]]) -> dict[str, Any]:
     """The query of the filter widgets, in the API's parameter names."""
     names = {common.model_id(m): common.model_label(m) for m in models}
     top = st.columns(4)
+    linked = st.query_params.get("coin")
+    if linked and "pred_coin" not in st.session_state:
+        st.session_state["pred_coin"] = linked
     coin = top[0].text_input("Coin (mint)", key="pred_coin").strip()
     model = top[1].selectbox(
         "Model",
@@ -81,6 +84,56 @@ def _table(rows: list[dict[str, Any]], names: dict[int | None, str]) -> pd.DataF
     for column in ("data_timestamp", "predicted_at", "evaluated_at"):
         frame[column] = pd.to_datetime(frame[column], utc=True, errors="coerce")
     return frame
+
+
+def display(rows: list[dict[str, Any]], names: dict[int | None, str]) -> pd.DataFrame:
+    """The table as a trader reads it: outcome, tag and probability first, short coin
+    ids, model names; times as UTC text (no browser time zone in between)."""
+    records = []
+    for row in rows:
+        at = common.parse_time(row.get("data_timestamp"))
+        records.append(
+            {
+                "outcome": [row.get("evaluation_result") or "pending"],
+                "tag": [row.get("tag") or "negative"],
+                "probability": row.get("probability"),
+                "coin": visual.short_coin(row.get("coin_id")),
+                "model": names.get(row.get("active_model_id"), row.get("model_name"))
+                or f"#{row.get('active_model_id')}",
+                "data time (UTC)": f"{at:%Y-%m-%d %H:%M:%S}" if at else common.MISSING,
+                "actual change": row.get("actual_change_pct"),
+                "id": row.get("id"),
+            }
+        )
+    frame = pd.DataFrame.from_records(
+        records,
+        columns=[
+            "outcome",
+            "tag",
+            "probability",
+            "coin",
+            "model",
+            "data time (UTC)",
+            "actual change",
+            "id",
+        ],
+    )
+    frame["actual change"] = pd.to_numeric(frame["actual change"], errors="coerce").astype(
+        "float64"
+    )
+    return frame
+
+
+def _column_config() -> dict[str, Any]:
+    return {
+        "outcome": visual.outcome_chips(),
+        "tag": visual.tag_chips(),
+        "probability": st.column_config.ProgressColumn(
+            "probability", min_value=0.0, max_value=1.0, format="%.3f"
+        ),
+        "actual change": st.column_config.NumberColumn("actual change", format="%+.2f %%"),
+        "id": st.column_config.NumberColumn("prediction", format="#%d", width="small"),
+    }
 
 
 def _export(api: ApiClient, query: dict[str, Any], names: dict[int | None, str]) -> None:
@@ -128,26 +181,43 @@ def price_path(detail: dict[str, Any], prediction: dict[str, Any]) -> pd.DataFra
 
 
 def _markers(prediction: dict[str, Any]) -> pd.DataFrame:
-    marks = [{"time": prediction.get("data_timestamp"), "change_pct": 0.0, "event": "prediction"}]
+    marks = [
+        {
+            "time": prediction.get("data_timestamp"),
+            "change_pct": 0.0,
+            "event": f"prediction ({prediction.get('tag')})",
+            "color": visual.TAG_COLORS.get(str(prediction.get("tag")), visual.GREY),
+        }
+    ]
     evaluated = common.first(
         prediction.get("eval_price_timestamp"),
         prediction.get("evaluated_at") if prediction.get("evaluation_result") else None,
     )
     change = prediction.get("actual_change_pct")
     if evaluated is not None and isinstance(change, int | float):
-        marks.append({"time": evaluated, "change_pct": float(change), "event": "evaluation"})
+        outcome = str(prediction.get("evaluation_result") or "pending")
+        marks.append(
+            {
+                "time": evaluated,
+                "change_pct": float(change),
+                "event": f"evaluation ({outcome.replace('_', ' ')})",
+                "color": visual.OUTCOME_COLORS.get(outcome, visual.GREY),
+            }
+        )
     frame = pd.DataFrame(marks)
     frame["time"] = pd.to_datetime(frame["time"], utc=True, errors="coerce")
     return frame
 
 
-def _detail(api: ApiClient, prediction: dict[str, Any]) -> None:
+def _detail(api: ApiClient, prediction: dict[str, Any], names: dict[int | None, str]) -> None:
     coin, model = prediction.get("coin_id"), prediction.get("active_model_id")
-    st.subheader(f"Coin {coin}")
+    st.subheader("Coin chart")
+    st.code(str(coin), language=None)
+    outcome = prediction.get("evaluation_result") or "pending"
     st.caption(
-        f"Prediction #{prediction.get('id')} of model #{model}: "
-        f"p={common.number(prediction.get('probability'), 3)}, tag {prediction.get('tag')}, "
-        f"outcome {prediction.get('evaluation_result') or 'pending'}, "
+        f"Prediction #{prediction.get('id')} of {names.get(model, f'model #{model}')}: "
+        f"probability {common.number(prediction.get('probability'), 3)}, "
+        f"tag {prediction.get('tag')}, outcome {outcome.replace('_', ' ')}, "
         f"actual change {common.number(prediction.get('actual_change_pct'), 2)} %"
     )
     detail = common.attempt(api.get, f"/api/models/{model}/coins/{coin}/details")
@@ -157,18 +227,33 @@ def _detail(api: ApiClient, prediction: dict[str, Any]) -> None:
     if path.empty:
         st.info("No price history for this coin around the prediction.")
         return
+    span = visual.span_of(path["time"])
     line = (
         alt.Chart(path)
-        .mark_line()
+        .mark_line(color=visual.GREY)
         .encode(
-            x=alt.X("time:T", title="time (UTC)"),
+            x=visual.utc_x("time", "time", span),
             y=alt.Y("change_pct:Q", title="price change from prediction (%)"),
+            tooltip=[
+                visual.utc_tooltip("time", "time"),
+                alt.Tooltip("change_pct:Q", title="change %", format="+.2f"),
+            ],
         )
     )
+    markers = _markers(prediction)
     marks = (
-        alt.Chart(_markers(prediction))
-        .mark_point(size=120, filled=True)
-        .encode(x="time:T", y="change_pct:Q", color="event:N", tooltip=["event", "time"])
+        alt.Chart(markers)
+        .mark_point(size=160, filled=True)
+        .encode(
+            x=visual.utc_x("time", "time", span),
+            y="change_pct:Q",
+            color=alt.Color(
+                "event:N",
+                scale=alt.Scale(domain=list(markers["event"]), range=list(markers["color"])),
+                legend=alt.Legend(orient="bottom", title=None),
+            ),
+            tooltip=["event:N", visual.utc_tooltip("time", "time")],
+        )
     )
     st.altair_chart(line + marks, width="stretch")
 
@@ -189,18 +274,27 @@ def render(api: ApiClient, health: dict[str, Any]) -> None:
     total, rows = common.need(api.predictions, **query, limit=size, offset=(page - 1) * size)
     pages = max(1, -(-total // size))
     controls[2].markdown(f"**{total:,}** matching predictions · page {page} of {pages}")
-    frame = _table(rows, names)
+    if not rows:
+        st.info(
+            "No prediction matches these filters."
+            if query
+            else "No prediction yet. Predictions appear as soon as an active model sees "
+            "new coin_metrics rows; import or activate a model first."
+        )
+    st.caption("Click a row to open its coin chart below.")
     event = st.dataframe(
-        frame,
+        display(rows, names),
         hide_index=True,
         width="stretch",
+        placeholder=common.MISSING,
         on_select="rerun",
         selection_mode="single-row",
+        column_config=_column_config(),
         key="pred_table",
     )
     st.download_button(
         "Download this page (CSV)",
-        frame.to_csv(index=False),
+        _table(rows, names).to_csv(index=False),
         file_name=f"predictions_page_{page}.csv",
         mime="text/csv",
         key="pred_download",
@@ -215,15 +309,22 @@ def render(api: ApiClient, health: dict[str, Any]) -> None:
     if selected and selected[0] < len(rows) and selected != st.session_state.get("_pred_selected"):
         st.session_state["pred_detail"] = rows[selected[0]].get("id")
     st.session_state["_pred_selected"] = selected
+    # ?prediction=<id> (the overview's alert feed links here) opens that chart once.
+    wanted = st.query_params.get("prediction")
+    if wanted and wanted.isdigit() and not st.session_state.get("_pred_link_used"):
+        st.session_state["_pred_link_used"] = True
+        if int(wanted) in by_id:
+            st.session_state["pred_detail"] = int(wanted)
     chosen = st.selectbox(
         "Coin detail for prediction",
         [None, *by_id],
         format_func=lambda i: (
             "select a row"
             if i is None
-            else f"#{i} {by_id[i].get('coin_id')} p={common.number(by_id[i].get('probability'), 3)}"
+            else f"#{i} {visual.short_coin(by_id[i].get('coin_id'))} "
+            f"p={common.number(by_id[i].get('probability'), 3)}"
         ),
         key="pred_detail",
     )
     if chosen is not None:
-        _detail(api, by_id[chosen])
+        _detail(api, by_id[chosen], names)
