@@ -190,6 +190,29 @@ def model_snapshot(model: WebhookModel) -> ModelSnapshot:
     return snapshot
 
 
+PAYLOAD_FORMS = ("full", "compact")
+# What a compact model object keeps: who the model is and what it predicts.
+_COMPACT_KEYS = (
+    "id",
+    "active_model_id",
+    "name",
+    "model_type",
+    "target_variable",
+    "target_operator",
+    "target_value",
+    "future_minutes",
+    "price_change_percent",
+    "target_direction",
+)
+
+
+def compact_model_json(model_json: str) -> str:
+    """A model object (as stored in a snapshot) without its feature list and phases:
+    N8N_PAYLOAD=compact. Same key names, so workflows reading `model.name` still work."""
+    model = json.loads(model_json)
+    return _json({key: model.get(key) for key in _COMPACT_KEYS})
+
+
 def snapshot_reference(key: str) -> str:
     """What a stored job holds in place of a model object (see `expand_snapshots`)."""
     return f'{{"snapshot":"{key}"}}'

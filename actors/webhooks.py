@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import email.utils
 import hashlib
+import json
 import random
 import time
 from collections import Counter, deque
@@ -55,11 +56,17 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from actors import metrics
 from actors.supervisor import Supervisor
-from actors.webhook_payload import expand_snapshots, iso_timestamp, payload_json, snapshot_keys
+from actors.webhook_payload import (
+    compact_model_json,
+    expand_snapshots,
+    iso_timestamp,
+    payload_json,
+    snapshot_keys,
+)
 from actors.webhook_retry import AnswerKind, Attempt, RetryRules, Verdict, classify, fixed_reason
 from actors.webhook_retry import decide as decide_verdict
 from actors.webhook_targets import PolicedResolver, TargetPolicy, policy_from, refused_cause
-from storage import outbox, webhook_endpoints
+from storage import model_settings, outbox, webhook_endpoints
 from storage.config import Settings, redact_url
 from storage.outbox import ClaimedJob
 from storage.webhook_attempts import AttemptRecord, record_attempts
@@ -331,6 +338,7 @@ class WebhookDispatcher:
         settle_max_jobs: int = 500,
         not_found_grace: float = 300.0,
         targets: TargetPolicy | None = None,
+        payload: str = "full",
     ) -> None:
         self.pool = pool
         self.timeout = timeout
@@ -364,6 +372,14 @@ class WebhookDispatcher:
         self._host_urls: dict[str, set[str]] = {}
         self._latency: dict[str, float] = {}  # recent POST latency per host (EWMA, s)
         self._snapshots: dict[str, str] = {}  # model JSON by snapshot key (immutable)
+        # N8N_PAYLOAD: the form of the model objects sent, "full" or "compact"; a model's
+        # own choice (active_models.n8n_payload, re-read every few seconds) wins. Applied
+        # when sending, so a change reaches the jobs already queued too.
+        self.payload = payload
+        self._payload_overrides: dict[int, str] = {}
+        self._overrides_read = -float("inf")
+        self._snapshot_models: dict[str, int | None] = {}  # snapshot key -> active model
+        self._compact: dict[str, str] = {}  # compact model JSON by snapshot key
         # When to look at the outbox for any host (0: now); hosts left out of the last
         # claim, or cut short by its limit, are looked at again once they have room.
         self._look_at = 0.0
@@ -399,6 +415,7 @@ class WebhookDispatcher:
             "max_age_seconds": settings.webhook_max_age_seconds,
             "max_attempts": settings.webhook_max_attempts,
             "not_found_grace": settings.webhook_not_found_grace_seconds,
+            "payload": settings.n8n_payload,
         }
         options.update(overrides)
         return cls(pool, **options)
@@ -580,21 +597,40 @@ class WebhookDispatcher:
         if missing:
             if len(self._snapshots) + len(missing) > 1024:
                 self._snapshots.clear()
+                self._snapshot_models.clear()
+                self._compact.clear()
                 missing = wanted
             self._snapshots.update(await outbox.load_snapshots(conn, sorted(missing)))
+        if jobs and time.monotonic() - self._overrides_read >= 5.0:
+            self._payload_overrides = await model_settings.payload_overrides(conn)
+            self._overrides_read = time.monotonic()
+        texts = {key: self._model_text(key) for key in wanted if key in self._snapshots}
         ready = []
         for job in jobs:
             try:
                 ready.append(
-                    dataclasses.replace(
-                        job, items_json=expand_snapshots(job.items_json, self._snapshots)
-                    )
+                    dataclasses.replace(job, items_json=expand_snapshots(job.items_json, texts))
                 )
             except KeyError as exc:
                 error = f"model snapshot {exc.args[0]} is missing from webhook_model_snapshots"
                 result = DeliveryResult(None, "missing_snapshot", error, None, 0.0)
                 self._writer.add(_Finished([job], result, "dead", 0.0))
         return ready
+
+    def _model_text(self, key: str) -> str:
+        """The model object of a snapshot in the form its model is sent with."""
+        full = self._snapshots[key]
+        if key not in self._snapshot_models:
+            model_id = json.loads(full).get("active_model_id")
+            self._snapshot_models[key] = model_id if isinstance(model_id, int) else None
+        model_id = self._snapshot_models[key]
+        form = self._payload_overrides.get(model_id, self.payload) if model_id else self.payload
+        if form != "compact":
+            return full
+        compact = self._compact.get(key)
+        if compact is None:
+            compact = self._compact[key] = compact_model_json(full)
+        return compact
 
     async def _start_queued(self, tg: TaskGroup, session: aiohttp.ClientSession) -> None:
         if not self._queue:

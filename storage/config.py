@@ -66,6 +66,7 @@ class Settings:
     webhook_max_attempts: int
     webhook_not_found_grace_seconds: float
     webhook_allowed_networks: str
+    n8n_payload: str
     webhook_retention_seconds: int
     webhook_dead_retention_seconds: int
     prediction_retention_seconds: int
@@ -217,6 +218,7 @@ def _validate(s: Settings) -> None:
     need(
         s.db_pool_max_size >= s.db_pool_min_size, "db_pool_max_size", "must be >= db_pool_min_size"
     )
+    need(s.n8n_payload in {"full", "compact"}, "n8n_payload", "must be 'full' or 'compact'")
     need(s.log_format in {"json", "console"}, "log_format", "must be 'json' or 'console'")
     need(
         s.log_level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"},

@@ -25,6 +25,7 @@ ALERT_COLUMNS = (
     "n8n_webhook_url",
     "n8n_enabled",
     "n8n_send_modes",
+    "n8n_payload",
     "coin_filter_mode",
     "coin_whitelist",
 )
@@ -43,6 +44,7 @@ class ModelSettings:
     n8n_webhook_url: str | None
     n8n_enabled: bool
     n8n_send_modes: tuple[str, ...]
+    n8n_payload: str | None  # None: the global N8N_PAYLOAD
     coin_filter_mode: str
     coin_whitelist: tuple[str, ...]
     ignore_negative_seconds: int
@@ -56,7 +58,7 @@ class ModelSettings:
 
 _SELECT = """
 id, model_id, coalesce(custom_name, name) AS display_name, is_active, alert_threshold,
-n8n_webhook_url, n8n_enabled, n8n_send_modes, coin_filter_mode, coin_whitelist,
+n8n_webhook_url, n8n_enabled, n8n_send_modes, n8n_payload, coin_filter_mode, coin_whitelist,
 ignore_negative_seconds, ignore_positive_seconds, ignore_alert_seconds,
 max_open_negative, max_open_positive, max_open_alert, updated_at
 """
@@ -72,6 +74,7 @@ def _settings(r: asyncpg.Record) -> ModelSettings:
         n8n_webhook_url=r["n8n_webhook_url"],
         n8n_enabled=r["n8n_enabled"],
         n8n_send_modes=tuple(r["n8n_send_modes"]),
+        n8n_payload=r["n8n_payload"],
         coin_filter_mode=r["coin_filter_mode"],
         coin_whitelist=tuple(r["coin_whitelist"]),
         ignore_negative_seconds=r["ignore_negative_seconds"],
@@ -131,3 +134,11 @@ async def notify_model_changed(conn: asyncpg.Connection, active_model_id: int, a
     """Tell the model-sync actor (delivered when the caller's transaction commits)."""
     payload = json.dumps({"active_model_id": active_model_id, "action": action})
     await conn.execute("SELECT pg_notify($1, $2)", MODELS_CHANNEL, payload)
+
+
+async def payload_overrides(conn: asyncpg.Connection) -> dict[int, str]:
+    """Active model id -> its own webhook payload form, for models that set one."""
+    rows = await conn.fetch(
+        "SELECT id, n8n_payload FROM active_models WHERE n8n_payload IS NOT NULL"
+    )
+    return {int(r["id"]): str(r["n8n_payload"]) for r in rows}

@@ -116,6 +116,10 @@ ALERT_CONFIG_BODY = _obj(
         "n8n_webhook_url": {"type": ["string", "null"], "format": "uri"},
         "n8n_enabled": {"type": "boolean"},
         "n8n_send_modes": SEND_MODES,
+        "n8n_payload": {
+            "enum": ["full", "compact", None],
+            "description": "form of each prediction's model object; null follows N8N_PAYLOAD",
+        },
         "coin_filter_mode": {"enum": ["all", "whitelist"]},
         "coin_whitelist": {"type": "array", "items": {"type": "string", "maxLength": 64}},
     }

@@ -21,7 +21,7 @@ import anyio
 import asyncpg
 from aiohttp import web
 
-from actors.webhook_payload import SEND_MODES
+from actors.webhook_payload import PAYLOAD_FORMS, SEND_MODES
 from actors.webhook_targets import TargetPolicy, policy_from
 from storage import outbox, webhook_endpoints
 from storage.config import redact_url
@@ -113,6 +113,15 @@ def _send_modes(field: str, value: Any) -> list[str]:
     return modes
 
 
+def _payload_form(field: str, value: Any) -> str | None:
+    """'full', 'compact', or null: follow the global N8N_PAYLOAD."""
+    if value is None:
+        return None
+    if value not in PAYLOAD_FORMS:
+        raise bad_field(field, "must be 'full', 'compact' or null (the global N8N_PAYLOAD)")
+    return str(value)
+
+
 def _filter_mode(field: str, value: Any) -> str:
     if value not in ("all", "whitelist"):
         raise bad_field(field, "must be 'all' or 'whitelist'")
@@ -140,6 +149,7 @@ ALERT_FIELDS: dict[str, Validator] = {
     "n8n_webhook_url": _webhook_url,
     "n8n_enabled": _boolean,
     "n8n_send_modes": _send_modes,
+    "n8n_payload": _payload_form,
     "coin_filter_mode": _filter_mode,
     "coin_whitelist": _whitelist,
 }
@@ -206,6 +216,8 @@ def _alert_config(request: web.Request, s: ModelSettings) -> dict[str, Any]:
         "n8n_webhook_url": redact_url(s.n8n_webhook_url) if s.n8n_webhook_url else None,
         "n8n_enabled": s.n8n_enabled,
         "n8n_send_modes": list(s.n8n_send_modes),
+        "n8n_payload": s.n8n_payload,
+        "effective_n8n_payload": s.n8n_payload or ctx(request).settings.n8n_payload,
         "coin_filter_mode": s.coin_filter_mode,
         "coin_whitelist": list(s.coin_whitelist),
         "effective_webhook_url": redact_url(url) if url else None,
