@@ -1,6 +1,9 @@
 # Sourced by scripts/run and scripts/test: create .venv and install the project
-# into it when pyproject.toml changed since the last install.
+# into it from the lock file (exact versions, sha256-checked) when pyproject.toml
+# or the lock changed since the last install.
 # Usage: ensure_venv [extra]   (extra: "test" for the test dependencies)
+# Locks: requirements.lock (the service), requirements-test.lock (service + tests);
+# how to update them: docs/dependencies.md.
 
 ensure_venv() {
     local extra="${1:-}"
@@ -14,14 +17,17 @@ ensure_venv() {
         "$python" -m venv .venv
         .venv/bin/python -m pip install --quiet --upgrade pip
     fi
-    local spec="."
-    [ -n "$extra" ] && spec=".[$extra]"
+    local lock="requirements.lock"
+    [ -n "$extra" ] && lock="requirements-${extra}.lock"
     local stamp=".venv/.installed-${extra:-base}"
     local want
-    want="$(cat pyproject.toml | sha256sum | cut -d' ' -f1)"
+    want="$(cat pyproject.toml "$lock" | sha256sum | cut -d' ' -f1)"
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-        echo "==> installing pump-predictor${extra:+ [$extra]} into .venv" >&2
-        .venv/bin/python -m pip install --quiet --editable "$spec"
+        echo "==> installing pump-predictor${extra:+ [$extra]} into .venv from $lock" >&2
+        # --require-hashes: every file must match the lock's sha256, no other version.
+        .venv/bin/python -m pip install --quiet --require-hashes -r "$lock"
+        # The project itself: its dependencies are exactly the lock's, nothing resolved.
+        .venv/bin/python -m pip install --quiet --no-deps --editable .
         echo "$want" > "$stamp"
     fi
 }

@@ -12,6 +12,7 @@ from aioprometheus.renderer import render
 
 from actors import metrics
 from actors.state import ServiceState
+from storage.library_versions import library_versions
 from storage.overview import load_stats
 from web.context import VERSION, ctx
 from web.routes_alert_config import webhook_health
@@ -109,6 +110,7 @@ async def health_report(request: web.Request) -> tuple[bool, dict[str, Any]]:
         "reasons": reasons + warnings,
         "checks": checks,
         "version": VERSION,
+        "libraries": library_versions(),
         "uptime_seconds": round(state.uptime_seconds, 1),
         "demo": state.demo,
     }
@@ -134,7 +136,9 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 @routes.get("/api/config")
 async def config_endpoint(request: web.Request) -> web.Response:
-    return web.json_response(ctx(request).settings.public_view())
+    return web.json_response(
+        {**ctx(request).settings.public_view(), "libraries": library_versions()}
+    )
 
 
 @routes.get("/api/stats")
