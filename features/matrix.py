@@ -204,8 +204,10 @@ class TickRows:
         if values.size:
             # A NULL in a base column the model uses: refuse the row rather than invent a value.
             missing = np.isnan(values).any(axis=1)
-            # Both model kinds compute in float32: a value beyond it would be infinite there,
-            # and scikit-learn then raises for the whole batch. Refuse the row instead.
+            # Both model kinds compute in float32, where a value beyond it is infinite: far
+            # outside anything a model was trained on. scikit-learn's estimator refuses such
+            # input (raising for the whole batch); the compiled forest and XGBoost would
+            # quietly treat it as infinity. Refuse the row with a reason instead.
             too_large = (np.abs(values) > FLOAT32_MAX).any(axis=1)
             bad = missing | too_large
             if bad.any():

@@ -105,8 +105,9 @@ def test_null_base_feature_is_never_filled_with_a_constant() -> None:
 
 
 def test_a_feature_value_beyond_float32_refuses_only_its_row() -> None:
-    """Both model kinds compute in float32: 1e300 would be infinite there, and
-    scikit-learn raises for the whole batch instead of skipping one coin."""
+    """Both model kinds compute in float32: 1e300 would be infinite there (scikit-learn's
+    estimator raises for the whole batch, the compiled forest and XGBoost predict as if
+    it were infinity)."""
     history = _history().with_columns(
         pl.when(pl.col("mint") == "A")
         .then(1e300)
