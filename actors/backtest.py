@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from actors import outcome_curves
 from actors.backtest_outcomes import PENDING, OutcomeTarget, outcomes
 from actors.messages import Tick
 from actors.model_runtime import ModelRuntime, build_runtime, score
@@ -390,6 +391,9 @@ def summarize(
         "recall": recall,
         "f1": _f1(precision, recall),
         "thresholds": threshold_rows(ticks, hours),
+        # The same precision/recall curve and reliability diagram as a model's live
+        # statistics (thresholds from outcomes), here from the backtest's judged ticks.
+        "threshold_curve": outcome_curves.report(ticks["probability"].to_list(), came.to_list()),
         "skipped": dict(run.skipped),
         "seconds": round(seconds, 3),
     }

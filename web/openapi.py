@@ -474,6 +474,12 @@ OPERATIONS: tuple[Operation, ...] = (
                 _id(),
                 _q("date_from", ISO_TIME, "data_timestamp from (inclusive)"),
                 _q("date_to", ISO_TIME, "data_timestamp to (inclusive)"),
+                _q(
+                    "target_precision",
+                    {"type": "number", "minimum": 0, "maximum": 1},
+                    "thresholds.lowest_threshold_for_target: the lowest alert threshold whose "
+                    "precision reached this",
+                ),
             )
         ),
         responses={400: "invalid filter", 404: "unknown model"},

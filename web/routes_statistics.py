@@ -13,6 +13,7 @@ from aiohttp import web
 from storage.statistics import ModelStatistics, statistics
 from web.context import ctx
 from web.errors import not_found
+from web.outcome_thresholds import thresholds_from_outcomes
 from web.routes_predictions import (
     MAX_ID,
     check_known,
@@ -64,7 +65,9 @@ def _filters(request: web.Request, *, model_param: bool) -> dict[str, Any]:
     query = request.query
     check_known(
         query,
-        ("active_model_id", "date_from", "date_to") if model_param else ("date_from", "date_to"),
+        ("active_model_id", "date_from", "date_to")
+        if model_param
+        else ("date_from", "date_to", "target_precision"),
     )
     date_from = time_param(query, "date_from")
     date_to = time_param(query, "date_to")
@@ -99,6 +102,9 @@ async def model_statistics(request: web.Request) -> web.Response:
     filters = _filters(request, model_param=False)
     async with ctx(request).pool.acquire() as conn:
         report = await statistics(conn, active_model_id=model, include_models=[model], **filters)
-    if not report.models:
-        raise not_found("model", model)
-    return web.json_response({"filters": _echo(filters), **_model_block(report.models[0])})
+        if not report.models:
+            raise not_found("model", model)
+        thresholds = await thresholds_from_outcomes(conn, model, request.query, filters)
+    return web.json_response(
+        {"filters": _echo(filters), **_model_block(report.models[0]), "thresholds": thresholds}
+    )
