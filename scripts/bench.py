@@ -1453,7 +1453,7 @@ async def cmd_layouts(args: argparse.Namespace, out: Any) -> dict[str, Any]:
                 batch=args.batch,
                 postgres_meter=lambda: _started_meter(db.data_dir),
             )
-    for name in ("current", "narrow", "arrays"):
+    for name in ("current", "narrow", "arrays", "move_current_to_arrays", "api_reads_ms"):
         out(f"{name}: {json.dumps(result[name])}")
     return {"command": "layouts", **result}
 

@@ -179,6 +179,154 @@ async def _reads(conn: asyncpg.Connection, layout: str, model: int) -> dict[str,
     return timings
 
 
+# Moving today's rows into the arrays layout, as an upgrade migration would: targets by
+# DISTINCT, one tick row per (coin, time, source) with the models' arrays in id order,
+# one outcome per (tick, horizon) from the oldest evaluation. A target is found by a
+# text key of its columns (a hash join; IS NOT DISTINCT FROM over eleven columns is not).
+_TARGET_KEY = """concat_ws('|', {p}active_model_id, {p}model_id, {p}alert_threshold, {p}target_kind,
+    coalesce({p}target_variable, '-'), coalesce({p}target_operator, '-'),
+    coalesce({p}target_value::text, '-'), coalesce({p}future_minutes::text, '-'),
+    coalesce({p}price_change_percent::text, '-'), coalesce({p}target_direction, '-'), {h})"""
+
+_MOVE_SQL = (
+    """
+ALTER TABLE {s}.prediction_targets ADD COLUMN key text;
+INSERT INTO {s}.prediction_targets (active_model_id, model_id, alert_threshold, target_kind,
+    target_variable, target_operator, target_value, future_minutes, price_change_percent,
+    target_direction, horizon_seconds, key)
+SELECT DISTINCT active_model_id, model_id, alert_threshold, target_kind, target_variable,
+    target_operator, target_value, future_minutes, price_change_percent, target_direction,
+    extract(epoch FROM evaluation_due_at - data_timestamp)::int, """
+    + _TARGET_KEY.format(p="", h="extract(epoch FROM evaluation_due_at - data_timestamp)::int")
+    + """
+FROM predictions;
+INSERT INTO {s}.prediction_ticks (coin_id, data_timestamp, source, phase_id,
+    price_close_at_t, market_cap_at_t, predicted_at, target_ids, probabilities)
+SELECT p.coin_id, p.data_timestamp, left(p.source, 1)::"char", min(p.phase_id),
+       min(p.price_close_at_t), min(p.market_cap_at_t), min(p.predicted_at),
+       array_agg(t.id ORDER BY p.id), array_agg(p.probability ORDER BY p.id)
+FROM predictions p
+JOIN {s}.prediction_targets t ON t.key = """
+    + _TARGET_KEY.format(
+        p="p.", h="extract(epoch FROM p.evaluation_due_at - p.data_timestamp)::int"
+    )
+    + """
+GROUP BY p.coin_id, p.data_timestamp, p.source;
+INSERT INTO {s}.tick_outcomes (tick_id, horizon_seconds, state, evaluated_at,
+    price_close_at_eval, eval_price_timestamp, actual_change_pct, max_gain_pct, max_gain_at,
+    max_drawdown_pct, max_drawdown_at)
+SELECT DISTINCT ON (k.id, h.seconds) k.id, h.seconds, 0, p.evaluated_at,
+       p.price_close_at_eval, p.eval_price_timestamp, p.actual_change_pct, p.max_gain_pct,
+       p.max_gain_at, p.max_drawdown_pct, p.max_drawdown_at
+FROM predictions p
+CROSS JOIN LATERAL (
+    SELECT extract(epoch FROM p.evaluation_due_at - p.data_timestamp)::int AS seconds
+) h
+JOIN {s}.prediction_ticks k ON k.coin_id = p.coin_id AND k.data_timestamp = p.data_timestamp
+                           AND k.source = left(p.source, 1)::"char"
+WHERE p.evaluation_result IS NOT NULL
+ORDER BY k.id, h.seconds, p.evaluated_at, p.id;
+"""
+)
+
+
+# Today's columns over the arrays layout, verdict derived (time-based targets; the
+# classic ones would add the variable's comparison): what the API's reads would query.
+_VIEW_SQL = """
+CREATE VIEW {s}.predictions AS
+SELECT t.id * 64 + u.k AS id, g.active_model_id, g.model_id, t.coin_id, t.data_timestamp,
+       t.phase_id, (u.p >= 0.5)::int AS prediction, u.p AS probability, g.alert_threshold,
+       CASE WHEN u.p >= g.alert_threshold THEN 'alert'
+            WHEN u.p >= 0.5 THEN 'positive' ELSE 'negative' END AS tag,
+       t.price_close_at_t, t.market_cap_at_t, g.target_kind, g.target_variable,
+       g.target_operator, g.target_value, g.future_minutes, g.price_change_percent,
+       g.target_direction, CASE t.source WHEN 's' THEN 'stream' ELSE 'manual' END AS source,
+       t.predicted_at, t.data_timestamp + make_interval(secs => g.horizon_seconds)
+           AS evaluation_due_at,
+       CASE WHEN o.tick_id IS NULL THEN NULL
+            WHEN o.state <> 0 THEN 'not_applicable'
+            WHEN (u.p >= 0.5) = CASE g.target_direction
+                     WHEN 'up' THEN o.actual_change_pct >= g.price_change_percent
+                     ELSE o.actual_change_pct <= -g.price_change_percent END
+                THEN 'success'
+            ELSE 'failed' END AS evaluation_result,
+       o.evaluated_at, o.price_close_at_eval, o.eval_price_timestamp, o.actual_change_pct,
+       o.max_gain_pct, o.max_gain_at, o.max_drawdown_pct, o.max_drawdown_at
+FROM {s}.prediction_ticks t
+CROSS JOIN LATERAL unnest(t.target_ids, t.probabilities) WITH ORDINALITY AS u(target_id, p, k)
+JOIN {s}.prediction_targets g ON g.id = u.target_id
+LEFT JOIN {s}.tick_outcomes o ON o.tick_id = t.id AND o.horizon_seconds = g.horizon_seconds
+"""
+
+# The API's reads (storage/prediction_reads.py, storage/statistics.py), in short.
+_API_READS = {
+    "list_page": "SELECT * FROM {v} p ORDER BY p.data_timestamp DESC, p.id DESC LIMIT 100",
+    "list_total": "SELECT count(*) FROM {v} p",
+    "model_page": (
+        "SELECT * FROM {v} p WHERE p.active_model_id = $1"
+        " ORDER BY p.data_timestamp DESC, p.id DESC LIMIT 100"
+    ),
+    "model_total": "SELECT count(*) FROM {v} p WHERE p.active_model_id = $1",
+    "coin_latest": (
+        "SELECT DISTINCT ON (p.active_model_id) * FROM {v} p WHERE p.coin_id = $2"
+        " ORDER BY p.active_model_id, p.data_timestamp DESC, p.id DESC"
+    ),
+    "statistics": (
+        "SELECT active_model_id, count(*),"
+        " count(*) FILTER (WHERE evaluation_result = 'success'),"
+        " count(*) FILTER (WHERE evaluation_result = 'failed'),"
+        " sum(actual_change_pct) FILTER (WHERE tag = 'alert') FROM {v} p"
+        " GROUP BY GROUPING SETS ((active_model_id), ())"
+    ),
+}
+
+
+async def _api_reads(conn: asyncpg.Connection, view: str) -> dict[str, float]:
+    """Median of 3 runs of each API read (ms), on `view`."""
+    model = await conn.fetchval(f"SELECT active_model_id FROM {view} LIMIT 1")
+    coin = await conn.fetchval(f"SELECT coin_id FROM {view} LIMIT 1")
+    timings: dict[str, float] = {}
+    for name, sql in _API_READS.items():
+        sql = sql.format(v=view)
+        args = [a for i, a in ((1, model), (2, coin)) if f"${i}" in sql]
+        if "$2" in sql and "$1" not in sql:
+            sql = sql.replace("$2", "$1")
+        runs = []
+        for _ in range(3):
+            started = time.perf_counter()
+            await conn.fetch(sql, *args)
+            runs.append(time.perf_counter() - started)
+        timings[name] = round(sorted(runs)[1] * 1000, 2)
+    return timings
+
+
+async def _move(conn: asyncpg.Connection, meter: Callable[[], Any]) -> dict[str, Any]:
+    """Time moving every row of `predictions` into a fresh arrays layout."""
+    s = "layout_moved"
+    await conn.execute(_COMMON_DDL.format(s=s, extra=_ARRAYS_EXTRA))
+    rows = int(await conn.fetchval("SELECT count(*) FROM predictions"))
+
+    async def move() -> None:
+        async with conn.transaction():
+            await conn.execute(_MOVE_SQL.format(s=s))
+
+    wall, pg = await _timed(conn, meter, move)
+    ticks = int(await conn.fetchval(f"SELECT count(*) FROM {s}.prediction_ticks"))
+    outcomes = int(await conn.fetchval(f"SELECT count(*) FROM {s}.tick_outcomes"))
+    moved = int(
+        await conn.fetchval(f"SELECT sum(cardinality(target_ids)) FROM {s}.prediction_ticks")
+    )
+    return {
+        "old_rows": rows,
+        "moved_predictions": moved,
+        "ticks": ticks,
+        "outcomes": outcomes,
+        "wall_s": round(wall, 2),
+        "pg_cpu_s": round(pg, 2),
+        "seconds_per_million_rows": round(wall * 1e6 / rows, 1) if rows else None,
+    }
+
+
 def _size_sql(tables: list[str]) -> str:
     return " + ".join(f"pg_total_relation_size('{t}')" for t in tables)
 
@@ -350,6 +498,13 @@ async def run(
         result["current"] = await _current(conn, data, targets, postgres_meter)
         for layout in ("narrow", "arrays"):
             result[layout] = await _new(conn, data, targets, postgres_meter, layout)
+        result["move_current_to_arrays"] = await _move(conn, postgres_meter)
+        await conn.execute(_VIEW_SQL.format(s="layout_moved"))
+        await conn.execute("ANALYZE")
+        result["api_reads_ms"] = {
+            "current": await _api_reads(conn, "predictions"),
+            "arrays_view": await _api_reads(conn, "layout_moved.predictions"),
+        }
     finally:
         await conn.close()
     return result
