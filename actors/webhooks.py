@@ -339,6 +339,7 @@ class WebhookDispatcher:
         not_found_grace: float = 300.0,
         targets: TargetPolicy | None = None,
         payload: str = "full",
+        configured_url: str | None = None,
     ) -> None:
         self.pool = pool
         self.timeout = timeout
@@ -376,6 +377,7 @@ class WebhookDispatcher:
         # own choice (active_models.n8n_payload, re-read every few seconds) wins. Applied
         # when sending, so a change reaches the jobs already queued too.
         self.payload = payload
+        self.configured_url = configured_url  # N8N_WEBHOOK_URL, checked once at start
         self._payload_overrides: dict[int, str] = {}
         self._overrides_read = -float("inf")
         self._snapshot_models: dict[str, int | None] = {}  # snapshot key -> active model
@@ -416,6 +418,7 @@ class WebhookDispatcher:
             "max_attempts": settings.webhook_max_attempts,
             "not_found_grace": settings.webhook_not_found_grace_seconds,
             "payload": settings.n8n_payload,
+            "configured_url": settings.n8n_webhook_url or None,
         }
         options.update(overrides)
         return cls(pool, **options)
@@ -473,6 +476,8 @@ class WebhookDispatcher:
                         per_host_limit=self.per_host_limit,
                     )
                     task_status.started()
+                    if self.configured_url:
+                        tg.start_soon(self._check_configured_url, self.configured_url)
                     wait: float | None = 0.0
                     while not self._stopping:
                         await self._sleep(wait)
@@ -487,6 +492,18 @@ class WebhookDispatcher:
                 # Their results are written before run() returns.
                 self._writer.close()
         self._log.info("webhook_dispatcher_stopped")
+
+    async def _check_configured_url(self, url: str) -> None:
+        """Config time: a refused N8N_WEBHOOK_URL is said at start, not only when the
+        first alert dies (delivery refuses it anyway)."""
+        refusal = await self.targets.check_url(url)
+        if refusal is not None:
+            self._log.error(
+                "webhook_target_refused",
+                url=redact_url(url),
+                setting="N8N_WEBHOOK_URL",
+                reason=refusal,
+            )
 
     async def _sleep(self, seconds: float | None) -> None:
         timeout = self.poll_interval if seconds is None else min(seconds, self.poll_interval)
