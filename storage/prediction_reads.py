@@ -8,11 +8,14 @@ the SQL text.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+
+from storage.evaluations import in_double
 
 PENDING = "pending"
 RESULTS = ("success", "failed", "not_applicable", PENDING)
@@ -212,15 +215,23 @@ ORDER BY "timestamp" DESC, id DESC
 LIMIT 1
 """
 
+
+def _percent_of_reference(column: str) -> str:
+    """SQL: the column in % of the reference price, NULL where either is beyond double
+    (a collector's 1e1000 or NaN is valid numeric; its float8 cast would raise)."""
+    raw = f"(CASE WHEN {in_double(column)} THEN ({column} - ref.price) / ref.price * 100 END)"
+    return f"CASE WHEN {in_double(raw)} THEN {raw}::float8 END"
+
+
 # Percentages in numeric, like the evaluator's, so that 1.8 against 2.0 is -10, not
 # -9.999999999999998.
-_PRICES_SQL = """
-WITH ref AS (SELECT $5::numeric AS price)
+_PRICES_SQL = f"""
+WITH ref AS (SELECT nullif($5::numeric, 0) AS price)
 SELECT c."timestamp", c.price_close, c.price_high, c.price_low, c.market_cap_close,
        c.volume_sol,
-       ((c.price_close - ref.price) / nullif(ref.price, 0) * 100)::float8 AS change_pct,
-       ((c.price_high - ref.price) / nullif(ref.price, 0) * 100)::float8 AS high_pct,
-       ((c.price_low - ref.price) / nullif(ref.price, 0) * 100)::float8 AS low_pct
+       {_percent_of_reference("c.price_close")} AS change_pct,
+       {_percent_of_reference("c.price_high")} AS high_pct,
+       {_percent_of_reference("c.price_low")} AS low_pct
 FROM coin_metrics c, ref
 WHERE c.mint = $1 AND c."timestamp" >= $2 AND c."timestamp" <= $3
 ORDER BY c."timestamp", c.id
@@ -255,8 +266,11 @@ async def coin_details(
         start = first.data_timestamp - DETAILS_MARGIN
         end = max(p.evaluation_due_at for p in predictions) + DETAILS_MARGIN
         reference = await conn.fetchrow(_REFERENCE_SQL, coin_id, first.data_timestamp)
-        # The stored snapshot is the fallback when the coin's rows are gone.
+        # The stored snapshot is the fallback when the coin's rows are gone. A price
+        # beyond double (decoded as inf or nan) is no reference: the % stay empty.
         price = reference["price_close"] if reference else first.price_close_at_t
+        if price is not None and not math.isfinite(price):
+            price = None
         price_rows = await conn.fetch(
             _PRICES_SQL, coin_id, start, end, points + 1, None if price is None else repr(price)
         )

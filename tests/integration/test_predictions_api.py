@@ -189,3 +189,43 @@ async def test_delete_model_predictions_returns_the_count(
             {"active_model_id": a, "deleted": 0},
         )
         assert (await api.call("DELETE", "/api/models/999/predictions"))[0] == 404
+
+
+async def test_coin_details_answer_when_prices_are_beyond_double(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """A collector price of 1e1000 or NaN (valid numeric) leaves its % empty, not a 500."""
+    async with pool.acquire() as conn:
+        now: datetime = await conn.fetchval("SELECT date_trunc('second', now())")
+        t0 = now - timedelta(hours=1)
+        model = await add_model(conn, 32)
+        await add_metric(conn, "WILD", t0, 2.0)
+        for minute, value in ((1, "1e1000"), (2, "NaN"), (3, "-1e1000")):
+            await conn.execute(
+                "INSERT INTO coin_metrics (mint, timestamp, price_close, price_high, price_low)"
+                " VALUES ('WILD', $1, $2::numeric, $2::numeric, $2::numeric)",
+                t0 + minute * M,
+                value,
+            )
+        await add_metric(conn, "WILD", t0 + 4 * M, 3.0)
+        await add_prediction(conn, model, "WILD", t0, prediction=1)
+        await add_metric(conn, "HUGE_REF", t0, 1.0)
+        await conn.execute("UPDATE coin_metrics SET price_close = '1e1000' WHERE mint = 'HUGE_REF'")
+        await add_metric(conn, "HUGE_REF", t0 + M, 2.0)
+        await add_prediction(conn, model, "HUGE_REF", t0, prediction=1)
+
+    async with serve_api(settings, pool) as api:
+        status, body = await api.get(f"/api/models/{model}/coins/WILD/details")
+        assert status == 200, body
+        changes = [(p["timestamp"], p["change_pct"]) for p in body["price_history"]]
+        assert changes == [
+            (t0.isoformat(), 0.0),
+            ((t0 + M).isoformat(), None),
+            ((t0 + 2 * M).isoformat(), None),
+            ((t0 + 3 * M).isoformat(), None),
+            ((t0 + 4 * M).isoformat(), 50.0),
+        ]
+        assert [p["high_pct"] for p in body["price_history"]][1:4] == [None, None, None]
+        status, body = await api.get(f"/api/models/{model}/coins/HUGE_REF/details")
+        assert status == 200, body
+        assert [p["change_pct"] for p in body["price_history"]] == [None, None]
