@@ -48,6 +48,8 @@ class Settings:
     training_service_timeout_seconds: float
     model_storage_path: str
     model_max_bytes: int
+    model_probe_memory_bytes: int
+    model_probe_timeout_seconds: float
     batch_size: int
     batch_timeout_seconds: float
     polling_interval_seconds: float

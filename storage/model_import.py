@@ -30,6 +30,7 @@ from storage import active_models
 from storage.active_models import ActiveModelRow, NewActiveModel
 from storage.config import Settings
 from storage.model_files import LoadedModel, ModelFileError, file_sha256, load_model
+from storage.model_probe import probe_in_child
 from storage.text_rules import MAX_NAME_LENGTH, text_problem
 from storage.training_service import ModelInfo, TrainingServiceClient, TrainingServiceError
 
@@ -297,7 +298,17 @@ def _file_refused(model_id: int, exc: Exception) -> ModelImportError:
 
 
 async def _load(model_id: int, path: Path, settings: Settings) -> LoadedModel:
+    """Load a file only after a limited child process loaded and probed it unharmed."""
     try:
+        await anyio.to_thread.run_sync(
+            functools.partial(
+                probe_in_child,
+                path,
+                max_bytes=settings.model_max_bytes,
+                memory_bytes=settings.model_probe_memory_bytes,
+                timeout_seconds=settings.model_probe_timeout_seconds,
+            )
+        )
         return await anyio.to_thread.run_sync(
             functools.partial(load_model, path, max_bytes=settings.model_max_bytes)
         )

@@ -11,6 +11,7 @@ model imports right after.
 from __future__ import annotations
 
 import math
+import pickle
 import struct
 import zlib
 from collections.abc import AsyncIterator
@@ -141,3 +142,21 @@ async def test_malicious_random_forests_and_boosters_are_refused_and_the_service
             assert response.status == 200
             listed = await response.json()
         assert sorted(m["model_id"] for m in listed["models"]) == [1000 + i for i in defects]
+
+
+class _Allocation:
+    """Pickles as `builtins.bytearray(4 GiB)`: allowed names only, no tree to check."""
+
+    def __reduce__(self) -> tuple[type, tuple[int]]:
+        return (bytearray, (4 << 30,))
+
+
+async def test_what_the_checks_miss_fails_in_the_limited_probe_process_not_the_service(
+    settings: Settings, pool: asyncpg.Pool, training_service: TrainingServiceStub
+) -> None:
+    training_service.add_model(2, "random_forest", FEATURES, file=pickle.dumps(_Allocation()))
+
+    async with api_of(settings, training_service, model_probe_memory_bytes=500_000_000) as http:
+        await assert_refused_and_still_serving(
+            http, pool, settings, training_service, 2, "MODEL_PROBE_MEMORY_BYTES"
+        )
