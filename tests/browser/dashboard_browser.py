@@ -85,6 +85,12 @@ class DashboardBrowser:
         self.settle()
         self.wait(lambda: self.heading(page), f"the {page} page")
 
+    def sidebar_pages(self) -> list[str]:
+        labels = self.driver.find_elements(
+            By.CSS_SELECTOR, '[data-testid="stSidebar"] [role="radiogroup"] label'
+        )
+        return [label.text.strip() for label in labels if label.text.strip()]
+
     def heading(self, text: str) -> bool:
         return any(
             h.text.strip() == text for h in self.driver.find_elements(By.CSS_SELECTOR, "h1, h2")

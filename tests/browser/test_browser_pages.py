@@ -14,14 +14,14 @@ from browser_service import RunningDemo
 from dashboard_browser import DashboardBrowser
 from selenium.webdriver.common.by import By
 
-PAGES = ("Overview", "Import model", "Manage model", "Predictions", "Statistics")
-
 
 def test_every_page_renders_without_an_exception(
     demo: RunningDemo, browser: DashboardBrowser
 ) -> None:
     browser.open(demo.dashboard_url)
-    for page in PAGES:
+    pages = browser.sidebar_pages()
+    assert {"Overview", "Import model", "Manage model", "Predictions", "Statistics"} <= set(pages)
+    for page in pages:
         browser.go(page)
         browser.screenshot(page.lower().replace(" ", "_"))
         browser.assert_clean()
@@ -65,6 +65,41 @@ def test_change_the_alert_threshold(demo: RunningDemo, browser: DashboardBrowser
     browser.screenshot("manage_after_threshold")
 
 
+async def _kill_a_delivered_job(demo: RunningDemo) -> int:
+    """A delivered job of model 1 turned dead, as if its target had kept failing."""
+    assert demo.service.pool is not None
+    async with demo.service.pool.acquire() as conn:
+        job = await conn.fetchval(
+            """UPDATE webhook_outbox SET status = 'dead', delivered_at = NULL,
+                   last_error = 'HTTP 500', last_status_code = 500
+               WHERE id = (SELECT min(id) FROM webhook_outbox
+                           WHERE 1 = ANY(active_model_ids) AND status = 'delivered')
+               RETURNING id"""
+        )
+    assert job is not None, "the demo delivered no webhook yet"
+    return int(job)
+
+
+def test_webhook_health_and_retrying_a_dead_job(
+    demo: RunningDemo, browser: DashboardBrowser
+) -> None:
+    browser.wait(
+        lambda: _api(demo, "GET", "/api/models/1/n8n-status")["jobs"]["delivered"] > 0,
+        "a delivered demo webhook",
+        timeout=30,
+    )
+    job = demo.call(_kill_a_delivered_job, demo)
+    browser.open(demo.dashboard_url, "Manage model")
+    browser.shows("Webhook delivery")
+    browser.shows(f"Job #{job}")
+    browser.screenshot("manage_model")
+    browser.click("Retry")
+    browser.shows(f"Webhook job #{job} queued again.")
+    browser.assert_clean()
+    dead = _api(demo, "GET", "/api/webhooks/dead")["jobs"]
+    assert job not in {j["id"] for j in dead}
+
+
 def test_import_a_ready_model(demo: RunningDemo, browser: DashboardBrowser) -> None:
     """The demo imported both of its models; deleting one makes it importable again."""
     removed = _model(demo, 2)
@@ -86,6 +121,7 @@ def test_a_prediction_row_opens_its_coin_chart(
     browser.click_table_row("pred_table", 0)
     browser.shows("Coin chart")
     # The full mint (the table shows it shortened), in a block with a copy button.
+    browser.wait(lambda: browser.count('[data-testid="stCode"]') == 1, "the coin's mint")
     mint = browser.driver.find_element(By.CSS_SELECTOR, '[data-testid="stCode"]').text.strip()
     coins = {p["coin_id"] for p in _api(demo, "GET", "/api/predictions?limit=1000")["items"]}
     assert mint in coins, mint

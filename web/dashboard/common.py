@@ -170,11 +170,21 @@ def parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def ago(value: Any) -> str:
+    """An ISO time as '5 min ago' (short enough for a metric tile)."""
+    parsed = parse_time(value)
+    return MISSING if parsed is None else _ago(parsed)
+
+
 def when(value: Any) -> str:
     """An ISO time as 'YYYY-MM-DD HH:MM:SS UTC (5 min ago)'."""
     parsed = parse_time(value)
     if parsed is None:
         return MISSING
+    return f"{parsed.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC ({_ago(parsed)})"
+
+
+def _ago(parsed: datetime) -> str:
     seconds = (datetime.now(UTC) - parsed).total_seconds()
     if seconds < 0:
         ago = "in the future"
@@ -186,7 +196,7 @@ def when(value: Any) -> str:
         ago = f"{seconds / 3600:.0f} h ago"
     else:
         ago = f"{seconds / 86400:.0f} days ago"
-    return f"{parsed.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC ({ago})"
+    return ago
 
 
 def rerun_with(message: str) -> NoReturn:

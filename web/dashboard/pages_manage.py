@@ -11,7 +11,7 @@ from typing import Any
 
 import streamlit as st
 
-from web.dashboard import common
+from web.dashboard import common, visual
 from web.dashboard.api_client import ApiClient
 
 SEND_MODES = ("all", "alerts_only", "positive_only", "negative_only")
@@ -141,6 +141,73 @@ def _integers(
             _patch(api, path, current, wanted)
 
 
+STATUS_TEXT = {
+    "ok": "delivering",
+    "retrying": "retrying (the last attempt failed, another one is due)",
+    "failing": "failing",
+    "no_attempts": "nothing sent yet",
+    "no_url": "no webhook URL (set one below or N8N_WEBHOOK_URL)",
+    "disabled": "sending is switched off",
+}
+
+
+def failure_rate(attempts: dict[str, Any]) -> float | None:
+    """Failed attempts / all attempts (a retried failure counts each time it failed)."""
+    counts = {k: int(v) for k, v in attempts.items() if isinstance(v, int)}
+    total = sum(counts.values())
+    return (total - counts.get("delivered", 0)) / total if total else None
+
+
+def _webhook_health(api: ApiClient, ident: int) -> None:
+    health = common.attempt(api.get, f"/api/models/{ident}/n8n-status")
+    if not isinstance(health, dict):
+        return
+    status = str(health.get("status", "unknown"))
+    text = STATUS_TEXT.get(status, status)
+    if status == "ok":
+        st.success(f"Webhook: {text}")
+    elif status in ("failing", "retrying"):
+        st.error(f"Webhook: {text}")
+    else:
+        st.info(f"Webhook: {text}")
+    jobs = health.get("jobs") or {}
+    last_error = health.get("last_error") or {}
+    cols = st.columns(4)
+    last_success = common.dig(health, "last_success.attempted_at")
+    cols[0].metric("Last success", common.ago(last_success), help=common.when(last_success))
+    cols[1].metric(
+        "Failure rate", common.percent(failure_rate(health.get("attempts_by_outcome") or {}))
+    )
+    cols[2].metric("Pending jobs", common.number(jobs.get("pending")))
+    cols[3].metric("Dead jobs", common.number(jobs.get("dead")))
+    history = health.get("history_seconds")
+    st.caption(
+        f"Target: {health.get('effective_webhook_url') or 'none'}"
+        + (f" · counts cover the last {int(history) // 3600} h" if history else "")
+        + (
+            f" · last error {common.when(last_error.get('attempted_at'))}: "
+            f"{last_error.get('status_code') or ''} {last_error.get('error') or ''}".rstrip()
+            if last_error
+            else ""
+        )
+    )
+    dead = [job for job in health.get("dead_jobs") or [] if isinstance(job, dict)]
+    if not dead:
+        return
+    st.markdown(f"**Dead jobs** (given up after their retries; newest {len(dead)})")
+    for job in dead:
+        left, right = st.columns([5, 1])
+        left.markdown(
+            f"Job #{job.get('id')} · coin `{visual.short_coin(job.get('coin_id'))}` · "
+            f"attempts: {job.get('attempts')} · last: "
+            f"{job.get('last_status_code') or ''} {job.get('last_error') or 'no answer'}"
+        )
+        if right.button("Retry", key=f"retry_job_{job.get('id')}"):
+            done = common.attempt(api.post, f"/api/webhooks/{job.get('id')}/retry")
+            if done is not None:
+                common.rerun_with(f"Webhook job #{job.get('id')} queued again.")
+
+
 def _danger(api: ApiClient, ident: int, model: dict[str, Any]) -> None:
     left, right = st.columns(2)
     with left:
@@ -189,6 +256,8 @@ def render(api: ApiClient, health: dict[str, Any]) -> None:
 
     st.subheader("Name")
     _rename(api, ident, model)
+    st.subheader("Webhook delivery")
+    _webhook_health(api, ident)
     st.subheader("Alerts and webhook")
     _alerts(api, ident, config)
     st.subheader("Ignore windows")

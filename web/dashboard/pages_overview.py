@@ -177,6 +177,7 @@ def _activity_charts(
     start = pd.to_datetime(body.get("from"), utc=True)
     end = pd.to_datetime(body.get("to"), utc=True)
     domain = [start.isoformat(), end.isoformat()]
+    frame = frame.assign(end=frame["start"] + size)
     per_minute = frame.assign(rate=frame["predictions"] / (seconds / 60))
     per_hour = frame.assign(rate=frame["alerts"] * 3600 / seconds)
     x = visual.utc_x("start", "time", span, domain)
@@ -189,6 +190,7 @@ def _activity_charts(
             .mark_bar()
             .encode(
                 x=x,
+                x2="end:T",
                 y=alt.Y("sum(rate):Q", title="predictions / min"),
                 color=alt.Color(
                     "model:N",
@@ -206,6 +208,7 @@ def _activity_charts(
             .mark_bar(color=visual.ALERT)
             .encode(
                 x=x,
+                x2="end:T",
                 y=alt.Y("sum(rate):Q", title="alerts / h"),
                 tooltip=[tooltip_time, "model:N", alt.Tooltip("rate:Q", format=".1f")],
             ),

@@ -8,7 +8,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from web.dashboard import common
+from web.dashboard import common, visual
 from web.dashboard.api_client import ApiClient
 
 SAMPLE = 1000  # newest predictions the charts are drawn from (the API's page maximum)
@@ -32,20 +32,32 @@ def confusion(frame: pd.DataFrame) -> dict[str, int]:
     }
 
 
-def _matrix_chart(matrix: dict[str, int]) -> alt.LayerChart | alt.FacetChart:
+def _matrix_chart(matrix: dict[str, int]) -> alt.LayerChart:
+    """2x2 with room to read: green where the model was right, red where it was wrong."""
     cells = pd.DataFrame(
         [
-            {"predicted": "1 (pump)", "actual": "1 (pump)", "count": matrix["tp"]},
-            {"predicted": "1 (pump)", "actual": "0", "count": matrix["fp"]},
-            {"predicted": "0", "actual": "0", "count": matrix["tn"]},
-            {"predicted": "0", "actual": "1 (pump)", "count": matrix["fn"]},
+            {"predicted": "pump", "actual": "pump", "count": matrix["tp"], "right": "right"},
+            {"predicted": "pump", "actual": "no pump", "count": matrix["fp"], "right": "wrong"},
+            {"predicted": "no pump", "actual": "no pump", "count": matrix["tn"], "right": "right"},
+            {"predicted": "no pump", "actual": "pump", "count": matrix["fn"], "right": "wrong"},
         ]
     )
-    base = alt.Chart(cells).encode(x="predicted:N", y="actual:N")
-    return alt.layer(
-        base.mark_rect().encode(color="count:Q"),
-        base.mark_text(fontSize=18).encode(text="count:Q"),
+    order = ["pump", "no pump"]
+    base = alt.Chart(cells).encode(
+        x=alt.X("predicted:N", sort=order, title="predicted", axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("actual:N", sort=order, title="actual"),
     )
+    return alt.layer(
+        base.mark_rect(opacity=0.85).encode(
+            color=alt.Color(
+                "right:N",
+                scale=alt.Scale(domain=["right", "wrong"], range=[visual.GREEN, visual.RED]),
+                legend=None,
+            ),
+            tooltip=["predicted:N", "actual:N", "count:Q"],
+        ),
+        base.mark_text(fontSize=22, color="white", fontWeight="bold").encode(text="count:Q"),
+    ).properties(width=360, height=260)
 
 
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -88,7 +100,8 @@ def _quality(model: dict[str, Any], stats: dict[str, Any] | None, frame: pd.Data
         col.metric(f"live {name}", common.percent(live[name]))
         col.caption(f"training: {common.percent(trained)}")
     st.caption(f"{evaluated:,} evaluated predictions")
-    st.altair_chart(_matrix_chart({"tp": tp, "fp": fp, "tn": tn, "fn": fn}))
+    st.markdown("**Live confusion matrix** (evaluated predictions)")
+    st.altair_chart(_matrix_chart({"tp": tp, "fp": fp, "tn": tn, "fn": fn}), width="content")
 
 
 def _alerts(stats: dict[str, Any] | None) -> None:
@@ -104,16 +117,22 @@ def _alerts(stats: dict[str, Any] | None) -> None:
 
 
 def _charts(frame: pd.DataFrame) -> None:
+    span = visual.span_of(frame["data_timestamp"])
+    size = visual.bin_for(span)
+    floor = frame["data_timestamp"].dt.floor(size)
+    binned = frame.assign(bin=floor, bin_end=floor + size)
     left, right = st.columns(2)
     with left:
-        st.markdown("**Predictions over time**")
+        st.markdown(f"**Predictions over time** · {visual.bin_label(size)} bins")
         st.altair_chart(
-            alt.Chart(frame)
+            alt.Chart(binned)
             .mark_bar()
             .encode(
-                x=alt.X("yearmonthdatehours(data_timestamp):T", title="hour (UTC)"),
+                x=visual.utc_x("bin", "data time", span),
+                x2="bin_end:T",
                 y=alt.Y("count():Q", title="predictions"),
-                color="tag:N",
+                color=alt.Color("tag:N", scale=visual.tag_scale(), title="tag"),
+                tooltip=[visual.utc_tooltip("bin", "bin start"), "tag:N", "count():Q"],
             ),
             width="stretch",
         )
@@ -125,7 +144,7 @@ def _charts(frame: pd.DataFrame) -> None:
             .encode(
                 x=alt.X("probability:Q", bin=alt.Bin(extent=[0, 1], step=0.05)),
                 y=alt.Y("count():Q", title="predictions"),
-                color="tag:N",
+                color=alt.Color("tag:N", scale=visual.tag_scale(), title="tag"),
             ),
             width="stretch",
         )
@@ -135,17 +154,33 @@ def _charts(frame: pd.DataFrame) -> None:
         st.caption("No evaluated alert yet.")
         return
     alerts = alerts.sort_values("data_timestamp").assign(
-        cumulative_change_pct=lambda f: f["actual_change_pct"].cumsum()
+        cumulative_change_pct=lambda f: f["actual_change_pct"].cumsum(),
+        outcome=lambda f: f["evaluation_result"].fillna("pending"),
     )
-    st.altair_chart(
+    alert_span = visual.span_of(alerts["data_timestamp"])
+    line = (
         alt.Chart(alerts)
-        .mark_line(point=True)
+        .mark_line(color=visual.GREY)
         .encode(
-            x=alt.X("data_timestamp:T", title="data time (UTC)"),
+            x=visual.utc_x("data_timestamp", "data time", alert_span),
             y=alt.Y("cumulative_change_pct:Q", title="cumulative change (%)"),
-        ),
-        width="stretch",
+        )
     )
+    points = (
+        alt.Chart(alerts)
+        .mark_point(filled=True, size=80)
+        .encode(
+            x=visual.utc_x("data_timestamp", "data time", alert_span),
+            y="cumulative_change_pct:Q",
+            color=alt.Color("outcome:N", scale=visual.outcome_scale(), title="outcome"),
+            tooltip=[
+                visual.utc_tooltip("data_timestamp", "data time"),
+                "outcome:N",
+                alt.Tooltip("actual_change_pct:Q", format="+.2f"),
+            ],
+        )
+    )
+    st.altair_chart(line + points, width="stretch")
 
 
 def render(api: ApiClient, health: dict[str, Any]) -> None:

@@ -93,8 +93,12 @@ def utc_tooltip(field: str, title: str) -> alt.Tooltip:
 
 
 def bin_for(span: timedelta) -> timedelta:
-    """A bin giving 60-100 bars over the span (1 min for an hour ... 3 h for a week)."""
+    """A bin giving roughly 20-100 bars over the span (5 s for two minutes, 1 min for an
+    hour, 15 min for a day, 3 h for longer)."""
     for limit, size in (
+        (timedelta(minutes=2), timedelta(seconds=5)),
+        (timedelta(minutes=10), timedelta(seconds=15)),
+        (timedelta(minutes=30), timedelta(seconds=30)),
         (timedelta(hours=1), timedelta(minutes=1)),
         (timedelta(hours=6), timedelta(minutes=5)),
         (timedelta(hours=24), timedelta(minutes=15)),
@@ -113,8 +117,10 @@ def span_of(times: pd.Series) -> timedelta:
 
 
 def bin_label(size: timedelta) -> str:
-    minutes = int(size.total_seconds() // 60)
-    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h"
+    seconds = int(size.total_seconds())
+    if seconds < 60:
+        return f"{seconds} s"
+    return f"{seconds // 60} min" if seconds < 3600 else f"{seconds // 3600} h"
 
 
 def short_coin(coin: Any) -> str:
