@@ -14,7 +14,7 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from actors.logs import configure_logging
-from storage.config import ConfigError, Settings, load_settings
+from storage.config import ConfigError, Settings, environment_warnings, load_settings
 from storage.refusals import (
     StartupRefused,
     check_port_free,
@@ -270,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(settings.log_level, settings.log_format)
+    for warning in environment_warnings():
+        log.warning("config_environment_variable_ignored", problem=warning)
     try:
         return _command(args, settings)
     except (Exception, BaseExceptionGroup) as exc:

@@ -7,6 +7,7 @@ starts with a silently ignored typo is worse than one that refuses to start.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import os
 import tomllib
@@ -123,6 +124,9 @@ def _field_types() -> dict[str, type]:
     return {f.name: hints[f.name] for f in dataclasses.fields(Settings)}
 
 
+BOOL_VALUES = "1/0, true/false, yes/no, on/off"
+
+
 def _coerce(key: str, raw: Any, kind: type, source: str) -> Any:
     """Turn a TOML or environment value into the field's type, or say what is wrong."""
     if isinstance(raw, str) and kind is not str:
@@ -137,22 +141,25 @@ def _coerce(key: str, raw: Any, kind: type, source: str) -> Any:
                 raise ValueError(text)
             return kind(text)
         except ValueError:
+            accepted = f" (accepted: {BOOL_VALUES})" if kind is bool else ""
             raise ConfigError(
-                f"{key}: {source} value {raw!r} is not a valid {kind.__name__}"
+                f"{key}: {source} value {raw!r} is not a valid {kind.__name__}{accepted}"
             ) from None
     if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
         return float(raw)
     if kind is int and isinstance(raw, bool):
         raise ConfigError(f"{key}: {source} value {raw!r} is not a valid int")
     if not isinstance(raw, kind):
-        raise ConfigError(f"{key}: {source} value {raw!r} is not a valid {kind.__name__}")
+        accepted = " (accepted: true, false)" if kind is bool else ""
+        raise ConfigError(f"{key}: {source} value {raw!r} is not a valid {kind.__name__}{accepted}")
     return raw
 
 
 def _validate(s: Settings) -> None:
     def need(cond: bool, key: str, what: str) -> None:
+        # Named as operators set it: the environment variable (the TOML key is its lower case).
         if not cond:
-            raise ConfigError(f"{key}: {what} (got {getattr(s, key)!r})")
+            raise ConfigError(f"{key.upper()}: {what} (got {getattr(s, key)!r})")
 
     for port_key in ("api_port", "streamlit_port"):
         need(1 <= getattr(s, port_key) <= 65535, port_key, "must be a port 1-65535")
@@ -211,14 +218,14 @@ def _validate(s: Settings) -> None:
         need(
             period == 0 or period >= minimum,
             key,
-            f"must be 0 (keep {rows}) or at least {minimum} s: catchup_max_age_seconds"
-            f" ({s.catchup_max_age_seconds}) or webhook_max_age_seconds"
+            f"must be 0 (keep {rows}) or at least {minimum} s: CATCHUP_MAX_AGE_SECONDS"
+            f" ({s.catchup_max_age_seconds}) or WEBHOOK_MAX_AGE_SECONDS"
             f" ({s.webhook_max_age_seconds}), whichever is longer, plus"
             f" {RETENTION_MARGIN_SECONDS} s; {resent} queued and sent again when its tick is"
             " re-read",
         )
     need(
-        s.db_pool_max_size >= s.db_pool_min_size, "db_pool_max_size", "must be >= db_pool_min_size"
+        s.db_pool_max_size >= s.db_pool_min_size, "db_pool_max_size", "must be >= DB_POOL_MIN_SIZE"
     )
     need(s.n8n_payload in {"full", "compact"}, "n8n_payload", "must be 'full' or 'compact'")
     need(s.log_format in {"json", "console"}, "log_format", "must be 'json' or 'console'")
@@ -233,6 +240,12 @@ def _validate(s: Settings) -> None:
                 ipaddress.ip_network(entry.strip(), strict=False)
         except ValueError:
             need(False, "webhook_allowed_networks", f"{entry.strip()!r} is not a CIDR network")
+    need(
+        not _points_at_own_api(s.training_service_api_url, s.api_host, s.api_port),
+        "training_service_api_url",
+        f"points at this service's own API (API_PORT {s.api_port}), not at the Training"
+        " Service: set it to the Training Service's URL",
+    )
     for url_key in ("training_service_api_url", "api_base_url", "n8n_webhook_url"):
         url = getattr(s, url_key)
         if url:
@@ -241,6 +254,20 @@ def _validate(s: Settings) -> None:
                 url_key,
                 "must be an http(s) URL",
             )
+
+
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "::"})
+
+
+def _points_at_own_api(url: str, api_host: str, api_port: int) -> bool:
+    """Would calling `url` reach this very service (same host, same port)?"""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return False
+    host = (parts.hostname or "").lower()
+    return port == api_port and (host in _LOCAL_HOSTS or host == api_host.lower())
 
 
 def retention_minimum_seconds(s: Settings) -> int:
@@ -256,10 +283,8 @@ def retention_minimum_seconds(s: Settings) -> int:
     return max(s.catchup_max_age_seconds, s.webhook_max_age_seconds) + RETENTION_MARGIN_SECONDS
 
 
-def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Read `config.toml` (sections are for humans; keys are flat) and the environment."""
-    env = os.environ if env is None else env
-    config_path = Path(path or env.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+def _read_toml(config_path: Path, types: dict[str, type]) -> dict[str, Any]:
+    """The keys of one config file (sections are for humans; keys are flat)."""
     try:
         with config_path.open("rb") as fh:
             document = tomllib.load(fh)
@@ -267,21 +292,40 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         raise ConfigError(f"{CONFIG_ENV}: config file {config_path} not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{config_path}: invalid TOML: {exc}") from None
-
-    types = _field_types()
     values: dict[str, Any] = {}
     for section, table in document.items():
         if not isinstance(table, dict):
             raise ConfigError(f"{section}: expected a [section] of keys in {config_path}")
         for key, raw in table.items():
             if key not in types:
-                raise ConfigError(f"{section}.{key}: unknown configuration key")
+                hint = _closest(key, types)
+                raise ConfigError(
+                    f"{section}.{key}: unknown configuration key in {config_path}"
+                    + (f" (did you mean {hint}?)" if hint else "")
+                )
             if key in values:
-                raise ConfigError(f"{section}.{key}: key defined twice")
-            values[key] = _coerce(key, raw, types[key], str(config_path))
+                raise ConfigError(f"{section}.{key}: key defined twice in {config_path}")
+            values[key] = _coerce(key.upper(), raw, types[key], f"{config_path} [{section}] {key}")
+    return values
+
+
+def _closest(name: str, known: Mapping[str, Any]) -> str | None:
+    matches = difflib.get_close_matches(name.lower(), list(known), n=1, cutoff=0.85)
+    return matches[0] if matches else None
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """The shipped `config.toml`, then a config file (any subset of keys: `--config` or
+    PUMP_PREDICTOR_CONFIG), then the environment (each key's upper-case name)."""
+    env = os.environ if env is None else env
+    types = _field_types()
+    values = _read_toml(DEFAULT_CONFIG_PATH, types)
     missing = sorted(set(types) - set(values))
     if missing:
-        raise ConfigError(f"{', '.join(missing)}: missing from {config_path}")
+        raise ConfigError(f"{', '.join(missing)}: missing from {DEFAULT_CONFIG_PATH}")
+    override = path or env.get(CONFIG_ENV)
+    if override and Path(override).resolve() != DEFAULT_CONFIG_PATH:
+        values.update(_read_toml(Path(override), types))
     for key, kind in types.items():
         env_name = key.upper()
         if env_name in env:
@@ -289,3 +333,39 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     settings = Settings(**values)
     _validate(settings)
     return settings
+
+
+# Environment variables that look like ours but are not read: a prefix of ours, or a
+# first word shared with a setting (BATCH_SIZ, API_TOKN) that is close to a real name.
+ENV_PREFIX = "PUMP_PREDICTOR_"
+_KNOWN_EXTRA_ENV = frozenset({CONFIG_ENV, "TEST_DATABASE_URL"})
+
+
+def environment_warnings(env: Mapping[str, str] | None = None) -> list[str]:
+    """Names in the environment that are probably meant for this service but ignored."""
+    env = os.environ if env is None else env
+    known = {key.upper(): key for key in _field_types()}
+    first_words = {name.split("_", 1)[0] for name in known}
+    warnings: list[str] = []
+    for name in sorted(env):
+        if name in known or name in _KNOWN_EXTRA_ENV:
+            continue
+        if name.startswith(ENV_PREFIX):
+            bare = name[len(ENV_PREFIX) :]
+            hint = bare if bare in known else _closest_env(bare, known)
+            warnings.append(
+                f"{name}: not a setting of this service, ignored"
+                + (f" (settings have no prefix: did you mean {hint}?)" if hint else "")
+            )
+        elif name.split("_", 1)[0] in first_words:
+            hint = _closest_env(name, known)
+            if hint:
+                warnings.append(
+                    f"{name}: not a setting of this service, ignored (did you mean {hint}?)"
+                )
+    return warnings
+
+
+def _closest_env(name: str, known: Mapping[str, str]) -> str | None:
+    matches = difflib.get_close_matches(name, list(known), n=1, cutoff=0.85)
+    return matches[0] if matches else None

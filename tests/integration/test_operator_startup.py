@@ -196,3 +196,14 @@ def test_server_left_by_a_killed_process_is_adopted_and_stopped(tmp_path: Path) 
         if _postmaster_running(data_dir):
             pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
             os.kill(pid, signal.SIGTERM)
+
+
+def test_config_after_the_command_is_read_and_env_typos_are_warned(
+    tmp_path: Path, taken_port: int
+) -> None:
+    # ./scripts/run passes its arguments after "serve": --config must work there.
+    mine = tmp_path / "mine.toml"
+    mine.write_text(f"[api]\napi_port = {taken_port}\n")
+    result = _cli("serve", "--config", str(mine), "--no-dashboard", env=_env(BATCH_SIZ="5"))
+    _assert_one_line_refusal(result, f"API_PORT {taken_port}: address already in use")
+    assert "BATCH_SIZ" in result.stderr and "did you mean BATCH_SIZE?" in result.stderr
