@@ -114,3 +114,37 @@ def report(
         result["target_precision"] = target_precision
         result["lowest_threshold_for_target"] = lowest_threshold(rows, target_precision)
     return result
+
+
+TickOutcome = tuple[str, int, str | None]  # tag, prediction, evaluation result
+
+
+def _quality(outcomes: Sequence[TickOutcome]) -> dict[str, Any]:
+    """Precision and recall at the model's own threshold (its `alert` tags), judged ticks."""
+    reached = came_true([o[1] for o in outcomes], [o[2] for o in outcomes])
+    judged = [(tag == "alert", hit) for (tag, _, _), hit in zip(outcomes, reached, strict=True)]
+    judged = [(alert, hit) for alert, hit in judged if hit is not None]
+    alerts = sum(1 for alert, _ in judged if alert)
+    hits = sum(1 for alert, hit in judged if alert and hit)
+    positives = sum(1 for _, hit in judged if hit)
+    return {
+        "judged": len(judged),
+        "alerts": alerts,
+        "precision": _ratio(hits, alerts),
+        "recall": _ratio(hits, positives),
+    }
+
+
+def compare(a: dict[Any, TickOutcome], b: dict[Any, TickOutcome]) -> dict[str, Any]:
+    """Two models on the ticks both predicted: each one's quality there, and agreement
+    (both alerted, or neither did: the share of shared ticks where they agree)."""
+    shared = sorted(set(a) & set(b))
+    agree = sum(1 for k in shared if (a[k][0] == "alert") == (b[k][0] == "alert"))
+    both = sum(1 for k in shared if a[k][0] == "alert" and b[k][0] == "alert")
+    return {
+        "shared_ticks": len(shared),
+        "agreement": _ratio(agree, len(shared)),
+        "both_alerted": both,
+        "a": _quality([a[k] for k in shared]),
+        "b": _quality([b[k] for k in shared]),
+    }

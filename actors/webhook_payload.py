@@ -82,7 +82,8 @@ class WebhookModel:
             phases=None if phases is None else tuple(int(p) for p in phases),
             alert_threshold=float(row["alert_threshold"]),
             n8n_webhook_url=row["n8n_webhook_url"],
-            n8n_enabled=bool(row["n8n_enabled"]),
+            # A shadow model is never sent (storage.model_mode), whatever its switch says.
+            n8n_enabled=bool(row["n8n_enabled"]) and row.get("mode", "live") != "shadow",
             n8n_send_modes=tuple(row["n8n_send_modes"]),
         )
 

@@ -75,6 +75,7 @@ class ActiveModelRow:
     updated_at: datetime
     activated_at: datetime | None
     deactivated_at: datetime | None
+    mode: str = "live"  # live | shadow (storage.model_mode)
 
     @property
     def display_name(self) -> str:
@@ -109,7 +110,7 @@ id, model_id, name, custom_name, model_type, description, target_kind, target_va
 target_operator, target_value, future_minutes, price_change_percent, target_direction,
 features, phases, params, training_metrics, file_path, file_sha256, file_state, file_error,
 is_active, alert_threshold, n8n_enabled, n8n_send_modes, coin_filter_mode,
-imported_at, updated_at, activated_at, deactivated_at
+imported_at, updated_at, activated_at, deactivated_at, mode
 """
 
 
@@ -146,6 +147,7 @@ def _row(r: asyncpg.Record) -> ActiveModelRow:
         updated_at=r["updated_at"],
         activated_at=r["activated_at"],
         deactivated_at=r["deactivated_at"],
+        mode=r["mode"],
     )
 
 

@@ -45,3 +45,29 @@ async def judged_predictions(
         if len(rows) < PAGE:
             break
     return probabilities, predicted, results
+
+
+async def tick_outcomes(
+    conn: asyncpg.Connection,
+    active_model_id: int,
+    *,
+    date_from: datetime | None = None,
+    date_to: datetime | None = None,
+    limit: int = SAMPLE,
+) -> dict[tuple[str, datetime], tuple[str, int, str | None]]:
+    """(coin, tick time) -> (tag, prediction, evaluation result) of the newest predictions."""
+    filters = PredictionFilters(
+        active_model_id=active_model_id, date_from=date_from, date_to=date_to
+    )
+    ticks: dict[tuple[str, datetime], tuple[str, int, str | None]] = {}
+    offset = 0
+    while offset < limit:
+        _, rows = await list_predictions(
+            conn, filters, limit=min(PAGE, limit - offset), offset=offset
+        )
+        for r in rows:
+            ticks[(r.coin_id, r.data_timestamp)] = (r.tag, r.prediction, r.evaluation_result)
+        offset += len(rows)
+        if len(rows) < PAGE:
+            break
+    return ticks

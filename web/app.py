@@ -12,6 +12,7 @@ from web import (
     openapi,
     routes_alert_config,
     routes_backtests,
+    routes_model_mode,
     routes_models,
     routes_predict,
     routes_predictions,
@@ -64,5 +65,6 @@ def create_app(context: AppContext) -> web.Application:
     app.add_routes(routes_predictions.routes)
     app.add_routes(routes_statistics.routes)
     app.add_routes(routes_backtests.routes)
+    app.add_routes(routes_model_mode.routes)
     app.add_routes(routes_timeline.routes)
     return app

@@ -580,6 +580,37 @@ OPERATIONS: tuple[Operation, ...] = (
         ),
         responses={400: "coin_id longer than 64 characters", 404: "no prediction for this coin"},
     ),
+    # Shadow mode
+    Operation(
+        "PATCH",
+        "/api/models/{id}/mode",
+        "Set live (alerts sent) or shadow (predicted, stored, evaluated, never sent)",
+        MODEL,
+        params=(_id(),),
+        body=_obj({"mode": {"enum": ["live", "shadow"]}}, ("mode",)),
+        mutating=True,
+        responses={404: "unknown model", 422: "invalid field"},
+    ),
+    Operation(
+        "POST",
+        "/api/models/{id}/promote",
+        "Make a shadow model live",
+        MODEL,
+        params=(_id(),),
+        mutating=True,
+        responses={404: "unknown model"},
+    ),
+    Operation(
+        "GET",
+        "/api/models/compare",
+        "Models side by side on the ticks they both predicted",
+        STATS,
+        params=(
+            Param("ids", "query", {"type": "string"}, "2 to 5 active model ids, comma-sep.", True),
+            *_empty_ok((_q("date_from", ISO_TIME), _q("date_to", ISO_TIME))),
+        ),
+        responses={400: "invalid ids or filter", 404: "unknown model"},
+    ),
     # Backtests
     Operation(
         "POST",

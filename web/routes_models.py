@@ -140,6 +140,7 @@ def model_json(row: ActiveModelRow, live: dict[str, Any] | None = None) -> dict[
         "params": row.params,
         "training_metrics": row.training_metrics,
         "is_active": row.is_active,
+        "mode": row.mode,
         "alert_threshold": row.alert_threshold,
         "n8n_enabled": row.n8n_enabled,
         "n8n_send_modes": list(row.n8n_send_modes),

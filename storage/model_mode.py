@@ -1,0 +1,35 @@
+"""A model's mode: `live` (alerts go to webhooks) or `shadow` (predicted, stored and
+evaluated, never sent). The predictors read it from the model row (hot reload via
+the model-change NOTIFY, as every setting); the webhook rules read it in
+`actors.webhook_payload.WebhookModel.from_row`.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import asyncpg
+
+from storage.model_settings import notify_model_changed
+
+MODES: Final = ("live", "shadow")
+
+
+async def set_mode(conn: asyncpg.Connection, active_model_id: int, mode: str) -> str | None:
+    """Set the mode and NOTIFY in one transaction; the previous mode, None if no model."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}")
+    async with conn.transaction():
+        previous: str | None = await conn.fetchval(
+            "SELECT mode FROM active_models WHERE id = $1 FOR UPDATE", active_model_id
+        )
+        if previous is None:
+            return None
+        if previous != mode:
+            await conn.execute(
+                "UPDATE active_models SET mode = $2, updated_at = now() WHERE id = $1",
+                active_model_id,
+                mode,
+            )
+            await notify_model_changed(conn, active_model_id, "settings")
+    return previous
