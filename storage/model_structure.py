@@ -29,7 +29,9 @@ import json
 import math
 import operator
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Final
 
 import numpy as np
@@ -45,6 +47,7 @@ __all__ = [
     "check_booster_document",
     "check_forest",
     "check_tree_state",
+    "numbering_trees",
 ]
 
 LEAF: Final = -1
@@ -66,6 +69,21 @@ _NODE_FIELDS: Final = (
 
 class ModelStructureError(ValueError):
     """A tree or booster is malformed; the message names the tree, node and defect."""
+
+
+# Trees set up so far by the pickle being loaded: they arrive in `estimators_` order,
+# so a message can say "tree 3" rather than just "a tree".
+_trees_set: ContextVar[list[int] | None] = ContextVar("trees_set", default=None)
+
+
+@contextmanager
+def numbering_trees() -> Iterator[None]:
+    """Number the trees of one load in messages (safe_load wraps each unpickling in it)."""
+    token = _trees_set.set([0])
+    try:
+        yield
+    finally:
+        _trees_set.reset(token)
 
 
 def _int(value: Any, what: str) -> int:
@@ -157,9 +175,8 @@ def _check_tree_args(n_features: Any, n_classes: Any, n_outputs: Any) -> None:
         raise ModelStructureError(f"tree n_classes {n_classes.tolist()} is out of range")
 
 
-def check_tree_state(tree: Tree, state: Any) -> None:
+def check_tree_state(tree: Tree, state: Any, where: str = "tree") -> None:
     """Check a scikit-learn tree's pickled state against the tree it is set on."""
-    where = "tree"
     if not isinstance(state, Mapping):
         raise ModelStructureError(f"{where}: the pickled state is not a dict")
     nodes, values = state.get("nodes"), state.get("values")
@@ -240,7 +257,12 @@ class CheckedTree(Tree):  # type: ignore[misc]
         return super().__new__(cls, n_features, n_classes, n_outputs)  # type: ignore[no-any-return]
 
     def __setstate__(self, state: Any) -> None:
-        check_tree_state(self, state)
+        seen = _trees_set.get()
+        where = "tree"
+        if seen is not None:
+            where = f"tree {seen[0]}"
+            seen[0] += 1
+        check_tree_state(self, state, where)
         super().__setstate__(state)
         self.checked = True
 

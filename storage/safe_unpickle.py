@@ -33,7 +33,7 @@ import numpy as np
 from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
 from joblib.numpy_pickle_utils import _COMPRESSORS, _detect_compressor
 
-from storage.model_structure import CHECKED_CLASSES
+from storage.model_structure import CHECKED_CLASSES, numbering_trees
 
 __all__ = ["ForbiddenGlobalError", "SizeLimitError", "is_joblib_or_pickle", "safe_load"]
 
@@ -342,4 +342,5 @@ def safe_load(data: bytes, *, max_bytes: int) -> Any:
     if compressor in _COMPRESSORS:
         fileobj = io.BufferedReader(_COMPRESSORS[compressor].decompressor_file(fileobj))
     unpickler = _AllowListUnpickler(_BoundedReader(fileobj, max_bytes))
-    return unpickler.load()
+    with numbering_trees():
+        return unpickler.load()

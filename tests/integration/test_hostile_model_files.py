@@ -123,8 +123,8 @@ async def test_malicious_random_forests_and_boosters_are_refused_and_the_service
         7: ("xgboost", tampered_booster(FEATURES, tree=1, node=0, left_children=10**9)),
     }
     defects = {
-        2: "node 0: left child 1000000000 is out of range",
-        3: "node 0: feature index 57 is out of range",
+        2: "tree 0 node 0: left child 1000000000 is out of range",
+        3: "tree 4 node 0: feature index 57 is out of range",
         4: "value array has shape",
         5: "tree 1 node 0: split index 1000000 is out of range",
         6: "tree 1 node 2: split value nan is not finite",

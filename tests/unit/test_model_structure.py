@@ -24,10 +24,13 @@ FEATURES = ["a", "b", "c"]
 @pytest.mark.parametrize(
     ("changes", "defect"),
     [
-        ({"left_child": 10**9}, "node 0: left child 1000000000 is out of range"),
+        ({"left_child": 10**9}, "tree 3 node 0: left child 1000000000 is out of range"),
         ({"right_child": -1}, "(a leaf has -1 on both sides)"),
         ({"node": 3, "right_child": -7}, "node 3: right child -7 is out of range"),
-        ({"feature": 99}, "node 0: feature index 99 is out of range (the model has 3 features)"),
+        (
+            {"feature": 99},
+            "tree 3 node 0: feature index 99 is out of range (the model has 3 features)",
+        ),
         ({"feature": -3}, "feature index -3 is out of range"),
         ({"threshold": math.nan}, "node 0: threshold nan is not finite"),
         ({"node": 2, "right_child": 1}, "node 1 is the child of 2 nodes"),  # a shared subtree
