@@ -41,6 +41,10 @@ class FailedAuthentications:
         self.window = window_seconds
         self._failures: dict[str, deque[float]] = {}
 
+    @property
+    def tracked_clients(self) -> frozenset[str]:
+        return frozenset(self._failures)
+
     def _recent(self, client: str, now: float) -> deque[float] | None:
         times = self._failures.get(client)
         if times is None:
@@ -62,12 +66,13 @@ class FailedAuthentications:
         return times[-self.limit] + self.window - now
 
     def record(self, client: str, now: float) -> None:
+        if self.limit <= 0:  # no limit: nothing to remember
+            return
         times = self._recent(client, now) or deque()
         self._failures.pop(client, None)  # re-inserted last: the dict is ordered by recency
         times.append(now)
-        if self.limit > 0:
-            while len(times) > self.limit:
-                times.popleft()
+        while len(times) > self.limit:
+            times.popleft()
         self._failures[client] = times
         while len(self._failures) > MAX_TRACKED_CLIENTS:
             del self._failures[next(iter(self._failures))]
