@@ -55,6 +55,8 @@ from storage.db import PERMANENT_ERRORS, store_in_halves
 log = structlog.get_logger(__name__)
 
 COMMIT_ATTEMPTS = 3
+# Flush reason of an empty batch that only moves the cursor past rows the poller skipped.
+SKIPPED_ROWS = "skipped_rows"
 # Batches whose predictions are being stored at once (each holds a pool connection).
 STORES_IN_FLIGHT = 3
 T = TypeVar("T")
@@ -87,6 +89,7 @@ class Batcher:
         self._cursor_name = cursor_name
         self._pending: dict[str, Tick] = {}
         self._pending_max_id = 0
+        self._flushed_max_id = 0  # the highest row id a batch has carried to the cursor
         self._oldest_at: float | None = None
         self._changed = anyio.Event()
         self._stopping = False
@@ -94,7 +97,7 @@ class Batcher:
         self._prefix = PrefixCache(self._rows_before)
         self._history = HistoryCache()
         self._oldest_seen: dict[str, datetime] = {}  # per pending coin, its oldest tick time
-        self._confirm_send: MemoryObjectSendStream[tuple[Batch, datetime]] | None = None
+        self._confirm_send: MemoryObjectSendStream[tuple[Batch, datetime | None]] | None = None
         self._in_flight = 0  # batches published and not yet acknowledged by every predictor
         self.cursor_position = 0
 
@@ -126,9 +129,9 @@ class Batcher:
         self._changed.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        confirm_send, confirm_receive = anyio.create_memory_object_stream[tuple[Batch, datetime]](
-            64
-        )
+        confirm_send, confirm_receive = anyio.create_memory_object_stream[
+            tuple[Batch, datetime | None]
+        ](64)
         self._confirm_send = confirm_send
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._confirm, confirm_receive)
@@ -144,10 +147,14 @@ class Batcher:
     async def _collect(self, scope: anyio.CancelScope) -> None:
         with scope:
             async for page in self._pages:
-                self.add(page.ticks)
+                self.add(page.ticks, page.last_row_id)
 
-    def add(self, ticks: tuple[Tick, ...]) -> None:
+    def add(self, ticks: tuple[Tick, ...], last_row_id: int = 0) -> None:
         now = time.time()
+        if last_row_id > self._pending_max_id:
+            # Rows the poller skipped count too: the cursor moves past them.
+            self._pending_max_id = last_row_id
+            self._changed.set()
         for tick in ticks:
             seen = self._oldest_seen.get(tick.coin_id)
             if seen is None or tick.data_timestamp < seen:
@@ -189,6 +196,8 @@ class Batcher:
                 remaining = self._oldest_at + self._batch_timeout - time.time()
                 if remaining <= 0:
                     return "timeout"
+            elif self._pending_max_id > self._flushed_max_id:
+                return SKIPPED_ROWS
             elif self._stopping:
                 return None
             else:
@@ -198,8 +207,11 @@ class Batcher:
                 await self._changed.wait()
 
     async def flush(self, reason: str) -> Batch:
+        if reason == SKIPPED_ROWS:
+            return await self._pass_skipped_rows()
         ticks = tuple(sorted(self._pending.values(), key=lambda t: t.row_id))
         max_row_id, waited = self._pending_max_id, time.time() - (self._oldest_at or time.time())
+        self._flushed_max_id = max_row_id
         oldest_seen = self._oldest_seen
         self._pending, self._oldest_at, self._oldest_seen = {}, None, {}
         self._batch_ids += 1
@@ -229,6 +241,27 @@ class Batcher:
         await self._confirm_send.send((batch, newest))
         return batch
 
+    async def _pass_skipped_rows(self) -> Batch:
+        """Only skipped rows since the last batch: an empty batch, never published, carries
+        the cursor past them in batch order (after every batch before it is stored)."""
+        self._batch_ids += 1
+        prefix = empty_prefix(with_phase_key=True)
+        batch = Batch(
+            batch_id=self._batch_ids,
+            ticks=(),
+            history=pl.DataFrame(),
+            prefix=prefix,
+            created_at=time.time(),
+            max_row_id=self._pending_max_id,
+            completion=BatchCompletion(set()),
+            features=SharedFeatures(pl.DataFrame(), prefix, tick_frame(())),
+        )
+        self._flushed_max_id = self._pending_max_id
+        self._in_flight += 1
+        assert self._confirm_send is not None
+        await self._confirm_send.send((batch, None))
+        return batch
+
     async def _load(
         self, ticks: tuple[Tick, ...], oldest_seen: dict[str, datetime]
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -254,13 +287,15 @@ class Batcher:
         async with self._pool.acquire() as conn:
             return await coin_metrics.load_rows_before(conn, mints, boundaries)
 
-    async def _confirm(self, batches: MemoryObjectReceiveStream[tuple[Batch, datetime]]) -> None:
+    async def _confirm(
+        self, batches: MemoryObjectReceiveStream[tuple[Batch, datetime | None]]
+    ) -> None:
         """Once every predictor is done with a batch: store every model's predictions
         with the batch's webhook jobs (all items are in, so each coin tick is one job)
         in one transaction, several batches at once; then, in batch order, advance
         the durable cursor past the stored batches."""
         stored_send, stored_receive = anyio.create_memory_object_stream[
-            tuple[Batch, datetime, anyio.Event]
+            tuple[Batch, datetime | None, anyio.Event]
         ](64)
         slots = anyio.Semaphore(STORES_IN_FLIGHT)
         async with batches, anyio.create_task_group() as tg:
@@ -281,6 +316,10 @@ class Batcher:
         nothing is inserted twice, and its jobs exist, so nothing is sent twice."""
         completion = batch.completion
         refused: set[TickKey] = set()
+        if not batch.ticks:  # only skipped rows: nothing to store
+            slots.release()
+            stored.set()
+            return
         try:
             queued = await self._store_ticks(
                 batch, completion.scores, completion.webhook_items, refused
@@ -381,7 +420,7 @@ class Batcher:
         return written, queued
 
     async def _advance(
-        self, stored: MemoryObjectReceiveStream[tuple[Batch, datetime, anyio.Event]]
+        self, stored: MemoryObjectReceiveStream[tuple[Batch, datetime | None, anyio.Event]]
     ) -> None:
         """The cursor past each batch once it and every batch before it are stored."""
         async with stored:
@@ -392,7 +431,7 @@ class Batcher:
                 )
                 metrics.INTAKE_CURSOR.set({}, float(self.cursor_position))
 
-    async def _move_cursor(self, batch: Batch, newest: datetime) -> int:
+    async def _move_cursor(self, batch: Batch, newest: datetime | None) -> int:
         async with self._pool.acquire() as conn:
             return await cursor.advance(conn, batch.max_row_id, newest, self._cursor_name)
 

@@ -34,9 +34,11 @@ class Tick:
 
 @dataclass(frozen=True, slots=True)
 class TickPage:
-    """Poller -> batcher: ticks in coin_metrics id order."""
+    """Poller -> batcher: ticks in coin_metrics id order, and the highest id the page
+    read (rows the poller skipped included, so the cursor can move past them too)."""
 
     ticks: tuple[Tick, ...]
+    last_row_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,9 @@ A row intake cannot use (see `storage.coin_metrics`: a timestamp out of range or
 more than INTAKE_MAX_FUTURE_SECONDS ahead, a price that is not a positive finite
 number) is skipped here, counted in pp_ticks_skipped_total{reason} and logged
 once with its coin, timestamp and reason; the position moves past it like past
-any other row, so one bad row never holds up the others.
+any other row, so one bad row never holds up the others. Every page tells the
+batcher its highest id, so the durable cursor moves past skipped rows too (even
+when no good row follows them).
 """
 
 from __future__ import annotations
@@ -167,9 +169,8 @@ class Poller:
             for row in rows:
                 if isinstance(row, coin_metrics.UnusableRow):
                     self._skip(row)
-            if ticks:
-                await self._pages.send(TickPage(ticks))
             ids = [r.id for r in rows]
+            await self._pages.send(TickPage(ticks, max(ids)))
             self._track_gaps(after, ids)
             if resuming:
                 # The re-read after a restart continues page by page up to the position.

@@ -38,7 +38,8 @@ async def advance(
     last_timestamp: datetime | None,
     name: str = DEFAULT_NAME,
 ) -> int:
-    """Move the cursor to `last_id` unless it is already further; return where it is."""
+    """Move the cursor to `last_id` unless it is already further; return where it is.
+    `last_timestamp` None (only skipped rows since the last move) keeps the old one."""
     value = await conn.fetchval(
         """
         INSERT INTO intake_cursor AS c (name, last_id, last_timestamp, updated_at)
@@ -46,7 +47,8 @@ async def advance(
         ON CONFLICT (name) DO UPDATE
         SET last_id = greatest(c.last_id, excluded.last_id),
             last_timestamp = CASE WHEN excluded.last_id > c.last_id
-                                  THEN excluded.last_timestamp ELSE c.last_timestamp END,
+                                  THEN coalesce(excluded.last_timestamp, c.last_timestamp)
+                                  ELSE c.last_timestamp END,
             updated_at = now()
         RETURNING last_id
         """,

@@ -304,14 +304,18 @@ async def test_a_duplicated_row_is_predicted_and_evaluated_from_the_same_row(
             first = await history(conn, ["dupCoin"], 30, start)
             await wait_for(lambda: predicted(conn, first, len(models)), what="first ticks")
             at = first["dupCoin"] + timedelta(seconds=5)
+            # The price 4 minutes later, written first (the evaluator may judge the
+            # duplicate's prediction as soon as it exists): +50 % against the kept row,
+            # +200 % against the other.
+            [end] = coin_rows("dupCoin", 1, start=at + timedelta(minutes=4), seed=8)
+            end["price_close"] = 3.0e-7
+            await insert_rows(conn, [end])
+            ended = {"dupCoin": end["timestamp"]}
+            await wait_for(lambda: predicted(conn, ended, len(models)), what="the later tick")
             low, high = coin_rows("dupCoin", 2, start=at, step_seconds=0, seed=7)
             low["price_close"], high["price_close"] = 1.0e-7, 2.0e-7
             await insert_rows(conn, [low, high])  # one statement: ids in this order
             await wait_for(lambda: predicted(conn, {"dupCoin": at}, len(models)), what="dup tick")
-            # The price 5 minutes later: +50 % against the kept row, +200 % against the other.
-            [end] = coin_rows("dupCoin", 1, start=at + timedelta(minutes=4), seed=8)
-            end["price_close"] = 3.0e-7
-            await insert_rows(conn, [end])
 
             async def evaluated() -> list[dict[str, Any]]:
                 items = await api_predictions(service, "dupCoin")
@@ -326,3 +330,42 @@ async def test_a_duplicated_row_is_predicted_and_evaluated_from_the_same_row(
     for p in judged:
         assert p["price_close_at_t"] == pytest.approx(2.0e-7)
         assert p["actual_change_pct"] == pytest.approx(50.0)
+
+
+async def test_rows_without_a_mint_or_a_timestamp_are_skipped_where_the_schema_allows_them(
+    quick: Settings, db_dsn: str, tmp_path: Path
+) -> None:
+    """The embedded table declares both NOT NULL; a collector's own table may not."""
+    conn = await connect(db_dsn)
+    start = datetime.now(UTC) - timedelta(seconds=200)
+    try:
+        await conn.execute("ALTER TABLE coin_metrics ALTER COLUMN mint DROP NOT NULL")
+        await conn.execute('ALTER TABLE coin_metrics ALTER COLUMN "timestamp" DROP NOT NULL')
+        models = await add_models(conn, tmp_path, 1301)
+        with capture_logs() as logs:
+            async with running_service(quick) as service:
+                await wait_for(lambda: running_predictors(service, len(models)), what="models")
+                first = await history(conn, ["coinA"], 30, start)
+                await wait_for(lambda: predicted(conn, first, len(models)), what="first ticks")
+                at = start + timedelta(seconds=160)
+                tick = as_text(coin_rows("coinA", 1, start=at, seed=9)[0])
+                bad_ids = await insert_raw(
+                    conn,
+                    [
+                        {"mint": None, "timestamp": at.isoformat(), "price_close": "1"},
+                        tick,
+                        {"mint": "coinA", "timestamp": None, "price_close": "1"},
+                    ],
+                )
+                await wait_for(lambda: predicted(conn, {"coinA": at}, len(models)), what="tick")
+                await wait_for(lambda: _at_least(cursor_id(conn), max(bad_ids)), what="cursor")
+                restarts = dict(service.state.actor_restarts)
+    finally:
+        await conn.close()
+
+    skipped = [e for e in logs if e["event"] == "tick_skipped" and "row_id" in e]
+    assert sorted((e["row_id"], e["coin_id"], e["reason"]) for e in skipped) == [
+        (bad_ids[0], None, "mint_missing"),
+        (bad_ids[2], "coinA", "timestamp_missing"),
+    ]
+    assert restarts == {}
