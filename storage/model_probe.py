@@ -20,6 +20,7 @@ once, on the first import, and then ~0.1-0.2 s per probe.
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing
 import os
 import resource
@@ -49,14 +50,18 @@ def _limit(kind: int, value: int) -> None:
     resource.setrlimit(kind, (value, hard))
 
 
-def _child(path: str, max_bytes: int, memory_bytes: int, cpu_seconds: int, out: Connection) -> None:
-    """Runs in the spawned child: the imports are done, now limit and load."""
+def _child(path: str, max_bytes: int, memory_bytes: int, seconds: float, out: Connection) -> None:
+    """Runs in the forked child: the imports are done, now limit and load."""
+    # Its own wall-clock end (SIGALRM's default action terminates): a probe blocked
+    # in I/O uses no CPU, and it keeps the forkserver alive, so without this it
+    # would outlive a service killed meanwhile. The caller's deadline comes first.
+    signal.alarm(math.ceil(seconds) + 1)
     _limit(resource.RLIMIT_CORE, 0)  # a crash here is expected, not worth a core file
     # Without /proc (not Linux) only the CPU limit and the wall-clock deadline hold.
     with contextlib.suppress(OSError, ValueError):
         _limit(resource.RLIMIT_AS, _address_space_bytes() + memory_bytes)
     used = resource.getrusage(resource.RUSAGE_SELF)
-    _limit(resource.RLIMIT_CPU, int(used.ru_utime + used.ru_stime) + cpu_seconds)
+    _limit(resource.RLIMIT_CPU, int(used.ru_utime + used.ru_stime) + math.ceil(seconds))
     try:
         load_model(path, max_bytes=max_bytes)
     except MemoryError:
@@ -80,8 +85,8 @@ def exit_reason(exitcode: int | None) -> str:
             name = signal.Signals(-exitcode).name
         except ValueError:
             name = f"signal {-exitcode}"
-        if -exitcode == signal.SIGXCPU:
-            return f"used more CPU time than MODEL_PROBE_TIMEOUT_SECONDS allows ({name})"
+        if -exitcode in (signal.SIGXCPU, signal.SIGALRM):
+            return f"ran longer than MODEL_PROBE_TIMEOUT_SECONDS allows ({name})"
         return f"crashed ({name})"
     return f"exited with status {exitcode}"
 
@@ -100,7 +105,7 @@ def probe_in_child(
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(
         target=_child,
-        args=(str(path), max_bytes, memory_bytes, max(1, int(timeout_seconds)), sender),
+        args=(str(path), max_bytes, memory_bytes, timeout_seconds, sender),
         name="model-probe",
         daemon=True,
     )

@@ -70,4 +70,5 @@ def test_a_child_that_died_without_a_verdict_is_reported_by_its_signal() -> None
     assert exit_reason(-signal.SIGSEGV) == "crashed (SIGSEGV)"
     assert exit_reason(-signal.SIGKILL) == "crashed (SIGKILL)"
     assert "MODEL_PROBE_TIMEOUT_SECONDS" in exit_reason(-signal.SIGXCPU)
+    assert "MODEL_PROBE_TIMEOUT_SECONDS" in exit_reason(-signal.SIGALRM)
     assert exit_reason(3) == "exited with status 3"
