@@ -18,29 +18,46 @@ def mask_secrets(_logger: WrappedLogger, _method: str, event: EventDict) -> Even
 
 
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
+    """structlog for our lines; the standard library's loggers (asyncpg, aiohttp,
+    pgserver, warnings) go through the same processors and renderer, so under
+    LOG_FORMAT=json every line on stderr is one JSON object (tracebacks included,
+    as a field)."""
     numeric = getattr(logging, level.upper(), logging.INFO)
     renderer: structlog.typing.Processor
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+    # The console renderer prints exceptions itself (prettier, no warning).
+    tail: list[structlog.typing.Processor] = [
+        *([structlog.processors.format_exc_info] if fmt == "json" else []),
+        mask_secrets,
+        renderer,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.StackInfoRenderer(),
-            # The console renderer prints exceptions itself (prettier, no warning).
-            *([structlog.processors.format_exc_info] if fmt == "json" else []),
-            mask_secrets,
-            renderer,
-        ],
+        processors=[*shared, *tail],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(
-        level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail],
+        )
     )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric)
+    logging.captureWarnings(True)
     # pgserver logs every pg_ctl command line at INFO; keep its warnings only.
     logging.getLogger("pgserver").setLevel(max(numeric, logging.WARNING))

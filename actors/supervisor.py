@@ -19,6 +19,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from actors import metrics
 from actors.state import ServiceState
+from storage.outages import outage_reason
 from storage.refusals import StartupRefused
 
 log = structlog.get_logger(__name__)
@@ -30,6 +31,9 @@ STAGE_PREDICT = 20
 STAGE_OUTPUT = 30
 STAGE_BACKGROUND = 40
 STAGE_WEB = 90
+
+# While the database is down, each actor says so again at most this often (seconds).
+OUTAGE_LOG_EVERY = 10.0
 
 
 @runtime_checkable
@@ -71,6 +75,7 @@ class Supervisor:
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         healthy_after: float = 60.0,
+        outage_retry_interval: float = 0.25,
     ) -> None:
         self.state = state or ServiceState()
         self.backoff_initial = backoff_initial
@@ -80,6 +85,8 @@ class Supervisor:
         self._handles: dict[str, _Handle] = {}
         self._finished = anyio.Event()
         self._stopping = False
+        self.outage_retry_interval = outage_retry_interval
+        self._outage_logged_at: dict[str, float] = {}
 
     @property
     def actor_names(self) -> list[str]:
@@ -174,9 +181,12 @@ class Supervisor:
         bound = log.bind(actor=spec.name)
         ready_reported = False
         backoff = self.backoff_initial
+        outages = 0  # restarts in a row because the database was unavailable
+        outage: str | None = None
         try:
             while not handle.stopping:
                 began = time.monotonic()
+                outage = None
                 try:
                     handle.actor = spec.factory()
                     with anyio.CancelScope() as scope:
@@ -184,6 +194,12 @@ class Supervisor:
                         async with anyio.create_task_group() as inner:
                             await inner.start(handle.actor.run)
                             self._set_up(spec.name, True)
+                            if outages:
+                                # The database was the failure (/health says so itself):
+                                # back up is healthy at once, not after a grace period.
+                                bound.info("actor_resumed", after_outages=outages)
+                                self.state.actor_failing_since.pop(spec.name, None)
+                                outages = 0
                             if not ready_reported:
                                 ready_reported = True
                                 task_status.started()
@@ -194,12 +210,24 @@ class Supervisor:
                     if not ready_reported:
                         raise  # no restart fixes it: the service refuses to start
                     bound.exception("actor_crashed")
-                except Exception:
-                    # Logged with context and restarted; the other actors keep running.
-                    bound.exception("actor_crashed")
+                except Exception as exc:
+                    outage = outage_reason(exc)
+                    if outage is None:
+                        # Logged with context and restarted; the other actors keep running.
+                        bound.exception("actor_crashed")
+                    else:
+                        outages += 1
+                        self._warn_outage(spec.name, bound, outage, outages)
                 self._set_up(spec.name, False)
                 if handle.stopping:
                     break
+                if outages and outage is not None:
+                    # Waiting for the database: a short fixed interval, not the crash
+                    # back-off, so the actor is back within a second of the database.
+                    metrics.ACTOR_RESTARTS.inc({"actor": spec.name})
+                    with anyio.move_on_after(self.outage_retry_interval):
+                        await handle.wake.wait()
+                    continue
                 metrics.ACTOR_RESTARTS.inc({"actor": spec.name})
                 self.state.actor_restarts[spec.name] = (
                     self.state.actor_restarts.get(spec.name, 0) + 1
@@ -216,6 +244,13 @@ class Supervisor:
             handle.done.set()
             if not ready_reported:
                 task_status.started()
+
+    def _warn_outage(self, name: str, bound: Any, reason: str, count: int) -> None:
+        """One line per actor and outage, then one every OUTAGE_LOG_EVERY seconds."""
+        now = time.monotonic()
+        if count == 1 or now - self._outage_logged_at.get(name, 0.0) >= OUTAGE_LOG_EVERY:
+            self._outage_logged_at[name] = now
+            bound.warning("actor_waiting_for_database", reason=reason, attempts=count)
 
     def _set_up(self, name: str, up: bool) -> None:
         self.state.actor_changed(name, up)
