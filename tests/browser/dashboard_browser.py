@@ -111,6 +111,16 @@ class DashboardBrowser:
         found[index].click()
         self.settle()
 
+    def click_radio(self, label: str) -> None:
+        """Pick the option with this label of a radio group in the main area."""
+        option = self.driver.find_element(
+            By.XPATH,
+            '//*[@data-testid="stMain"]//*[@role="radiogroup"]'
+            f"//label[.//p[normalize-space()={_literal(label)}]]",
+        )
+        option.click()
+        self.settle()
+
     def click_table_row(self, key: str, row: int) -> None:
         """Select a row of the st.dataframe with this key by its row marker (the grid is
         a canvas: the click goes to the marker's position in the row)."""
@@ -170,6 +180,11 @@ class DashboardBrowser:
         height = self.driver.execute_script(
             "const m = document.querySelector('[data-testid=\"stMain\"]');"
             "return Math.max(document.body.scrollHeight, m ? m.scrollHeight : 0);"
+        )
+        # From the top, as a reader sees the page (a click may have scrolled it).
+        self.driver.execute_script(
+            "document.querySelectorAll('*').forEach(e => { if (e.scrollTop) e.scrollTop = 0; });"
+            "window.scrollTo(0, 0);"
         )
         size = self.driver.get_window_size()
         self.driver.set_window_size(size["width"], max(int(height) + 40, 800))

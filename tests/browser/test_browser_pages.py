@@ -14,6 +14,8 @@ from browser_service import RunningDemo
 from dashboard_browser import DashboardBrowser
 from selenium.webdriver.common.by import By
 
+CHART = '[data-testid="stVegaLiteChart"]'
+
 
 def test_every_page_renders_without_an_exception(
     demo: RunningDemo, browser: DashboardBrowser
@@ -23,8 +25,20 @@ def test_every_page_renders_without_an_exception(
     assert {"Overview", "Import model", "Manage model", "Predictions", "Statistics"} <= set(pages)
     for page in pages:
         browser.go(page)
+        if page == "Overview":
+            # Charts first: the alert feed, then the activity charts over a window
+            # whose bins fit it (an hour in minutes).
+            browser.click_radio("1 h")
+            browser.shows("1 min bins")
+            browser.wait(lambda: browser.count(CHART) >= 3, "the overview charts")
+        if page == "Statistics":
+            browser.wait(lambda: browser.count(CHART) >= 3, "the statistics charts")
         browser.screenshot(page.lower().replace(" ", "_"))
         browser.assert_clean()
+        # One demo banner, and no Streamlit developer chrome (Deploy, the app menu).
+        assert browser.text().count("DEMO MODE") == 1, page
+        assert not browser.buttons("Deploy"), page
+        assert browser.count('[data-testid="stMainMenu"]') == 0, page
     # The API's own status page (README shows it beside the dashboard).
     browser.driver.get(demo.api_url + "/")
     browser.shows("DEMO DATA")
@@ -128,3 +142,14 @@ def test_a_prediction_row_opens_its_coin_chart(
     browser.wait(lambda: browser.count('[data-testid="stVegaLiteChart"]') >= 1, "the coin chart")
     browser.assert_clean()
     browser.screenshot("predictions")
+
+    # The overview's alert feed links to the same chart of one alert.
+    alert = _api(demo, "GET", "/api/predictions?tag=alert&limit=1")["items"][0]
+    browser.driver.get(
+        f"{demo.dashboard_url}/?page=Predictions&coin={alert['coin_id']}&prediction={alert['id']}"
+    )
+    browser.wait(lambda: browser.count('[data-testid="stCode"]') == 1, "the linked chart")
+    code = browser.driver.find_element(By.CSS_SELECTOR, '[data-testid="stCode"]').text.strip()
+    assert code == alert["coin_id"]
+    browser.shows(f"Prediction #{alert['id']} of")
+    browser.assert_clean()
