@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from hypothesis import given
+import pytest
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_features_properties import SETTINGS, START, _coins
 
@@ -201,3 +202,88 @@ def test_nan_reads_as_null_when_the_history_has_the_catalogue_types() -> None:
     _compare(history, [5, 10, 15])
     head, window = history.head(history.height // 2), history.tail(history.height // 2)
     _compare(window, [5, 10, 15], seed=prefix_state(head))
+
+
+# Small exact values: sums of them are exact, so "nets to zero" really is zero, and
+# zero prices and market caps exercise every division guard. Negative dev sales
+# (corrections) reach the branch of dev_sold_spike that sums the window.
+_POOLS = {
+    "price_high": (0.0, 1.0, 2.0, 4.0),
+    "price_close": (0.0, 1.0, 2.0, 3.0),
+    "market_cap_close": (0.0, 1.0, 3.0),
+    "volume_sol": (0.0, 1.0, 2.5),
+    "net_volume_sol": (-1.0, 0.0, 1.0),
+    "whale_buy_volume_sol": (0.0, 2.0),
+    "whale_sell_volume_sol": (0.0, 1.0),
+    "dev_sold_amount": (-1.0, 0.0, 1.0),
+    "volatility_pct": (0.0, 1.0, 10.0),
+    "buy_pressure_ratio": (0.0, 0.5, 1.0),
+    "unique_signer_ratio": (0.1, 0.5),
+}
+
+
+def _edge_coin(rng: np.random.Generator, mint: str, rows: int, nan: bool) -> pl.DataFrame:
+    """One coin whose columns have runs of missing values and runs of zeros."""
+    gaps = rng.choice([1, 30, 600, 7200], size=rows).cumsum()
+    data: dict[str, object] = {
+        "mint": [mint] * rows,
+        "timestamp": [START + timedelta(seconds=int(g)) for g in gaps],
+    }
+    for name, pool in _POOLS.items():
+        values = rng.choice(pool, size=rows)
+        missing = rng.random(rows) < 0.1
+        for run_value in (None, 0.0):  # one run of each, anywhere (the first row included)
+            if rng.random() < 0.5:
+                start = int(rng.integers(0, rows))
+                end = start + int(rng.integers(1, rows + 1))
+                if run_value is None:
+                    missing[start:end] = True
+                else:
+                    values[start:end] = 0.0
+        column = [None if m else float(v) for v, m in zip(values, missing, strict=True)]
+        data[name] = [float("nan") if nan and v is None else v for v in column]
+    return pl.DataFrame(data, schema_overrides={n: pl.Float64 for n in _POOLS})
+
+
+def _edge_batch(seed: int, lengths: list[int], nan: bool) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pl.concat([_edge_coin(rng, f"E{i}", n, nan) for i, n in enumerate(lengths)])
+
+
+@st.composite
+def _batches(draw: st.DrawFn) -> tuple[list[int], list[int], bool, int]:
+    """Windows from 2-30 and coins of 1 to 3w+2 rows (w the largest window); the longest
+    coin often has exactly w, w+1 or 2w+1 rows of one of the windows, where a read
+    `w` rows back lands on the first column of the batch or just before it."""
+    windows = draw(st.lists(st.integers(2, 30), min_size=1, max_size=3, unique=True))
+    w = draw(st.sampled_from(windows))
+    longest = draw(
+        st.one_of(
+            st.sampled_from([w, w + 1, 2 * w + 1]),
+            st.integers(1, 3 * max(windows) + 2),
+        )
+    )
+    others = draw(st.lists(st.integers(1, longest), min_size=0, max_size=4))
+    lengths = draw(st.permutations([longest, *others]))
+    return windows, lengths, draw(st.booleans()), draw(st.integers(0, 2**32 - 1))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=_batches())
+def test_newest_rows_equal_compute_for_batches_of_any_shape(
+    batch: tuple[list[int], list[int], bool, int],
+) -> None:
+    """Every coin's newest row equals compute() whatever the batch's lengths: short coins
+    padded beside long ones, NaN/NULL and zero runs, the longest coin at a window edge."""
+    windows, lengths, nan, seed = batch
+    _compare(_edge_batch(seed, lengths, nan), windows)
+
+
+@pytest.mark.parametrize("w", [2, 7, 30])
+@pytest.mark.parametrize("extra", [0, 1, 2])  # the longest coin has w, w+1 and 2w+1 rows
+def test_newest_rows_equal_compute_when_the_longest_coin_ends_at_a_window_edge(
+    w: int, extra: int
+) -> None:
+    longest = w + extra if extra < 2 else 2 * w + 1
+    for seed in range(4):
+        _compare(_edge_batch(seed, [longest, 1, max(1, longest // 2), longest], seed % 2 == 1), [w])
