@@ -120,7 +120,7 @@ def _print_banner(settings: Settings, port: int | None, *, dashboard: bool, demo
         "pump-predictor is running"
         + (" with DEMO data (synthetic coins and models)" if demo else ""),
         f"  status page  http://{host}:{port}/",
-        f"  REST API     http://{host}:{port}/api  (OpenAPI: /api/openapi.json)",
+        f"  REST API     http://{host}:{port}/api/docs  (interactive; /api/openapi.json)",
         f"  metrics      http://{host}:{port}/metrics",
     ]
     if dashboard:

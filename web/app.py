@@ -12,6 +12,7 @@ from web import (
     openapi,
     routes_alert_config,
     routes_backtests,
+    routes_docs,
     routes_model_mode,
     routes_models,
     routes_predict,
@@ -59,6 +60,7 @@ def create_app(context: AppContext) -> web.Application:
     app.add_routes(routes_system.routes)
     app.add_routes(routes_status.routes)
     app.add_routes(openapi.routes)
+    app.add_routes(routes_docs.routes)
     app.add_routes(routes_alert_config.routes)
     app.add_routes(routes_models.routes)
     app.add_routes(routes_predict.routes)

@@ -277,6 +277,34 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/api/config", "Effective configuration without secrets", SYS),
     Operation("GET", "/api/stats", "Service statistics: uptime, intake, predictions, outbox", SYS),
     Operation("GET", "/api/openapi.json", "This document", SYS),
+    Operation("GET", "/api", "Links to what the API offers (docs, OpenAPI, health, …)", SYS),
+    Operation(
+        "GET", "/api/docs", "Interactive API page (Swagger UI)", SYS, content_type="text/html"
+    ),
+    Operation(
+        "GET",
+        "/api/docs/init.js",
+        "Script of the interactive API page",
+        SYS,
+        content_type="application/javascript",
+    ),
+    Operation(
+        "GET", "/api/docs/swagger-ui.css", "Swagger UI style sheet", SYS, content_type="text/css"
+    ),
+    Operation(
+        "GET",
+        "/api/docs/swagger-ui-bundle.js",
+        "Swagger UI",
+        SYS,
+        content_type="application/javascript",
+    ),
+    Operation(
+        "GET",
+        "/api/docs/swagger-ui-standalone-preset.js",
+        "Swagger UI layout",
+        SYS,
+        content_type="application/javascript",
+    ),
     Operation("GET", "/", "Status page (HTML)", SYS, content_type="text/html"),
     # Models
     Operation(

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from storage.overview import load_overview
 from web.context import VERSION, ctx
+from web.routes_docs import dashboard_url
 from web.routes_system import health_report
 
 routes = web.RouteTableDef()
@@ -41,4 +42,5 @@ async def status_page(request: web.Request) -> dict[str, Any]:
         "lag": "no ticks yet" if lag is None else f"{lag:.2f} s",
         "listener": report["checks"].get("listener", "not running"),
         "overview": await load_overview(context.pool),
+        "dashboard_url": dashboard_url(request),
     }

@@ -207,7 +207,8 @@ async def test_config_shows_every_setting_but_no_password_token_or_webhook_crede
         assert secret not in text, secret
     config = json.loads(text)
     # Still useful to an operator: every key, and where things point.
-    assert set(config) == set(settings.public_view())
+    # Beside the settings: the versions of the libraries that decide predictions.
+    assert set(config) == set(settings.public_view()) | {"libraries"}
     assert urlsplit(config["db_dsn"]).hostname == "db.internal"
     assert urlsplit(config["db_dsn"]).username == "pp_user"
     assert urlsplit(config["n8n_webhook_url"]).hostname == "n8n.example"
