@@ -32,11 +32,16 @@ import polars as pl
 
 from features.columns import NUMERIC_BASE_COLUMNS
 from storage.evaluations import (
+    REASON_CHANGE_OUT_OF_RANGE,
     REASON_INCOMPLETE_CLASSIC_TARGET,
     REASON_INCOMPLETE_TIME_TARGET,
     REASON_NO_PRICE_AT_T,
+    REASON_PRICE_AT_D_OUT_OF_RANGE,
+    REASON_PRICE_AT_T_OUT_OF_RANGE,
+    REASON_TARGET_OUT_OF_RANGE,
     REASON_UNKNOWN_VARIABLE,
     REASON_VARIABLE_NULL,
+    REASON_VARIABLE_OUT_OF_RANGE,
 )
 
 PENDING = "pending"
@@ -108,8 +113,10 @@ def _window_extremes(rows: pl.DataFrame, window_us: int) -> pl.DataFrame:
     reversed_rows = rows.select(
         "mint",
         "timestamp",
-        pl.coalesce("price_high", "price_close").alias("high"),
-        pl.coalesce("price_low", "price_close").alias("low"),
+        # coalesce(high, close) in SQL terms; a row whose value a double cannot
+        # hold (NULL here with its flag set) is skipped, as in the SQL.
+        _extreme("price_high", "_high_oor").alias("high"),
+        _extreme("price_low", "_low_oor").alias("low"),
         (-pl.col("timestamp").dt.epoch("us")).alias("_back"),
     ).sort(["mint", "_back"], maintain_order=True)
     size = f"{window_us}i"
@@ -127,6 +134,44 @@ def _window_extremes(rows: pl.DataFrame, window_us: int) -> pl.DataFrame:
         .unique(["mint", "timestamp"], keep="first")
         .select("mint", "timestamp", "max_price", "min_price")
     )
+
+
+def _with_range_flags(rows: pl.DataFrame) -> pl.DataFrame:
+    """`_close_oor`, `_high_oor`, `_low_oor`: a price that is there but no double holds.
+
+    Rows from the database carry them (storage.backtest_rows, which reads such prices
+    as NULL); for other frames a non-finite value is such a price, and becomes NULL.
+    """
+    names = {"price_close": "_close_oor", "price_high": "_high_oor", "price_low": "_low_oor"}
+    missing = {c: f for c, f in names.items() if f not in rows.columns}
+    if not missing:
+        return rows
+    return rows.with_columns(
+        *(_out_of_range(c).alias(f) for c, f in missing.items()),
+        *(_finite(c).alias(c) for c in missing),
+    )
+
+
+def _extreme(column: str, flag: str) -> pl.Expr:
+    return (
+        pl.when(pl.col(flag))
+        .then(None)
+        .when(pl.col(column).is_not_null())
+        .then(pl.col(column))
+        .when(pl.col("_close_oor"))
+        .then(None)
+        .otherwise(pl.col("price_close"))
+    )
+
+
+def _finite(column: str) -> pl.Expr:
+    """The column where it is a finite number, else NULL."""
+    return pl.when(pl.col(column).is_finite()).then(pl.col(column))
+
+
+def _out_of_range(column: str) -> pl.Expr:
+    """A value is there but is NaN or infinite (NULL is not out of range: it is missing)."""
+    return (pl.col(column).is_not_null() & ~pl.col(column).is_finite()).fill_null(False)
 
 
 def _exact_change_reaches(close_t: float, close_d: float, pct: float, direction: str) -> bool:
@@ -164,7 +209,9 @@ def _came_true(frame: pl.DataFrame, target: OutcomeTarget) -> np.ndarray:
         return result
     assert target.value is not None
     values = frame["variable_value"].to_numpy(allow_copy=True).astype(np.float64)
-    known = ~np.isnan(values)
+    known = np.isfinite(values)
+    if not np.isfinite(float(target.value)):
+        return result
     # Float comparisons order exactly as the decimals they print as, so these match numeric.
     compare = {
         ">": np.greater,
@@ -191,9 +238,16 @@ def outcomes(
     least the end of each tick's window. Adds `outcome`, `reason`, `came_true`
     (true/false/null), `actual_change_pct`, `max_gain_pct`, `max_drawdown_pct`.
     """
+    rows = _with_range_flags(rows)
     variable = target.variable if target.kind == "classic" and target.problem is None else None
-    at_t = _last_per_key(rows, ["price_close", *([variable] if variable else [])]).rename(
-        {"price_close": "close_t", **({variable: "variable_value"} if variable else {})}
+    at_t = _last_per_key(
+        rows, ["price_close", "_close_oor", *([variable] if variable else [])]
+    ).rename(
+        {
+            "price_close": "close_t",
+            "_close_oor": "close_t_oor",
+            **({variable: "variable_value"} if variable else {}),
+        }
     )
     if variable is None:
         at_t = at_t.with_columns(pl.lit(None, pl.Float64).alias("variable_value"))
@@ -204,11 +258,16 @@ def outcomes(
         .with_columns((pl.col("timestamp").dt.epoch("us") + window_us).alias("_due_us"))
     )
     closes = (
-        _last_per_key(rows.filter(pl.col("price_close").is_not_null()), ["price_close"])
+        # "Has a price" in SQL terms: out-of-range prices count (and judge nothing).
+        _last_per_key(
+            rows.filter(pl.col("price_close").is_not_null() | pl.col("_close_oor")),
+            ["price_close", "_close_oor"],
+        )
         .select(
             "mint",
             pl.col("timestamp").dt.epoch("us").alias("_close_us"),
             pl.col("price_close").alias("close_d"),
+            pl.col("_close_oor").alias("close_d_oor"),
         )
         .sort("_close_us")
     )
@@ -221,17 +280,23 @@ def outcomes(
         check_sortedness=False,  # both sides are sorted on the time key above
     )
     frame = frame.join(_window_extremes(rows, window_us), on=["mint", "timestamp"], how="left")
-    positive = pl.col("close_t") > 0
-    frame = frame.sort("_order").with_columns(
-        pl.when(positive)
-        .then((pl.col("close_d") - pl.col("close_t")) / pl.col("close_t") * 100)
-        .alias("actual_change_pct"),
-        pl.when(positive)
-        .then((pl.col("max_price") - pl.col("close_t")) / pl.col("close_t") * 100)
-        .alias("max_gain_pct"),
-        pl.when(positive)
-        .then((pl.col("min_price") - pl.col("close_t")) / pl.col("close_t") * 100)
-        .alias("max_drawdown_pct"),
+    # A value a double cannot hold is missing for the SQL (NaN, +-Infinity, 1e1000 are
+    # valid numerics there); in a float frame those are the non-finite values.
+    close_t, close_d = _finite("close_t"), _finite("close_d")
+    positive = close_t > 0
+    raw_change = (close_d - close_t) / close_t * 100
+    frame = (
+        frame.sort("_order")
+        .with_columns(
+            pl.when(positive).then(raw_change).alias("_raw_change"),
+            pl.when(positive)
+            .then((pl.col("max_price") - close_t) / close_t * 100)
+            .alias("max_gain_pct"),
+            pl.when(positive)
+            .then((pl.col("min_price") - close_t) / close_t * 100)
+            .alias("max_drawdown_pct"),
+        )
+        .with_columns(_finite("_raw_change").alias("actual_change_pct"))
     )
     came_true = _came_true(frame, target)
     reason = _reasons(frame, target)
@@ -268,17 +333,34 @@ def outcomes(
 
 
 def _reasons(frame: pl.DataFrame, target: OutcomeTarget) -> np.ndarray:
-    """The SQL's per-row not_applicable reasons (None where the tick can be judged)."""
+    """The SQL's per-row not_applicable reasons, in its order (None: the tick is judged)."""
     n = frame.height
-    problem = target.problem
-    if problem is not None:
-        return np.full(n, problem, dtype=object)
+    numbers = [target.value, target.price_change_percent]
+    if any(v is not None and not np.isfinite(float(v)) for v in numbers):
+        return np.full(n, REASON_TARGET_OUT_OF_RANGE, dtype=object)
     reasons = np.full(n, None, dtype=object)
+    flags = frame.select(
+        pl.col("close_t_oor").fill_null(False).alias("t_oor"),
+        (~(_finite("close_t") > 0)).fill_null(True).alias("no_price"),
+        pl.col("close_d_oor").fill_null(False).alias("d_oor"),
+        _out_of_range("_raw_change").alias("change_oor"),
+        _out_of_range("variable_value").alias("var_oor"),
+        pl.col("variable_value").is_null().alias("var_null"),
+    )
+
+    def first(mask: np.ndarray, reason: str) -> None:
+        reasons[mask & (reasons == None)] = reason  # noqa: E711 (element-wise)
+
     if target.kind == "time_based":
-        close_t = frame["close_t"].to_numpy(allow_copy=True).astype(np.float64)
-        no_price = ~(close_t > 0)  # NULL (NaN) or <= 0
-        reasons[no_price] = REASON_NO_PRICE_AT_T
-    else:
-        value = frame["variable_value"].to_numpy(allow_copy=True).astype(np.float64)
-        reasons[np.isnan(value)] = REASON_VARIABLE_NULL
+        first(flags["t_oor"].to_numpy(), REASON_PRICE_AT_T_OUT_OF_RANGE)
+        first(flags["no_price"].to_numpy(), REASON_NO_PRICE_AT_T)
+        first(flags["d_oor"].to_numpy(), REASON_PRICE_AT_D_OUT_OF_RANGE)
+        first(flags["change_oor"].to_numpy(), REASON_CHANGE_OUT_OF_RANGE)
+        if target.problem is not None:
+            first(np.ones(n, dtype=bool), target.problem)
+        return reasons
+    if target.problem is not None:
+        return np.full(n, target.problem, dtype=object)
+    first(flags["var_oor"].to_numpy(), REASON_VARIABLE_OUT_OF_RANGE)
+    first(flags["var_null"].to_numpy(), REASON_VARIABLE_NULL)
     return reasons

@@ -17,6 +17,7 @@ import asyncpg
 import polars as pl
 
 from storage.coin_metrics import HISTORY_COLUMNS, _copy_frame, _csv_select
+from storage.evaluations import in_double
 
 _NO_START = datetime.fromisoformat("0001-01-01T00:00:00+00:00")
 
@@ -49,7 +50,50 @@ async def coin_rows(
           AND c."timestamp" <= coalesce($2::timestamptz, 'infinity')
         ORDER BY c.mint, c."timestamp", c.id
     """
-    return await _copy_frame(conn, query, (list(mints), until), HISTORY_COLUMNS)
+    frame = await _copy_frame(conn, query, (list(mints), until), HISTORY_COLUMNS)
+    return await _mark_out_of_range(conn, frame, mints, until)
+
+
+_OUT_OF_RANGE_SQL = f"""
+    SELECT id,
+           coalesce(NOT {in_double("price_close")}, false) AS close_oor,
+           coalesce(NOT {in_double("price_high")}, false) AS high_oor,
+           coalesce(NOT {in_double("price_low")}, false) AS low_oor
+    FROM coin_metrics
+    WHERE mint = ANY($1::text[]) AND "timestamp" <= coalesce($2::timestamptz, 'infinity')
+      AND NOT (coalesce({in_double("price_close")}, true)
+               AND coalesce({in_double("price_high")}, true)
+               AND coalesce({in_double("price_low")}, true))
+"""
+
+
+async def _mark_out_of_range(
+    conn: asyncpg.Connection, frame: pl.DataFrame, mints: Sequence[str], until: datetime | None
+) -> pl.DataFrame:
+    """Flag prices that are there but no double can hold (NaN, Infinity, 1e1000).
+
+    The frame holds them as NULL (storage.coin_metrics), but the evaluator tells them
+    from a missing price: such a close is the close as of T+N and makes the outcome
+    not_applicable, such a high/low skips its row. Usually no row has one.
+    """
+    rows = await conn.fetch(_OUT_OF_RANGE_SQL, list(mints), until)
+    flags = pl.DataFrame(
+        {
+            "id": [r["id"] for r in rows],
+            "_close_oor": [r["close_oor"] for r in rows],
+            "_high_oor": [r["high_oor"] for r in rows],
+            "_low_oor": [r["low_oor"] for r in rows],
+        },
+        schema={
+            "id": pl.Int64,
+            "_close_oor": pl.Boolean,
+            "_high_oor": pl.Boolean,
+            "_low_oor": pl.Boolean,
+        },
+    )
+    return frame.join(flags, on="id", how="left", maintain_order="left").with_columns(
+        pl.col("_close_oor", "_high_oor", "_low_oor").fill_null(False)
+    )
 
 
 async def coin_prices(

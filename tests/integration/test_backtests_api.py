@@ -87,7 +87,7 @@ async def test_a_backtest_requested_over_the_api_runs_in_a_worker_and_reports_it
                 assert resp.headers["Location"] == f"/api/backtests/{created['id']}"
             assert created["status"] == "queued"
             result = await wait_for(
-                lambda: _finished(http, created["id"]), timeout=90, what="the backtest finished"
+                lambda: _finished(http, created["id"]), timeout=240, what="the backtest finished"
             )
             assert result["status"] == "done", result
             summary = result["summary"]
