@@ -1051,6 +1051,9 @@ async def pipeline_setup(
                 "TRAINING_SERVICE_API_URL": training.base_url,
                 "MODEL_STORAGE_PATH": str(scratch / "models"),
                 "N8N_WEBHOOK_URL": receiver.url if receiver is not None else "",
+                # The receiver is on 127.0.0.1, which the webhook target policy refuses
+                # unless allowed (a bench is not demo mode).
+                "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
                 # The seeded history is older than now: not replayed at start.
                 "CATCHUP_MAX_AGE_SECONDS": "0",
                 "LOG_LEVEL": "WARNING",

@@ -7,7 +7,7 @@ data, in scratch schemas of one database, with the statements a batch writer
 would send (one per batch of ticks):
 
 - `current`: today's `predictions` table through `storage.predictions.insert_batch`
-  (a wide row per model and tick, six indexes), outcomes written by the UPDATE
+  (a wide row per model and tick, eight indexes), outcomes written by the UPDATE
   the evaluator does (one per prediction row).
 - `narrow`: a tick row (coin, time, source, phase, price and market cap at T,
   predicted_at) and one `(tick_id, target_id, probability)` row per model with

@@ -70,3 +70,5 @@ def test_bench_pipeline_smoke_reports_every_key_and_no_lost_or_duplicated_row() 
     # Every stored prediction was evaluated, and the tables grew by what was stored.
     assert result["evaluation"]["predictions"] >= result["rows_processed"] * 2
     assert result["disk_bytes_per_tick"] > 0
+    # The receiver on 127.0.0.1 is reached (the target policy refuses loopback by default).
+    assert result["webhook_ticks_delivered"] > 0
