@@ -96,6 +96,17 @@ def fixed_reason(status_code: int | None, kind: AnswerKind) -> str:
     return reason if status_code is None else f"HTTP {status_code}: {reason}"
 
 
+def shown_error(status_code: int | None, error: str | None) -> str | None:
+    """A stored error as the API may show it: ours are fixed texts; an older row that
+    kept the start of the receiver's body shows the code and its generic reason."""
+    if error is None or status_code is None:
+        return error
+    head, _, reason = error.partition(": ")
+    if head == f"HTTP {status_code}" and reason in FIXED_REASONS.values():
+        return error
+    return fixed_reason(status_code, classify(status_code))
+
+
 _NOT_FOUND_KINDS = frozenset({"n8n_not_registered", "n8n_starting", "not_found"})
 
 

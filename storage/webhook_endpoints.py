@@ -89,10 +89,18 @@ async def record_successes(conn: asyncpg.Connection, urls: Sequence[str]) -> lis
 
 
 async def missing(conn: asyncpg.Connection) -> list[EndpointState]:
-    """Every URL marked missing, oldest first."""
+    """URLs marked missing that still matter (jobs wait on them, or they answered within
+    the hour), oldest first; one left behind by a URL change drops out."""
     rows = await conn.fetch(
-        "SELECT target_url, failing_since, missing_since, last_status_code"
-        " FROM webhook_endpoints WHERE missing_since IS NOT NULL ORDER BY missing_since"
+        """
+        SELECT e.target_url, e.failing_since, e.missing_since, e.last_status_code
+        FROM webhook_endpoints e
+        WHERE e.missing_since IS NOT NULL
+          AND (e.updated_at > now() - interval '1 hour'
+               OR EXISTS (SELECT 1 FROM webhook_outbox o
+                          WHERE o.status = 'waiting' AND o.target_url = e.target_url))
+        ORDER BY e.missing_since
+        """
     )
     return [
         EndpointState(

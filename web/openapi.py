@@ -440,6 +440,12 @@ OPERATIONS: tuple[Operation, ...] = (
         body=ALERT_CONFIG_BODY,
         mutating=True,
         responses={404: "unknown model", 422: "invalid field"},
+        description="`n8n_webhook_url` is refused (422 on that field) when it is, or resolves"
+        " to, a loopback, link-local, private or metadata address, or this service itself;"
+        " the message names WEBHOOK_ALLOWED_NETWORKS, which opens networks (e.g. an n8n on"
+        " the LAN). Delivery checks again after DNS resolution. Changing the URL moves the"
+        " model's waiting jobs (endpoint missing) to the new URL when every model they carry"
+        " points there. `n8n_payload`: `full`, `compact` or null (global N8N_PAYLOAD).",
     ),
     Operation(
         "GET",

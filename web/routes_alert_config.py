@@ -22,6 +22,7 @@ import asyncpg
 from aiohttp import web
 
 from actors.webhook_payload import PAYLOAD_FORMS, SEND_MODES
+from actors.webhook_retry import shown_error
 from actors.webhook_targets import TargetPolicy, policy_from
 from storage import outbox, webhook_endpoints
 from storage.config import redact_url
@@ -258,7 +259,7 @@ def _attempt(a: AttemptRow | None) -> dict[str, Any] | None:
         "target_url": redact_url(a.target_url),
         "status_code": a.status_code,
         "latency_ms": a.latency_ms,
-        "error": a.error,
+        "error": shown_error(a.status_code, a.error),
         "outcome": a.outcome,
         "active_model_ids": list(a.active_model_ids),
         "model_ids": list(a.model_ids),
@@ -275,7 +276,7 @@ def _job(j: OutboxRow) -> dict[str, Any]:
         "active_model_ids": list(j.active_model_ids),
         "model_ids": list(j.model_ids),
         "attempts": j.attempts,
-        "last_error": j.last_error,
+        "last_error": shown_error(j.last_status_code, j.last_error),
         "last_status_code": j.last_status_code,
         "created_at": j.created_at.isoformat(),
         "first_attempt_at": j.first_attempt_at.isoformat() if j.first_attempt_at else None,

@@ -12,6 +12,7 @@ from actors.webhook_retry import (
     classify,
     decide,
     fixed_reason,
+    shown_error,
 )
 
 # Express's page while n8n 2.8 starts (before its webhook routes exist).
@@ -132,3 +133,11 @@ def test_the_stored_reason_is_fixed_text_never_the_receivers_body() -> None:
     assert reason == "HTTP 404: endpoint answered 404 Not Found"
     assert "Secret" not in fixed_reason(500, classify(500, secret))
     assert fixed_reason(None, "no_answer").startswith("no HTTP answer")
+
+
+def test_errors_stored_before_the_fixed_reasons_are_shown_without_the_body() -> None:
+    old = 'HTTP 500: {"Code":"Success","AccessKeyId":"ASIA..."}'
+    assert shown_error(500, old) == "HTTP 500: endpoint answered a server error (5xx)"
+    ours = fixed_reason(404, "n8n_not_registered")
+    assert shown_error(404, ours) == ours
+    assert shown_error(None, "no answer within 10.0s") == "no answer within 10.0s"
