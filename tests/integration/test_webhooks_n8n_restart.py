@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import anyio
 import asyncpg
+from structlog.testing import capture_logs
 from waiting import wait_for
 from webhook_receiver import (
     Answer,
@@ -105,41 +106,55 @@ async def test_a_url_that_answers_404_for_ever_parks_its_jobs_until_it_answers_a
     receiver = await WebhookReceiver(default=JSON_404).start()
     try:
         await _jobs_for(pool, receiver, coins=4)
-        dispatcher = quick_dispatcher(pool, max_attempts=3, not_found_grace=0.5)
-        async with running(dispatcher):
-
-            async def all_waiting() -> bool:
-                return await _statuses(pool) == ["waiting"] * 4
-
-            await wait_for(all_waiting, what="every job waiting for its endpoint")
-            endpoint = await pool.fetchrow("SELECT * FROM webhook_endpoints")
-            assert endpoint["target_url"] == receiver.url(PATH)
-            assert endpoint["missing_since"] is not None
-            assert endpoint["last_status_code"] == 404
-            # More than max_attempts (3) tries within the grace, and none of them killed a job.
-            assert "dead" not in await _statuses(pool)
-            posts = len(receiver.received())
-            # Waiting jobs are not tried again by themselves.
-            await dispatcher_idle(pool)
-            assert len(receiver.received()) == posts
-
-            # The workflow is activated again: a new job gets through, and the parked
-            # ones are released and delivered with it.
-            receiver.default = Answer(200)
-            async with pool.acquire() as conn:
-                model = await conn.fetchval("SELECT id FROM active_models")
-                await store_predictions(conn, model, [("Late", T0, 0.9)], default_url=None)
-            dispatcher.poke()
-
-            async def all_delivered() -> bool:
-                return await _statuses(pool) == ["delivered"] * 5
-
-            await wait_for(all_delivered, what="parked jobs released and delivered")
+        with capture_logs() as logs:
+            dispatcher = quick_dispatcher(pool, max_attempts=3, not_found_grace=0.5)
+            await _park_then_recover(pool, receiver, dispatcher)
+        # One warning for the URL, not one per job; and one when it answered again.
+        missing = [e for e in logs if e["event"] == "webhook_endpoint_missing"]
+        assert [e["url"] for e in missing] == [receiver.url(PATH)]
+        assert [e["released_jobs"] for e in logs if e["event"] == "webhook_endpoint_recovered"] == [
+            4
+        ]
         delivered = sorted(r.body["coin_id"] for r in receiver.received() if r.status == 200)
         assert delivered == ["Coin0", "Coin1", "Coin2", "Coin3", "Late"]
         assert await pool.fetchval("SELECT count(*) FROM webhook_endpoints") == 0
     finally:
         await receiver.stop()
+
+
+async def _park_then_recover(
+    pool: asyncpg.Pool, receiver: WebhookReceiver, dispatcher: WebhookDispatcher
+) -> None:
+    """Jobs park on a URL that answers n8n's 404 past the grace; then it answers 200."""
+    async with running(dispatcher):
+
+        async def all_waiting() -> bool:
+            return await _statuses(pool) == ["waiting"] * 4
+
+        await wait_for(all_waiting, what="every job waiting for its endpoint")
+        endpoint = await pool.fetchrow("SELECT * FROM webhook_endpoints")
+        assert endpoint["target_url"] == receiver.url(PATH)
+        assert endpoint["missing_since"] is not None
+        assert endpoint["last_status_code"] == 404
+        # The 404s within the grace were retried; none of them killed a job.
+        assert "dead" not in await _statuses(pool)
+        posts = len(receiver.received())
+        # Waiting jobs are not tried again by themselves.
+        await dispatcher_idle(pool)
+        assert len(receiver.received()) == posts
+
+        # The workflow is activated again: a new job gets through, and the parked
+        # ones are released and delivered with it.
+        receiver.default = Answer(200)
+        async with pool.acquire() as conn:
+            model = await conn.fetchval("SELECT id FROM active_models")
+            await store_predictions(conn, model, [("Late", T0, 0.9)], default_url=None)
+        dispatcher.poke()
+
+        async def all_delivered() -> bool:
+            return await _statuses(pool) == ["delivered"] * 5
+
+        await wait_for(all_delivered, what="parked jobs released and delivered")
 
 
 async def dispatcher_idle(pool: asyncpg.Pool) -> None:
