@@ -57,6 +57,7 @@ MODEL = {
     "params": {"use_engineered_features": True, "feature_engineering_windows": [5, 10]},
 }
 STEPS = 45
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 COINS = ("coinA", "coinB", "coinC", "coinP3")
 
 
@@ -259,3 +260,55 @@ async def test_backtest_command_names_the_option_of_a_bad_value(
     args = build_parser().parse_args(["backtest", "--model", "7", "--out", "x.xlsx"])
     assert await backtest_command(settings, args) == 2
     assert "--out" in capsys.readouterr().err
+
+
+async def test_a_training_service_model_as_it_comes_backtests_with_its_time_based_target(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The golden pickles (scikit-learn 1.3.2 / XGBoost 2.0.2) served as the real API
+    serves them: the target only in `params._time_based` (3 minutes, +4 %), which wins
+    over the flat fields (10 minutes here, as an old row might still say)."""
+    fixtures = FIXTURES
+    expected = json.loads((fixtures / "models" / "expected_probabilities.json").read_text())
+    recording = fixtures / "features" / "coin_metrics.csv"
+    last = pl.read_csv(recording)["timestamp"].str.to_datetime(time_zone="UTC").max()
+    assert isinstance(last, datetime)
+    time_based = {"enabled": True, "future_minutes": 3, "min_percent_change": 4.0}
+    time_based["direction"] = "up"
+    async with TrainingServiceStub() as ts:
+        for model_id, kind in ((1, "random_forest"), (2, "xgboost")):
+            ts.add_file_model(
+                model_id,
+                fixtures / "models" / expected[kind]["file"],
+                kind,
+                expected[kind]["features"],
+                phases=None,
+                params={
+                    "use_engineered_features": True,
+                    "feature_engineering_windows": [5, 10, 15],
+                    "_time_based": time_based,
+                },
+            )
+        settings = settings.replace(training_service_api_url=ts.base_url)
+        out = tmp_path / "ticks.csv"
+        args = build_parser().parse_args(
+            [
+                *("backtest", "--model", "1", "--model", "2", "--source", str(recording)),
+                *("--out", str(out), "--json", "--quiet"),
+            ]
+        )
+        printed = io.StringIO()
+        assert await backtest_command(settings, args, out=printed) == 0
+    document = json.loads(printed.getvalue().strip().splitlines()[-1])
+    assert [m["model_id"] for m in document["models"]] == [1, 2]
+    ticks = pl.read_csv(out, try_parse_dates=True)
+    assert ticks.columns == ["model_id", *TICK_COLUMNS]
+    for summary in document["models"]:
+        # Every row of the recording: scored, or skipped with the stream's reason (the
+        # fixture has NULLs in base columns these models use).
+        assert summary["ticks"] + sum(summary["skipped"].values()) == 599
+        assert set(summary["skipped"]) <= {"NULL in a base column the model uses"}
+    # Pending exactly when T + 3 minutes is after the recording's last row.
+    stamps = ticks["timestamp"].dt.convert_time_zone("UTC")
+    due_after_end = (stamps + timedelta(minutes=3)) > last
+    assert (ticks["outcome"] == "pending").to_list() == due_after_end.to_list()
