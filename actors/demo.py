@@ -10,6 +10,8 @@ the dashboard.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,6 +23,7 @@ from anyio.abc import TaskStatus
 
 from actors.state import ServiceState
 from actors.tools import load_script
+from storage import active_models
 from storage.config import Settings, redact_url
 from storage.model_import import ModelImportError, import_model
 from storage.model_settings import update_settings
@@ -33,12 +36,18 @@ TRAINING_SERVICE_KEY = "training_service"
 
 
 class DemoWebhookSink:
-    """A stand-in n8n on 127.0.0.1: accepts the alerts and keeps the last few to look at."""
+    """A stand-in n8n on 127.0.0.1: accepts the alerts and keeps the last few to look at.
 
-    def __init__(self) -> None:
+    With a `record` (the embedded data directory's demo file) it listens on the
+    same port at every start, so webhook jobs queued before a restart still reach
+    it; a new port is taken (and recorded) only when the old one is in use.
+    """
+
+    def __init__(self, record: DemoRecord | None = None) -> None:
         self.received = 0
         self.last: list[dict[str, Any]] = []
         self.url: str | None = None
+        self._record = record
 
     async def _post(self, request: web.Request) -> web.Response:
         self.received += 1
@@ -55,9 +64,17 @@ class DemoWebhookSink:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
+            wanted = self._record.n8n_port() if self._record is not None else None
+            try:
+                site = web.TCPSite(runner, "127.0.0.1", wanted or 0)
+                await site.start()
+            except OSError:
+                log.warning("demo_n8n_port_taken", port=wanted, action="another port")
+                site = web.TCPSite(runner, "127.0.0.1", 0)
+                await site.start()
             port = runner.addresses[0][1]
+            if self._record is not None:
+                self._record.update(n8n_port=port)
             self.url = f"http://127.0.0.1:{port}/webhook"
             task_status.started()
             await anyio.sleep_forever()
@@ -83,7 +100,9 @@ class DemoRunner:
         self._n_coins = n_coins
         self.imported: list[int] = []
         self.training_service_url: str | None = None
-        self.sink = DemoWebhookSink()
+        # Only beside the embedded database: with DB_DSN the ids would mean nothing later.
+        self.record = DemoRecord.for_settings(settings)
+        self.sink = DemoWebhookSink(self.record)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         demo_data = load_script("demo_data")
@@ -137,8 +156,74 @@ class DemoRunner:
                 )
             if active_id is None:
                 return
+            # Deactivated by a --no-demo run on this data directory: the demo runs them again.
+            async with self._pool.acquire() as conn:
+                await active_models.set_active(conn, active_id, True)
         self.imported.append(active_id)
+        if self.record is not None:
+            self.record.update(active_model_ids=sorted(set(self.imported)))
         if not self._settings.n8n_webhook_url and self.sink.url:
             # Without a configured n8n the demo alerts go to the stand-in (new port each run).
             async with self._pool.acquire() as conn:
                 await update_settings(conn, active_id, {"n8n_webhook_url": self.sink.url})
+
+
+DEMO_RECORD_FILE = "demo.json"
+
+
+class DemoRecord:
+    """What a demo left in the embedded data directory: its stand-in n8n's port and
+    its models, so a restart keeps the port and a `--no-demo` run finds the models."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> DemoRecord | None:
+        if not settings.embedded:
+            return None
+        return cls(Path(settings.embedded_data_dir) / DEMO_RECORD_FILE)
+
+    def read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def n8n_port(self) -> int | None:
+        port = self.read().get("n8n_port")
+        return port if isinstance(port, int) and 0 < port < 65536 else None
+
+    def model_ids(self) -> list[int]:
+        ids = self.read().get("active_model_ids")
+        return [i for i in ids if isinstance(i, int)] if isinstance(ids, list) else []
+
+    def update(self, **values: Any) -> None:
+        data = {**self.read(), **values}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(data))
+        temporary.replace(self.path)
+
+
+async def retire_demo_models(settings: Settings, pool: asyncpg.Pool) -> list[int]:
+    """A plain (`--no-demo`) start on a data directory a demo used: its demo models are
+    deactivated, so they do not predict real rows and send alerts to a stand-in n8n
+    that no longer runs. A later demo start activates them again."""
+    record = DemoRecord.for_settings(settings)
+    if record is None:
+        return []
+    retired = []
+    async with pool.acquire() as conn:
+        for active_id in record.model_ids():
+            result = await active_models.set_active(conn, active_id, False)
+            if result is not None and result[1]:
+                retired.append(active_id)
+    if retired:
+        log.warning(
+            "demo_models_deactivated",
+            active_model_ids=retired,
+            reason="--no-demo on a data directory with demo models; a demo start reactivates them",
+        )
+    return retired

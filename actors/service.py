@@ -13,7 +13,7 @@ from actors.backtest_runner import BacktestRunner
 from actors.batch_bus import BatchBus
 from actors.batcher import Batcher
 from actors.dashboard_process import DashboardProcess
-from actors.demo import TRAINING_SERVICE_KEY, DemoRunner
+from actors.demo import TRAINING_SERVICE_KEY, DemoRunner, retire_demo_models
 from actors.evaluator import Evaluator
 from actors.listener import Listener
 from actors.messages import TickPage, Wakeup
@@ -90,6 +90,8 @@ class Service:
             log.info("database_ready", embedded=settings.embedded, migrations_applied=applied)
             self.pool = await open_pool(settings, self.database.dsn)
             try:
+                if not self.options.demo:
+                    await retire_demo_models(settings, self.pool)
                 self.app_context = AppContext(settings=settings, pool=self.pool, state=self.state)
                 await self.supervisor.run(self._actor_specs(), task_status=task_status)
             finally:
