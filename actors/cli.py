@@ -89,7 +89,8 @@ async def _serve(settings: Settings, *, dashboard: bool, demo: bool) -> None:
                 embedded_database=settings.embedded,
                 demo=demo,
             )
-            _print_banner(settings, service.web_port, dashboard=dashboard, demo=demo)
+            if settings.log_format != "json":  # service_ready says the same, as JSON
+                _print_banner(settings, service.web_port, dashboard=dashboard, demo=demo)
         await finished.wait()
         tg.cancel_scope.cancel()
 
@@ -283,10 +284,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _refuse(refusal: StartupRefused, exc: BaseException, settings: Settings) -> int:
     """One line on stderr, exit 3; the whole traceback only at LOG_LEVEL=DEBUG."""
-    if settings.log_level.upper() == "DEBUG":
+    if settings.log_format == "json":  # every line JSON, this one too
+        log.error(
+            "startup_refused",
+            setting=refusal.setting,
+            cause=refusal.cause,
+            message=f"cannot start: {refusal}",
+            **({"exception": "".join(traceback.format_exception(exc))} if _debug(settings) else {}),
+        )
+        return EXIT_REFUSED
+    if _debug(settings):
         traceback.print_exception(exc, file=sys.stderr)
     print(f"pump-predictor: cannot start: {refusal}", file=sys.stderr, flush=True)
     return EXIT_REFUSED
+
+
+def _debug(settings: Settings) -> bool:
+    return settings.log_level.upper() == "DEBUG"
 
 
 def _command(args: argparse.Namespace, settings: Settings) -> int:

@@ -7,6 +7,7 @@ included; a server left behind by a killed process is found and stopped.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -207,3 +208,13 @@ def test_config_after_the_command_is_read_and_env_typos_are_warned(
     result = _cli("serve", "--config", str(mine), "--no-dashboard", env=_env(BATCH_SIZ="5"))
     _assert_one_line_refusal(result, f"API_PORT {taken_port}: address already in use")
     assert "BATCH_SIZ" in result.stderr and "did you mean BATCH_SIZE?" in result.stderr
+
+
+def test_refusal_is_one_json_line_under_log_format_json(taken_port: int) -> None:
+    result = _cli("serve", "--no-dashboard", env=_env(API_PORT=str(taken_port), LOG_FORMAT="json"))
+    assert result.returncode == 3
+    [line] = result.stderr.strip().splitlines()
+    event = json.loads(line)
+    assert event["event"] == "startup_refused"
+    assert event["message"] == f"cannot start: API_PORT {taken_port}: address already in use"
+    assert result.stdout == ""
