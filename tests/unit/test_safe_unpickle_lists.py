@@ -1,0 +1,268 @@
+"""The unpickler's allow-list and deny-list, pinned both ways.
+
+Every entry of the lists has a row here: an allowed entry loads a real object
+(or the class itself) through `safe_load`, a denied module or part refuses a
+payload naming it before anything is imported. Removing an allowed entry makes
+a real model unloadable; removing a denied one lets a file import test or
+dataset machinery; adding an entry fails the coverage checks at the end until
+it gets its own row here, so every change to the lists is a reviewed decision.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib
+import io
+import pickle
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+from model_factory import fit_estimator, make_training_frame
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.preprocessing import StandardScaler
+
+from storage import safe_unpickle
+from storage.safe_unpickle import ForbiddenGlobalError, safe_load
+
+# Old files name numpy.core, which NumPy 2 still reads with a deprecation warning.
+pytestmark = pytest.mark.filterwarnings("ignore:numpy.core.*deprecated:DeprecationWarning")
+
+LIMIT = 50_000_000
+FEATURES = ["price_close", "volume_sol", "buy_pressure_ratio"]
+
+
+def _text(s: str) -> bytes:
+    raw = s.encode()
+    return b"\x8c" + bytes([len(raw)]) + raw  # SHORT_BINUNICODE
+
+
+def _global(module: str, name: str) -> bytes:
+    """Protocol-4 bytes whose whole content is the object `module.name` itself."""
+    return b"\x80\x04" + _text(module) + _text(name) + b"\x93."
+
+
+def _call(module: str, name: str, *args: Any) -> bytes:
+    """Protocol-4 bytes that call `module.name(*args)` (args pickled at protocol 2)."""
+    return b"\x80\x04" + _text(module) + _text(name) + b"\x93" + pickle.dumps(args, 2)[2:-1] + b"R."
+
+
+def _joblib(obj: object, protocol: int | None = None) -> bytes:
+    buffer = io.BytesIO()
+    joblib.dump(obj, buffer, protocol=protocol)
+    return buffer.getvalue()
+
+
+def _same_draws(a: Any, b: Any) -> bool:
+    """Two random states (or generators) in the same state draw the same numbers."""
+    draw = "random_sample" if hasattr(a, "random_sample") else "random"
+    return bool(np.array_equal(getattr(a, draw)(5), getattr(b, draw)(5)))
+
+
+def _forest_with_random_state(protocol: int | None) -> tuple[bytes, Callable[[Any], bool]]:
+    frame, y = make_training_frame(FEATURES, seed=3, n_rows=120)
+    forest = RandomForestClassifier(
+        n_estimators=3, max_depth=3, random_state=np.random.RandomState(0)
+    ).fit(frame, y)
+    expected = forest.predict_proba(frame)
+    return _joblib(forest, protocol), lambda m: bool(
+        np.array_equal(m.predict_proba(frame), expected)
+        and isinstance(m.random_state, np.random.RandomState)
+    )
+
+
+def _fitted(kind: str, protocol: int | None) -> tuple[bytes, Callable[[Any], bool]]:
+    model, frame = fit_estimator(kind, FEATURES, n_estimators=3)  # type: ignore[arg-type]
+    expected = model.predict_proba(frame)
+    return _joblib(model, protocol), lambda m: bool(np.allclose(m.predict_proba(frame), expected))
+
+
+def _pickled(obj: Any, protocol: int, same: Callable[[Any, Any], bool] | None = None) -> Any:
+    def make() -> tuple[bytes, Callable[[Any], bool]]:
+        check = same or (lambda a, b: bool(np.array_equal(a, b)) if isinstance(a, np.ndarray)
+                         else a == b and type(a) is type(b))  # fmt: skip
+        return pickle.dumps(obj, protocol), lambda loaded: check(loaded, obj)
+
+    return make
+
+
+def _scaler(protocol: int) -> Any:
+    scaler = StandardScaler().fit(np.arange(6.0).reshape(3, 2))
+    return _pickled(scaler, protocol, lambda a, b: bool(np.array_equal(a.mean_, b.mean_)))
+
+
+def _is(module: str, name: str) -> Any:
+    def make() -> tuple[bytes, Callable[[Any], bool]]:
+        target = getattr(importlib.import_module(module), name)
+        return _global(module, name), lambda loaded: loaded is target
+
+    return make
+
+
+def _generator(bit_generator: type) -> Any:
+    return _pickled(np.random.Generator(bit_generator(7)), 4, _same_draws)
+
+
+_ARRAY = np.arange(3, dtype=np.int64)
+_ARRAY_ARGS = (_ARRAY.tobytes(), np.dtype("int64"), (3,), "C")
+
+# (label, what it exercises: list entries as (module, name) or module, bytes factory)
+ALLOWED: list[tuple[str, set[Any], Any]] = [
+    # Real models, as the Training Service writes them and as older tools wrote them.
+    ("forest with RandomState(0)", {("numpy.random._pickle", "__randomstate_ctor"),
+     ("numpy.random._pickle", "__bit_generator_ctor"), "numpy.random._mt19937", "MT19937",
+     "RandomState", "sklearn"}, lambda: _forest_with_random_state(None)),
+    ("forest with RandomState(0), protocol 2", {("_codecs", "encode")},
+     lambda: _forest_with_random_state(2)),
+    ("forest, protocol 2", {"numpy"}, lambda: _fitted("random_forest", 2)),
+    ("xgboost classifier", {"xgboost.sklearn", "xgboost.core"}, lambda: _fitted("xgboost", None)),
+    ("xgboost classifier, protocol 2", set(), lambda: _fitted("xgboost", 2)),
+    # Protocols 0-2 name builtins `__builtin__` and `copy_reg`, mapped as pickle maps them.
+    ("scaler, protocol 0", {("copyreg", "_reconstructor")}, _scaler(0)),
+    ("scaler, protocol 1", set(), _scaler(1)),
+    ("range, protocol 2 (__builtin__.xrange)", {("builtins", "range")}, _pickled(range(2, 9), 2)),
+    ("set, protocol 2 (__builtin__.set)", {("builtins", "set")}, _pickled({1, 2}, 2)),
+    ("bytes, protocol 2", {("_codecs", "encode")}, _pickled(b"\x00\xffab", 2)),
+    ("bytearray, protocol 2", {("builtins", "bytearray")}, _pickled(bytearray(b"ab"), 2)),
+    ("OrderedDict", {("collections", "OrderedDict")}, _pickled(collections.OrderedDict(a=1), 4)),
+    # NumPy arrays, scalars and dtypes in every form NumPy 1.x and 2.x write them.
+    ("array, protocol 2", {("numpy._core.multiarray", "_reconstruct")}, _pickled(_ARRAY, 2)),
+    ("array, NumPy 1.x names", {("numpy.core.multiarray", "_reconstruct")},
+     lambda: (pickle.dumps(_ARRAY, 2).replace(b"numpy._core.", b"numpy.core."),
+              lambda a: bool(np.array_equal(a, _ARRAY)))),
+    ("array, protocol 5", {("numpy._core.numeric", "_frombuffer")}, _pickled(_ARRAY, 5)),
+    ("array, NumPy 1.x _frombuffer", {("numpy.core.numeric", "_frombuffer")},
+     lambda: (_call("numpy.core.numeric", "_frombuffer", *_ARRAY_ARGS),
+              lambda a: bool(np.array_equal(a, _ARRAY)))),
+    ("scalar", {("numpy._core.multiarray", "scalar")}, _pickled(np.float64(2.5), 4)),
+    ("scalar, NumPy 1.x names", {("numpy.core.multiarray", "scalar")},
+     lambda: (pickle.dumps(np.float64(2.5), 2).replace(b"numpy._core.", b"numpy.core."),
+              lambda a: a == 2.5 and type(a) is np.float64)),
+    ("dtype class", {"numpy.dtypes"}, _pickled(np.dtypes.Float64DType, 4, lambda a, b: a is b)),
+    # Random states and generators of every bit generator.
+    ("RandomState (pre-1.17 constructor)", {("numpy.random", "__RandomState_ctor")},
+     lambda: (_call("numpy.random", "__RandomState_ctor"),
+              lambda a: isinstance(a, np.random.RandomState))),
+    ("Generator(PCG64)", {("numpy.random._pickle", "__generator_ctor"), "numpy.random._pcg64",
+     "PCG64"}, _generator(np.random.PCG64)),
+    ("Generator(PCG64DXSM)", {"PCG64DXSM"}, _generator(np.random.PCG64DXSM)),
+    ("Generator(Philox)", {"numpy.random._philox", "Philox"}, _generator(np.random.Philox)),
+    ("Generator(SFC64)", {"numpy.random._sfc64", "SFC64"}, _generator(np.random.SFC64)),
+    ("SeedSequence", {("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
+     "numpy.random.bit_generator", "SeedSequence"},
+     _pickled(np.random.SeedSequence(5), 4, lambda a, b: a.entropy == b.entropy)),
+    # Classes reached by other names than a current pickle writes.
+    ("numpy.random.RandomState", {"numpy.random"}, _is("numpy.random", "RandomState")),
+    ("numpy.random.mtrand.RandomState", {"numpy.random.mtrand"},
+     _is("numpy.random.mtrand", "RandomState")),
+    ("Generator class", {"numpy.random._generator", "Generator"},
+     _is("numpy.random._generator", "Generator")),
+    ("xgboost.XGBClassifier", {"xgboost"}, _is("xgboost", "XGBClassifier")),
+    ("copyreg.__newobj__", {("copyreg", "__newobj__")},
+     lambda: (_call("copyreg", "__newobj__", StandardScaler),
+              lambda a: type(a) is StandardScaler)),
+    ("copyreg.__newobj_ex__", {("copyreg", "__newobj_ex__")},
+     lambda: (_call("copyreg", "__newobj_ex__", StandardScaler, (), {}),
+              lambda a: type(a) is StandardScaler)),
+    *(
+        (f"builtins.{t.__name__}", {("builtins", t.__name__)}, _is("builtins", t.__name__))
+        for t in safe_unpickle._SAFE_BUILTINS
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("label", "entries", "make"), ALLOWED, ids=[r[0] for r in ALLOWED])
+def test_every_allowed_entry_loads_a_real_object(label: str, entries: set[Any], make: Any) -> None:
+    data, same = make()
+    loaded = safe_load(data, max_bytes=LIMIT)
+    assert same(loaded), (label, loaded)
+
+
+# (module, name, the list entry whose removal would let it load). Refused before import.
+DENIED: list[tuple[str, str, str]] = [
+    ("sklearn.utils._testing", "TempMemmap", "_testing"),  # imports pytest
+    ("sklearn.utils.tests.test_validation", "test_as_float_array", "tests"),
+    ("sklearn.utils.testing", "TempMemmap", "testing"),  # the name before scikit-learn 0.24
+    ("sklearn.conftest", "pyplot", "conftest"),
+    ("sklearn.datasets._base", "Bunch", "datasets"),  # fetches data over the network
+    ("sklearn.externals._packaging.version", "Version", "externals"),
+    ("sklearn._build_utils", "gen_from_templates", "_build_utils"),
+    ("xgboost.tracker", "RabitTracker", "xgboost modules"),  # opens sockets
+    ("xgboost.dask", "DaskXGBClassifier", "xgboost modules"),
+    ("xgboost.spark", "SparkXGBClassifier", "xgboost modules"),
+    ("xgboost.collective", "init", "xgboost modules"),
+    ("numpy.lib.format", "open_memmap", "numpy modules"),  # opens files
+    ("numpy.ctypeslib", "load_library", "numpy modules"),
+    ("numpy", "memmap", "numpy types"),  # opens files
+    ("numpy", "load", "numpy types"),
+    ("numpy.random", "BitGenerator", "numpy random classes"),
+    ("numpy.random.mtrand", "seed", "numpy random classes"),
+    ("numpy.random._pickle", "__import__", "numpy random classes"),
+    ("builtins", "eval", "builtins"),
+    ("builtins", "getattr", "builtins"),
+    ("builtins", "memoryview", "builtins"),
+    ("copyreg", "add_extension", "exact names"),
+    ("_codecs", "decode", "exact names"),
+    ("os", "system", "everything else"),
+    ("sklearn.base", "inspect.os", "dotted names"),
+]
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "entry"), DENIED, ids=[f"{m}.{n}" for m, n, _ in DENIED]
+)
+def test_every_denied_module_or_part_is_refused_before_import(
+    module: str, name: str, entry: str
+) -> None:
+    imported = module in sys.modules
+    with pytest.raises(ForbiddenGlobalError) as refused:
+        safe_load(_global(module, name), max_bytes=LIMIT)
+    assert (refused.value.module, refused.value.name) == (module, name)
+    if not imported:
+        assert module not in sys.modules, f"{module} was imported before it was refused"
+
+
+def test_a_module_admitted_for_old_files_still_refuses_classes_it_only_imports() -> None:
+    """`xgboost.compat` is allowed (old label encoders), but its classes today are
+    scikit-learn's: the module passes, the class is refused as not XGBoost's own."""
+    with pytest.raises(ForbiddenGlobalError, match="defined in 'sklearn'"):
+        safe_load(_global("xgboost.compat", "XGBClassifierBase"), max_bytes=LIMIT)
+
+
+def _exercised() -> set[Any]:
+    return set().union(*(entries for _, entries, _ in ALLOWED))
+
+
+def test_every_exact_name_and_allowed_module_has_a_row() -> None:
+    exercised = _exercised()
+    assert set(safe_unpickle._EXACT) | set(safe_unpickle._REPLACED) <= exercised
+    assert exercised >= safe_unpickle._NUMPY_MODULES
+    assert exercised >= safe_unpickle._NUMPY_RANDOM_CLASSES
+    assert safe_unpickle._XGBOOST_MODULES - {"xgboost.compat"} <= exercised
+    assert {m for m, _, _ in DENIED if m.startswith("xgboost")}.isdisjoint(
+        safe_unpickle._XGBOOST_MODULES
+    )
+
+
+def test_the_lists_hold_exactly_the_entries_pinned_here() -> None:
+    """A new entry must come with a row above (a real object it admits, or a payload
+    it refuses): this fails until the tables are extended along with the list."""
+    exercised = _exercised()
+    names = {e for e in exercised if isinstance(e, tuple)}
+    modules = {
+        e for e in exercised if (isinstance(e, str) and "." in e) or e in ("numpy", "xgboost")
+    }
+    assert set(safe_unpickle._EXACT) | set(safe_unpickle._REPLACED) == names
+    assert {m for m in modules if m.startswith("numpy")} == safe_unpickle._NUMPY_MODULES
+    assert {m for m in modules if m.startswith("xgboost")} | {
+        "xgboost.compat"
+    } == safe_unpickle._XGBOOST_MODULES
+    assert {
+        e for e in exercised if isinstance(e, str) and e[0].isupper()
+    } == safe_unpickle._NUMPY_RANDOM_CLASSES
+    assert {
+        entry for m, _, entry in DENIED if m.startswith("sklearn.") and entry in m.split(".")
+    } == safe_unpickle._SKLEARN_DENIED_PARTS
