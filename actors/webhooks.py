@@ -478,6 +478,7 @@ class WebhookDispatcher:
                     task_status.started()
                     if self.configured_url:
                         tg.start_soon(self._check_configured_url, self.configured_url)
+                    await self._retarget_waiting()
                     wait: float | None = 0.0
                     while not self._stopping:
                         await self._sleep(wait)
@@ -492,6 +493,14 @@ class WebhookDispatcher:
                 # Their results are written before run() returns.
                 self._writer.close()
         self._log.info("webhook_dispatcher_stopped")
+
+    async def _retarget_waiting(self) -> None:
+        """Jobs waiting on a missing endpoint follow their models to a URL configured
+        since (N8N_WEBHOOK_URL changed across a restart)."""
+        async with self.pool.acquire() as conn:
+            moved = await outbox.retarget_waiting(conn, self.configured_url)
+        if moved:
+            self._log.warning("webhook_waiting_jobs_moved", jobs=moved, reason="url_changed")
 
     async def _check_configured_url(self, url: str) -> None:
         """Config time: a refused N8N_WEBHOOK_URL is said at start, not only when the

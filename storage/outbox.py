@@ -517,12 +517,12 @@ async def release_waiting(conn: asyncpg.Connection, urls: Sequence[str]) -> int:
     return int(result.split()[-1])
 
 
-async def retarget_waiting(
-    conn: asyncpg.Connection, active_model_id: int, old_url: str, default_url: str | None
-) -> int:
-    """Move the waiting jobs of `old_url` that carry this model to the URL their models
-    point to now, due now: only jobs whose every model points to the same new URL
-    (another model's predictions never go to a URL it was not configured for)."""
+async def retarget_waiting(conn: asyncpg.Connection, default_url: str | None) -> int:
+    """Move waiting jobs to the URL their models point to now (a model's own URL, else
+    `default_url`), due now: only jobs whose every model points to the same URL, other
+    than the one they wait on (another model's predictions never go to a URL it was
+    not configured for). Called after a URL change (PATCH) and when the dispatcher
+    starts (N8N_WEBHOOK_URL may have changed)."""
     result = await conn.execute(
         f"""
         WITH moved AS (
@@ -530,21 +530,18 @@ async def retarget_waiting(
             FROM webhook_outbox o
             CROSS JOIN LATERAL (
                 SELECT CASE WHEN am.n8n_enabled THEN
-                    coalesce(nullif(am.n8n_webhook_url, ''), nullif($3::text, '')) END AS url
+                    coalesce(nullif(am.n8n_webhook_url, ''), nullif($1::text, '')) END AS url
                 FROM unnest(o.active_model_ids) AS m(id)
                 LEFT JOIN active_models am ON am.id = m.id
             ) t
-            WHERE o.status = 'waiting' AND o.target_url = $1
-              AND o.active_model_ids @> ARRAY[$2::bigint]
-            GROUP BY o.id
+            WHERE o.status = 'waiting'
+            GROUP BY o.id, o.target_url
             HAVING count(DISTINCT t.url) = 1 AND count(t.url) = count(*)
-               AND min(t.url) <> $1
+               AND min(t.url) <> o.target_url
         )
         UPDATE webhook_outbox o SET target_url = moved.url, {_REQUEUE_SET}
         FROM moved WHERE o.id = moved.id
         """,
-        old_url,
-        active_model_id,
         default_url or "",
     )
     return int(result.split()[-1])

@@ -359,9 +359,7 @@ async def patch_alert_config(request: web.Request) -> web.Response:
         # Jobs parked on the old URL (endpoint missing) follow the model to its new one.
         context = ctx(request)
         async with context.pool.acquire() as conn:
-            moved = await outbox.retarget_waiting(
-                conn, updated.active_model_id, old_url, context.settings.n8n_webhook_url or None
-            )
+            moved = await outbox.retarget_waiting(conn, context.settings.n8n_webhook_url or None)
         if moved:
             _poke(request)
     return web.json_response(_alert_config(request, updated))

@@ -167,3 +167,31 @@ async def dispatcher_idle(pool: asyncpg.Pool) -> None:
         return int(leased) == 0
 
     await wait_for(idle, what="no job in flight")
+
+
+async def test_waiting_jobs_follow_a_changed_global_url_after_a_restart(
+    pool: asyncpg.Pool, receiver: WebhookReceiver
+) -> None:
+    """Jobs of models without their own URL waited on the old N8N_WEBHOOK_URL; the
+    service restarts with a new one: they move there and are delivered."""
+    old = receiver.url("/old-workflow")
+    async with pool.acquire() as conn:
+        model = await insert_active_model(conn, 41)  # no URL of its own: the global one
+        await store_predictions(conn, model, [("CoinA", T0, 0.9)], default_url=old)
+        other = await insert_active_model(conn, 42, n8n_webhook_url=old)  # its own URL
+        await store_predictions(conn, other, [("CoinB", T0, 0.9)], default_url=old)
+        await conn.execute("UPDATE webhook_outbox SET status = 'waiting'")
+    dispatcher = quick_dispatcher(pool, configured_url=receiver.url("/new-workflow"))
+    async with running(dispatcher):
+
+        async def moved_and_delivered() -> bool:
+            rows = await pool.fetch("SELECT coin_id, status FROM webhook_outbox ORDER BY id")
+            return [(r["coin_id"], r["status"]) for r in rows] == [
+                ("CoinA", "delivered"),
+                ("CoinB", "waiting"),  # its model still points to the old URL
+            ]
+
+        await wait_for(moved_and_delivered, what="the global model's job moved and delivered")
+    assert [(r.path, r.body["coin_id"]) for r in receiver.received()] == [
+        ("/new-workflow", "CoinA")
+    ]
