@@ -54,6 +54,8 @@ class BacktestRunner:
         self._wake.set()
 
     def request_stop(self) -> None:
+        """Stop now: a running backtest is killed and marked failed (request it again);
+        draining one could take minutes of a shutdown deadline."""
         self._stopping = True
         self._wake.set()
 
@@ -119,9 +121,15 @@ class BacktestRunner:
     async def _watch(self, process: Process, backtest_id: int) -> bool:
         """Wait for the worker; True when the backtest was deleted (the worker is killed)."""
         while True:
-            with anyio.move_on_after(POLL_SECONDS):
+            with anyio.move_on_after(0.1 if self._stopping else POLL_SECONDS):
                 await process.wait()
                 return False
+            if self._stopping:
+                process.kill()
+                await process.wait()
+                async with self._pool.acquire() as conn:
+                    await backtests.fail(conn, backtest_id, backtests.INTERRUPTED)
+                return True
             async with self._pool.acquire() as conn:
                 if not await backtests.exists(conn, backtest_id):
                     process.kill()

@@ -653,7 +653,12 @@ OPERATIONS: tuple[Operation, ...] = (
         BACKTESTS,
         body=_obj({"model_id": ID, "from": ISO_TIME, "to": ISO_TIME}, ("model_id",)),
         mutating=True,
-        responses={202: "queued; Location names the backtest", 422: "invalid field"},
+        responses={
+            202: "queued; Location names the backtest",
+            404: "no such model at the Training Service (and not imported)",
+            422: "invalid field, or a model an import would refuse",
+            502: "the Training Service is unreachable or failed",
+        },
     ),
     Operation(
         "GET",

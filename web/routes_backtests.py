@@ -12,11 +12,12 @@ from typing import Any
 
 from aiohttp import web
 
-from storage import backtest_rows, backtests
+from storage import active_models, backtest_rows, backtests, model_import
 from storage.backtests import BacktestRow
 from web.context import ctx
-from web.errors import bad_field, not_found, read_json_object
+from web.errors import ApiError, bad_field, not_found, read_json_object
 from web.request_input import parse_datetime
+from web.routes_models import _api_error, _training_service
 from web.routes_predictions import choice_param, int_param
 
 routes = web.RouteTableDef()
@@ -78,6 +79,23 @@ def backtest_json(row: BacktestRow) -> dict[str, Any]:
     }
 
 
+async def _check_model(request: web.Request, model_id: int) -> None:
+    """Refuse at once what the worker would refuse: an unknown model, one the import's
+    metadata checks refuse, a Training Service that is down (an imported model needs
+    none of it: its file is reused)."""
+    async with ctx(request).pool.acquire() as conn:
+        if await active_models.get_model_by_model_id(conn, model_id) is not None:
+            return
+    async with _training_service(request) as client:
+        try:
+            info = await model_import.fetch_model_info(client, model_id)
+        except model_import.ModelImportError as exc:
+            raise _api_error(exc) from None
+    problems = model_import.preflight_problems(info)
+    if problems:
+        raise ApiError(422, "not_backtestable", "; ".join(problems), {"field": "model_id"})
+
+
 @routes.post("/api/backtests")
 async def create_backtest(request: web.Request) -> web.Response:
     body = await read_json_object(request)
@@ -89,6 +107,7 @@ async def create_backtest(request: web.Request) -> web.Response:
     if start is not None and end is not None and start > end:
         raise bad_field("from", "must not be after to")
     context = ctx(request)
+    await _check_model(request, model_id)
     async with context.pool.acquire() as conn:
         row = await backtests.create(conn, model_id, start, end)
     poke = context.services.get("backtests_poke")

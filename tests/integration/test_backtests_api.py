@@ -58,6 +58,9 @@ async def test_a_backtest_requested_over_the_api_runs_in_a_worker_and_reports_it
                 async with http.post("/api/backtests", json=body) as resp:
                     assert resp.status == 422, body
                     assert (await resp.json())["error"]["details"]["field"] == field
+            # A model the Training Service does not have: refused at once, nothing queued.
+            async with http.post("/api/backtests", json={"model_id": 99}) as resp:
+                assert resp.status == 404
             assert (await _get(http, "/api/backtests"))[1]["items"] == []
 
             # While model 8's download hangs, its backtest runs and is deleted: the worker
