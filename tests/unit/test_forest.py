@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import joblib
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 
+from storage import forest as forest_module
 from storage.forest import CompiledForest
 from storage.model_files import load_model
 
@@ -38,3 +40,43 @@ def test_loaded_forest_uses_the_compiled_path_and_falls_back_on_nan(tmp_path: Pa
     assert np.abs(model.predict_proba(rows) - forest.predict_proba(rows)).max() < 1e-12
     rows[2, 1] = np.nan  # scikit-learn's own missing-value rules apply then
     assert np.allclose(model.predict_proba(rows), forest.predict_proba(rows), atol=1e-12)
+
+
+def _copies_of_one_tree(trees: int, seed: int = 0) -> tuple[RandomForestClassifier, int]:
+    """A real fitted forest whose estimators are `trees` references to one fitted tree:
+    any number of trees x nodes without fitting or holding them."""
+    X = np.random.default_rng(seed).normal(size=(300, 4))
+    forest = RandomForestClassifier(n_estimators=1, max_depth=4, random_state=seed)
+    forest.fit(X, X[:, 0] + X[:, 1] > 0)
+    forest.estimators_ = forest.estimators_ * trees
+    forest.n_estimators = trees
+    return forest, int(forest.estimators_[0].tree_.node_count)
+
+
+def test_a_forest_over_the_cell_limit_is_left_to_scikit_learn_without_allocating() -> None:
+    """The guard runs before the padded arrays exist: a forest of trees x nodes above
+    MAX_CELLS (here 20 M cells, ~1.5 GB once padded) costs no memory to refuse."""
+    _, nodes = _copies_of_one_tree(1)
+    forest, _ = _copies_of_one_tree(forest_module.MAX_CELLS // nodes + 1)
+    tracemalloc.start()
+    try:
+        compiled = CompiledForest.from_estimator(forest)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert compiled is None
+    assert peak < 20_000_000
+
+
+@pytest.mark.parametrize("over", [0, 1])
+def test_the_cell_limit_is_inclusive(over: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exactly MAX_CELLS cells compile (and predict like scikit-learn); one cell more does not."""
+    forest, nodes = _copies_of_one_tree(5)
+    monkeypatch.setattr(forest_module, "MAX_CELLS", 5 * nodes - over)
+    compiled = CompiledForest.from_estimator(forest)
+    if over:
+        assert compiled is None
+        return
+    assert compiled is not None
+    probe = np.random.default_rng(1).normal(size=(50, 4))
+    assert np.abs(compiled.predict_proba(probe) - forest.predict_proba(probe)).max() < 1e-12
