@@ -95,8 +95,8 @@ def _sum(window: np.ndarray) -> np.ndarray:
 
 def _mean(window: np.ndarray) -> np.ndarray:
     n = _count(window)
-    total = np.nansum(window, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        total = np.nansum(window, axis=1)
         return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
 
@@ -110,8 +110,10 @@ def _exact_std(window: np.ndarray) -> np.ndarray:
     """Sample std (ddof 1): NaN below two values, exactly 0 for equal values."""
     n = _count(window)
     mean = _mean(window)
-    dev = np.where(np.isnan(window), 0.0, window - mean[:, None])
-    with np.errstate(invalid="ignore", divide="ignore"):
+    # A collector value near the top of double overflows the square: infinite, then 0 at
+    # the end like every infinite feature (FEATURES.md), not a RuntimeWarning per batch.
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        dev = np.where(np.isnan(window), 0.0, window - mean[:, None])
         std = np.sqrt(np.sum(dev * dev, axis=1) / (n - 1))
     low, high = np.fmin.reduce(window, axis=1), np.fmax.reduce(window, axis=1)
     return np.where(n < 2, np.nan, np.where(low == high, 0.0, std))
