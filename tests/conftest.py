@@ -8,6 +8,7 @@ completely (procrastinate's approach).
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -155,3 +156,14 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
         yield hooks
     finally:
         await hooks.stop()
+
+
+@pytest.fixture(autouse=True)
+def _main_module_restored() -> Iterator[None]:
+    """Streamlit's AppTest installs the dashboard script as `__main__` and leaves it
+    there; a later multiprocessing child (the model probe's forkserver children) then
+    runs the dashboard script at start and dies, refusing every model imported after
+    a dashboard test in the same session."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
