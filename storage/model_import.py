@@ -289,6 +289,8 @@ async def fetch_model_info(client: TrainingServiceClient, model_id: int) -> Mode
 
 
 def _file_refused(model_id: int, exc: Exception) -> ModelImportError:
+    # A file the Training Service served that we refuse may be an attack: always leave a trace.
+    log.warning("model file refused", model_id=model_id, reason=str(exc))
     return ModelImportError(
         "file_refused",
         f"model {model_id}: the model file was refused: {exc}",

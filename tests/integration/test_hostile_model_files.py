@@ -23,6 +23,7 @@ import aiohttp
 import asyncpg
 from hostile_models import tampered_booster, tampered_forest
 from service_runner import running_service
+from structlog.testing import capture_logs
 from training_service_stub import TrainingServiceStub, training_service
 
 from storage.config import Settings
@@ -134,14 +135,18 @@ async def test_malicious_random_forests_and_boosters_are_refused_and_the_service
         training_service.add_model(model_id, kind, FEATURES, file=data)
 
     async with api_of(settings, training_service) as http:
-        for model_id, defect in defects.items():
-            await assert_refused_and_still_serving(
-                http, pool, settings, training_service, model_id, defect
-            )
+        with capture_logs() as logs:
+            for model_id, defect in defects.items():
+                await assert_refused_and_still_serving(
+                    http, pool, settings, training_service, model_id, defect
+                )
         async with http.get("/api/models") as response:
             assert response.status == 200
             listed = await response.json()
-        assert sorted(m["model_id"] for m in listed["models"]) == [1000 + i for i in defects]
+    assert sorted(m["model_id"] for m in listed["models"]) == [1000 + i for i in defects]
+    # Each refusal leaves a warning naming the model and the defect for the operator.
+    refused = {e["model_id"]: e["reason"] for e in logs if e["event"] == "model file refused"}
+    assert all(defect in refused[model_id] for model_id, defect in defects.items())
 
 
 class _Allocation:
