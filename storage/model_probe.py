@@ -100,8 +100,9 @@ def probe_in_child(
     """
     name = Path(path).name
     context = multiprocessing.get_context("forkserver")
-    # The server imports scikit-learn and XGBoost once; each probe forks from it.
-    context.set_forkserver_preload([__name__])
+    # The server imports scikit-learn and XGBoost once; each probe forks from it
+    # (without the parent's __main__: see storage.model_probe_server).
+    context.set_forkserver_preload(["storage.model_probe_server"])
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(
         target=_child,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,19 @@ def test_a_child_that_died_without_a_verdict_is_reported_by_its_signal() -> None
     assert "MODEL_PROBE_TIMEOUT_SECONDS" in exit_reason(-signal.SIGXCPU)
     assert "MODEL_PROBE_TIMEOUT_SECONDS" in exit_reason(-signal.SIGALRM)
     assert exit_reason(3) == "exited with status 3"
+
+
+def test_the_probe_child_does_not_run_the_parents_main_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Streamlit's test harness leaves its script as __main__; spawn-style children
+    # re-run __main__ first, and a script that fails there failed every probe.
+    script = tmp_path / "failing_main.py"
+    script.write_text("raise SystemExit('the parent main module ran in the probe child')\n")
+    main = types.ModuleType("__main__")
+    main.__file__ = str(script)
+    main.__spec__ = None
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    good = train_model("random_forest", FEATURES, path=tmp_path / "good.pkl")
+
+    _probe(good)
