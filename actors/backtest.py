@@ -10,7 +10,11 @@ group, not by the range.
 
 One difference from the stream is deliberate: the stream predicts a coin's
 newest row of each batch (older rows of the same batch are coalesced away);
-a backtest scores every row.
+a backtest scores every row. One is not: for a model with phases, the stream
+filters the phases inside its last FEATURE_HISTORY_SIZE rows (running features
+come from the prefix state of all the model's phase rows), the backtest over
+all the coin's rows; windowed features can differ only for a coin that left
+the model's phases for longer than that window and came back.
 """
 
 from __future__ import annotations
