@@ -70,7 +70,11 @@ def token_required() -> bool:
     The dashboard never reads `API_TOKEN` itself: a token in the dashboard's hands
     would let everyone who reaches the dashboard act with it.
     """
-    return os.environ.get("DASHBOARD_REQUIRE_TOKEN", "").strip().lower() in {"1", "true", "yes"}
+    if os.environ.get("DASHBOARD_REQUIRE_TOKEN", "").strip().lower() in {"1", "true", "yes"}:
+        return True
+    # Started by hand with the service's token in the environment (the old way): that
+    # token is not used, but it says the API wants one, so ask for it.
+    return bool(os.environ.get("API_TOKEN", "").strip())
 
 
 def _short_reason(exc: requests.RequestException) -> str:

@@ -15,7 +15,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from web.dashboard import common
+from web.dashboard import common, visual
 from web.dashboard.api_client import ApiClient
 
 ALERTS_SHOWN = 1000  # the API's page maximum: the alert list and the cumulative chart
@@ -96,8 +96,11 @@ def _alerts(api: ApiClient, backtest_id: int) -> None:
         judged = judged.assign(cumulative_change_pct=judged["actual_change_pct"].cumsum())
         st.altair_chart(
             alt.Chart(judged)
-            .mark_line()
-            .encode(x="timestamp:T", y="cumulative_change_pct:Q")
+            .mark_line(color=visual.GREY, point=alt.OverlayMarkDef(color=visual.ALERT))
+            .encode(
+                x=visual.utc_x("timestamp", "alert time", visual.span_of(judged["timestamp"])),
+                y="cumulative_change_pct:Q",
+            )
             .properties(title="Cumulative change of the alerts (% per alert, summed)"),
             use_container_width=True,
         )
@@ -112,11 +115,16 @@ def _alerts(api: ApiClient, backtest_id: int) -> None:
         points = pd.DataFrame((detail or {}).get("points") or [])
         if not points.empty:
             points["timestamp"] = pd.to_datetime(points["timestamp"], utc=True)
-            line = alt.Chart(points).mark_line().encode(x="timestamp:T", y="price_close:Q")
+            span = visual.span_of(points["timestamp"])
+            line = (
+                alt.Chart(points)
+                .mark_line(color=visual.GREY)
+                .encode(x=visual.utc_x("timestamp", "time", span), y="price_close:Q")
+            )
             rule = (
                 alt.Chart(pd.DataFrame({"at": [pd.Timestamp(at)]}))
-                .mark_rule(color="red")
-                .encode(x="at:T")
+                .mark_rule(color=visual.ALERT, strokeWidth=2)
+                .encode(x=visual.utc_x("at", "time", span))
             )
             st.altair_chart(line + rule, use_container_width=True)
 
