@@ -30,6 +30,8 @@ from waiting import wait_for
 
 from actors.service import ServiceOptions
 
+BROWSER_TIMEZONE = "Asia/Kathmandu"
+
 __all__ = ["browser", "chrome", "database_dsn", "demo", "screenshot_dir"]
 
 INSTALL_HINT = (
@@ -111,6 +113,8 @@ def chrome() -> Iterator[webdriver.Chrome]:
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=ChromeService(driver_path))
+    # A browser far from UTC (+05:45): a chart drawn in the browser's zone shows it.
+    driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": BROWSER_TIMEZONE})
     try:
         yield driver
     finally:

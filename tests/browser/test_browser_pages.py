@@ -6,6 +6,8 @@ API agrees (the dashboard talks only to the API, so that is where a change lands
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -153,3 +155,21 @@ def test_a_prediction_row_opens_its_coin_chart(
     assert code == alert["coin_id"]
     browser.shows(f"Prediction #{alert['id']} of")
     browser.assert_clean()
+
+    # The chart's time axis is UTC on a 24-hour clock, also in this browser at +05:45.
+    browser.wait(lambda: len(_time_labels(browser)) >= 2, "the chart's time labels")
+    at = datetime.fromisoformat(alert["data_timestamp"]).astimezone(UTC)
+    for label in _time_labels(browser):
+        hours, minutes = (int(part) for part in label.split(":")[:2])
+        apart = abs(hours * 60 + minutes - (at.hour * 60 + at.minute)) % 1440
+        assert min(apart, 1440 - apart) <= 15, (label, at.isoformat())
+    labels = browser.driver.find_elements(By.CSS_SELECTOR, f"{CHART} svg .role-axis-label text")
+    assert not [e.text for e in labels if "AM" in e.text or "PM" in e.text]
+
+
+def _time_labels(browser: DashboardBrowser) -> list[str]:
+    texts = [
+        e.text.strip()
+        for e in browser.driver.find_elements(By.CSS_SELECTOR, f"{CHART} svg .role-axis-label text")
+    ]
+    return [t for t in texts if re.fullmatch(r"\d{2}:\d{2}(:\d{2})?", t)]
