@@ -8,6 +8,7 @@ thread (`anyio.to_thread.run_sync`) while the loop keeps serving requests.
 from __future__ import annotations
 
 import json
+import multiprocessing.spawn
 import os
 import signal
 import socket
@@ -426,6 +427,25 @@ async def test_statistics_show_live_quality_next_to_training(
         assert len(at.get("vega_lite_chart")) >= 4  # matrix, time, histogram, cumulative
 
 
+@pytest.fixture
+def probe_without_apptest_main(monkeypatch: pytest.MonkeyPatch) -> None:
+    """AppTest runs the dashboard script as `__main__` of this test process, and the API
+    it calls (in this process too) starts the model probe child, which multiprocessing
+    would make re-run the parent's `__main__`, i.e. the dashboard. The service and the
+    dashboard are separate processes in use, so the probe's child is started here as it
+    is there: without the parent's main module."""
+    original = multiprocessing.spawn.get_preparation_data
+
+    def without_main(name: str) -> dict[str, Any]:
+        data = original(name)
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+        return data
+
+    monkeypatch.setattr(multiprocessing.spawn, "get_preparation_data", without_main)
+
+
+@pytest.mark.usefixtures("probe_without_apptest_main")
 async def test_import_page_imports_a_ready_model(
     settings: Settings,
     pool: asyncpg.Pool,
