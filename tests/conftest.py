@@ -69,18 +69,6 @@ class PgCluster:
         await self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(autouse=True)
-def _restore_main_module() -> Iterator[None]:
-    """Streamlit's AppTest runs the dashboard script as `__main__` and leaves it there;
-    multiprocessing children (the model probe) re-run the parent's `__main__`, so every
-    later import in the run would fail. Each test ends with the real main module back."""
-    main = sys.modules["__main__"]
-    try:
-        yield
-    finally:
-        sys.modules["__main__"] = main
-
-
 @pytest.fixture(scope="session")
 def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgCluster]:
     external = os.environ.get("TEST_DATABASE_URL")
