@@ -80,3 +80,14 @@ def test_the_cell_limit_is_inclusive(over: int, monkeypatch: pytest.MonkeyPatch)
     assert compiled is not None
     probe = np.random.default_rng(1).normal(size=(50, 4))
     assert np.abs(compiled.predict_proba(probe) - forest.predict_proba(probe)).max() < 1e-12
+
+
+def test_only_a_fitted_two_class_single_output_forest_is_compiled() -> None:
+    """Anything else keeps scikit-learn's own predict_proba (whose shape differs)."""
+    X = np.random.default_rng(2).normal(size=(120, 3))
+    three = RandomForestClassifier(n_estimators=3, random_state=0).fit(X, np.arange(120) % 3)
+    two_outputs = RandomForestClassifier(n_estimators=3, random_state=0)
+    two_outputs.fit(X, np.column_stack([X[:, 0] > 0, X[:, 1] > 0]))
+    assert CompiledForest.from_estimator(RandomForestClassifier()) is None  # not fitted
+    assert CompiledForest.from_estimator(three) is None
+    assert CompiledForest.from_estimator(two_outputs) is None
