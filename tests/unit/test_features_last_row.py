@@ -287,3 +287,25 @@ def test_newest_rows_equal_compute_when_the_longest_coin_ends_at_a_window_edge(
     longest = w + extra if extra < 2 else 2 * w + 1
     for seed in range(4):
         _compare(_edge_batch(seed, [longest, 1, max(1, longest // 2), longest], seed % 2 == 1), [w])
+
+
+@pytest.mark.parametrize("minutes", [59, 60, 1440, 1441])
+def test_ath_age_flags_at_their_boundaries(minutes: int) -> None:
+    """The newest row exactly 60 or 1440 minutes after the ATH: recent / old as compute() says."""
+    coin = _edge_batch(0, [2], nan=False).with_columns(
+        pl.Series("timestamp", [START, START + timedelta(minutes=minutes)]),
+        pl.Series("price_high", [4.0, 1.0]),
+    )
+    _compare(coin, [2])
+
+
+def test_base_columns_only_when_features_are_not_engineered() -> None:
+    history = _edge_batch(5, [3, 1], nan=False)
+    last = compute_last(history, [2], engineer=False)
+    expected = history.sort(["mint", "timestamp"]).group_by("mint", maintain_order=True).tail(1)
+    assert last.mints == ["E0", "E1"] and last.columns == list(_POOLS)
+    assert np.array_equal(last.values, expected.select(list(_POOLS)).to_numpy(), equal_nan=True)
+    assert compute_last(history.select("mint", "timestamp"), [2], engineer=False).values.shape == (
+        2,
+        0,
+    )

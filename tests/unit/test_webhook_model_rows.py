@@ -13,8 +13,10 @@ import pytest
 from actors.webhook_payload import (
     ReportedPrediction,
     WebhookModel,
+    build_payload,
     expand_snapshots,
     model_snapshot,
+    payload_json,
     snapshot_keys,
     snapshot_reference,
     tag_for,
@@ -166,3 +168,34 @@ def test_a_jobs_items_name_exactly_the_snapshots_it_carries() -> None:
     assert snapshot_keys(items_json) == set(carried) == {model_snapshot(m).key for m in models}
     expanded = json.loads(expand_snapshots(items_json, carried))
     assert [p["model"]["name"] for p in expanded] == ["My RF", "Other"]
+
+
+def test_the_envelope_counts_alerts_and_carries_sent_at_only_when_given() -> None:
+    model = WebhookModel.from_row(ROW)
+    items = [
+        (model, ReportedPrediction(coin, T0, int(p >= 0.5), p, tag_for(p, 0.8), 0.8))
+        for coin, p in (("A", 0.9), ("A", 0.95), ("A", 0.6))
+    ]
+    payload = build_payload("A", T0, items, "1.2.3")
+    assert payload["metadata"]["alerts_count"] == 2
+    assert payload["metadata"]["total_predictions"] == 3
+    assert "sent_at" not in payload["metadata"]
+    sent = payload_json("A", "t", "", total_predictions=0, alerts_count=0, version="1", sent_at="s")
+    assert json.loads(sent)["metadata"]["sent_at"] == "s"
+
+
+def test_a_tick_jobs_predictions_are_ordered_by_active_model_whatever_the_input_order() -> None:
+    models = [WebhookModel.from_row({**ROW, "id": i, "model_id": 10 + i}) for i in (9, 2, 5)]
+    items = [
+        item
+        for model in models
+        for item in webhook_items(
+            model, [ReportedPrediction("A", T0, 1, 0.9, "alert", 0.8)], default_url=None
+        )
+    ]
+    (job,) = tick_jobs(items)
+    assert job.active_model_ids == (2, 5, 9)
+    expanded = expand_snapshots(
+        json.dumps(json.loads(job.payload)["predictions"]), {s.key: s.json for s in job.snapshots}
+    )
+    assert [p["model"]["active_model_id"] for p in json.loads(expanded)] == [2, 5, 9]
