@@ -44,7 +44,8 @@ COIN = "FuzzMint1111111111111111111111111111111pump"
 EXAMPLES_PER_OPERATION = 20
 # Their 503 is a health report with reasons, not an error.
 HEALTH_PATHS = frozenset({"/health", "/api/health"})
-# Whole run, both generation modes and all operations; the test fails if it takes longer.
+# Bounds the run on a slow machine: past it, each operation still gets its first request
+# (so every route is reached) but no more examples. Not a speed assertion.
 TIME_BUDGET_SECONDS = 90.0
 
 # No 500 ever; another 5xx only where documented (502: the Training Service is down,
@@ -174,9 +175,9 @@ def _fuzz(base_url: str, model: int, spare: int, deadline: float) -> Findings:
         )
         @given(case=strategy)
         def one(case: Case[Any]) -> None:
-            if time.monotonic() > deadline:
-                return
             label = f"{op.method.upper()} {op.path} [{mode.value}]"
+            if time.monotonic() > deadline and label in findings.statuses:
+                return
             response = case.call(base_url=base_url, session=session, timeout=10)
             findings.requests += 1
             findings.statuses.setdefault(label, set()).add(response.status_code)
@@ -226,7 +227,6 @@ async def test_generated_requests_get_documented_answers_and_never_a_server_erro
     elapsed = time.monotonic() - started
     print(f"fuzz: {findings.requests} requests in {elapsed:.1f}s")
     assert not findings.problems, "\n\n".join(findings.problems.values())
-    assert elapsed < TIME_BUDGET_SECONDS, f"fuzz run took {elapsed:.0f}s"
     # The run really reached the operations: each answered at least once.
     documented = {f"{m.upper()} {p}" for p, ms in openapi_document()["paths"].items() for m in ms}
     reached = {label.rsplit(" [", 1)[0] for label in findings.statuses}
