@@ -14,6 +14,7 @@ from actors.webhook_payload import (
     ReportedPrediction,
     WebhookModel,
     build_payload,
+    compact_model_json,
     expand_snapshots,
     model_snapshot,
     payload_json,
@@ -199,3 +200,11 @@ def test_a_tick_jobs_predictions_are_ordered_by_active_model_whatever_the_input_
         json.dumps(json.loads(job.payload)["predictions"]), {s.key: s.json for s in job.snapshots}
     )
     assert [p["model"]["active_model_id"] for p in json.loads(expanded)] == [2, 5, 9]
+
+
+def test_the_compact_model_object_keeps_who_and_what_without_features_or_phases() -> None:
+    model = WebhookModel.from_row(ROW)
+    full = json.loads(model_snapshot(model).json)
+    compact = json.loads(compact_model_json(model_snapshot(model).json))
+    assert compact == {k: v for k, v in full.items() if k not in ("features", "phases")}
+    assert list(compact) == [k for k in full if k not in ("features", "phases")]
