@@ -266,3 +266,40 @@ def test_the_lists_hold_exactly_the_entries_pinned_here() -> None:
     assert {
         entry for m, _, entry in DENIED if m.startswith("sklearn.") and entry in m.split(".")
     } == safe_unpickle._SKLEARN_DENIED_PARTS
+
+
+# ---- the size limit, on every way the unpickler reads (unit level; the integration
+# tests send decompression bombs through the API)
+
+
+def test_a_file_larger_than_the_limit_is_refused_at_the_limit() -> None:
+    data, _ = _fitted("random_forest", None)
+    assert safe_load(data, max_bytes=len(data))  # exactly the limit loads
+    with pytest.raises(safe_unpickle.SizeLimitError, match=f"limit of {len(data) - 1} bytes"):
+        safe_load(data, max_bytes=len(data) - 1)
+
+
+def test_protocol_0_lines_and_protocol_5_bytearrays_count_towards_the_limit() -> None:
+    text = pickle.dumps("x" * 1000, 0)  # read line by line
+    blob = pickle.dumps(bytearray(b"y" * 1000), 5)  # BYTEARRAY8, read into a buffer
+    assert safe_load(text, max_bytes=len(text)) == "x" * 1000
+    # (pickle reads a frame ahead, so a framed bytearray needs its own size spare)
+    assert safe_load(blob, max_bytes=2 * len(blob)) == bytearray(b"y" * 1000)
+    for data in (text, blob):
+        with pytest.raises(safe_unpickle.SizeLimitError):
+            safe_load(data, max_bytes=len(data) - 10)
+
+
+def test_a_bytearray_claiming_more_than_the_file_holds_is_refused_before_allocation() -> None:
+    claim = b"\x80\x05\x96" + (1 << 40).to_bytes(8, "little") + b"tiny."
+    with pytest.raises(safe_unpickle.SizeLimitError, match="a bytearray of 1099511627776 bytes"):
+        safe_load(claim, max_bytes=1 << 20)
+
+
+def test_an_array_whose_header_claims_more_than_the_file_holds_is_refused() -> None:
+    data = _joblib(np.zeros(1000), 2)  # protocol 2: no frames whose lengths would change
+    shape = b"M\xe8\x03\x85"  # BININT2 1000, TUPLE1: the shape (1000,)
+    assert data.count(shape) == 1
+    forged = data.replace(shape, b"J\xff\xff\xff\x7f\x85")  # (2**31 - 1,)
+    with pytest.raises(safe_unpickle.SizeLimitError, match="an array of shape"):
+        safe_load(forged, max_bytes=1 << 20)
