@@ -50,7 +50,7 @@ class _Grid:
         counts = sizes["len"].to_numpy().astype(np.int64)
         self.coins = len(counts)
         self.width = int(counts.max()) if self.coins else 0
-        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        starts = np.cumsum(counts) - counts  # also right for a frame of no coins
         coin = np.repeat(np.arange(self.coins), counts)
         offset = np.arange(frame.height) - np.repeat(starts, counts)
         self.row = coin
@@ -219,8 +219,10 @@ def compute_last(
 
     ws = _validate_windows(windows)
     flags = list(has_data_for)
-    features = _engineered(frame, grid, ts_us, ws, flags, _seed_arrays(grid, seed))
     names = [*engineered_names(ws), *flags]
+    if not grid.coins:  # as compute() answers an empty frame: no rows, every column
+        return LastRows([], [], np.empty((0, len(base_names) + len(names))), [*base_names, *names])
+    features = _engineered(frame, grid, ts_us, ws, flags, _seed_arrays(grid, seed))
     engineered = np.column_stack([features[n] for n in names])
     # Every NULL / NaN / inf of the engineered block becomes 0, as fillna(0) does.
     engineered[~np.isfinite(engineered)] = 0.0

@@ -309,3 +309,14 @@ def test_base_columns_only_when_features_are_not_engineered() -> None:
         2,
         0,
     )
+
+
+def test_a_frame_without_rows_gives_no_rows_and_every_column_like_compute() -> None:
+    """An empty history (drawn now and then by the property tests) is an answer, not a crash."""
+    empty = _coins(0, count=1, max_rows=5).clear()
+    windows = [5, 10]
+    last = compute_last(empty, windows, has_data_for=["volume_sol" + HAS_DATA_SUFFIX])
+    assert last.mints == [] and last.timestamps == []
+    assert last.values.shape == (0, len(last.columns))
+    assert set(engineered_names(windows)) <= set(last.columns)
+    assert compute(empty, windows).height == 0
