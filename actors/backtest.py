@@ -36,21 +36,11 @@ from actors.messages import Tick
 from actors.model_runtime import ModelRuntime, build_runtime, score
 from actors.prefix_cache import phase_rows
 from features.matrix import FeatureSpec, TickRows
+from storage.backtests import TICK_COLUMNS
 from storage.model_import import CheckedModel
 
 DEFAULT_ALERT_THRESHOLD = 0.7
 THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
-TICK_COLUMNS: tuple[str, ...] = (
-    "mint",
-    "timestamp",
-    "probability",
-    "prediction",
-    "tag",
-    "outcome",
-    "actual_change_pct",
-    "max_gain_pct",
-    "max_drawdown_pct",
-)
 # Rows handed to the feature engine at once: bounds memory (a computed row is ~1.5 kB).
 CHUNK_ROWS = 50_000
 # What `score` reads besides the features: the close and market cap at the tick.

@@ -21,8 +21,9 @@ from typing import Any, TextIO
 import polars as pl
 from tqdm import tqdm
 
-from actors.backtest import TICK_COLUMNS, BacktestModel, ModelRun, Stopwatch, summarize
+from actors.backtest import BacktestModel, ModelRun, Stopwatch, summarize
 from actors.backtest_run import range_ticks, run_on_database, run_on_frame
+from storage.backtests import TICK_COLUMNS
 from storage.config import Settings
 from storage.database import migrate, open_database, open_pool
 from storage.model_import import ModelImportError, client_from_settings, load_checked_model

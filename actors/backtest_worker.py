@@ -19,9 +19,10 @@ from typing import Any
 
 import anyio
 
-from actors.backtest import TICK_COLUMNS, BacktestModel, Stopwatch, summarize
+from actors.backtest import BacktestModel, Stopwatch, summarize
 from actors.backtest_run import run_on_database
 from storage import backtests
+from storage.backtests import TICK_COLUMNS
 from storage.config import Settings
 from storage.db import create_pool
 from storage.model_import import ModelImportError, client_from_settings, load_checked_model

@@ -21,6 +21,7 @@ from storage import active_models, model_mode
 from storage.outcome_samples import tick_outcomes
 from web.context import ctx
 from web.errors import bad_field, not_found, read_json_object
+from web.routes_models import apply_to_pipeline
 from web.routes_predictions import check_known, check_range, path_model, time_param
 
 log = structlog.get_logger(__name__)
@@ -30,23 +31,12 @@ COMPARED_MAX = 5
 COMPARE_SAMPLE = 20_000  # newest predictions per model
 
 
-async def _apply(request: web.Request) -> None:
-    """Answer once the predictors run with the new mode (as the other model changes do)."""
-    model_sync = ctx(request).services.get("model_sync")
-    if model_sync is None:
-        return
-    try:
-        await model_sync.sync()
-    except Exception as exc:  # committed anyway; the model-sync actor catches up
-        log.warning("model_sync_from_api_failed", error=str(exc))
-
-
 async def _set(request: web.Request, model: int, mode: str) -> web.Response:
     async with ctx(request).pool.acquire() as conn:
         previous = await model_mode.set_mode(conn, model, mode)
     if previous is None:
         raise not_found("model", model)
-    await _apply(request)
+    await apply_to_pipeline(request)
     return web.json_response({"id": model, "mode": mode, "previous_mode": previous})
 
 

@@ -200,7 +200,7 @@ def available_json(info: ModelInfo) -> dict[str, Any]:
     }
 
 
-async def _apply_to_pipeline(request: web.Request) -> None:
+async def apply_to_pipeline(request: web.Request) -> None:
     """Answer a model change only once the predictors match it: a row committed
     after the answer is predicted by a model just activated or imported."""
     model_sync = ctx(request).services.get("model_sync")
@@ -270,7 +270,7 @@ async def import_model(request: web.Request) -> web.Response:
             )
         except ModelImportError as exc:
             raise _api_error(exc) from exc
-    await _apply_to_pipeline(request)
+    await apply_to_pipeline(request)
     async with context.pool.acquire() as conn:
         row = await active_models.get_model(conn, active_id)
     if row is None:  # deleted between the import and this read
@@ -322,7 +322,7 @@ async def _set_active(request: web.Request, active: bool) -> web.Response:
         raise not_found("model", row.id)
     updated, changed = result
     if changed:
-        await _apply_to_pipeline(request)
+        await apply_to_pipeline(request)
     return web.json_response({**model_json(updated), "changed": changed})
 
 
@@ -367,7 +367,7 @@ async def reload(request: web.Request) -> web.Response:
             )
         except ModelImportError as exc:
             raise _api_error(exc) from exc
-    await _apply_to_pipeline(request)
+    await apply_to_pipeline(request)
     return web.json_response(
         {
             **model_json(result.model),
@@ -398,5 +398,5 @@ async def delete(request: web.Request) -> web.Response:
         row = await model_import.delete_imported_model(ctx(request).pool, _id(request))
     except ModelImportError as exc:
         raise _api_error(exc) from exc
-    await _apply_to_pipeline(request)
+    await apply_to_pipeline(request)
     return web.json_response({"deleted": True, "id": row.id, "model_id": row.model_id})
