@@ -10,13 +10,12 @@ listens beyond loopback without `API_TOKEN` logs a warning when it starts.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
 import asyncpg
 from aiohttp import web
+from app_server import served
 from prediction_rows import add_model
 from structlog.testing import capture_logs
 from waiting import wait_for
@@ -26,18 +25,6 @@ from web.app import create_app
 from web.context import AppContext
 
 TOKEN = "tok-guard-9Xq-real-token"
-
-
-@asynccontextmanager
-async def served(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[str]:
-    runner = web.AppRunner(create_app(AppContext(settings=settings, pool=pool)))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
 
 
 async def _post(

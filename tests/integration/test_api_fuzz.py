@@ -12,7 +12,6 @@ answer their documented 502 quickly instead of waiting for a timeout.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import hypothesis
 import pytest
 import requests
 import schemathesis
+from app_server import closed_port
 from hypothesis import HealthCheck, Phase, given
 from prediction_rows import add_metric, add_model, add_prediction, set_outcome
 from schemathesis import Case, GenerationMode
@@ -68,13 +68,6 @@ class Findings:
 
     def add(self, key: str, text: str) -> None:
         self.problems.setdefault(key, text)
-
-
-def _closed_port() -> int:
-    """A port nothing listens on (bound then released, so the OS refuses connections)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _seed(dsn: str) -> tuple[int, int]:
@@ -214,7 +207,7 @@ async def test_generated_requests_get_documented_answers_and_never_a_server_erro
     settings: Settings,
 ) -> None:
     settings = settings.replace(
-        training_service_api_url=f"http://127.0.0.1:{_closed_port()}/api",
+        training_service_api_url=f"http://127.0.0.1:{closed_port()}/api",
         training_service_timeout_seconds=2.0,
     )
     model, spare = await _seed(settings.db_dsn)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,7 +19,7 @@ import aiohttp
 import anyio
 import asyncpg
 import pytest
-from aiohttp import web
+from app_server import served
 from prediction_rows import add_metric, add_model, add_prediction, set_outcome
 from service_runner import running_service
 from training_service_stub import TrainingServiceStub, training_service
@@ -30,25 +28,10 @@ from waiting import wait_for
 from storage.config import Settings
 from storage.db import connect
 from storage.text_rules import MAX_NAME_LENGTH
-from web.app import create_app
-from web.context import AppContext
 
 __all__ = ["training_service"]  # the fixture, found by pytest through this import
 
 COIN = "HostileMint111111111111111111111111111111pump"
-
-
-@asynccontextmanager
-async def served(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[str]:
-    """The real app on 127.0.0.1 without actors."""
-    runner = web.AppRunner(create_app(AppContext(settings=settings, pool=pool)))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
 
 
 def _strict_json(text: str) -> Any:

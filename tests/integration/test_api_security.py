@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -23,7 +20,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import asyncpg
 import structlog
-from aiohttp import web
+from app_server import closed_port, served
 from prediction_rows import add_metric, add_model
 from service_runner import running_service
 from waiting import wait_for
@@ -31,8 +28,6 @@ from webhook_receiver import insert_active_model, store_predictions
 
 from storage.config import Settings
 from storage.db import connect
-from web.app import create_app
-from web.context import AppContext
 from web.openapi import openapi_document
 
 if TYPE_CHECKING:
@@ -42,25 +37,6 @@ TOKEN = "tok-7Qm2-very-secret-api-token"
 PATH_PARAM = re.compile(r"\{(\w+)\}")
 OPEN_PATHS = {"/health", "/api/health"}
 UNKNOWN_ID = "987654"
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@asynccontextmanager
-async def served(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[str]:
-    """The real app on 127.0.0.1 without actors (routes and middleware are under test)."""
-    runner = web.AppRunner(create_app(AppContext(settings=settings, pool=pool)))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
 
 
 def _operations(methods: set[str]) -> list[tuple[str, str, dict[str, Any]]]:
@@ -121,7 +97,7 @@ async def test_every_mutating_route_refuses_a_missing_or_wrong_token_and_changes
 ) -> None:
     settings = settings.replace(
         api_token=TOKEN,
-        training_service_api_url=f"http://127.0.0.1:{_closed_port()}/api",
+        training_service_api_url=f"http://127.0.0.1:{closed_port()}/api",
         # This test fails authentication on purpose, a hundred times.
         api_auth_max_failures=0,
         api_auth_failure_delay_seconds=0.0,
@@ -164,7 +140,7 @@ async def test_reads_are_open_or_closed_by_api_public_reads_and_probes_always_op
     settings: Settings, pool: asyncpg.Pool
 ) -> None:
     reads = _operations({"GET"})
-    closed_ts = f"http://127.0.0.1:{_closed_port()}/api"
+    closed_ts = f"http://127.0.0.1:{closed_port()}/api"
     for public in (True, False):
         configured = settings.replace(
             api_token=TOKEN,
@@ -218,7 +194,7 @@ async def test_config_shows_every_setting_but_no_password_token_or_webhook_crede
 
 async def test_no_answer_and_no_log_line_carries_a_secret(settings: Settings) -> None:
     """Every GET route of a running service, after a webhook to a URL with credentials died."""
-    hook_port, ts_port = _closed_port(), _closed_port()
+    hook_port, ts_port = closed_port(), closed_port()
     hook_secret, ts_secret = "hookPass-S3cret", "tsPass-S3cret"
     secrets = [TOKEN, hook_secret, ts_secret]
     db_password = urlsplit(settings.db_dsn).password

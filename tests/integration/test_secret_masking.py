@@ -13,10 +13,8 @@ from __future__ import annotations
 import io
 import json
 import logging
-import socket
 import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import aiohttp
@@ -25,6 +23,7 @@ import pytest
 import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from app_server import closed_port, served
 from service_runner import running_service
 from waiting import wait_for
 from webhook_receiver import insert_active_model, store_predictions
@@ -32,28 +31,8 @@ from webhook_receiver import insert_active_model, store_predictions
 from actors.logs import configure_logging
 from storage.config import Settings
 from storage.db import connect
-from web.app import create_app
-from web.context import AppContext
 
 HOOK_ID = "6f1c1f0e-3b1a-4d7e-9b1e-2a9c7d0e5f11"  # an n8n webhook id: whoever knows it may post
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@asynccontextmanager
-async def served(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[str]:
-    runner = web.AppRunner(create_app(AppContext(settings=settings, pool=pool)))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture
@@ -134,7 +113,7 @@ async def test_error_bodies_answers_and_log_lines_mask_echoed_and_configured_sec
     configured = ["hk-S3cret", "hat-S3cret", HOOK_ID]
     trainer = await _echoing_training_service()
     hook_url = (
-        f"http://127.0.0.1:{_closed_port()}/webhook/{HOOK_ID}"
+        f"http://127.0.0.1:{closed_port()}/webhook/{HOOK_ID}"
         "?api_key=hk-S3cret&access_token=hat-S3cret"
     )
     settings = settings.replace(
