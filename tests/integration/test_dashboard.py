@@ -26,7 +26,7 @@ from aiohttp import web
 from model_factory import train_model
 from streamlit.testing.v1 import AppTest
 from waiting import wait_for
-from webhook_receiver import insert_active_model
+from webhook_receiver import insert_active_model, store_predictions
 
 from actors.dashboard_process import DashboardProcess
 from actors.state import ServiceState
@@ -532,11 +532,16 @@ async def test_import_page_imports_a_ready_model(
             assert "moon_phase" in message
             assert dashboard.errors() == [message]
 
+            # Alerts only is proposed (one n8n execution per alert, not per tick).
+            assert at.radio(key="send_modes_77").value == "Alerts only (recommended)"
             at = await dashboard.act(lambda at: at.button(key="import_77").click())
             assert not dashboard.errors(), dashboard.errors()
             async with pool.acquire() as conn:
-                rows = await conn.fetch("SELECT model_id, is_active FROM active_models")
+                rows = await conn.fetch(
+                    "SELECT model_id, is_active, n8n_send_modes FROM active_models"
+                )
             assert [(r["model_id"], r["is_active"]) for r in rows] == [(77, True)]
+            assert [list(r["n8n_send_modes"]) for r in rows] == [["alerts_only"]]
             assert any("Imported model 77" in str(s.value) for s in at.success)
             buttons = {b.key for b in at.button}
             assert "import_77" not in buttons and "import_78" in buttons
@@ -593,3 +598,38 @@ async def test_sign_in_check_refuses_a_wrong_token_also_where_reads_are_public(
         anonymous = await anyio.to_thread.run_sync(lambda: client.models())
     assert (wrong, right) == (False, True)
     assert anonymous == []
+
+
+async def test_dead_and_waiting_jobs_are_shown_and_retried_in_one_click(
+    settings: Settings, pool: asyncpg.Pool, dashboard_env: Callable[[str, str], None]
+) -> None:
+    """A model whose alerts died or wait on a missing n8n endpoint is loud on the
+    overview and on its Manage page, and one button queues every such job again."""
+    url = "https://n8n.example/webhook/pump-alerts"
+    async with pool.acquire() as conn:
+        model = await insert_active_model(conn, 51, n8n_webhook_url=url)
+        await store_predictions(
+            conn, model, [("CoinA", T0, 0.9), ("CoinB", T0, 0.2)], default_url=url
+        )
+        await conn.execute(
+            "UPDATE webhook_outbox SET status = CASE coin_id WHEN 'CoinA' THEN 'waiting'"
+            " ELSE 'dead' END, delivered_at = NULL"
+        )
+    async with serve_api(settings, pool) as base:
+        dashboard_env(base, "")
+        overview = Dashboard()
+        at = await overview.open()
+        lost = [str(e.value) for e in at.error if "not reaching n8n" in str(e.value)]
+        assert len(lost) == 1 and "wait for a missing endpoint" in lost[0], lost
+
+        dashboard = Dashboard("Manage model")
+        at = await dashboard.open()
+        lost = [str(e.value) for e in at.error if "not reaching n8n" in str(e.value)]
+        assert len(lost) == 1, [str(e.value) for e in at.error]
+        metrics = {m.label: m.value for m in at.metric}
+        assert (metrics["Dead jobs"], metrics["Waiting jobs"]) == ("1", "1")
+
+        at = await dashboard.act(lambda at: at.button(key=f"retry_all_jobs_{model}").click())
+        rows = await pool.fetch("SELECT status FROM webhook_outbox ORDER BY id")
+        assert [r["status"] for r in rows] == ["pending", "pending"]
+        assert any("queued again" in str(s.value) for s in at.success)

@@ -209,3 +209,20 @@ def flash() -> None:
     message = st.session_state.pop("_flash", None)
     if message:
         st.success(message)
+
+
+def webhook_losses(api: ApiClient, body: Any, *, key: str, scope: dict[str, Any]) -> None:
+    """Dead and waiting webhook jobs, loud, with one button that queues them all again.
+
+    `body` is n8n-status or /api/webhooks/losses; `scope` is the retry-all filter
+    (`{"active_model_id": id}` for one model, `{}` for every model)."""
+    if not isinstance(body, dict) or body.get("status") != "degraded":
+        return
+    reasons = [str(r) for r in body.get("reasons") or []]
+    st.error("Webhook alerts are not reaching n8n:\n\n" + "\n".join(f"- {r}" for r in reasons))
+    if st.button("Retry all dead and waiting jobs", key=key):
+        done = attempt(
+            api.post, "/api/webhooks/retry-all", {"statuses": ["dead", "waiting"], **scope}
+        )
+        if isinstance(done, dict):
+            rerun_with("Dead and waiting webhook jobs queued again.")

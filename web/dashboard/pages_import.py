@@ -27,14 +27,28 @@ def _imported_ids(api: ApiClient) -> set[int]:
     }
 
 
-def _import(api: ApiClient, model: dict[str, Any]) -> None:
+# What a new model sends to n8n. Alerts only is proposed: every prediction makes one n8n
+# execution per coin tick (~85 % without an alert), which burns hosted plans' quotas.
+SEND_CHOICES = {
+    "Alerts only (recommended)": ["alerts_only"],
+    "Every prediction": ["all"],
+}
+
+
+def _import(api: ApiClient, model: dict[str, Any], send_modes: list[str]) -> None:
     ident = int(model["id"])
     with st.spinner(f"Importing model {ident} (download, check, load) ..."):
         imported = common.attempt(api.import_model, ident)
-    if imported is not None:
+    if imported is None:
+        return
+    active = common.model_id(imported)
+    sent = common.attempt(
+        api.patch, f"/api/models/{active}/alert-config", {"n8n_send_modes": send_modes}
+    )
+    if sent is not None:
         common.rerun_with(
-            f"Imported model {ident} {model.get('name', '')} "
-            f"as active model #{common.model_id(imported)}."
+            f"Imported model {ident} {model.get('name', '')} as active model #{active}, "
+            f"sending {', '.join(send_modes)} to n8n."
         )
 
 
@@ -74,5 +88,13 @@ def render(api: ApiClient, health: dict[str, Any]) -> None:
             if problems:
                 # Shown before the click; the import still goes to the API, which decides.
                 st.warning("The API expects to refuse this model: " + "; ".join(problems))
+            choice = st.radio(
+                "Send to n8n",
+                list(SEND_CHOICES),
+                horizontal=True,
+                key=f"send_modes_{ident}",
+                help="Alerts only: one n8n execution per alert. Every prediction: one per "
+                "coin tick (your workflow filters). Changeable later on Manage model.",
+            )
             if st.button("Import", key=f"import_{ident}"):
-                _import(api, model)
+                _import(api, model, SEND_CHOICES[choice or next(iter(SEND_CHOICES))])

@@ -148,6 +148,7 @@ STATUS_TEXT = {
     "no_attempts": "nothing sent yet",
     "no_url": "no webhook URL (set one below or N8N_WEBHOOK_URL)",
     "disabled": "sending is switched off",
+    "degraded": "alerts lost or waiting (see below)",
 }
 
 
@@ -166,13 +167,17 @@ def _webhook_health(api: ApiClient, ident: int) -> None:
     text = STATUS_TEXT.get(status, status)
     if status == "ok":
         st.success(f"Webhook: {text}")
+    elif status == "degraded":
+        common.webhook_losses(
+            api, health, key=f"retry_all_jobs_{ident}", scope={"active_model_id": ident}
+        )
     elif status in ("failing", "retrying"):
         st.error(f"Webhook: {text}")
     else:
         st.info(f"Webhook: {text}")
     jobs = health.get("jobs") or {}
     last_error = health.get("last_error") or {}
-    cols = st.columns(4)
+    cols = st.columns(5)
     last_success = common.dig(health, "last_success.attempted_at")
     cols[0].metric("Last success", common.ago(last_success), help=common.when(last_success))
     cols[1].metric(
@@ -180,6 +185,12 @@ def _webhook_health(api: ApiClient, ident: int) -> None:
     )
     cols[2].metric("Pending jobs", common.number(jobs.get("pending")))
     cols[3].metric("Dead jobs", common.number(jobs.get("dead")))
+    cols[4].metric(
+        "Waiting jobs",
+        common.number(jobs.get("waiting")),
+        help="Held while the target answers 404 beyond the grace (endpoint missing); "
+        "delivered when it answers again, when the URL changes, or on retry.",
+    )
     history = health.get("history_seconds")
     st.caption(
         f"Target: {health.get('effective_webhook_url') or 'none'}"

@@ -319,6 +319,8 @@ def render(api: ApiClient, health: dict[str, Any]) -> None:
     common.flash()
     stats = common.need(api.stats)
     _service_block(health, stats)
+    losses = common.attempt(api.get, "/api/webhooks/losses")
+    common.webhook_losses(api, losses, key="retry_all_jobs", scope={})
     models = common.need(api.models, include_inactive=True)
     if not models:
         st.info(
