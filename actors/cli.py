@@ -109,13 +109,18 @@ async def _dashboard(settings: Settings) -> None:
 
 
 def _dashboard_host(settings: Settings) -> str:
-    """Where Streamlit will listen (all interfaces unless a host is configured)."""
-    return str(getattr(settings, "streamlit_host", "") or "0.0.0.0")
+    """Where Streamlit will listen (all interfaces when STREAMLIT_HOST is empty)."""
+    return settings.streamlit_host or "0.0.0.0"
+
+
+def _reachable(host: str) -> str:
+    """A listening host as a browser on this machine reaches it."""
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
 
 
 def _print_banner(settings: Settings, port: int | None, *, dashboard: bool, demo: bool) -> None:
     """Where things are, for the person who just ran ./scripts/run."""
-    host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::") else settings.api_host
+    host = _reachable(settings.api_host)
     lines = [
         "",
         "pump-predictor is running"
@@ -125,7 +130,8 @@ def _print_banner(settings: Settings, port: int | None, *, dashboard: bool, demo
         f"  metrics      http://{host}:{port}/metrics",
     ]
     if dashboard:
-        lines.append(f"  dashboard    http://{host}:{settings.streamlit_port}/")
+        dashboard_host = _reachable(_dashboard_host(settings))
+        lines.append(f"  dashboard    http://{dashboard_host}:{settings.streamlit_port}/")
     if settings.embedded:
         lines.append(f"  database     embedded PostgreSQL in {settings.embedded_data_dir}")
     if demo:
