@@ -20,15 +20,19 @@ from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 from aiohttp import web
+from model_factory import train_model
 
 from actors.webhook_payload import ReportedPrediction, WebhookModel, tag_for, webhook_jobs
 from actors.webhook_targets import TargetPolicy
 from actors.webhooks import WebhookDispatcher
 from storage import outbox
+from storage.model_files import file_sha256
+from storage.model_settings import notify_model_changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +160,37 @@ async def insert_active_model(conn: asyncpg.Connection, model_id: int, **columns
         f"VALUES ({', '.join(f'${i + 1}' for i in range(len(names)))}) RETURNING id"
     )
     return int(await conn.fetchval(sql, *values.values()))
+
+
+async def add_trained_models(
+    conn: asyncpg.Connection,
+    tmp_path: Path,
+    first_id: int,
+    features: list[str],
+    **columns: Any,
+) -> list[int]:
+    """An XGBoost and a RandomForest model trained on `features` (windows [5]), imported
+    as the API does (row + model-change NOTIFY); returns their active model ids."""
+    files = [
+        ("xgboost", train_model("xgboost", features, seed=1, path=tmp_path / "xgb.pkl")),
+        ("random_forest", train_model("random_forest", features, seed=2, path=tmp_path / "rf.pkl")),
+    ]
+    ids = []
+    for offset, (kind, path) in enumerate(files):
+        active_model_id = await insert_active_model(
+            conn,
+            first_id + offset,
+            model_type=kind,
+            features=features,
+            phases=None,
+            params={"use_engineered_features": True, "feature_engineering_windows": [5]},
+            file_path=str(path),
+            file_sha256=file_sha256(path),
+            **columns,
+        )
+        await notify_model_changed(conn, active_model_id, "imported")
+        ids.append(active_model_id)
+    return ids
 
 
 async def load_webhook_model(conn: asyncpg.Connection, active_model_id: int) -> WebhookModel:

@@ -19,17 +19,14 @@ import aiohttp
 import asyncpg
 import pytest
 from coin_rows import coin_rows, insert_rows
-from model_factory import train_model
 from service_runner import running_service
 from structlog.testing import capture_logs
 from waiting import wait_for
-from webhook_receiver import insert_active_model
+from webhook_receiver import add_trained_models
 
 from actors.service import Service
 from storage.config import Settings
 from storage.db import connect
-from storage.model_files import file_sha256
-from storage.model_settings import notify_model_changed
 
 FEATURES = ["price_close", "volume_sol", "buy_pressure_ratio", "num_buys", "price_roc_5"]
 
@@ -37,29 +34,6 @@ FEATURES = ["price_close", "volume_sol", "buy_pressure_ratio", "num_buys", "pric
 @pytest.fixture
 def quick(settings: Settings) -> Settings:
     return settings.replace(batch_timeout_seconds=0.01)
-
-
-async def add_models(conn: asyncpg.Connection, tmp_path: Path, first_id: int) -> list[int]:
-    """An XGBoost and a RandomForest model on base and engineered features."""
-    files = [
-        ("xgboost", train_model("xgboost", FEATURES, seed=1, path=tmp_path / "xgb.pkl")),
-        ("random_forest", train_model("random_forest", FEATURES, seed=2, path=tmp_path / "rf.pkl")),
-    ]
-    ids = []
-    for offset, (kind, path) in enumerate(files):
-        active_model_id = await insert_active_model(
-            conn,
-            first_id + offset,
-            model_type=kind,
-            features=FEATURES,
-            phases=None,
-            params={"use_engineered_features": True, "feature_engineering_windows": [5]},
-            file_path=str(path),
-            file_sha256=file_sha256(path),
-        )
-        await notify_model_changed(conn, active_model_id, "imported")
-        ids.append(active_model_id)
-    return ids
 
 
 async def column_types(conn: asyncpg.Connection) -> dict[str, str]:
@@ -157,7 +131,7 @@ async def test_rows_with_unusable_timestamps_are_skipped_and_every_coin_is_still
     conn = await connect(db_dsn)
     start = datetime.now(UTC) - timedelta(seconds=200)
     try:
-        models = await add_models(conn, tmp_path, 701)
+        models = await add_trained_models(conn, tmp_path, 701, FEATURES)
         with capture_logs() as logs:
             async with running_service(quick) as service:
                 await wait_for(lambda: running_predictors(service, len(models)), what="models")
@@ -224,7 +198,7 @@ async def test_non_finite_huge_zero_and_negative_values_are_skipped_or_missing_n
     conn = await connect(db_dsn)
     start = datetime.now(UTC) - timedelta(seconds=200)
     try:
-        models = await add_models(conn, tmp_path, 801)
+        models = await add_trained_models(conn, tmp_path, 801, FEATURES)
         with capture_logs() as logs:
             async with running_service(quick) as service:
                 await wait_for(lambda: running_predictors(service, len(models)), what="models")
@@ -298,7 +272,7 @@ async def test_a_duplicated_row_is_predicted_and_evaluated_from_the_same_row(
     start = datetime.now(UTC) - timedelta(minutes=20)
     fast = quick.replace(evaluation_interval_seconds=0.2, evaluation_grace_seconds=0)
     try:
-        models = await add_models(conn, tmp_path, 901)
+        models = await add_trained_models(conn, tmp_path, 901, FEATURES)
         async with running_service(fast) as service:
             await wait_for(lambda: running_predictors(service, len(models)), what="models")
             first = await history(conn, ["dupCoin"], 30, start)
@@ -341,7 +315,7 @@ async def test_rows_without_a_mint_or_a_timestamp_are_skipped_where_the_schema_a
     try:
         await conn.execute("ALTER TABLE coin_metrics ALTER COLUMN mint DROP NOT NULL")
         await conn.execute('ALTER TABLE coin_metrics ALTER COLUMN "timestamp" DROP NOT NULL')
-        models = await add_models(conn, tmp_path, 1301)
+        models = await add_trained_models(conn, tmp_path, 1301, FEATURES)
         with capture_logs() as logs:
             async with running_service(quick) as service:
                 await wait_for(lambda: running_predictors(service, len(models)), what="models")

@@ -16,17 +16,14 @@ import aiohttp
 import asyncpg
 import pytest
 from coin_rows import coin_rows, insert_rows
-from model_factory import train_model
 from service_runner import running_service
 from structlog.testing import capture_logs
 from waiting import wait_for
-from webhook_receiver import WebhookReceiver, insert_active_model
+from webhook_receiver import WebhookReceiver, add_trained_models
 
 from actors.service import Service
 from storage.config import Settings
 from storage.db import connect
-from storage.model_files import file_sha256
-from storage.model_settings import notify_model_changed
 
 FEATURES = ["price_close", "volume_sol", "buy_pressure_ratio", "num_buys", "price_roc_5"]
 GOOD = ["coinA", "coinB", "coinC"]
@@ -55,32 +52,6 @@ async def _refuse(conn: asyncpg.Connection, coin: str, errcode: str, times: int 
         FOR EACH ROW WHEN (NEW.coin_id = '{coin}') EXECUTE FUNCTION refuse_prediction()
         """
     )
-
-
-async def _add_models(
-    conn: asyncpg.Connection, tmp_path: Path, first_id: int, **columns: Any
-) -> list[int]:
-    files = [
-        ("xgboost", train_model("xgboost", FEATURES, seed=1, path=tmp_path / "xgb.pkl")),
-        ("random_forest", train_model("random_forest", FEATURES, seed=2, path=tmp_path / "rf.pkl")),
-    ]
-    ids = []
-    for offset, (kind, path) in enumerate(files):
-        active_model_id = await insert_active_model(
-            conn,
-            first_id + offset,
-            model_type=kind,
-            features=FEATURES,
-            phases=None,
-            params={"use_engineered_features": True, "feature_engineering_windows": [5]},
-            file_path=str(path),
-            file_sha256=file_sha256(path),
-            n8n_send_modes=["all"],
-            **columns,
-        )
-        await notify_model_changed(conn, active_model_id, "imported")
-        ids.append(active_model_id)
-    return ids
 
 
 async def _insert_batch(conn: asyncpg.Connection, coins: list[str], n: int) -> dict[str, Any]:
@@ -183,7 +154,7 @@ async def test_a_tick_the_database_always_refuses_is_skipped_and_its_batch_mates
 ) -> None:
     conn = await connect(db_dsn)
     try:
-        models = await _add_models(conn, tmp_path, 501)
+        models = await add_trained_models(conn, tmp_path, 501, FEATURES, n8n_send_modes=["all"])
         await _refuse(conn, "poison", "check_violation", times=None)
         with capture_logs() as logs:
             async with running_service(quick) as service:
@@ -239,7 +210,9 @@ async def test_models_storing_their_own_rows_skip_only_the_refused_tick(
     inserting transaction): the refused tick is isolated there too."""
     conn = await connect(db_dsn)
     try:
-        models = await _add_models(conn, tmp_path, 601, max_open_alert=1000)
+        models = await add_trained_models(
+            conn, tmp_path, 601, FEATURES, n8n_send_modes=["all"], max_open_alert=1000
+        )
         await _refuse(conn, "poison", "check_violation", times=None)
         with capture_logs() as logs:
             async with running_service(quick) as service:
@@ -289,7 +262,9 @@ async def test_a_transient_refusal_is_retried_and_nothing_is_skipped(
     then the batcher restarts and reads the batch again; no tick is skipped."""
     conn = await connect(db_dsn)
     try:
-        models = await _add_models(conn, tmp_path, 600 + 10 * refusals)
+        models = await add_trained_models(
+            conn, tmp_path, 600 + 10 * refusals, FEATURES, n8n_send_modes=["all"]
+        )
         await _refuse(conn, "flaky", "serialization_failure", times=refusals)
         async with running_service(quick) as service:
             await wait_for(lambda: _running(service, len(models)), what="the predictors")
