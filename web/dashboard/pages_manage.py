@@ -148,7 +148,6 @@ STATUS_TEXT = {
     "no_attempts": "nothing sent yet",
     "no_url": "no webhook URL (set one below or N8N_WEBHOOK_URL)",
     "disabled": "sending is switched off",
-    "degraded": "alerts lost or waiting (see below)",
 }
 
 
@@ -211,7 +210,8 @@ def _webhook_health(api: ApiClient, ident: int) -> None:
         left.markdown(
             f"Job #{job.get('id')} · coin `{visual.short_coin(job.get('coin_id'))}` · "
             f"attempts: {job.get('attempts')} · last: "
-            f"{job.get('last_status_code') or ''} {job.get('last_error') or 'no answer'}"
+            # The stored error names its status code ("HTTP 500: ..."): once is enough.
+            f"{job.get('last_error') or job.get('last_status_code') or 'no answer'}"
         )
         if right.button("Retry", key=f"retry_job_{job.get('id')}"):
             done = common.attempt(api.post, f"/api/webhooks/{job.get('id')}/retry")
