@@ -16,8 +16,9 @@ import aiohttp
 import asyncpg
 from coin_rows import coin_rows, insert_rows
 from service_runner import running_service
-from test_intake_total import add_models, insert_raw, running_predictors
+from test_intake_total import FEATURES, insert_raw, running_predictors
 from waiting import wait_for
+from webhook_receiver import add_trained_models
 
 from actors.service import Service
 from storage.config import Settings
@@ -87,7 +88,7 @@ async def test_health_is_503_while_the_batcher_crash_loops(
     again and again: no tick is predicted, so the service is not healthy."""
     conn = await connect(db_dsn)
     try:
-        models = await add_models(conn, tmp_path, 1001)
+        models = await add_trained_models(conn, tmp_path, 1001, FEATURES)
         async with running_service(strict(settings)) as service:
             await wait_for(lambda: running_predictors(service, len(models)), what="models")
             await wait_for(status_is(service, 200), what="healthy at start")

@@ -28,7 +28,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from service_runner import running_service
 from test_intake_total import (
-    add_models,
+    FEATURES,
     as_text,
     column_types,
     cursor_id,
@@ -37,6 +37,7 @@ from test_intake_total import (
     running_predictors,
 )
 from waiting import wait_for
+from webhook_receiver import add_trained_models
 
 from actors.service import Service
 from storage.config import load_settings
@@ -198,7 +199,7 @@ def test_random_collector_rows_between_good_rows_never_stop_intake(
         )
         conn: asyncpg.Connection = portal.call(connect, dsn)
         try:
-            models = portal.call(add_models, conn, tmp_path, 1201)
+            models = portal.call(add_trained_models, conn, tmp_path, 1201, FEATURES)
             types = portal.call(column_types, conn)
             with portal.wrap_async_context_manager(running_service(settings)) as service:
 
