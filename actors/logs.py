@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
+from typing import TextIO
 
 import structlog
-from structlog.typing import EventDict, WrappedLogger
+from structlog.typing import EventDict, ExcInfo, WrappedLogger
 
-from storage.masking import mask_mapping
+from storage.masking import mask_mapping, mask_text
 
 
 def mask_secrets(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
     """Last step before rendering: values under secret key names and secrets inside any
     text (URLs, DSNs, `token=` pairs, echoed error bodies) are masked in every line."""
     return mask_mapping(event)
+
+
+def masked_traceback(sio: TextIO, exc_info: ExcInfo) -> None:
+    """The console renderer formats exceptions after every processor has run, so its
+    traceback (an asyncpg error quoting the DSN, a locals dump) needs its own masking.
+    Plain text, no locals: colour codes inside a URL would hide it from the mask."""
+    buffer = io.StringIO()
+    structlog.dev.plain_traceback(buffer, exc_info)
+    sio.write(mask_text(buffer.getvalue()))
 
 
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
@@ -27,14 +38,16 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=masked_traceback
+        )
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
     ]
-    # The console renderer prints exceptions itself (prettier, no warning).
+    # The console renderer prints exceptions itself (through `masked_traceback`).
     tail: list[structlog.typing.Processor] = [
         *([structlog.processors.format_exc_info] if fmt == "json" else []),
         mask_secrets,
