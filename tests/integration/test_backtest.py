@@ -120,9 +120,7 @@ async def test_every_tick_the_stream_predicted_gets_the_same_probability_and_out
                 async with http.post("/api/models/import", json={"model_id": 7}) as resp:
                     assert resp.status == 201, await resp.text()
                 await wait_for(
-                    lambda: _async(
-                        any(a.startswith("predictor-") for a in service.supervisor.actor_names)
-                    ),
+                    lambda: any(a.startswith("predictor-") for a in service.supervisor.actor_names),
                     what="the predictor",
                 )
                 # One step at a time, each processed before the next: the stream predicts
@@ -180,10 +178,6 @@ async def test_every_tick_the_stream_predicted_gets_the_same_probability_and_out
         .drop("outcome", "came_true")
         .equals(run.ticks().drop("outcome", "came_true"))
     )
-
-
-async def _async(value: Any) -> Any:
-    return value
 
 
 async def _consumed(conn: asyncpg.Connection) -> bool:

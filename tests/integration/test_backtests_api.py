@@ -74,7 +74,7 @@ async def test_a_backtest_requested_over_the_api_runs_in_a_worker_and_reports_it
                 return (await _get(http, f"/api/backtests/{stuck}"))[1]["status"] == "running"
 
             await wait_for(running, timeout=30, what="the first backtest running")
-            await wait_for(lambda: _async(ts.downloads(8) == 1), timeout=30, what="the download")
+            await wait_for(lambda: ts.downloads(8) == 1, timeout=30, what="the download")
             async with http.delete(f"/api/backtests/{stuck}") as resp:
                 assert resp.status == 200
             assert (await _get(http, f"/api/backtests/{stuck}"))[0] == 404
@@ -133,7 +133,3 @@ async def test_a_backtest_requested_over_the_api_runs_in_a_worker_and_reports_it
         assert await conn.fetchval("SELECT count(*) FROM active_models") == 0
     finally:
         await conn.close()
-
-
-async def _async(value: Any) -> Any:
-    return value

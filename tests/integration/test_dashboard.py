@@ -569,7 +569,7 @@ async def test_dashboard_process_restarts_a_dead_child_and_stops_it_on_shutdown(
                 assert response.status == 200
             os.kill(first, signal.SIGKILL)
             await wait_for(
-                lambda: _async(actor.pid not in (None, first)), timeout=10, what="a new dashboard"
+                lambda: actor.pid not in (None, first), timeout=10, what="a new dashboard"
             )
             with anyio.fail_after(40):
                 await actor.wait_ready()
@@ -579,10 +579,6 @@ async def test_dashboard_process_restarts_a_dead_child_and_stops_it_on_shutdown(
         assert actor.pid is None
         with pytest.raises(ProcessLookupError):
             os.kill(second, 0)
-
-
-async def _async(value: bool) -> bool:
-    return value
 
 
 async def test_sign_in_check_refuses_a_wrong_token_also_where_reads_are_public(

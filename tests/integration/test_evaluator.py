@@ -302,9 +302,7 @@ async def test_failed_update_is_retried_on_the_next_cycle(
     evaluator = _evaluator(pool)
     async with anyio.create_task_group() as tg:
         await tg.start(evaluator.run)
-        await wait_for(
-            lambda: _value(evaluator.failed_sweeps >= 2), what="two failed evaluation cycles"
-        )
+        await wait_for(lambda: evaluator.failed_sweeps >= 2, what="two failed evaluation cycles")
         assert (await prediction(conn, pid))["evaluation_result"] is None
         await conn.execute("ALTER TABLE predictions DROP CONSTRAINT refuse_outcomes")
 
@@ -317,7 +315,3 @@ async def test_failed_update_is_retried_on_the_next_cycle(
     labels = {"active_model_id": str(model)}
     assert metrics.MODEL_EVALUATED.get(labels) == 1
     assert metrics.MODEL_LIVE_SUCCESS_RATE.get(labels) == 1.0
-
-
-async def _value(value: bool) -> bool:
-    return value

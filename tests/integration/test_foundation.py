@@ -182,7 +182,7 @@ async def test_crashing_actor_is_restarted_and_health_keeps_answering(settings: 
         await tg.start(service.run)
         await service.supervisor.spawn(ActorSpec("crasher", _Crasher))
         await wait_for(
-            lambda: _async_value(service.state.actor_restarts.get("crasher", 0) >= 3),
+            lambda: service.state.actor_restarts.get("crasher", 0) >= 3,
             what="three restarts of the crashing actor",
         )
         async with aiohttp.ClientSession() as http:
@@ -196,10 +196,6 @@ async def test_crashing_actor_is_restarted_and_health_keeps_answering(settings: 
         assert _Crasher.starts >= 3
         await service.shutdown()
     assert service.supervisor.actor_names == []
-
-
-async def _async_value(value: bool) -> bool:
-    return value
 
 
 @pytest.mark.parametrize("path", ["/health", "/metrics", "/api/config"])

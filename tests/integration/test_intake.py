@@ -206,14 +206,10 @@ async def test_one_notification_per_insert_statement(db_dsn: str) -> None:
     try:
         await listener.add_listener("coin_metrics_insert", lambda *a: got.append(a[3]))
         ids = await insert_rows(writer, one_row_per_coin(300, "stmt"))
-        await wait_for(lambda: _async(bool(got)), what="the notification")
+        await wait_for(lambda: bool(got), what="the notification")
         await anyio.sleep(0.2)
     finally:
         await listener.close()
         await writer.close()
     assert len(got) == 1
     assert got[0] == f'{{"rows" : 300, "max_id" : {max(ids)}}}'
-
-
-async def _async(value: bool) -> bool:
-    return value

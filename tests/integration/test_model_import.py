@@ -150,13 +150,9 @@ async def test_import_stores_the_target_features_metrics_and_a_checksummed_file(
     assert row.file_state == "ok"
     assert _files(settings) == [path.name]
     await wait_for(
-        lambda: _async({"active_model_id": active_id, "action": "imported"} in notes),
+        lambda: {"active_model_id": active_id, "action": "imported"} in notes,
         what="imported notification",
     )
-
-
-async def _async(value: Any) -> Any:
-    return value
 
 
 async def test_import_of_an_imported_model_is_refused_without_downloading_again(
@@ -375,7 +371,7 @@ async def test_reload_downloads_a_deleted_file_again_and_shows_it(
     assert training_service.downloads(7) == 2
     assert _sha_of(row.file_path) == row.file_sha256
     await wait_for(
-        lambda: _async(
+        lambda: (
             [n["action"] for n in notes if n["active_model_id"] == active_id]
             == ["imported", "reloaded", "reloaded"]
         ),
@@ -450,7 +446,7 @@ async def test_delete_removes_the_row_its_predictions_and_its_file(
     assert await pool.fetchval("SELECT count(*) FROM predictions") == 0
     assert _files(settings) == []
     await wait_for(
-        lambda: _async({"active_model_id": active_id, "action": "deleted"} in notes),
+        lambda: {"active_model_id": active_id, "action": "deleted"} in notes,
         what="deleted notification",
     )
     # And it can be imported again.
@@ -473,9 +469,7 @@ async def test_a_second_import_during_a_download_is_refused_as_busy(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(first)
-        await wait_for(
-            lambda: _async(training_service.downloads(7) == 1), what="first download in flight"
-        )
+        await wait_for(lambda: training_service.downloads(7) == 1, what="first download in flight")
         # Refused at once, not queued behind the download.
         with anyio.fail_after(5), pytest.raises(ModelImportError) as caught:
             await import_model(pool, settings, client, 7)

@@ -76,10 +76,6 @@ def _exists(path: str | Path) -> bool:
     return Path(path).exists()
 
 
-async def _true(value: bool) -> bool:
-    return value
-
-
 async def test_available_models_then_import_then_the_model_is_served(
     api: Client, training_service: TrainingServiceStub
 ) -> None:
@@ -214,7 +210,7 @@ async def test_activate_deactivate_rename_and_list_filters(
         {"active_model_id": first, "action": "renamed"},
     ]
     await wait_for(
-        lambda: _true([n for n in notes if n["action"] != "imported"] == expected),
+        lambda: [n for n in notes if n["action"] != "imported"] == expected,
         what="lifecycle notifications",
     )
 

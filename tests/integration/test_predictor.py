@@ -316,7 +316,7 @@ async def _lifecycle(pipeline_settings: Settings, db_dsn: str, hooks: WebhookRec
                 # 1. A coin's rows -> one prediction for its newest tick, one webhook.
                 a = await _insert_coin(conn, "coinA", 40)
                 await wait_for(lambda: _has_prediction(conn, "coinA", a), what="coinA predicted")
-                await wait_for(lambda: _async(len(hooks.bodies()) >= 1), what="coinA webhook")
+                await wait_for(lambda: len(hooks.bodies()) >= 1, what="coinA webhook")
                 p = await conn.fetchrow("SELECT * FROM predictions WHERE coin_id = 'coinA'")
                 assert p["probability"] == pytest.approx(
                     await expected_probability(conn, first_file, "coinA", a), abs=1e-6
@@ -325,7 +325,7 @@ async def _lifecycle(pipeline_settings: Settings, db_dsn: str, hooks: WebhookRec
                 # 2. Deactivated: the next ticks get no prediction (they are still consumed).
                 async with http.post(f"/api/models/{active_id}/deactivate") as resp:
                     assert resp.status == 200, await resp.text()
-                await wait_for(lambda: _async(not _running_now(service)), what="predictor stop")
+                await wait_for(lambda: not _running_now(service), what="predictor stop")
                 b = await _insert_coin(conn, "coinB", 10)
                 await wait_for(lambda: _cursor_past(conn, "coinB", b), what="coinB consumed")
                 assert not await _has_prediction(conn, "coinB", b)
@@ -347,7 +347,7 @@ async def _lifecycle(pipeline_settings: Settings, db_dsn: str, hooks: WebhookRec
                     "SELECT file_sha256 FROM active_models WHERE id = $1", active_id
                 )
                 await wait_for(
-                    lambda: _async(
+                    lambda: (
                         service.supervisor.actor("model-sync").runtimes[active_id].model.sha256
                         == new_sha
                     ),
@@ -411,10 +411,6 @@ async def _cursor_past(conn: asyncpg.Connection, coin: str, at: datetime) -> boo
 
 def _running_now(service: Any) -> bool:
     return any(a.startswith("predictor-") for a in service.supervisor.actor_names)
-
-
-async def _async(value: bool) -> bool:
-    return value
 
 
 async def test_a_model_file_lost_while_down_is_downloaded_again_at_start(

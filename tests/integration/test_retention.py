@@ -287,7 +287,7 @@ async def test_a_failed_pass_is_counted_and_the_next_one_deletes(pool: asyncpg.P
         async with pool.acquire() as blocker, blocker.transaction():
             # Someone holds the snapshot table (a writer that never commits, a manual session).
             await blocker.execute("LOCK TABLE webhook_model_snapshots IN ROW EXCLUSIVE MODE")
-            await wait_for(lambda: _true(actor.failed_sweeps >= 2), what="two failed passes")
+            await wait_for(lambda: actor.failed_sweeps >= 2, what="two failed passes")
             assert _errors() >= errors_before + 2
         # The lock is gone (commit): a later pass deletes what the failed ones could not.
 
@@ -297,10 +297,6 @@ async def test_a_failed_pass_is_counted_and_the_next_one_deletes(pool: asyncpg.P
         await wait_for(snapshot_gone, what="the snapshot to be deleted after the lock")
         assert await _job_ids(conn) == set()
         actor.request_stop()
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def test_the_running_service_deletes_an_aged_delivered_job_by_itself(
@@ -317,7 +313,7 @@ async def test_the_running_service_deletes_an_aged_delivered_job_by_itself(
     async with running_service(configured) as service, pool.acquire() as conn:
         retention = service.supervisor.actor("retention")
         # Young yet: the first passes keep it.
-        await wait_for(lambda: _true(retention.passes >= 1), what="a first retention pass")
+        await wait_for(lambda: retention.passes >= 1, what="a first retention pass")
         assert await _job_ids(conn) == set(jobs.values())
         # Pending jobs stay however old (the dispatcher may retry it meanwhile: it fails).
         await _age(conn, [jobs["Delivered"]], 2 * DAY)

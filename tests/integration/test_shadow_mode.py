@@ -4,7 +4,6 @@ models compared on the ticks they share."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import aiohttp
 import asyncpg
@@ -70,7 +69,7 @@ async def test_a_shadow_model_is_predicted_but_never_sent_until_promoted(
                 await insert_rows(conn, coin_rows("coinS", 20, start=now - timedelta(minutes=2)))
                 await wait_for(lambda: _predicted(conn, "coinS", 2), what="both models predict")
                 await wait_for(
-                    lambda: _async(_sent_models(receiver, "coinS") == {live}),
+                    lambda: _sent_models(receiver, "coinS") == {live},
                     what="the live model's webhook",
                 )
 
@@ -81,17 +80,13 @@ async def test_a_shadow_model_is_predicted_but_never_sent_until_promoted(
                     assert (await r.json())["mode"] == "live"
                 await insert_rows(conn, coin_rows("coinP", 20, start=now - timedelta(minutes=1)))
                 await wait_for(
-                    lambda: _async(_sent_models(receiver, "coinP") == {live, shadow}),
+                    lambda: _sent_models(receiver, "coinP") == {live, shadow},
                     what="both models' webhooks after the promotion",
                 )
         finally:
             await conn.close()
     # Stored and sent for the live model only while the other was in shadow.
     assert _sent_models(receiver, "coinS") == {live}
-
-
-async def _async(value: Any) -> Any:
-    return value
 
 
 async def test_compare_sets_models_side_by_side_on_the_ticks_they_share(

@@ -91,7 +91,7 @@ async def test_alert_config_patch_changes_only_the_named_fields_and_notifies(
             after = await _row(settings.db_dsn, model)
             changed = {k for k in before if before[k] != after[k]}
             assert changed == {"alert_threshold", "updated_at"}
-            await wait_for(lambda: _true(len(notes) == 1), what="NOTIFY on the models channel")
+            await wait_for(lambda: len(notes) == 1, what="NOTIFY on the models channel")
             assert json.loads(notes[0]) == {"active_model_id": model, "action": "settings"}
 
             status, body = await _call(
@@ -115,10 +115,6 @@ async def test_alert_config_patch_changes_only_the_named_fields_and_notifies(
             assert (final["ignore_alert_seconds"], final["max_open_alert"]) == (60, 3)
     finally:
         await listener.close()
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def test_alert_config_patch_validates_each_field_and_changes_nothing_on_error(

@@ -86,7 +86,7 @@ async def test_a_group_whose_lease_ran_low_while_queued_goes_back_unsent_and_is_
 
     async with anyio.create_task_group() as tg:
         await tg.start(dispatcher.run)
-        await wait_for(lambda: _true(receiver.in_flight == 1), what="CoinA held")
+        await wait_for(lambda: receiver.in_flight == 1, what="CoinA held")
         await wait_for(queued_lease_is_low, what="CoinB's lease running low")
         receiver.release()
         await wait_for(lambda: _all_delivered(pool), what="both delivered")
@@ -97,7 +97,3 @@ async def test_a_group_whose_lease_ran_low_while_queued_goes_back_unsent_and_is_
     # The hand-back cost no attempt: each job was tried exactly once.
     assert [(r["coin_id"], r["attempts"]) for r in rows] == [("CoinA", 1), ("CoinB", 1)]
     assert await pool.fetchval("SELECT count(*) FROM webhook_attempts") == 2
-
-
-async def _true(value: bool) -> bool:
-    return value

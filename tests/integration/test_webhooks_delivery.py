@@ -391,8 +391,8 @@ async def test_a_slow_receiver_does_not_delay_other_urls_or_other_coins(
         async with running(quick_dispatcher(pool, timeout=10.0)):
             # Both coins of the slow URL are in flight at once, and the other model's
             # receiver already has its alert while the slow one still holds them.
-            await wait_for(lambda: _true(receiver.in_flight == 2), what="two held requests")
-            await wait_for(lambda: _true(len(other.received()) == 1), what="fast delivery")
+            await wait_for(lambda: receiver.in_flight == 2, what="two held requests")
+            await wait_for(lambda: len(other.received()) == 1, what="fast delivery")
             assert receiver.in_flight == 2
             receiver.release()
             await wait_for(lambda: _all_settled(pool), what="the slow ones finish")
@@ -414,7 +414,7 @@ async def test_a_saturated_host_does_not_hold_back_another_host(
             await store_predictions(conn, slow, coins, default_url=None)
             await store_predictions(conn, fast, coins, default_url=None)
         async with running(quick_dispatcher(pool, per_host_limit=2, concurrency=4, timeout=10.0)):
-            await wait_for(lambda: _true(len(other.received()) == 6), what="fast host served")
+            await wait_for(lambda: len(other.received()) == 6, what="fast host served")
             assert receiver.in_flight == 2  # the per-host limit holds
             slow_attempts = await pool.fetchval(
                 "SELECT count(*) FROM webhook_attempts WHERE $1 = ANY(active_model_ids)", slow
@@ -425,10 +425,6 @@ async def test_a_saturated_host_does_not_hold_back_another_host(
         assert len(receiver.received()) == 6
     finally:
         await other.stop()
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def test_two_dispatchers_on_one_database_never_send_a_job_twice(
@@ -490,7 +486,7 @@ async def test_stop_lets_a_delivery_in_flight_finish(
     dispatcher = quick_dispatcher(pool)
     async with anyio.create_task_group() as tg:
         await tg.start(dispatcher.run)
-        await wait_for(lambda: _true(receiver.in_flight == 1), what="request in flight")
+        await wait_for(lambda: receiver.in_flight == 1, what="request in flight")
         dispatcher.request_stop()
         receiver.release()
     # run() returned only after the held delivery was answered and recorded.
