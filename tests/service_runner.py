@@ -25,3 +25,8 @@ async def running_service(
             yield service
         finally:
             await service.shutdown()
+
+
+def predictors_running(service: Service) -> int:
+    """How many predictor actors the service runs now (one per active model it serves)."""
+    return sum(1 for name in service.supervisor.actor_names if name.startswith("predictor-"))

@@ -21,7 +21,7 @@ import asyncpg
 import pytest
 from app_server import served
 from prediction_rows import add_metric, add_model, add_prediction, set_outcome
-from service_runner import running_service
+from service_runner import predictors_running, running_service
 from training_service_stub import TrainingServiceStub, training_service
 from waiting import wait_for
 
@@ -191,11 +191,7 @@ async def test_predict_refuses_unstorable_coin_ids_and_unrepresentable_timestamp
         )
         assert status == 201, imported
 
-        async def predictor_running() -> bool:
-            names = service.supervisor.actor_names
-            return any(name.startswith("predictor-") for name in names)
-
-        await wait_for(predictor_running, what="the imported model running")
+        await wait_for(lambda: predictors_running(service) > 0, what="the imported model running")
         for payload, field in cases:
             status, answer = await _request(
                 http, "POST", f"{base}/api/predict", json.dumps(payload)

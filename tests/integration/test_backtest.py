@@ -20,7 +20,8 @@ import aiohttp
 import asyncpg
 import polars as pl
 from coin_rows import COLUMNS, coin_rows, insert_rows
-from service_runner import running_service
+from intake_cursor import cursor_reached
+from service_runner import predictors_running, running_service
 from training_service_stub import TrainingServiceStub
 from waiting import wait_for
 
@@ -120,7 +121,7 @@ async def test_every_tick_the_stream_predicted_gets_the_same_probability_and_out
                 async with http.post("/api/models/import", json={"model_id": 7}) as resp:
                     assert resp.status == 201, await resp.text()
                 await wait_for(
-                    lambda: any(a.startswith("predictor-") for a in service.supervisor.actor_names),
+                    lambda: predictors_running(service) > 0,
                     what="the predictor",
                 )
                 # One step at a time, each processed before the next: the stream predicts
@@ -183,8 +184,7 @@ async def test_every_tick_the_stream_predicted_gets_the_same_probability_and_out
 async def _consumed(conn: asyncpg.Connection) -> bool:
     """Every row inserted so far has been read by the intake (the cursor passed it)."""
     top = await conn.fetchval("SELECT max(id) FROM coin_metrics")
-    cursor = await conn.fetchval("SELECT max(last_id) FROM intake_cursor")
-    return bool(cursor is not None and top is not None and cursor >= top)
+    return top is not None and await cursor_reached(conn, top)
 
 
 async def _all_evaluated(http: aiohttp.ClientSession) -> list[dict[str, Any]] | None:

@@ -13,6 +13,7 @@ import aiohttp
 import anyio
 import asyncpg
 import pytest
+from metrics_reader import metrics_text
 from waiting import wait_for
 
 from actors.service import Service
@@ -189,8 +190,7 @@ async def test_crashing_actor_is_restarted_and_health_keeps_answering(settings: 
             async with http.get(f"http://127.0.0.1:{service.web_port}/health") as resp:
                 body = await resp.json()
                 assert resp.status == 200, body
-            async with http.get(f"http://127.0.0.1:{service.web_port}/metrics") as resp:
-                text = await resp.text()
+        text = await metrics_text(f"http://127.0.0.1:{service.web_port}")
         assert body["checks"]["actor_restarts"]["crasher"] >= 3
         assert 'pp_actor_restarts_total{actor="crasher"}' in text
         assert _Crasher.starts >= 3

@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 import asyncpg
 from coin_rows import coin_rows, insert_rows
-from service_runner import running_service
-from test_intake_total import FEATURES, insert_raw, running_predictors
+from service_runner import predictors_running, running_service
+from test_intake_total import FEATURES, insert_raw
 from waiting import wait_for
 from webhook_receiver import add_trained_models
 
@@ -90,7 +90,7 @@ async def test_health_is_503_while_the_batcher_crash_loops(
     try:
         models = await add_trained_models(conn, tmp_path, 1001, FEATURES)
         async with running_service(strict(settings)) as service:
-            await wait_for(lambda: running_predictors(service, len(models)), what="models")
+            await wait_for(lambda: predictors_running(service) == len(models), what="models")
             await wait_for(status_is(service, 200), what="healthy at start")
             await conn.execute(
                 "ALTER TABLE coin_metrics RENAME COLUMN unique_signer_ratio TO signer_ratio"

@@ -11,6 +11,7 @@ import anyio
 import asyncpg
 from anyio.streams.memory import MemoryObjectReceiveStream
 from coin_rows import coin_rows, insert_rows
+from intake_cursor import intake_cursor
 from service_runner import running_service
 from waiting import wait_for
 
@@ -71,7 +72,7 @@ async def test_a_new_row_reaches_the_batcher_once_within_moments(
     assert service.state.listener_up is False  # listener stopped with the service
 
 
-async def _has(tap: BatchTap, *row_ids: int) -> bool:
+def _has(tap: BatchTap, *row_ids: int) -> bool:
     return all(tap.rows[r] >= 1 for r in row_ids)
 
 
@@ -98,8 +99,8 @@ async def test_ten_thousand_rows_in_bulk_arrive_none_lost_none_twice(
 
 
 async def _cursor_at_least(conn: asyncpg.Connection, wanted: int) -> int | None:
-    value = await conn.fetchval("SELECT last_id FROM intake_cursor WHERE name = 'coin_metrics'")
-    return value if value is not None and value >= wanted else None
+    value = await intake_cursor(conn)
+    return value if value >= wanted else None
 
 
 async def test_killing_the_listener_backend_loses_no_row(settings: Settings, db_dsn: str) -> None:

@@ -26,15 +26,14 @@ from conftest import PgCluster
 from hypothesis import HealthCheck, Phase, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from service_runner import running_service
+from intake_cursor import cursor_reached
+from service_runner import predictors_running, running_service
 from test_intake_total import (
     FEATURES,
     as_text,
     column_types,
-    cursor_id,
     insert_raw,
     predicted,
-    running_predictors,
 )
 from waiting import wait_for
 from webhook_receiver import add_trained_models
@@ -162,7 +161,7 @@ async def _example(
     ids = await insert_raw(conn, statement)
     ticks = {c: now for c in coins}
     await wait_for(lambda: predicted(conn, ticks, models), timeout=20, what=f"good ticks of {k}")
-    await wait_for(lambda: _at_least(conn, max(ids)), what="the cursor past the example")
+    await wait_for(lambda: cursor_reached(conn, max(ids)), what="the cursor past the example")
 
 
 def _usable_after(text: str | None, now: datetime) -> bool:
@@ -174,10 +173,6 @@ def _usable_after(text: str | None, now: datetime) -> bool:
     except ValueError:
         return int(text[: text.index("-", 1)]) >= now.year  # beyond Python's years
     return at >= now
-
-
-async def _at_least(conn: asyncpg.Connection, row_id: int) -> bool:
-    return await cursor_id(conn) >= row_id
 
 
 def test_random_collector_rows_between_good_rows_never_stop_intake(
@@ -205,7 +200,7 @@ def test_random_collector_rows_between_good_rows_never_stop_intake(
 
                 async def ready() -> Any:
                     return await wait_for(
-                        lambda: running_predictors(service, len(models)), what="models"
+                        lambda: predictors_running(service) == len(models), what="models"
                     )
 
                 portal.call(ready)

@@ -19,7 +19,9 @@ import aiohttp
 import asyncpg
 import pytest
 from coin_rows import coin_rows, insert_rows
-from service_runner import running_service
+from intake_cursor import cursor_reached
+from metrics_reader import metrics_text, samples
+from service_runner import predictors_running, running_service
 from structlog.testing import capture_logs
 from waiting import wait_for
 from webhook_receiver import add_trained_models
@@ -80,10 +82,6 @@ async def predicted(conn: asyncpg.Connection, ticks: dict[str, datetime], models
     return all(seen[(coin, at)] == models for coin, at in ticks.items())
 
 
-async def cursor_id(conn: asyncpg.Connection) -> int:
-    return int(await conn.fetchval("SELECT coalesce(max(last_id), 0) FROM intake_cursor"))
-
-
 async def get_json(service: Service, path: str) -> tuple[int, Any]:
     async with (
         aiohttp.ClientSession() as http,
@@ -92,26 +90,13 @@ async def get_json(service: Service, path: str) -> tuple[int, Any]:
         return resp.status, await resp.json()
 
 
-async def metrics_text(service: Service) -> str:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(f"http://127.0.0.1:{service.web_port}/metrics") as resp,
-    ):
-        return await resp.text()
-
-
 def intake_skips(text: str) -> Counter[str]:
     """pp_ticks_skipped_total of intake (no model label) by reason, from /metrics."""
     found: Counter[str] = Counter()
-    for line in text.splitlines():
-        if line.startswith("pp_ticks_skipped_total{") and "model=" not in line:
-            reason = line.split('reason="', 1)[1].split('"', 1)[0]
-            found[reason] += int(float(line.rsplit(" ", 1)[1]))
+    for labels, value in samples(text, "pp_ticks_skipped_total"):
+        if "model" not in labels:
+            found[labels["reason"]] += int(value)
     return found
-
-
-async def running_predictors(service: Service, n: int) -> bool:
-    return len([a for a in service.supervisor.actor_names if a.startswith("predictor-")]) == n
 
 
 async def history(
@@ -134,8 +119,8 @@ async def test_rows_with_unusable_timestamps_are_skipped_and_every_coin_is_still
         models = await add_trained_models(conn, tmp_path, 701, FEATURES)
         with capture_logs() as logs:
             async with running_service(quick) as service:
-                await wait_for(lambda: running_predictors(service, len(models)), what="models")
-                before = intake_skips(await metrics_text(service))
+                await wait_for(lambda: predictors_running(service) == len(models), what="models")
+                before = intake_skips(await metrics_text(f"http://127.0.0.1:{service.web_port}"))
                 first = await history(conn, ["coinA", "coinB"], 30, start)
                 await wait_for(lambda: predicted(conn, first, len(models)), what="first ticks")
                 # Bad rows of a new coin and inside the good coins' histories.
@@ -150,8 +135,8 @@ async def test_rows_with_unusable_timestamps_are_skipped_and_every_coin_is_still
                 await wait_for(
                     lambda: predicted(conn, later, len(models)), timeout=20, what="later ticks"
                 )
-                await wait_for(lambda: _at_least(cursor_id(conn), max(bad_ids)), what="cursor")
-                after = intake_skips(await metrics_text(service))
+                await wait_for(lambda: cursor_reached(conn, max(bad_ids)), what="cursor")
+                after = intake_skips(await metrics_text(f"http://127.0.0.1:{service.web_port}"))
                 status, health = await get_json(service, "/health")
                 restarts = dict(service.state.actor_restarts)
                 lag = service.state.intake_lag_seconds
@@ -178,10 +163,6 @@ async def test_rows_with_unusable_timestamps_are_skipped_and_every_coin_is_still
     assert lag is not None and lag >= 0
 
 
-async def _at_least(value: Any, bound: int) -> bool:
-    return bool(await value >= bound)
-
-
 async def api_predictions(service: Service, coin: str) -> list[dict[str, Any]]:
     status, body = await get_json(service, f"/api/predictions?coin_id={coin}&limit=100")
     assert status == 200, body
@@ -201,8 +182,8 @@ async def test_non_finite_huge_zero_and_negative_values_are_skipped_or_missing_n
         models = await add_trained_models(conn, tmp_path, 801, FEATURES)
         with capture_logs() as logs:
             async with running_service(quick) as service:
-                await wait_for(lambda: running_predictors(service, len(models)), what="models")
-                before = intake_skips(await metrics_text(service))
+                await wait_for(lambda: predictors_running(service) == len(models), what="models")
+                before = intake_skips(await metrics_text(f"http://127.0.0.1:{service.web_port}"))
                 first = await history(conn, ["coinA", "coinB", "coinC"], 30, start)
                 await wait_for(lambda: predicted(conn, first, len(models)), what="first ticks")
                 at = start + timedelta(seconds=160)
@@ -232,8 +213,8 @@ async def test_non_finite_huge_zero_and_negative_values_are_skipped_or_missing_n
                     conn, ["coinA", "coinB", "coinC"], 3, at + timedelta(seconds=5)
                 )
                 await wait_for(lambda: predicted(conn, later, len(models)), what="later ticks")
-                await wait_for(lambda: _at_least(cursor_id(conn), max(bad_ids)), what="cursor")
-                after = intake_skips(await metrics_text(service))
+                await wait_for(lambda: cursor_reached(conn, max(bad_ids)), what="cursor")
+                after = intake_skips(await metrics_text(f"http://127.0.0.1:{service.web_port}"))
                 status, health = await get_json(service, "/health")
                 restarts = dict(service.state.actor_restarts)
                 later_a = await api_predictions(service, "coinA")
@@ -274,7 +255,7 @@ async def test_a_duplicated_row_is_predicted_and_evaluated_from_the_same_row(
     try:
         models = await add_trained_models(conn, tmp_path, 901, FEATURES)
         async with running_service(fast) as service:
-            await wait_for(lambda: running_predictors(service, len(models)), what="models")
+            await wait_for(lambda: predictors_running(service) == len(models), what="models")
             first = await history(conn, ["dupCoin"], 30, start)
             await wait_for(lambda: predicted(conn, first, len(models)), what="first ticks")
             at = first["dupCoin"] + timedelta(seconds=5)
@@ -318,7 +299,7 @@ async def test_rows_without_a_mint_or_a_timestamp_are_skipped_where_the_schema_a
         models = await add_trained_models(conn, tmp_path, 1301, FEATURES)
         with capture_logs() as logs:
             async with running_service(quick) as service:
-                await wait_for(lambda: running_predictors(service, len(models)), what="models")
+                await wait_for(lambda: predictors_running(service) == len(models), what="models")
                 first = await history(conn, ["coinA"], 30, start)
                 await wait_for(lambda: predicted(conn, first, len(models)), what="first ticks")
                 at = start + timedelta(seconds=160)
@@ -332,7 +313,7 @@ async def test_rows_without_a_mint_or_a_timestamp_are_skipped_where_the_schema_a
                     ],
                 )
                 await wait_for(lambda: predicted(conn, {"coinA": at}, len(models)), what="tick")
-                await wait_for(lambda: _at_least(cursor_id(conn), max(bad_ids)), what="cursor")
+                await wait_for(lambda: cursor_reached(conn, max(bad_ids)), what="cursor")
                 restarts = dict(service.state.actor_restarts)
     finally:
         await conn.close()

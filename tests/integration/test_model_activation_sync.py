@@ -13,6 +13,8 @@ from datetime import datetime
 import aiohttp
 import asyncpg
 from coin_rows import coin_rows, insert_rows
+from intake_cursor import cursor_reached
+from metrics_reader import metrics_text
 from model_factory import train_model
 from service_runner import running_service
 from training_service_stub import TrainingServiceStub
@@ -37,16 +39,14 @@ async def _predicted(conn: asyncpg.Connection, coin: str, at: datetime) -> bool:
 
 async def _consumed(conn: asyncpg.Connection, coin: str) -> bool:
     newest = await conn.fetchval("SELECT max(id) FROM coin_metrics WHERE mint = $1", coin)
-    cursor = await conn.fetchval("SELECT last_id FROM intake_cursor")
-    return cursor is not None and cursor >= newest
+    return await cursor_reached(conn, newest)
 
 
 async def _actor_series(http: aiohttp.ClientSession, name: str) -> tuple[bool, bool]:
     """(listed in /health's actors_down, has a pp_actor_up series)."""
     async with http.get("/health") as resp:
         down = (await resp.json())["checks"]["actors_down"]
-    async with http.get("/metrics") as resp:
-        text = await resp.text()
+    text = await metrics_text(http)
     return name in down, f'pp_actor_up{{actor="{name}"}}' in text
 
 

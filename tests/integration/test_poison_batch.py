@@ -16,7 +16,9 @@ import aiohttp
 import asyncpg
 import pytest
 from coin_rows import coin_rows, insert_rows
-from service_runner import running_service
+from intake_cursor import cursor_reached
+from metrics_reader import metrics_text, sample_value
+from service_runner import predictors_running, running_service
 from structlog.testing import capture_logs
 from waiting import wait_for
 from webhook_receiver import WebhookReceiver, add_trained_models
@@ -85,19 +87,6 @@ async def _delivered(conn: asyncpg.Connection, count: int) -> bool:
     return len(rows) >= count and all(r["status"] == "delivered" for r in rows)
 
 
-async def _cursor(conn: asyncpg.Connection) -> int:
-    return int(await conn.fetchval("SELECT coalesce(max(last_id), 0) FROM intake_cursor"))
-
-
-async def _metrics(service: Service) -> str:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(f"http://127.0.0.1:{service.web_port}/metrics") as resp,
-    ):
-        assert resp.status == 200
-        return await resp.text()
-
-
 async def _health_checks(service: Service) -> dict[str, Any]:
     async with (
         aiohttp.ClientSession() as http,
@@ -111,23 +100,12 @@ def _skipped(text: str, model: int, reason: str) -> float:
     """pp_ticks_skipped_total of the model and reason in a /metrics text (0 if absent).
     The metrics outlive a test's database, whose model ids start at 1 again: tests
     compare the value before and after."""
-    for line in text.splitlines():
-        if (
-            line.startswith("pp_ticks_skipped_total{")
-            and f'model="{model}"' in line
-            and f'reason="{reason}"' in line
-        ):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return sample_value(text, "pp_ticks_skipped_total", model=str(model), reason=reason)
 
 
 @pytest.fixture
 def quick(settings: Settings, receiver: WebhookReceiver) -> Settings:
     return settings.replace(batch_timeout_seconds=0.01, n8n_webhook_url=receiver.url())
-
-
-async def _running(service: Service, n: int) -> bool:
-    return len([a for a in service.supervisor.actor_names if a.startswith("predictor-")]) == n
 
 
 async def _good_ticks_stored_and_sent(
@@ -136,8 +114,8 @@ async def _good_ticks_stored_and_sent(
     """Insert the good coins and the refused one in one statement; wait until every good
     tick is predicted by every model and sent. Returns the newest (timestamp, id) per
     coin, the good ticks, and /metrics as it was before the insert."""
-    await wait_for(lambda: _running(service, len(models)), what="the predictors")
-    before = await _metrics(service)
+    await wait_for(lambda: predictors_running(service) == len(models), what="the predictors")
+    before = await metrics_text(f"http://127.0.0.1:{service.web_port}")
     newest = await _insert_batch(conn, [*GOOD, "poison"], 40)
     good = {coin: newest[coin][0] for coin in GOOD}
     await wait_for(
@@ -161,12 +139,12 @@ async def test_a_tick_the_database_always_refuses_is_skipped_and_its_batch_mates
                 newest, good, before = await _good_ticks_stored_and_sent(conn, service, models)
                 # The cursor moved past the refused tick, and later rows are processed.
                 await wait_for(
-                    lambda: _at_least(_cursor(conn), newest["poison"][1]), what="cursor moved"
+                    lambda: cursor_reached(conn, newest["poison"][1]), what="cursor moved"
                 )
                 later = {"coinA": await _next_tick(conn, "coinA", newest["coinA"][0])}
                 await wait_for(lambda: _predicted(conn, later, len(models)), what="a later tick")
                 await wait_for(lambda: _delivered(conn, len(GOOD) + 1), what="its webhook")
-                exported = await _metrics(service)
+                exported = await metrics_text(f"http://127.0.0.1:{service.web_port}")
                 checks = await _health_checks(service)
                 restarts = dict(service.state.actor_restarts)
         stored = await _predictions(conn)
@@ -217,7 +195,7 @@ async def test_models_storing_their_own_rows_skip_only_the_refused_tick(
         with capture_logs() as logs:
             async with running_service(quick) as service:
                 _, good, before = await _good_ticks_stored_and_sent(conn, service, models)
-                exported = await _metrics(service)
+                exported = await metrics_text(f"http://127.0.0.1:{service.web_port}")
                 checks = await _health_checks(service)
         stored = await _predictions(conn)
     finally:
@@ -239,10 +217,6 @@ async def test_models_storing_their_own_rows_skip_only_the_refused_tick(
     # /health counts them as it counts the batcher's (one per model here).
     assert checks["ticks_store_failed"] == len(models)
     assert "poison" in checks["last_store_failure"]
-
-
-async def _at_least(value: Any, bound: int) -> bool:
-    return bool(await value >= bound)
 
 
 @pytest.mark.parametrize(
@@ -267,8 +241,10 @@ async def test_a_transient_refusal_is_retried_and_nothing_is_skipped(
         )
         await _refuse(conn, "flaky", "serialization_failure", times=refusals)
         async with running_service(quick) as service:
-            await wait_for(lambda: _running(service, len(models)), what="the predictors")
-            before = await _metrics(service)
+            await wait_for(
+                lambda: predictors_running(service) == len(models), what="the predictors"
+            )
+            before = await metrics_text(f"http://127.0.0.1:{service.web_port}")
             newest = await _insert_batch(conn, [*GOOD, "flaky"], 40)
             ticks = {coin: at for coin, (at, _) in newest.items()}
             await wait_for(
@@ -277,7 +253,7 @@ async def test_a_transient_refusal_is_retried_and_nothing_is_skipped(
                 what="every model's prediction of each coin's newest tick",
             )
             await wait_for(lambda: _delivered(conn, len(ticks)), what="their webhooks")
-            exported = await _metrics(service)
+            exported = await metrics_text(f"http://127.0.0.1:{service.web_port}")
             restarted = service.state.actor_restarts.get("batcher", 0)
         stored = await _predictions(conn)
         tries = await conn.fetchval("SELECT last_value FROM refusals")

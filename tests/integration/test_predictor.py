@@ -12,8 +12,9 @@ import asyncpg
 import polars as pl
 import pytest
 from coin_rows import COLUMNS, coin_rows, insert_rows
+from intake_cursor import cursor_reached
 from model_factory import train_model
-from service_runner import running_service
+from service_runner import predictors_running, running_service
 from training_service_stub import TrainingServiceStub
 from waiting import wait_for
 from webhook_receiver import WebhookReceiver, insert_active_model
@@ -107,7 +108,9 @@ async def test_every_active_model_predicts_each_tick_with_the_full_history_featu
             await add_model(conn, forest, "random_forest", 102): forest,
         }
         async with running_service(pipeline_settings) as service:
-            await wait_for(lambda: _running(service, len(ids)), what="a predictor per active model")
+            await wait_for(
+                lambda: predictors_running(service) == len(ids), what="a predictor per active model"
+            )
             rows = golden_rows(datetime.now(UTC))
             # Small statements in time order, as a collector writes them.
             for start in range(0, len(rows), 25):
@@ -208,7 +211,7 @@ async def test_a_batch_processed_again_sends_its_stored_predictions_once(
         # Read everything again: every tick's job exists, nothing goes out twice.
         await conn.execute("UPDATE intake_cursor SET last_id = 0")
         async with running_service(configured):
-            await wait_for(lambda: _cursor_at(conn, top), timeout=30, what="the re-read")
+            await wait_for(lambda: cursor_reached(conn, top), timeout=30, what="the re-read")
         assert len(receiver.bodies()) == first
         assert await conn.fetchval("SELECT count(*) FROM webhook_outbox") == first
 
@@ -216,7 +219,7 @@ async def test_a_batch_processed_again_sends_its_stored_predictions_once(
         await conn.execute("DELETE FROM webhook_outbox")
         await conn.execute("UPDATE intake_cursor SET last_id = 0")
         async with running_service(configured):
-            await wait_for(lambda: _cursor_at(conn, top), timeout=30, what="the re-read")
+            await wait_for(lambda: cursor_reached(conn, top), timeout=30, what="the re-read")
             await wait_for(lambda: _outbox_settled(conn), timeout=30, what="the webhooks")
         stored = {
             (r["coin_id"], r["data_timestamp"], r["active_model_id"]): r["probability"]
@@ -245,7 +248,7 @@ async def _predict_and_send_golden_rows(
 ) -> dict[str, datetime]:
     """Insert the golden rows as a collector does; wait until every model predicted each
     coin's last row and every webhook was delivered. Returns each coin's last tick."""
-    await wait_for(lambda: _running(service, models), what="a predictor per model")
+    await wait_for(lambda: predictors_running(service) == models, what="a predictor per model")
     rows = golden_rows(datetime.now(UTC))
     for start in range(0, len(rows), 25):
         await insert_rows(conn, rows[start : start + 25])
@@ -255,18 +258,10 @@ async def _predict_and_send_golden_rows(
     return last
 
 
-async def _cursor_at(conn: asyncpg.Connection, row_id: int) -> bool:
-    return bool(await conn.fetchval("SELECT max(last_id) FROM intake_cursor") >= row_id)
-
-
 async def _outbox_settled(conn: asyncpg.Connection) -> bool:
     pending = await conn.fetchval("SELECT count(*) FROM webhook_outbox WHERE status <> 'delivered'")
     total = await conn.fetchval("SELECT count(*) FROM webhook_outbox")
     return bool(total) and pending == 0
-
-
-async def _running(service: Any, n: int) -> bool:
-    return len([a for a in service.supervisor.actor_names if a.startswith("predictor-")]) == n
 
 
 async def _predicted(conn: asyncpg.Connection, last: dict[str, datetime], models: int) -> bool:
@@ -306,7 +301,9 @@ async def _lifecycle(pipeline_settings: Settings, db_dsn: str, hooks: WebhookRec
                 async with http.post("/api/models/import", json={"model_id": 7}) as resp:
                     assert resp.status == 201, await resp.text()
                     active_id = (await resp.json())["id"]
-                await wait_for(lambda: _running(service, 1), what="the imported model running")
+                await wait_for(
+                    lambda: predictors_running(service) == 1, what="the imported model running"
+                )
                 first_file = Path(
                     await conn.fetchval(
                         "SELECT file_path FROM active_models WHERE id=$1", active_id
@@ -325,7 +322,7 @@ async def _lifecycle(pipeline_settings: Settings, db_dsn: str, hooks: WebhookRec
                 # 2. Deactivated: the next ticks get no prediction (they are still consumed).
                 async with http.post(f"/api/models/{active_id}/deactivate") as resp:
                     assert resp.status == 200, await resp.text()
-                await wait_for(lambda: not _running_now(service), what="predictor stop")
+                await wait_for(lambda: predictors_running(service) == 0, what="predictor stop")
                 b = await _insert_coin(conn, "coinB", 10)
                 await wait_for(lambda: _cursor_past(conn, "coinB", b), what="coinB consumed")
                 assert not await _has_prediction(conn, "coinB", b)
@@ -333,7 +330,7 @@ async def _lifecycle(pipeline_settings: Settings, db_dsn: str, hooks: WebhookRec
                 # 3. Activated again: predictions resume.
                 async with http.post(f"/api/models/{active_id}/activate") as resp:
                     assert resp.status == 200, await resp.text()
-                await wait_for(lambda: _running(service, 1), what="predictor again")
+                await wait_for(lambda: predictors_running(service) == 1, what="predictor again")
                 c = await _insert_coin(conn, "coinC", 40)
                 await wait_for(lambda: _has_prediction(conn, "coinC", c), what="coinC predicted")
 
@@ -405,12 +402,7 @@ async def _cursor_past(conn: asyncpg.Connection, coin: str, at: datetime) -> boo
     newest = await conn.fetchval(
         "SELECT max(id) FROM coin_metrics WHERE mint = $1 AND timestamp = $2", coin, at
     )
-    cursor = await conn.fetchval("SELECT last_id FROM intake_cursor")
-    return cursor is not None and cursor >= newest
-
-
-def _running_now(service: Any) -> bool:
-    return any(a.startswith("predictor-") for a in service.supervisor.actor_names)
+    return await cursor_reached(conn, newest)
 
 
 async def test_a_model_file_lost_while_down_is_downloaded_again_at_start(
@@ -430,7 +422,9 @@ async def test_a_model_file_lost_while_down_is_downloaded_again_at_start(
             path = await conn.fetchval("SELECT file_path FROM active_models")
             await anyio.Path(path).unlink()
             async with running_service(settings) as service:
-                await wait_for(lambda: _running(service, 1), what="the predictor after repair")
+                await wait_for(
+                    lambda: predictors_running(service) == 1, what="the predictor after repair"
+                )
                 at = await _insert_coin(conn, "coinR", 20)
                 await wait_for(lambda: _has_prediction(conn, "coinR", at), what="a prediction")
             state = await conn.fetchval("SELECT file_state FROM active_models")
@@ -443,12 +437,7 @@ async def test_a_model_file_lost_while_down_is_downloaded_again_at_start(
 async def _insert_and_wait(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -> None:
     """One statement, then wait until the service has fully processed it."""
     ids = await insert_rows(conn, rows)
-
-    async def done() -> bool:
-        cursor = await conn.fetchval("SELECT last_id FROM intake_cursor")
-        return cursor is not None and cursor >= max(ids)
-
-    await wait_for(done, what="the rows processed")
+    await wait_for(lambda: cursor_reached(conn, max(ids)), what="the rows processed")
 
 
 async def test_ignore_windows_and_open_caps_filter_later_ticks_of_a_coin(
@@ -478,7 +467,7 @@ async def test_ignore_windows_and_open_caps_filter_later_ticks_of_a_coin(
         free = await add_model(conn, path, "xgboost", 203)
         rows = coin_rows("coinI", 40, seed=9)
         async with running_service(pipeline_settings) as service:
-            await wait_for(lambda: _running(service, 3), what="three predictors")
+            await wait_for(lambda: predictors_running(service) == 3, what="three predictors")
             await _insert_and_wait(conn, rows[:30])
             for row in rows[30:]:  # one tick per batch
                 await _insert_and_wait(conn, [row])
@@ -532,7 +521,7 @@ async def test_a_tick_stored_under_an_ignore_window_is_sent_when_processed_again
         before = await conn.fetchval("SELECT coalesce(max(id), 0) FROM coin_metrics")
         rows = [coin_rows(f"coinW{i}", 1, seed=i)[0] for i in range(4)]
         async with running_service(configured) as service:
-            await wait_for(lambda: _running(service, 1), what="the predictor")
+            await wait_for(lambda: predictors_running(service) == 1, what="the predictor")
             await insert_rows(conn, rows)
             last = {r["mint"]: r["timestamp"] for r in rows}
             await wait_for(lambda: _predicted(conn, last, 1), timeout=30, what="predictions")
@@ -544,7 +533,7 @@ async def test_a_tick_stored_under_an_ignore_window_is_sent_when_processed_again
         await conn.execute("DELETE FROM webhook_outbox")
         await conn.execute("UPDATE intake_cursor SET last_id = $1", before)
         async with running_service(configured):
-            await wait_for(lambda: _cursor_at(conn, top), timeout=30, what="the re-read")
+            await wait_for(lambda: cursor_reached(conn, top), timeout=30, what="the re-read")
             await wait_for(lambda: _outbox_settled(conn), timeout=30, what="the webhooks")
         stored = {
             (r["coin_id"], r["data_timestamp"]): r["probability"]
@@ -590,7 +579,9 @@ async def test_database_connections_killed_while_ticks_flow_lose_and_duplicate_n
         rows = golden_rows(datetime.now(UTC))
         killed = 0
         async with running_service(configured) as service:
-            await wait_for(lambda: _running(service, len(models)), what="a predictor per model")
+            await wait_for(
+                lambda: predictors_running(service) == len(models), what="a predictor per model"
+            )
             for start in range(0, len(rows), 25):
                 await insert_rows(conn, rows[start : start + 25])
                 if start % 75 == 0:

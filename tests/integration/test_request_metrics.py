@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import re
-
 import aiohttp
+from metrics_reader import metrics_text, sample_value
 from service_runner import running_service
 
 from storage.config import Settings
 
-# Greedy: route templates contain braces themselves ("/api/models/{id}").
-SERIES = re.compile(r"^pp_http_requests_total\{(?P<labels>.*)\} (?P<value>\S+)$")
-
 
 async def _count(http: aiohttp.ClientSession, route: str, status: str) -> float:
     """The counter for one series (the registry is per process: earlier tests count too)."""
-    async with http.get("/metrics") as resp:
-        text = await resp.text()
+    text = await metrics_text(http)
     assert "987654" not in text  # ids never become label values
-    for line in text.splitlines():
-        match = SERIES.match(line)
-        if match is None:
-            continue
-        labels = match["labels"]
-        if f'route="{route}"' in labels and f'status="{status}"' in labels and "GET" in labels:
-            return float(match["value"])
-    return 0.0
+    return sample_value(text, "pp_http_requests_total", route=route, status=status, method="GET")
 
 
 async def test_requests_are_counted_by_route_template_not_by_raw_path(settings: Settings) -> None:

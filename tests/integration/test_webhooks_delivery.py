@@ -249,7 +249,7 @@ async def test_whole_tick_jobs_are_claimed_at_once_and_manual_ones_wait_for_thei
         first = await insert_active_model(conn, 41, n8n_webhook_url=url)
         second = await insert_active_model(conn, 42, n8n_webhook_url=url)
 
-    async def claimed_once(dispatcher: WebhookDispatcher) -> bool:
+    def claimed_once(dispatcher: WebhookDispatcher) -> bool:
         return dispatcher.claims >= 1  # its first look at the empty outbox is over
 
     # A window far longer than the wait below: only a poke that skips it gets through.

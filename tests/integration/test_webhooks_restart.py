@@ -81,16 +81,10 @@ async def test_service_shutdown_lets_a_webhook_in_flight_finish(settings: Settin
         async with anyio.create_task_group() as tg:
             await tg.start(service.run)
 
-            async def held() -> bool:
-                return receiver.in_flight == 1
-
-            await wait_for(held, what="the POST in flight")
+            await wait_for(lambda: receiver.in_flight == 1, what="the POST in flight")
             tg.start_soon(service.shutdown)
 
-            async def draining() -> bool:
-                return service.state.draining
-
-            await wait_for(draining, what="shutdown under way")
+            await wait_for(lambda: service.state.draining, what="shutdown under way")
             receiver.release()
         assert await _attempt_outcomes(settings) == ["delivered"]
     finally:
