@@ -8,6 +8,14 @@ costs about max_depth vectorised steps. The comparison is exactly
 scikit-learn's (the input as float32, against the float64 threshold, `<=` goes
 left), and `load_model` checks the result against scikit-learn on probe rows
 before using it.
+
+That level-by-level walk touches every (tree, row) pair max_depth times through
+NumPy temporaries, which is the wrong trade for large batches (a backtest's
+50 000 rows: 6x slower than scikit-learn). From LARGE_BATCH rows on, each tree
+is walked by scikit-learn's own compiled `Tree.apply` (one C loop per tree, the
+same float32 input, the same comparison) and the leaf distributions are summed
+in tree order, as `predict_proba` sums them: the same bits, without its
+per-tree Python overhead and threading.
 """
 
 from __future__ import annotations
@@ -19,6 +27,9 @@ import numpy as np
 
 # Padded node arrays larger than this (trees x nodes) are left to scikit-learn.
 MAX_CELLS = 20_000_000
+# From this many rows on, one compiled `Tree.apply` per tree beats the level walk
+# (measured crossover: ~200 rows with 100 trees of depth 10).
+LARGE_BATCH = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +44,9 @@ class CompiledForest:
     proba: np.ndarray  # [trees * nodes, classes] leaf class distributions (rows sum to 1)
     roots: np.ndarray  # [trees, 1] flat index of each tree's root
     depth: int
+    # scikit-learn's Tree objects (their node arrays were checked at load,
+    # storage.model_structure), walked one by one for large batches.
+    trees: tuple[Any, ...] = ()
 
     @classmethod
     def from_estimator(cls, forest: Any) -> CompiledForest | None:
@@ -72,11 +86,14 @@ class CompiledForest:
             proba=proba.reshape(-1, 2),
             roots=roots,
             depth=depth,
+            trees=tuple(trees),
         )
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Mean of the trees' leaf distributions, shape (n, 2). X must hold no NaN."""
         # scikit-learn feeds trees float32: compare the same rounded values.
+        if len(X) >= LARGE_BATCH and self.trees:
+            return self._per_tree(X)
         x = np.asarray(X, dtype=np.float32).astype(np.float64)
         rows, width = x.shape
         trees = len(self.roots)
@@ -88,3 +105,12 @@ class CompiledForest:
             go_right = values[row_start + self.feature[node]] > self.threshold[node]
             node = self.children[2 * node + go_right]
         return np.asarray(self.proba[node].reshape(trees, rows, 2).sum(axis=0) / trees)
+
+    def _per_tree(self, X: np.ndarray) -> np.ndarray:
+        """Large batches: each tree's leaves from `Tree.apply`, summed in tree order."""
+        x = np.ascontiguousarray(X, dtype=np.float32)
+        nodes = len(self.feature) // len(self.trees)
+        total = np.zeros((len(x), 2), dtype=np.float64)
+        for i, tree in enumerate(self.trees):
+            total += self.proba[tree.apply(x) + i * nodes]
+        return total / len(self.trees)

@@ -91,3 +91,19 @@ def test_only_a_fitted_two_class_single_output_forest_is_compiled() -> None:
     assert CompiledForest.from_estimator(RandomForestClassifier()) is None  # not fitted
     assert CompiledForest.from_estimator(three) is None
     assert CompiledForest.from_estimator(two_outputs) is None
+
+
+@pytest.mark.parametrize("rows", [1, forest_module.LARGE_BATCH - 1, forest_module.LARGE_BATCH, 5000])
+def test_both_walks_give_scikit_learns_bits(rows: int) -> None:
+    """Small batches take the level walk, large ones one `Tree.apply` per tree: either
+    way the probabilities are scikit-learn's exactly (no tolerance), ties included."""
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(800, 9))
+    X[:, 2] = np.round(X[:, 2], 1)
+    y = (X[:, 0] - X[:, 2] * X[:, 4] + rng.normal(scale=0.5, size=800) > 0).astype(int)
+    forest = RandomForestClassifier(n_estimators=25, max_depth=None, random_state=3).fit(X, y)
+    forest.n_jobs = 1
+    compiled = CompiledForest.from_estimator(forest)
+    assert compiled is not None
+    batch = np.vstack([X, rng.normal(scale=2, size=(5000, 9))])[:rows]
+    assert np.array_equal(compiled.predict_proba(batch), forest.predict_proba(batch))
