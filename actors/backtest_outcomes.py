@@ -328,7 +328,8 @@ def outcomes(
     ).with_columns(
         pl.Series("outcome", outcome.tolist(), pl.String),
         pl.Series("reason", reason.tolist(), pl.String),
-        pl.Series("came_true", came, pl.Float64).cast(pl.Boolean),
+        # NaN (not judged) must become NULL: cast as a NaN it would read as true.
+        pl.Series("came_true", came, pl.Float64, nan_to_null=True).cast(pl.Boolean),
     )
 
 
