@@ -31,10 +31,11 @@ import numpy as np
 import polars as pl
 
 from actors import outcome_curves
-from actors.backtest_outcomes import PENDING, OutcomeTarget, outcomes
+from actors.backtest_outcomes import FAILED, PENDING, SUCCESS, OutcomeTarget, outcomes
 from actors.messages import Tick
-from actors.model_runtime import ModelRuntime, build_runtime, score
+from actors.model_runtime import ModelRuntime, Scored, build_runtime, score
 from actors.prefix_cache import phase_rows
+from actors.webhook_payload import TAG_ALERT, TAG_NEGATIVE, TAG_POSITIVE
 from features.matrix import FeatureSpec, TickRows
 from storage.backtests import TICK_COLUMNS
 from storage.model_import import CheckedModel
@@ -164,6 +165,46 @@ def coin_chunks(rows: pl.DataFrame, max_rows: int = CHUNK_ROWS) -> Iterator[pl.D
         yield rows.filter(pl.col("mint").is_in(group))
 
 
+@dataclass(slots=True)
+class _TickSet:
+    """The ticks of models with the same phases and coin filter, and what they share:
+    the feature-row positions per feature key and the outcomes per target."""
+
+    ticks: list[Tick]
+    frame: pl.DataFrame  # mint, timestamp of each tick, in the ticks' order
+    not_whitelisted: int
+    positions: dict[tuple[Any, str], np.ndarray] = field(default_factory=dict)
+    judged: dict[OutcomeTarget, pl.DataFrame] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        own: pl.DataFrame,
+        start: datetime | None,
+        end: datetime | None,
+        whitelist: frozenset[str] | None,
+    ) -> _TickSet:
+        skipped: Counter[str] = Counter()
+        ticks = _ticks_in_range(own, start, end, whitelist, skipped)
+        frame = pl.DataFrame(
+            {
+                "mint": [t.coin_id for t in ticks],
+                "timestamp": [t.data_timestamp for t in ticks],
+            },
+            schema={"mint": pl.String(), "timestamp": pl.Datetime("us", "UTC")},
+        )
+        return cls(ticks, frame, skipped["not_whitelisted"])
+
+    def kept(self, scored: Scored) -> np.ndarray | None:
+        """Indices of the scored ticks (None: all of them); `score` keeps the ticks' order."""
+        if len(scored.ticks) == len(self.ticks):
+            return None
+        dropped = {id(t) for t, _ in scored.skipped}
+        return np.fromiter(
+            (i for i, t in enumerate(self.ticks) if id(t) not in dropped), dtype=np.int64
+        )
+
+
 def score_chunk(
     runs: Sequence[ModelRun],
     rows: pl.DataFrame,
@@ -176,52 +217,92 @@ def score_chunk(
 
     `rows`: every row of these coins (all phases) up to the end of the last
     tick's outcome window, in coin_metrics id order within a coin.
+
+    Only the inference is per model. Models with the same feature key and phases
+    share one feature computation; models with the same phases and coin filter
+    share their ticks and the ticks' feature rows; those that also share a target
+    share the outcome windows (only success/failed depends on the model).
     """
     rows = rows.sort(["mint", "timestamp"], maintain_order=True)
     computed: dict[tuple[Any, str], TickRows] = {}
-    # Models with the same feature key and phases share one computation; only the
-    # columns some of them read are turned into the matrix (the shared frame is wide).
+    # Only the columns some of the models read are turned into the matrix (the shared
+    # frame is wide).
     wanted: dict[tuple[Any, str], set[str]] = {}
     for run in runs:
         rt = run.model.runtime
         wanted.setdefault((rt.spec.shared_key, rt.phase_key), set(SNAPSHOT_COLUMNS)).update(
             rt.spec.features
         )
+    phase_frames: dict[str, pl.DataFrame] = {}
+    tick_sets: dict[tuple[str, frozenset[str] | None], _TickSet] = {}
     for run in runs:
         model = run.model
         runtime = model.runtime
-        own = phase_rows(rows, runtime.phase_key)
+        if runtime.phase_key not in phase_frames:
+            phase_frames[runtime.phase_key] = phase_rows(rows, runtime.phase_key)
+        own = phase_frames[runtime.phase_key]
         key = (runtime.spec.shared_key, runtime.phase_key)
         if key not in computed:
             frame = features_as_of_each_row(runtime.spec, own)
             columns = [c for c in frame.columns if c in wanted[key]]
             computed[key] = TickRows.from_frame(frame.select("mint", "timestamp", *columns))
-        ticks = _ticks_in_range(own, start, end, model.whitelist, run.skipped)
-        if not ticks:
+        set_key = (runtime.phase_key, model.whitelist)
+        if set_key not in tick_sets:
+            tick_sets[set_key] = _TickSet.of(own, start, end, model.whitelist)
+        tick_set = tick_sets[set_key]
+        if tick_set.not_whitelisted:
+            run.skipped["not_whitelisted"] += tick_set.not_whitelisted
+        if not tick_set.ticks:
             continue
-        scored = score(runtime, ticks, computed[key])
+        if key not in tick_set.positions:
+            keys = [(t.coin_id, t.data_timestamp) for t in tick_set.ticks]
+            tick_set.positions[key] = computed[key].positions(keys)
+        scored = score(runtime, tick_set.ticks, computed[key], tick_set.positions[key])
         run.skipped.update(reason for _, reason in scored.skipped)
         if not scored.ticks:
             continue
-        probabilities, tags = scored.tagged(model.threshold)
-        frame = pl.DataFrame(
-            {
-                "mint": [t.coin_id for t in scored.ticks],
-                "timestamp": [t.data_timestamp for t in scored.ticks],
-                "probability": probabilities,
-                "prediction": [1 if p >= 0.5 else 0 for p in probabilities],
-                "tag": tags,
-            },
-            schema={
-                "mint": pl.String(),
-                "timestamp": pl.Datetime("us", "UTC"),
-                "probability": pl.Float64(),
-                "prediction": pl.Int64(),
-                "tag": pl.String(),
-            },
+        if model.target not in tick_set.judged:
+            tick_set.judged[model.target] = outcomes(
+                rows,
+                tick_set.frame.with_columns(pl.lit(0, pl.Int64).alias("prediction")),
+                model.target,
+                evaluable_until,
+            )
+        judged = tick_set.judged[model.target]
+        kept = tick_set.kept(scored)
+        if kept is not None:
+            judged = judged[kept]
+        run.parts.append(_model_ticks(judged, scored.probabilities, model.threshold))
+
+
+def _model_ticks(judged: pl.DataFrame, probabilities: np.ndarray, threshold: float) -> pl.DataFrame:
+    """One model's ticks: its probabilities, prediction, tag (CONTRACTS.md section 3, as
+    `tag_for`: alert first) and its outcome from the shared outcome columns."""
+    p = pl.col("probability")
+    predicted = pl.col("prediction") == 1
+    came_true = pl.col("came_true")
+    return (
+        judged.with_columns(pl.Series("probability", probabilities, pl.Float64))
+        .with_columns(
+            (p >= 0.5).cast(pl.Int64).alias("prediction"),
+            pl.when(p >= threshold)
+            .then(pl.lit(TAG_ALERT))
+            .when(p >= 0.5)
+            .then(pl.lit(TAG_POSITIVE))
+            .otherwise(pl.lit(TAG_NEGATIVE))
+            .alias("tag"),
         )
-        judged = outcomes(rows, frame, model.target, evaluable_until)
-        run.parts.append(judged.select([*TICK_COLUMNS, "came_true"]))
+        .with_columns(
+            # Judged ticks (came_true known) succeed when the prediction equals it.
+            pl.when(came_true.is_null())
+            .then(pl.col("outcome"))
+            .when(predicted == came_true)
+            .then(pl.lit(SUCCESS))
+            .otherwise(pl.lit(FAILED))
+            .alias("outcome")
+        )
+        .select([*TICK_COLUMNS, "came_true"])
+    )
 
 
 def features_as_of_each_row(spec: FeatureSpec, own: pl.DataFrame) -> pl.DataFrame:

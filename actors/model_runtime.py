@@ -165,16 +165,25 @@ class Scored:
         return probabilities, [tag_for(p, alert_threshold) for p in probabilities]
 
 
-def score(runtime: ModelRuntime, ticks: Sequence[Tick], rows: TickRows) -> Scored:
+def score(
+    runtime: ModelRuntime,
+    ticks: Sequence[Tick],
+    rows: TickRows,
+    positions: np.ndarray | None = None,
+) -> Scored:
     """The model's probabilities for the ticks, from the computed feature rows. Blocking.
 
     `rows` holds the features of the batch's coins as of each tick (see
     `actors.shared_features`); the row at each tick's exact timestamp is used.
+    `positions`: `rows.positions` of the ticks, when models share them (a backtest).
     """
     if not ticks:
         return Scored([], np.empty(0), [], [])
-    keys = [(t.coin_id, t.data_timestamp) for t in ticks]
-    matrix = rows.matrix(keys, runtime.spec)
+    if positions is None:
+        keys = [(t.coin_id, t.data_timestamp) for t in ticks]
+        matrix = rows.matrix(keys, runtime.spec)
+    else:
+        matrix = rows.matrix((), runtime.spec, found=positions)
     skipped = [(ticks[i], reason) for i, reason in matrix.skipped]
     if not matrix.rows:
         return Scored([], np.empty(0), [], skipped)

@@ -187,14 +187,27 @@ class TickRows:
         index = {key: i for i, key in enumerate(zip(last.mints, last.timestamps, strict=True))}
         return cls(last.values, {n: i for i, n in enumerate(last.columns)}, index)
 
-    def matrix(self, keys: Sequence[tuple[str, datetime]], spec: FeatureSpec) -> Matrix:
-        """The feature row at each key's exact timestamp, columns in the model's order."""
+    def positions(self, keys: Sequence[tuple[str, datetime]]) -> np.ndarray:
+        """The row of each key (-1: none). Models scoring the same ticks can share it."""
+        get = self.index.get
+        return np.fromiter((get(key, -1) for key in keys), dtype=np.intp, count=len(keys))
+
+    def matrix(
+        self,
+        keys: Sequence[tuple[str, datetime]],
+        spec: FeatureSpec,
+        found: np.ndarray | None = None,
+    ) -> Matrix:
+        """The feature row at each key's exact timestamp, columns in the model's order.
+
+        `found`: `positions(keys)`, when the caller already has it.
+        """
         missing_cols = [f for f in spec.features if f not in self.columns]
         if missing_cols:
             raise UnknownFeatureError(missing_cols)
         cols = [self.columns[f] for f in spec.features]
-        get = self.index.get
-        found = np.fromiter((get(key, -1) for key in keys), dtype=np.intp, count=len(keys))
+        if found is None:
+            found = self.positions(keys)
         has_row = found >= 0
         # One gather of the wanted cells: copying whole rows first (a wide shared frame) cost
         # more than the model itself when most rows are wanted (a backtest).

@@ -93,7 +93,9 @@ def test_only_a_fitted_two_class_single_output_forest_is_compiled() -> None:
     assert CompiledForest.from_estimator(two_outputs) is None
 
 
-@pytest.mark.parametrize("rows", [1, forest_module.LARGE_BATCH - 1, forest_module.LARGE_BATCH, 5000])
+@pytest.mark.parametrize(
+    "rows", [1, forest_module.LARGE_BATCH - 1, forest_module.LARGE_BATCH, 5000]
+)
 def test_both_walks_give_scikit_learns_bits(rows: int) -> None:
     """Small batches take the level walk, large ones one `Tree.apply` per tree: either
     way the probabilities are scikit-learn's exactly (no tolerance), ties included."""
