@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import anyio
 import asyncpg
 import pytest
+from ports import free_port
 from webhook_receiver import WebhookReceiver
 
 from storage.config import Settings, load_settings
@@ -125,7 +126,7 @@ def settings(db_dsn: str, tmp_path: Path) -> Settings:
     return base.replace(
         db_dsn=db_dsn,
         api_host="127.0.0.1",
-        api_port=_free_port(),
+        api_port=free_port(),
         model_storage_path=str(tmp_path / "models"),
         polling_interval_seconds=0.2,
         batch_timeout_seconds=0.02,
@@ -135,17 +136,6 @@ def settings(db_dsn: str, tmp_path: Path) -> Settings:
         # n8n, so the production default (loopback refused) stays as it is.
         webhook_allowed_networks="127.0.0.0/8,::1/128",
     )
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-free_port = _free_port
 
 
 @pytest.fixture

@@ -9,12 +9,10 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-from aiohttp import web
+from app_server import served
 from webhook_receiver import insert_active_model
 
 from storage.config import Settings
-from web.app import create_app
-from web.context import AppContext
 
 
 async def add_model(conn: asyncpg.Connection, model_id: int, **columns: Any) -> int:
@@ -143,16 +141,8 @@ async def prediction(conn: asyncpg.Connection, prediction_id: int) -> dict[str, 
 @asynccontextmanager
 async def serve_api(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[ApiClient]:
     """The real aiohttp app on 127.0.0.1 (no actors, so no evaluator changes rows)."""
-    runner = web.AppRunner(create_app(AppContext(settings=settings, pool=pool)))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        async with aiohttp.ClientSession() as http:
-            yield ApiClient(http, f"http://127.0.0.1:{port}")
-    finally:
-        await runner.cleanup()
+    async with served(settings, pool) as base, aiohttp.ClientSession() as http:
+        yield ApiClient(http, base)
 
 
 class ApiClient:

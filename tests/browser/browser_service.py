@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from anyio.from_thread import BlockingPortal
+from ports import free_port
 
 from actors.service import Service
 from storage.config import Settings, load_settings
@@ -23,12 +23,6 @@ class RunningDemo:
     def call(self, fn: Any, *args: Any) -> Any:
         """Run an async function on the service's event loop."""
         return self.portal.call(fn, *args)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def browser_settings(database_dsn: str, tmp: Path, **overrides: Any) -> Settings:

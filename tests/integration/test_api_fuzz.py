@@ -23,8 +23,8 @@ import hypothesis
 import pytest
 import requests
 import schemathesis
-from app_server import closed_port
 from hypothesis import HealthCheck, Phase, given
+from ports import closed_port
 from prediction_rows import add_metric, add_model, add_prediction, set_outcome
 from schemathesis import Case, GenerationMode
 from schemathesis.core.failures import Failure, FailureGroup

@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import asyncpg
 import structlog
-from app_server import closed_port, served
+from app_server import served
+from ports import closed_port
 from prediction_rows import add_metric, add_model
 from service_runner import running_service
 from waiting import wait_for

@@ -1,6 +1,6 @@
 """The Streamlit dashboard against the real REST API on 127.0.0.1 and a real database.
 
-The API runs on the test's event loop (aiohttp `AppRunner` on a free port);
+The API runs on the test's event loop (tests/app_server.py, on a free port);
 `AppTest` runs the dashboard script synchronously, so it is driven from a worker
 thread (`anyio.to_thread.run_sync`) while the loop keeps serving requests.
 """
@@ -11,9 +11,8 @@ import json
 import multiprocessing.spawn
 import os
 import signal
-import socket
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,9 @@ import anyio
 import asyncpg
 import pytest
 from aiohttp import web
+from app_server import serve, served
 from model_factory import train_model
+from ports import closed_port, free_port
 from streamlit.testing.v1 import AppTest
 from waiting import wait_for
 from webhook_receiver import insert_active_model, store_predictions
@@ -31,8 +32,6 @@ from webhook_receiver import insert_active_model, store_predictions
 from actors.dashboard_process import DashboardProcess
 from actors.state import ServiceState
 from storage.config import Settings
-from web.app import create_app
-from web.context import AppContext
 from web.dashboard.api_client import ApiClient
 from web.dashboard.pages_predictions import price_path
 
@@ -41,28 +40,11 @@ T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 TOKEN = "dashboard-test-token"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@asynccontextmanager
-async def serve_api(
+def serve_api(
     settings: Settings, pool: asyncpg.Pool, state: ServiceState | None = None
-) -> AsyncIterator[str]:
-    runner = web.AppRunner(
-        create_app(AppContext(settings, pool, state or ServiceState())),
-        access_log=None,
-        shutdown_timeout=0.5,
-    )
-    await runner.setup()
-    port = _free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+) -> AbstractAsyncContextManager[str]:
+    """The API without access log lines, and quick to stop (Streamlit keeps connections)."""
+    return served(settings, pool, state, access_log=None, shutdown_timeout=0.5)
 
 
 class Dashboard:
@@ -222,7 +204,7 @@ async def _seed(pool: asyncpg.Pool) -> tuple[int, int]:
 async def test_unreachable_api_shows_a_clear_message_on_every_page(
     dashboard_env: Callable[[str, str], None],
 ) -> None:
-    port = _free_port()  # nothing listens here
+    port = closed_port()
     dashboard_env(f"http://127.0.0.1:{port}", "")
     dashboard = Dashboard()
     at = await dashboard.open()
@@ -508,12 +490,8 @@ async def test_import_page_imports_a_ready_model(
     training.router.add_get("/api/models", models)
     training.router.add_get("/api/models/{id}", one)
     training.router.add_get("/api/models/{id}/download", download)
-    runner = web.AppRunner(training, access_log=None)
-    await runner.setup()
-    port = _free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    settings = settings.replace(training_service_api_url=f"http://127.0.0.1:{port}/api")
-    try:
+    async with serve(training, access_log=None) as training_base:
+        settings = settings.replace(training_service_api_url=f"{training_base}/api")
         async with serve_api(settings, pool) as base:
             dashboard_env(base, "")
             dashboard = Dashboard("Import model")
@@ -545,8 +523,6 @@ async def test_import_page_imports_a_ready_model(
             assert any("Imported model 77" in str(s.value) for s in at.success)
             buttons = {b.key for b in at.button}
             assert "import_77" not in buttons and "import_78" in buttons
-    finally:
-        await runner.cleanup()
 
 
 # ---- the child process ---------------------------------------------------------------------
@@ -557,7 +533,7 @@ async def test_dashboard_process_restarts_a_dead_child_and_stops_it_on_shutdown(
 ) -> None:
     async with serve_api(settings, pool) as base:
         actor = DashboardProcess(
-            port=_free_port(), api_base_url=base, backoff_initial=0.1, stop_deadline=3.0
+            port=free_port(), api_base_url=base, backoff_initial=0.1, stop_deadline=3.0
         )
         async with anyio.create_task_group() as tg:
             await tg.start(actor.run)

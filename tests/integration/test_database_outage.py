@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,18 +20,13 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from ports import free_port
 from waiting import wait_for
 
 from storage.embedded import EmbeddedPostgres
 from storage.migrate import apply_migrations
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _health(port: int) -> int:
@@ -82,7 +76,7 @@ async def test_database_outages_are_one_line_json_warnings_and_health_recovers(
     server = EmbeddedPostgres(tmp_path / "pg")
     dsn = await anyio.to_thread.run_sync(server.start)
     await _prepare(dsn)
-    port = _free_port()
+    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("DB_", "API_"))},
         "DB_DSN": dsn,

@@ -14,6 +14,7 @@ import anyio
 import asyncpg
 import pytest
 from metrics_reader import metrics_text
+from ports import free_port
 from waiting import wait_for
 
 from actors.service import Service
@@ -111,8 +112,6 @@ def test_unknown_config_key_stops_startup_naming_the_key(tmp_path: Path) -> None
 def test_sigterm_stops_the_service_within_the_deadline_with_clean_db_shutdown(
     tmp_path: Path,
 ) -> None:
-    from conftest import free_port
-
     port = free_port()
     data_dir = tmp_path / "pgdata"
     env = {

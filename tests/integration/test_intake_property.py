@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from hypothesis import HealthCheck, Phase, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from intake_cursor import cursor_reached
+from ports import free_port
 from service_runner import predictors_running, running_service
 from test_intake_total import (
     FEATURES,
@@ -133,12 +133,6 @@ def bad_rows(types: dict[str, str], near: datetime) -> st.SearchStrategy[list[Ro
     return st.lists(st.one_of(anything, plausible), min_size=1, max_size=6)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def _example(
     conn: asyncpg.Connection, service: Service, k: int, bad: list[Row], models: int
 ) -> None:
@@ -185,7 +179,7 @@ def test_random_collector_rows_between_good_rows_never_stop_intake(
         settings = load_settings(env={}).replace(
             db_dsn=dsn,
             api_host="127.0.0.1",
-            api_port=_free_port(),
+            api_port=free_port(),
             model_storage_path=str(tmp_path / "models"),
             polling_interval_seconds=0.2,
             batch_timeout_seconds=0.01,

@@ -18,6 +18,7 @@ import anyio
 import asyncpg
 import numpy as np
 import pytest
+from ports import closed_port
 from structlog.testing import capture_logs
 from training_service_stub import TrainingServiceStub, training_service
 from waiting import wait_for
@@ -274,9 +275,7 @@ async def test_a_missing_file_at_the_training_service_is_an_error_not_a_placehol
 async def test_training_service_down_is_an_error_naming_the_url(
     pool: asyncpg.Pool, settings: Settings
 ) -> None:
-    from conftest import free_port
-
-    url = f"http://127.0.0.1:{free_port()}/api"
+    url = f"http://127.0.0.1:{closed_port()}/api"
     async with client_from_settings(settings.replace(training_service_api_url=url)) as down:
         error = await _refused(pool, settings, down, 7)
     assert (error.status, error.code) == (502, "training_service_unreachable")

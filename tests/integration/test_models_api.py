@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from conftest import free_port
+from ports import closed_port
 from training_service_stub import TrainingServiceStub, training_service
 from waiting import wait_for
 
@@ -146,7 +146,7 @@ async def test_import_refusals_are_json_errors_with_the_reason(
 async def test_training_service_down_answers_502_naming_the_url(
     aiohttp_client: MakeClient, pool: asyncpg.Pool, settings: Settings
 ) -> None:
-    url = f"http://127.0.0.1:{free_port()}/api"
+    url = f"http://127.0.0.1:{closed_port()}/api"
     context = AppContext(
         settings=settings.replace(training_service_api_url=url), pool=pool, state=ServiceState()
     )

@@ -9,8 +9,6 @@ break someone's automation.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -19,6 +17,7 @@ import jsonschema
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
+from app_server import serve, served
 from training_service_stub import TrainingServiceStub
 
 from storage.config import Settings
@@ -36,22 +35,6 @@ EXAMPLE_VALUES = {
     "coin_id": "So1anaMint7pump",
 }
 HEALTH_PATHS = {"/health", "/api/health"}
-
-
-@asynccontextmanager
-async def served(
-    settings: Settings, pool: asyncpg.Pool
-) -> AsyncIterator[tuple[web.Application, str]]:
-    """The real app on 127.0.0.1 (no actors: these tests are about routing and the document)."""
-    app = create_app(AppContext(settings=settings, pool=pool))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield app, f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
 
 
 async def _fetch_document(base: str) -> dict[str, Any]:
@@ -73,7 +56,8 @@ def _served_operations(document: dict[str, Any]) -> set[tuple[str, str]]:
 async def test_every_registered_route_is_documented_and_every_documented_route_exists(
     settings: Settings, pool: asyncpg.Pool
 ) -> None:
-    async with served(settings, pool) as (app, base):
+    app = create_app(AppContext(settings=settings, pool=pool))
+    async with serve(app) as base:
         document = await _fetch_document(base)
     registered = registered_routes(app)
     in_document = _served_operations(document)
@@ -124,7 +108,7 @@ def _openapi_31_meta_schema() -> dict[str, Any]:
 
 
 async def test_document_is_valid_openapi_3_1(settings: Settings, pool: asyncpg.Pool) -> None:
-    async with served(settings, pool) as (_, base):
+    async with served(settings, pool) as base:
         document = await _fetch_document(base)
     assert document["openapi"].startswith("3.1.")
     errors = sorted(
@@ -153,7 +137,7 @@ async def test_document_is_valid_openapi_3_1(settings: Settings, pool: asyncpg.P
 async def test_path_parameters_errors_and_auth_are_declared_consistently(
     settings: Settings, pool: asyncpg.Pool
 ) -> None:
-    async with served(settings, pool) as (_, base):
+    async with served(settings, pool) as base:
         document = await _fetch_document(base)
     assert document["components"]["securitySchemes"]["bearer"] == {
         "type": "http",
@@ -216,7 +200,7 @@ async def test_static_model_paths_reach_their_handlers_over_http(
     async with TrainingServiceStub() as training:
         training.add_model(31, "xgboost", ["price_close", "volume_sol"], file=b"unused")
         settings = settings.replace(training_service_api_url=training.base_url)
-        async with served(settings, pool) as (_, base), aiohttp.ClientSession() as http:
+        async with served(settings, pool) as base, aiohttp.ClientSession() as http:
             async with http.get(f"{base}/api/models/available") as response:
                 assert response.status == 200
                 body = await response.json()

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,12 +50,6 @@ def taken_port() -> Iterator[int]:
         yield int(holder.getsockname()[1])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _assert_one_line_refusal(result: subprocess.CompletedProcess[str], expected: str) -> None:
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 3, result.stderr
@@ -76,7 +71,7 @@ def test_dashboard_port_in_use_refuses_in_one_line(taken_port: int) -> None:
     result = _cli(
         "serve",
         "--no-demo",
-        env=_env(API_PORT=str(_free_port()), STREAMLIT_PORT=str(taken_port)),
+        env=_env(API_PORT=str(free_port()), STREAMLIT_PORT=str(taken_port)),
     )
     _assert_one_line_refusal(result, f"STREAMLIT_PORT {taken_port}: address already in use")
 
@@ -91,11 +86,11 @@ def test_dashboard_port_in_use_refuses_in_one_line(taken_port: int) -> None:
     ids=["refused", "unknown-host", "invalid"],
 )
 def test_unusable_db_dsn_refuses_in_one_line_naming_db_dsn(dsn: str, expected: str) -> None:
-    port = str(_free_port())
+    port = str(free_port())
     result = _cli(
         "serve",
         "--no-dashboard",
-        env=_env(API_PORT=str(_free_port()), DB_DSN=dsn.format(port=port)),
+        env=_env(API_PORT=str(free_port()), DB_DSN=dsn.format(port=port)),
     )
     _assert_one_line_refusal(result, expected.format(port=port))
 
@@ -104,7 +99,7 @@ def test_refusal_traceback_only_at_debug_level() -> None:
     result = _cli(
         "serve",
         "--no-dashboard",
-        env=_env(API_PORT=str(_free_port()), DB_DSN="nonsense", LOG_LEVEL="DEBUG"),
+        env=_env(API_PORT=str(free_port()), DB_DSN="nonsense", LOG_LEVEL="DEBUG"),
     )
     assert result.returncode == 3
     assert "Traceback" in result.stderr
@@ -135,7 +130,7 @@ def test_signal_during_startup_stops_the_embedded_postgres(
 ) -> None:
     data_dir = tmp_path / "pgdata"
     env = _env(
-        API_PORT=str(_free_port()),
+        API_PORT=str(free_port()),
         API_HOST="127.0.0.1",
         EMBEDDED_DATA_DIR=str(data_dir),
         MODEL_STORAGE_PATH=str(tmp_path / "models"),

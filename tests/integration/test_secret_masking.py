@@ -23,7 +23,8 @@ import pytest
 import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from app_server import closed_port, served
+from app_server import served
+from ports import closed_port
 from service_runner import running_service
 from waiting import wait_for
 from webhook_receiver import insert_active_model, store_predictions

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from model_factory import fit_estimator
+from ports import closed_port
 
 from storage.model_files import load_model
 from storage.training_service import (
@@ -202,13 +202,6 @@ async def standin(
     return standin
 
 
-def _closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/api"
-
-
 # --------------------------------------------------------------------------- happy paths
 
 
@@ -324,7 +317,7 @@ async def test_slow_server_times_out_with_the_url(standin: StandIn) -> None:
 
 
 async def test_refused_connection_names_the_url() -> None:
-    base_url = _closed_port_url()
+    base_url = f"http://127.0.0.1:{closed_port()}/api"
 
     error = await _error_of(base_url, "list_models")
 
