@@ -7,11 +7,13 @@ completely (procrastinate's approach).
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -21,9 +23,10 @@ from ports import free_port
 from webhook_receiver import WebhookReceiver
 
 from storage.config import Settings, load_settings
-from storage.db import create_pool
+from storage.db import connect, create_pool
 from storage.embedded import EmbeddedPostgres
 from storage.migrate import apply_migrations
+from storage.model_settings import MODELS_CHANNEL
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -146,6 +149,18 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
         yield hooks
     finally:
         await hooks.stop()
+
+
+@pytest.fixture
+async def notes(db_dsn: str) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every payload NOTIFYed on the models channel, as the model-sync actor would hear it."""
+    received: list[dict[str, Any]] = []
+    conn = await connect(db_dsn)
+    await conn.add_listener(MODELS_CHANNEL, lambda *args: received.append(json.loads(args[3])))
+    try:
+        yield received
+    finally:
+        await conn.close()
 
 
 @pytest.fixture(autouse=True)

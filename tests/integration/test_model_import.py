@@ -25,7 +25,6 @@ from waiting import wait_for
 
 from storage import active_models
 from storage.config import Settings
-from storage.db import connect
 from storage.model_files import load_model
 from storage.model_import import (
     ModelImportError,
@@ -35,7 +34,6 @@ from storage.model_import import (
     reload_model,
     update_metrics,
 )
-from storage.model_settings import MODELS_CHANNEL
 from storage.training_service import TrainingServiceClient
 
 __all__ = ["training_service"]  # the fixture, imported for pytest
@@ -52,18 +50,6 @@ async def client(
         settings.replace(training_service_api_url=training_service.base_url)
     ) as ts_client:
         yield ts_client
-
-
-@pytest.fixture
-async def notes(db_dsn: str) -> AsyncIterator[list[dict[str, Any]]]:
-    """Every payload NOTIFYed on the models channel, as the model-sync actor would hear it."""
-    received: list[dict[str, Any]] = []
-    conn = await connect(db_dsn)
-    await conn.add_listener(MODELS_CHANNEL, lambda *args: received.append(json.loads(args[3])))
-    try:
-        yield received
-    finally:
-        await conn.close()
 
 
 def _sha_of(path: str | Path) -> str:

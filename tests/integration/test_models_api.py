@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,6 @@ from waiting import wait_for
 
 from actors.state import ServiceState
 from storage.config import Settings
-from storage.db import connect
-from storage.model_settings import MODELS_CHANNEL
 from storage.text_rules import MAX_NAME_LENGTH
 from web import routes_models
 from web.app import create_app
@@ -44,17 +42,6 @@ async def api(
     return await aiohttp_client(
         create_app(AppContext(settings=settings, pool=pool, state=ServiceState()))
     )
-
-
-@pytest.fixture
-async def notes(db_dsn: str) -> AsyncIterator[list[dict[str, Any]]]:
-    received: list[dict[str, Any]] = []
-    conn = await connect(db_dsn)
-    await conn.add_listener(MODELS_CHANNEL, lambda *args: received.append(json.loads(args[3])))
-    try:
-        yield received
-    finally:
-        await conn.close()
 
 
 async def _call(api: Client, method: str, path: str, body: Any = None) -> tuple[int, Any]:

@@ -12,24 +12,21 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import aiohttp
 import asyncpg
 import pytest
-import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from app_server import served
+from log_capture import service_logs
 from ports import closed_port
 from service_runner import running_service
 from waiting import wait_for
 from webhook_receiver import insert_active_model, store_predictions
 
-from actors.logs import configure_logging
 from storage.config import Settings
 from storage.db import connect
 
@@ -37,20 +34,10 @@ HOOK_ID = "6f1c1f0e-3b1a-4d7e-9b1e-2a9c7d0e5f11"  # an n8n webhook id: whoever k
 
 
 @pytest.fixture
-def rendered_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+def rendered_logs() -> Iterator[io.StringIO]:
     """The service's own log set-up (JSON lines), written to a buffer for the test."""
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    buffer = io.StringIO()
-    monkeypatch.setattr(sys, "stderr", buffer)
-    configure_logging("INFO", "json")
-    try:
+    with service_logs("json") as buffer:
         yield buffer
-    finally:
-        structlog.configure(**saved)
-        root.handlers[:] = handlers
-        root.setLevel(level)
 
 
 async def test_config_masks_secrets_by_key_name_in_urls_query_strings_and_dsn_parameters(

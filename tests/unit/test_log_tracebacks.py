@@ -9,32 +9,20 @@ from __future__ import annotations
 
 import io
 import logging
-import sys
 from collections.abc import Iterator
 
 import pytest
 import structlog
-
-from actors.logs import configure_logging
+from log_capture import service_logs
 
 SECRET = "hunter2-S3cret"
 DSN = f"postgresql://pump:{SECRET}@db.internal:5432/pump"
 
 
 @pytest.fixture
-def console_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    buffer = io.StringIO()
-    monkeypatch.setattr(sys, "stderr", buffer)
-    configure_logging("INFO", "console")
-    try:
+def console_logs() -> Iterator[io.StringIO]:
+    with service_logs("console") as buffer:
         yield buffer
-    finally:
-        structlog.configure(**saved)
-        root.handlers[:] = handlers
-        root.setLevel(level)
 
 
 def _fail(dsn: str) -> None:
