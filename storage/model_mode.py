@@ -6,6 +6,7 @@ the model-change NOTIFY, as every setting); the webhook rules read it in
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Final
 
 import asyncpg
@@ -33,3 +34,16 @@ async def set_mode(conn: asyncpg.Connection, active_model_id: int, mode: str) ->
             )
             await notify_model_changed(conn, active_model_id, "settings")
     return previous
+
+
+async def modes_of(conn: asyncpg.Connection, active_model_ids: Iterable[int]) -> dict[int, str]:
+    """The mode of each of these models that still exists (a deleted model has none).
+
+    The prediction reads return stored rows; a row's model may have changed mode since,
+    and lists mark predictions by the model's mode now, joined here by id.
+    """
+    ids = sorted(set(active_model_ids))
+    if not ids:
+        return {}
+    rows = await conn.fetch("SELECT id, mode FROM active_models WHERE id = ANY($1::bigint[])", ids)
+    return {int(r["id"]): str(r["mode"]) for r in rows}

@@ -577,7 +577,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET",
         "/api/predictions",
-        "Predictions with filters and a real total",
+        "Predictions with filters and a real total; each has model_mode (live, shadow)",
         PRED,
         params=_empty_ok(
             (
@@ -605,7 +605,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET",
         "/api/predictions/latest/{coin_id}",
-        "Latest prediction per model",
+        "Latest prediction per model, each with model_mode (live, shadow)",
         PRED,
         params=(
             Param(

@@ -2,19 +2,25 @@
 model's predictions for a coin with the price history around them; deleting a
 model's predictions.
 
+Every prediction carries `model_mode`, its model's mode now (`live`, `shadow`;
+null once the model is deleted), joined here by id rather than in the reads'
+SQL, so a shadow model's predictions are marked wherever they are listed.
+
 A query parameter that is malformed or unknown is a 400 that names it: a typo
 in a filter that silently returned everything is how a user trusts wrong numbers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
+import asyncpg
 from aiohttp import web
 from multidict import MultiMapping
 
+from storage.model_mode import modes_of
 from storage.prediction_reads import (
     RESULTS,
     TAGS,
@@ -183,6 +189,19 @@ def _filters(query: Mapping[str, str]) -> PredictionFilters:
     return filters
 
 
+class _Row(Protocol):
+    @property
+    def active_model_id(self) -> int: ...
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+async def _with_modes(conn: asyncpg.Connection, rows: Sequence[_Row]) -> list[dict[str, Any]]:
+    """The rows as dicts, each with its model's mode (see the module docstring)."""
+    modes = await modes_of(conn, (r.active_model_id for r in rows))
+    return [{**r.as_dict(), "model_mode": modes.get(r.active_model_id)} for r in rows]
+
+
 @routes.get("/api/predictions")
 async def get_predictions(request: web.Request) -> web.Response:
     query = request.query
@@ -193,9 +212,8 @@ async def get_predictions(request: web.Request) -> web.Response:
     assert limit is not None and offset is not None
     async with ctx(request).pool.acquire() as conn:
         total, rows = await list_predictions(conn, filters, limit=limit, offset=offset)
-    return web.json_response(
-        {"items": [r.as_dict() for r in rows], "total": total, "limit": limit, "offset": offset}
-    )
+        items = await _with_modes(conn, rows)
+    return web.json_response({"items": items, "total": total, "limit": limit, "offset": offset})
 
 
 @routes.get("/api/predictions/latest/{coin_id}")
@@ -204,18 +222,20 @@ async def get_latest_predictions(request: web.Request) -> web.Response:
     check_known(request.query, ())
     async with ctx(request).pool.acquire() as conn:
         rows = await latest_for_coin(conn, coin)
+        items = await _with_modes(conn, rows)
     if not rows:
         raise not_found("predictions for coin", coin)
-    return web.json_response({"coin_id": coin, "predictions": [r.as_dict() for r in rows]})
+    return web.json_response({"coin_id": coin, "predictions": items})
 
 
-def _details(active_model_id: int, coin: str, d: CoinDetails) -> dict[str, Any]:
+def _details(active_model_id: int, coin: str, d: CoinDetails, mode: str | None) -> dict[str, Any]:
     ref = d.reference_price
     last = d.predictions[-1]
     return {
         "active_model_id": active_model_id,
         "model_id": last.model_id,
         "model_name": last.model_name,
+        "model_mode": mode,
         "coin_id": coin,
         "reference": {
             "timestamp": d.reference_timestamp.isoformat() if d.reference_timestamp else None,
@@ -223,7 +243,7 @@ def _details(active_model_id: int, coin: str, d: CoinDetails) -> dict[str, Any]:
             "prediction_id": d.predictions[0].id,
         },
         "window": {"start": d.window_start.isoformat(), "end": d.window_end.isoformat()},
-        "predictions": [p.as_dict() for p in d.predictions],
+        "predictions": [{**p.as_dict(), "model_mode": mode} for p in d.predictions],
         "predictions_total": d.predictions_total,
         "price_history": [
             {
@@ -256,9 +276,10 @@ async def get_coin_details(request: web.Request) -> web.Response:
         if not await model_exists(conn, model):
             raise not_found("model", model)
         details = await coin_details(conn, model, coin, limit=limit, points=points)
+        mode = (await modes_of(conn, (model,))).get(model)
     if details is None:
         raise not_found(f"predictions of model {model} for coin", coin)
-    return web.json_response(_details(model, coin, details))
+    return web.json_response(_details(model, coin, details, mode))
 
 
 @routes.delete(r"/api/models/{id:\d+}/predictions")

@@ -391,6 +391,28 @@ async def test_prediction_row_opens_the_coin_price_chart(
         assert path["change_pct"].min() == pytest.approx(-10.0)
 
 
+async def test_a_shadow_models_predictions_read_as_shadow_in_the_table_and_chart(
+    settings: Settings, pool: asyncpg.Pool, dashboard_env: Callable[[str, str], None]
+) -> None:
+    live = await _model(pool, 41, name="sender")
+    shadow = await _model(pool, 42, name="candidate", mode="shadow")
+    await _prediction(pool, live, "MintAAA", T0, 0.9)
+    watched = await _prediction(pool, shadow, "MintAAA", T0, 0.8)
+    await _prices(pool, "MintAAA", [(T0 + timedelta(minutes=m), 2.0) for m in range(-1, 3)])
+    async with serve_api(settings, pool) as base:
+        dashboard_env(base, "")
+        dashboard = Dashboard("Predictions")
+        at = await dashboard.open()
+        assert not dashboard.errors(), dashboard.errors()
+        assert sorted(at.dataframe[0].value["model"]) == ["candidate (shadow)", "sender"]
+        at = await dashboard.act(lambda at: at.selectbox(key="pred_detail").set_value(watched))
+        assert not dashboard.errors(), dashboard.errors()
+        assert "Shadow model: this prediction was stored and evaluated, never sent." in (
+            dashboard.texts()
+        )
+        assert "candidate (shadow)" in dashboard.texts()
+
+
 async def test_statistics_show_live_quality_next_to_training(
     settings: Settings, pool: asyncpg.Pool, dashboard_env: Callable[[str, str], None]
 ) -> None:

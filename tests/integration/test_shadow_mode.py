@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import asyncpg
 from coin_rows import coin_rows, insert_rows
-from prediction_rows import add_model, add_prediction, serve_api, set_outcome
+from prediction_rows import add_metric, add_model, add_prediction, serve_api, set_outcome
 from service_runner import running_service
 from training_service_stub import TrainingServiceStub
 from waiting import wait_for
@@ -16,6 +16,7 @@ from webhook_receiver import WebhookReceiver
 
 from storage.config import Settings
 from storage.db import connect
+from storage.model_mode import set_mode
 
 FEATURES = ["price_close", "volume_sol", "buy_pressure_ratio", "price_roc_5"]
 
@@ -123,3 +124,39 @@ async def test_compare_sets_models_side_by_side_on_the_ticks_they_share(
         assert pair["b"] == {"judged": 3, "alerts": 1, "precision": 1.0, "recall": 1.0}
         status, body = await api.get(f"/api/models/compare?ids={a}")
         assert status == 400 and body["error"]["details"]["field"] == "ids"
+
+
+async def test_a_shadow_models_predictions_are_marked_shadow_in_lists_and_coin_details(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """A trader reading the list must not mistake a shadow prediction for one that was
+    sent: every listing carries the model's mode, and it follows a promotion."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    async with pool.acquire() as conn:
+        live = await add_model(conn, 41, name="Live")
+        shadow = await add_model(conn, 42, name="Shadow")
+        assert await set_mode(conn, shadow, "shadow") == "live"
+        for model in (live, shadow):
+            await add_metric(conn, "coinM", t0, 1.0)
+            await add_prediction(conn, model, "coinM", t0, prediction=1, probability=0.9)
+    async with serve_api(settings, pool) as api:
+        status, body = await api.get("/api/predictions?coin_id=coinM")
+        assert status == 200, body
+        assert {i["active_model_id"]: i["model_mode"] for i in body["items"]} == {
+            live: "live",
+            shadow: "shadow",
+        }
+        status, body = await api.get("/api/predictions/latest/coinM")
+        assert status == 200, body
+        assert {p["active_model_id"]: p["model_mode"] for p in body["predictions"]} == {
+            live: "live",
+            shadow: "shadow",
+        }
+        status, body = await api.get(f"/api/models/{shadow}/coins/coinM/details")
+        assert status == 200, body
+        assert body["model_mode"] == "shadow"
+        assert {p["model_mode"] for p in body["predictions"]} == {"shadow"}
+        async with pool.acquire() as conn:
+            await set_mode(conn, shadow, "live")
+        status, body = await api.get(f"/api/predictions?active_model_id={shadow}")
+        assert [i["model_mode"] for i in body["items"]] == ["live"]

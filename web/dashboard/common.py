@@ -105,9 +105,22 @@ def model_name(model: dict[str, Any]) -> str:
     return str(dig(model, "custom_name", "name", default=f"model {model_id(model)}"))
 
 
+SHADOW = "shadow"
+
+
 def model_label(model: dict[str, Any]) -> str:
     state = "" if dig(model, "is_active", default=True) else " (inactive)"
-    return f"#{model_id(model)} {model_name(model)}{state}"
+    mode = " (shadow)" if model.get("mode") == SHADOW else ""
+    return f"#{model_id(model)} {model_name(model)}{mode}{state}"
+
+
+def prediction_model(row: dict[str, Any], names: dict[int | None, str]) -> str:
+    """The model of a prediction row, marked when that model runs in shadow: its
+    predictions are stored and evaluated but never sent, and must not read as alerts
+    someone received."""
+    ident = row.get("active_model_id")
+    name = names.get(ident, row.get("model_name")) or f"#{ident}"
+    return f"{name} (shadow)" if row.get("model_mode") == SHADOW else str(name)
 
 
 def training_metric(model: dict[str, Any], metric: str) -> float | None:

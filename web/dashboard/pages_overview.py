@@ -50,6 +50,8 @@ def _model_row(api: ApiClient, model: dict[str, Any]) -> dict[str, Any]:
         "name": common.model_name(model),
         "type": model.get("model_type", common.MISSING),
         "active": bool(model.get("is_active", True)),
+        # shadow: predicted, stored and evaluated, never sent to webhooks
+        "mode": model.get("mode", common.MISSING),
         "predictions": common.number(predictions),
         "last prediction": common.when(last),
         "live success rate": common.percent(live_rate),
@@ -117,7 +119,7 @@ def _alert_feed(api: ApiClient, names: dict[int | None, str]) -> None:
                 "outcome": [row.get("evaluation_result") or "pending"],
                 "probability": row.get("probability"),
                 "coin": visual.short_coin(row.get("coin_id")),
-                "model": names.get(row.get("active_model_id"), f"#{row.get('active_model_id')}"),
+                "model": common.prediction_model(row, names),
                 "age": _age(row.get("data_timestamp")),
                 "change": row.get("actual_change_pct"),
                 "chart": chart_link(row),

@@ -77,7 +77,7 @@ def _table(rows: list[dict[str, Any]], names: dict[int | None, str]) -> pd.DataF
     records = []
     for row in rows:
         record = {column: row.get(column) for column in COLUMNS}
-        record["model"] = names.get(row.get("active_model_id"), row.get("model_name"))
+        record["model"] = common.prediction_model(row, names)
         record["outcome"] = row.get("evaluation_result") or "pending"
         records.append(record)
     frame = pd.DataFrame.from_records(records, columns=list(COLUMNS))
@@ -98,8 +98,7 @@ def display(rows: list[dict[str, Any]], names: dict[int | None, str]) -> pd.Data
                 "tag": [row.get("tag") or "negative"],
                 "probability": row.get("probability"),
                 "coin": visual.short_coin(row.get("coin_id")),
-                "model": names.get(row.get("active_model_id"), row.get("model_name"))
-                or f"#{row.get('active_model_id')}",
+                "model": common.prediction_model(row, names),
                 "data time (UTC)": f"{at:%Y-%m-%d %H:%M:%S}" if at else common.MISSING,
                 "actual change": row.get("actual_change_pct"),
                 "id": row.get("id"),
@@ -214,8 +213,10 @@ def _detail(api: ApiClient, prediction: dict[str, Any], names: dict[int | None, 
     st.subheader("Coin chart")
     st.code(str(coin), language=None)
     outcome = prediction.get("evaluation_result") or "pending"
+    if prediction.get("model_mode") == common.SHADOW:
+        st.info("Shadow model: this prediction was stored and evaluated, never sent.")
     st.caption(
-        f"Prediction #{prediction.get('id')} of {names.get(model, f'model #{model}')}: "
+        f"Prediction #{prediction.get('id')} of {common.prediction_model(prediction, names)}: "
         f"probability {common.number(prediction.get('probability'), 3)}, "
         f"tag {prediction.get('tag')}, outcome {outcome.replace('_', ' ')}, "
         f"actual change {common.number(prediction.get('actual_change_pct'), 2)} %"
