@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import TypeVar, cast
+from typing import TypeVar
 
 import anyio
 
@@ -27,7 +27,7 @@ async def wait_for(
     with anyio.move_on_after(timeout):
         while True:
             result = probe()
-            last = await result if inspect.isawaitable(result) else cast(T, result)
+            last = await result if inspect.isawaitable(result) else result
             if last:
                 return last
             await anyio.sleep(interval)
