@@ -17,7 +17,7 @@ histories (zeros, NULLs, flat stretches, duplicate timestamps, prefix seeds).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -100,10 +100,133 @@ def _mean(window: np.ndarray) -> np.ndarray:
         return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
 
-def _exact_mean(window: np.ndarray) -> np.ndarray:
-    """The value itself when every present value is equal, as pandas gives it."""
+def _exact_mean(window: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
+    """The value itself when every present value is equal, as pandas gives it;
+    otherwise `mean` (the window's mean, computed here when not given)."""
     low, high = np.fmin.reduce(window, axis=1), np.fmax.reduce(window, axis=1)
-    return np.where(low == high, high, _mean(window))
+    return np.where(low == high, high, _mean(window) if mean is None else mean)
+
+
+def _sliding_sums(
+    grids: Sequence[np.ndarray], windows: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rolling sums and counts [grid, window, coin, 2] of each grid at its last two rows,
+    summed in the engine's order, bit for bit.
+
+    Polars (like pandas, the Training Service's library) slides one running sum along
+    each coin's rows: a value is added when it enters the window and subtracted when it
+    leaves, each direction Kahan-compensated on its own; NULLs are skipped and
+    infinities counted aside. A window summed afresh rounds differently now and then,
+    by an ulp, which decides a comparison at an exact tie (a signer-ratio mean of
+    0.15, a volatility of exactly 1.5 times its mean).
+    """
+    stack = np.stack(grids)  # [grid, coin, row]
+    n_grids, coins, width = stack.shape
+    n_windows = len(windows)
+    # Rows first (each step reads contiguous memory); NULLs and infinities are zeroed
+    # and masked out: `use` is 1.0 where a value takes part in the sum.
+    finite = np.isfinite(stack)
+    entering = np.ascontiguousarray(np.where(finite, stack, 0.0).transpose(2, 0, 1))
+    use_in = np.ascontiguousarray(finite.transpose(2, 0, 1), dtype=np.float64)
+    leaving = np.zeros((width, n_grids, n_windows, coins))
+    use_out = np.zeros((width, n_grids, n_windows, coins))
+    for j, w in enumerate(windows):
+        if w < width:
+            leaving[w:, :, j] = 0.0 - entering[: width - w]
+            use_out[w:, :, j] = use_in[: width - w]
+    shape = (n_grids, n_windows, coins)
+    total, err_add, err_sub = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+    y, t, step = np.empty(shape), np.empty(shape), np.empty(shape)
+    sums = np.full((*shape, 2), np.nan)
+
+    def kahan(value: np.ndarray, use: np.ndarray, err: np.ndarray) -> None:
+        """total += value, compensated by `err`; where `use` is 0 both stay as they are."""
+        nonlocal total, t
+        np.multiply(err, use, out=step)
+        np.subtract(value, step, out=y)  # value - err, 0 where unused
+        np.add(total, y, out=t)
+        np.subtract(t, total, out=step)
+        np.subtract(step, y, out=step)  # the new compensation: (t - total) - y
+        err *= 1.0 - use
+        err += step  # the new one where used, the old one where not
+        total, t = t, total
+
+    for col in range(width):
+        kahan(leaving[col], use_out[col], err_sub)
+        kahan(entering[col][:, None, :], use_in[col][:, None, :], err_add)
+        if col >= width - 2:
+            sums[..., col - width + 2] = total
+    # Counts and infinities are integers: differences of running counts give them.
+    ends = np.array([width - 1, width])
+    starts = np.maximum(ends[None, :] - np.array(windows)[:, None], 0)  # [window, 2]
+
+    def in_window(marks: np.ndarray) -> np.ndarray:
+        running = np.zeros((n_grids, coins, width + 1))
+        np.cumsum(marks, axis=2, out=running[:, :, 1:])
+        return (running[:, :, ends][:, :, None, :] - running[:, :, starts]).transpose(0, 2, 1, 3)
+
+    counts = in_window(~np.isnan(stack))
+    if np.isinf(stack).any():
+        pos_inf, neg_inf = in_window(stack == np.inf), in_window(stack == -np.inf)
+        non_finite = pos_inf + neg_inf
+        sums = np.where(
+            non_finite == 0,
+            sums,
+            np.where(
+                non_finite == pos_inf, np.inf, np.where(non_finite == neg_inf, -np.inf, np.nan)
+            ),
+        )
+    return np.where(counts > 0, sums, np.nan), counts
+
+
+# (sums, means) [window, coin, 2] of a column -> how far its comparison is from the
+# threshold [window, coin].
+_Distance = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+# A window summed alone and the engine's sliding sum (two compensated additions per
+# loaded row at most) both lie within a few hundred ulps of the loaded rows' absolute
+# sum from the exact sum: a comparison farther from its threshold than this fraction of
+# that absolute sum is decided the same by both.
+_TIE_BAND = 1e-9
+
+
+def _window_sums(
+    grids: Sequence[np.ndarray], windows: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each window summed alone, as `_sliding_sums` shapes it (cheap, not bit-exact)."""
+    width = grids[0].shape[1]
+    sums = np.empty((len(grids), len(windows), grids[0].shape[0], 2))
+    counts = np.empty_like(sums)
+    for i, grid in enumerate(grids):
+        for j, w in enumerate(windows):
+            for k, end in enumerate((width - 1, width)):
+                window = grid[:, max(end - w, 0) : end]
+                sums[i, j, :, k], counts[i, j, :, k] = _sum(window), _count(window)
+    return sums, counts
+
+
+def _threshold_sums(
+    ties: dict[str, tuple[np.ndarray, _Distance]], windows: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Window sums and counts [column, window, coin, 2] of the columns compared with a
+    threshold, equal to the engine's sliding sums wherever the comparison depends on it.
+
+    The windows are summed alone, and again in the engine's order (`_sliding_sums`,
+    ~1000 NumPy calls for 64 rows) only for the coins whose comparison lies within
+    `_TIE_BAND` of its threshold: in practice exact ties, where the last ulp decides.
+    """
+    grids = [grid for grid, _ in ties.values()]
+    sums, counts = _window_sums(grids, windows)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts
+        near = np.zeros(grids[0].shape[0], dtype=bool)
+        for i, (grid, distance) in enumerate(ties.values()):
+            band = _TIE_BAND * np.nansum(np.abs(grid), axis=1)
+            near |= np.any(distance(sums[i], means[i]) <= 2 * band, axis=0)
+    if near.any():
+        exact = _sliding_sums([grid[near] for grid in grids], windows)
+        sums[:, :, near], counts[:, :, near] = exact
+    return sums, counts
 
 
 def _exact_std(window: np.ndarray) -> np.ndarray:
@@ -294,26 +417,52 @@ def _engineered(
     flip = np.where(grid.first_col < grid.width - 1, flip, np.nan)
     close_filled = _forward_fill(close)
     breakout_volume = breakout * volume
+    # What is compared with a threshold is summed as the engine sums it (_threshold_sums):
+    # [name, window, coin, newest or the row before].
+    ties: dict[str, tuple[np.ndarray, _Distance]] = {
+        "signers": (signers, lambda sums, means: np.abs(means[..., 1] - 0.15)),
+        "volatility": (
+            volatility,
+            lambda sums, means: np.abs(volatility[:, -1] - 1.5 * means[..., 1]),
+        ),
+        "trend": (distance_filled, lambda sums, means: np.abs(means[..., 1] - means[..., 0])),
+    }
+    if (dev < 0).any():  # only a window with a negative sale sums dev (see the spike below)
+        ties["dev"] = (dev, lambda sums, means: np.abs(sums[..., 1]))
+    sums, counts = _threshold_sums(ties, windows)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts
+    layer = {name: i for i, name in enumerate(ties)}
+    at = {w: i for i, w in enumerate(windows)}
 
     for w in windows:
         win = slice(max(grid.width - w, 0), None)
         d = dev[:, win]
-        spike = np.where(np.fmin.reduce(d, axis=1) >= 0, np.fmax.reduce(d, axis=1) > 0, _sum(d) > 0)
+        spike = np.where(
+            np.fmin.reduce(d, axis=1) >= 0,
+            np.fmax.reduce(d, axis=1) > 0,
+            sums[layer["dev"], at[w], :, 1] > 0 if "dev" in layer else False,
+        )
         out[f"dev_sold_spike_{w}"] = _flag(spike)
         bp_ma = _mean(bp[:, win])
         out[f"buy_pressure_ma_{w}"] = bp_ma
         out[f"buy_pressure_trend_{w}"] = bp[:, -1] - bp_ma
         out[f"whale_activity_{w}"] = _sum(whale_buy[:, win]) + _sum(whale_sell[:, win])
-        vol_ma = _exact_mean(volatility[:, win])
+        vol_ma = _exact_mean(volatility[:, win], means[layer["volatility"], at[w], :, 1])
         out[f"volatility_ma_{w}"] = vol_ma
         mean_volume = _exact_mean(volume[:, win])
         std_volume = _exact_std(volume[:, win])
-        trend = _exact_mean(distance_filled[:, win])
+        trend = _exact_mean(distance_filled[:, win], means[layer["trend"], at[w], :, 1])
         before = slice(max(grid.width - w - 1, 0), grid.width - 1)
-        trend_before = _exact_mean(distance_filled[:, before]) if grid.width > 1 else np.nan
+        trend_before = (
+            _exact_mean(distance_filled[:, before], means[layer["trend"], at[w], :, 0])
+            if grid.width > 1
+            else np.nan
+        )
         with np.errstate(invalid="ignore", divide="ignore"):
             out[f"volatility_spike_{w}"] = _flag(volatility[:, -1] > 1.5 * vol_ma)
-            out[f"wash_trading_flag_{w}"] = _flag(_exact_mean(signers[:, win]) < 0.15)
+            signer_mean = _exact_mean(signers[:, win], means[layer["signers"], at[w], :, 1])
+            out[f"wash_trading_flag_{w}"] = _flag(signer_mean < 0.15)
             out[f"net_volume_ma_{w}"] = _mean(net[:, win])
             out[f"volume_flip_{w}"] = flip
             old_filled = _at(close_filled, grid, w)
