@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+import aiohttp
 import anyio
+from http_json import call_json
 
 from actors.batch_bus import BatchBus
 from actors.service import Service, ServiceOptions
@@ -30,3 +33,9 @@ async def running_service(
 def predictors_running(service: Service) -> int:
     """How many predictor actors the service runs now (one per active model it serves)."""
     return sum(1 for name in service.supervisor.actor_names if name.startswith("predictor-"))
+
+
+async def service_get(service: Service, path: str) -> tuple[int, Any]:
+    """GET `path` of the running service's API: (status, decoded JSON answer)."""
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{service.web_port}") as http:
+        return await call_json(http, "GET", path)

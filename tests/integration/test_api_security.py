@@ -21,6 +21,7 @@ import aiohttp
 import asyncpg
 import structlog
 from app_server import served
+from http_json import call_json
 from ports import closed_port
 from prediction_rows import add_metric, add_model
 from service_runner import running_service
@@ -256,18 +257,12 @@ def _health_reasons(body: dict[str, Any]) -> list[str]:
     return reasons
 
 
-async def _health(http: aiohttp.ClientSession, base: str) -> tuple[int, dict[str, Any]]:
-    async with http.get(f"{base}/health") as response:
-        body: dict[str, Any] = await response.json()
-        return response.status, body
-
-
 async def test_health_is_200_when_database_listener_and_lag_are_fine(settings: Settings) -> None:
     async with running_service(settings) as service, aiohttp.ClientSession() as http:
         base = f"http://127.0.0.1:{service.web_port}"
 
         async def healthy() -> dict[str, Any] | None:
-            status, body = await _health(http, base)
+            status, body = await call_json(http, "GET", f"{base}/health")
             return body if status == 200 and body["checks"].get("listener") == "up" else None
 
         body = await wait_for(healthy, what="a healthy service with its listener up")
@@ -291,7 +286,7 @@ async def test_health_is_503_while_intake_lags_beyond_the_bound_then_recovers(
             await add_metric(conn, "LateMint", datetime.now(UTC) - timedelta(minutes=10), 1.0)
 
             async def lagging() -> dict[str, Any] | None:
-                status, body = await _health(http, base)
+                status, body = await call_json(http, "GET", f"{base}/health")
                 return body if status == 503 else None
 
             body: dict[str, Any] = await wait_for(lagging, what="503 for intake lag")
@@ -307,7 +302,7 @@ async def test_health_is_503_while_intake_lags_beyond_the_bound_then_recovers(
 
 
 async def _status_is(http: aiohttp.ClientSession, base: str, expected: int) -> bool:
-    status, _ = await _health(http, base)
+    status, _ = await call_json(http, "GET", f"{base}/health")
     return status == expected
 
 
@@ -328,7 +323,7 @@ async def test_health_is_503_while_the_database_refuses_connections_then_recover
             )
 
             async def degraded() -> dict[str, Any] | None:
-                status, body = await _health(http, base)
+                status, body = await call_json(http, "GET", f"{base}/health")
                 return body if status == 503 else None
 
             body = await wait_for(degraded, what="503 while the database refuses connections")

@@ -8,6 +8,7 @@ from typing import Any
 import aiohttp
 import anyio
 from coin_rows import coin_rows, insert_rows
+from http_json import call_json
 from service_runner import running_service
 from training_service_stub import TrainingServiceStub
 from waiting import wait_for
@@ -19,13 +20,8 @@ FEATURES = ["price_close", "volume_sol", "buy_pressure_ratio", "price_roc_5"]
 MODEL = {"phases": None, "future_minutes": 1, "price_change_percent": 1.0}
 
 
-async def _get(http: aiohttp.ClientSession, path: str) -> tuple[int, Any]:
-    async with http.get(path) as resp:
-        return resp.status, await resp.json()
-
-
 async def _finished(http: aiohttp.ClientSession, backtest_id: int) -> dict[str, Any] | None:
-    status, body = await _get(http, f"/api/backtests/{backtest_id}")
+    status, body = await call_json(http, "GET", f"/api/backtests/{backtest_id}")
     assert status == 200, body
     return body if body["status"] in ("done", "failed") else None
 
@@ -61,7 +57,7 @@ async def test_a_backtest_requested_over_the_api_runs_in_a_worker_and_reports_it
             # A model the Training Service does not have: refused at once, nothing queued.
             async with http.post("/api/backtests", json={"model_id": 99}) as resp:
                 assert resp.status == 404
-            assert (await _get(http, "/api/backtests"))[1]["items"] == []
+            assert (await call_json(http, "GET", "/api/backtests"))[1]["items"] == []
 
             # While model 8's download hangs, its backtest runs and is deleted: the worker
             # is stopped and the next backtest runs.
@@ -71,13 +67,14 @@ async def test_a_backtest_requested_over_the_api_runs_in_a_worker_and_reports_it
                 stuck = (await resp.json())["id"]
 
             async def running() -> bool:
-                return (await _get(http, f"/api/backtests/{stuck}"))[1]["status"] == "running"
+                _, body = await call_json(http, "GET", f"/api/backtests/{stuck}")
+                return bool(body["status"] == "running")
 
             await wait_for(running, timeout=30, what="the first backtest running")
             await wait_for(lambda: ts.downloads(8) == 1, timeout=30, what="the download")
             async with http.delete(f"/api/backtests/{stuck}") as resp:
                 assert resp.status == 200
-            assert (await _get(http, f"/api/backtests/{stuck}"))[0] == 404
+            assert (await call_json(http, "GET", f"/api/backtests/{stuck}"))[0] == 404
             ts.download_gate.set()
             ts.download_gate = None
 
@@ -100,8 +97,8 @@ async def test_a_backtest_requested_over_the_api_runs_in_a_worker_and_reports_it
             assert result["progress"]["fraction"] == 1.0
             assert len(summary["thresholds"]) == 10
 
-            status, page = await _get(
-                http, f"/api/backtests/{created['id']}/ticks?limit=100&offset=100"
+            status, page = await call_json(
+                http, "GET", f"/api/backtests/{created['id']}/ticks?limit=100&offset=100"
             )
             assert status == 200
             assert page["total"] == summary["ticks"]
@@ -118,15 +115,15 @@ async def test_a_backtest_requested_over_the_api_runs_in_a_worker_and_reports_it
                 "max_gain_pct",
                 "max_drawdown_pct",
             }
-            status, alerts = await _get(
-                http, f"/api/backtests/{created['id']}/ticks?tag=alert&limit=1000"
+            status, alerts = await call_json(
+                http, "GET", f"/api/backtests/{created['id']}/ticks?tag=alert&limit=1000"
             )
             assert alerts["total"] == summary["alerts"]
             assert {t["tag"] for t in alerts["items"]} <= {"alert"}
 
             async with http.delete(f"/api/backtests/{created['id']}") as resp:
                 assert resp.status == 200
-            assert (await _get(http, f"/api/backtests/{created['id']}/ticks"))[0] == 404
+            assert (await call_json(http, "GET", f"/api/backtests/{created['id']}/ticks"))[0] == 404
     # Not imported by a backtest: no model row.
     conn = await connect(db_dsn)
     try:

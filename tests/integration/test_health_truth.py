@@ -12,10 +12,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 from coin_rows import coin_rows, insert_rows
-from service_runner import predictors_running, running_service
+from service_runner import predictors_running, running_service, service_get
 from test_intake_total import FEATURES, insert_raw
 from waiting import wait_for
 from webhook_receiver import add_trained_models
@@ -25,21 +24,12 @@ from storage.config import Settings
 from storage.db import connect
 
 
-async def health(service: Service) -> tuple[int, dict[str, Any]]:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(f"http://127.0.0.1:{service.web_port}/health") as resp,
-    ):
-        body: dict[str, Any] = await resp.json()
-        return resp.status, body
-
-
 def status_is(service: Service, expected: int, reason: str = "") -> Any:
     """A probe for `wait_for`: the body once /health answers `expected` (with a reason
     containing `reason`)."""
 
     async def probe() -> dict[str, Any] | None:
-        status, body = await health(service)
+        status, body = await service_get(service, "/health")
         if status != expected or not any(reason in r for r in body["reasons"] or [""]):
             return None
         return body

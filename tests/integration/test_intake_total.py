@@ -15,13 +15,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 import pytest
 from coin_rows import coin_rows, insert_rows
 from intake_cursor import cursor_reached
 from metrics_reader import metrics_text, samples
-from service_runner import predictors_running, running_service
+from service_runner import predictors_running, running_service, service_get
 from structlog.testing import capture_logs
 from waiting import wait_for
 from webhook_receiver import add_trained_models
@@ -82,14 +81,6 @@ async def predicted(conn: asyncpg.Connection, ticks: dict[str, datetime], models
     return all(seen[(coin, at)] == models for coin, at in ticks.items())
 
 
-async def get_json(service: Service, path: str) -> tuple[int, Any]:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(f"http://127.0.0.1:{service.web_port}{path}") as resp,
-    ):
-        return resp.status, await resp.json()
-
-
 def intake_skips(text: str) -> Counter[str]:
     """pp_ticks_skipped_total of intake (no model label) by reason, from /metrics."""
     found: Counter[str] = Counter()
@@ -137,7 +128,7 @@ async def test_rows_with_unusable_timestamps_are_skipped_and_every_coin_is_still
                 )
                 await wait_for(lambda: cursor_reached(conn, max(bad_ids)), what="cursor")
                 after = intake_skips(await metrics_text(f"http://127.0.0.1:{service.web_port}"))
-                status, health = await get_json(service, "/health")
+                status, health = await service_get(service, "/health")
                 restarts = dict(service.state.actor_restarts)
                 lag = service.state.intake_lag_seconds
         stored = await conn.fetch("SELECT coin_id, data_timestamp FROM predictions")
@@ -164,7 +155,7 @@ async def test_rows_with_unusable_timestamps_are_skipped_and_every_coin_is_still
 
 
 async def api_predictions(service: Service, coin: str) -> list[dict[str, Any]]:
-    status, body = await get_json(service, f"/api/predictions?coin_id={coin}&limit=100")
+    status, body = await service_get(service, f"/api/predictions?coin_id={coin}&limit=100")
     assert status == 200, body
     items: list[dict[str, Any]] = body["items"] if isinstance(body, dict) else body
     return items
@@ -215,7 +206,7 @@ async def test_non_finite_huge_zero_and_negative_values_are_skipped_or_missing_n
                 await wait_for(lambda: predicted(conn, later, len(models)), what="later ticks")
                 await wait_for(lambda: cursor_reached(conn, max(bad_ids)), what="cursor")
                 after = intake_skips(await metrics_text(f"http://127.0.0.1:{service.web_port}"))
-                status, health = await get_json(service, "/health")
+                status, health = await service_get(service, "/health")
                 restarts = dict(service.state.actor_restarts)
                 later_a = await api_predictions(service, "coinA")
         stored = await conn.fetch("SELECT coin_id, data_timestamp, probability FROM predictions")

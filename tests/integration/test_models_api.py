@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -12,6 +11,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from http_json import call_json
 from ports import closed_port
 from training_service_stub import TrainingServiceStub, training_service
 from waiting import wait_for
@@ -44,17 +44,8 @@ async def api(
     )
 
 
-async def _call(api: Client, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    kwargs: dict[str, Any] = {}
-    if body is not None:
-        kwargs["data"] = body if isinstance(body, str) else json.dumps(body)
-        kwargs["headers"] = {"Content-Type": "application/json"}
-    async with api.request(method, path, **kwargs) as response:
-        return response.status, await response.json()
-
-
 async def _import(api: Client, model_id: int) -> dict[str, Any]:
-    status, body = await _call(api, "POST", "/api/models/import", {"model_id": model_id})
+    status, body = await call_json(api, "POST", "/api/models/import", {"model_id": model_id})
     assert status == 201, body
     return dict(body)
 
@@ -70,7 +61,7 @@ async def test_available_models_then_import_then_the_model_is_served(
     training_service.add_model(8, "random_forest", [*FEATURES, "moon_phase"])
     training_service.add_model(9, "xgboost", FEATURES, status="TRAINING")
 
-    status, available = await _call(api, "GET", "/api/models/available")
+    status, available = await call_json(api, "GET", "/api/models/available")
     assert status == 200
     assert [m["id"] for m in available["models"]] == [7, 8] and available["total"] == 2
     by_id = {m["id"]: m for m in available["models"]}
@@ -79,7 +70,7 @@ async def test_available_models_then_import_then_the_model_is_served(
     assert by_id[7]["training_metrics"]["accuracy"] == 0.81
     assert by_id[8]["importable"] is False and "moon_phase" in by_id[8]["problems"][0]
 
-    status, one = await _call(api, "GET", "/api/models/available/7")
+    status, one = await call_json(api, "GET", "/api/models/available/7")
     assert status == 200 and one["name"] == "pump hunter" and one["imported"] is False
 
     created = await _import(api, 7)
@@ -89,11 +80,11 @@ async def test_available_models_then_import_then_the_model_is_served(
     assert created["training_metrics"]["f1"] == 0.0
     assert created["file"]["state"] == "ok" and len(created["file"]["sha256"]) == 64
 
-    status, available = await _call(api, "GET", "/api/models/available")
+    status, available = await call_json(api, "GET", "/api/models/available")
     assert [m["id"] for m in available["models"]] == [8]
-    status, one = await _call(api, "GET", "/api/models/available/7")
+    status, one = await call_json(api, "GET", "/api/models/available/7")
     assert one["imported"] is True and one["active_model_id"] == created["id"]
-    status, shown = await _call(api, "GET", f"/api/models/{created['id']}")
+    status, shown = await call_json(api, "GET", f"/api/models/{created['id']}")
     assert status == 200 and shown.pop("live")["predictions"] == 0
     assert shown == created
 
@@ -118,14 +109,14 @@ async def test_import_refusals_are_json_errors_with_the_reason(
         ("{not json", 400, "invalid_json", "JSON"),
     ]
     for body, expected_status, code, words in cases:
-        status, answer = await _call(api, "POST", "/api/models/import", body)
+        status, answer = await call_json(api, "POST", "/api/models/import", body)
         assert status == expected_status, (body, answer)
         assert answer["error"]["code"] == code, (body, answer)
         assert words in answer["error"]["message"], (body, answer)
-    status, answer = await _call(api, "POST", "/api/models/import", {"model_id": 8})
+    status, answer = await call_json(api, "POST", "/api/models/import", {"model_id": 8})
     assert answer["error"]["details"]["features"] == ["moon_phase"]
     # Nothing but model 7 was imported, and only its file is stored.
-    status, listed = await _call(api, "GET", "/api/models")
+    status, listed = await call_json(api, "GET", "/api/models")
     assert [m["model_id"] for m in listed["models"]] == [7]
     assert len(os.listdir(settings.model_storage_path)) == 1
 
@@ -143,7 +134,7 @@ async def test_training_service_down_answers_502_naming_the_url(
         ("GET", "/api/models/available/7", None),
         ("POST", "/api/models/import", {"model_id": 7}),
     ):
-        status, answer = await _call(api, method, path, body)
+        status, answer = await call_json(api, method, path, body)
         assert status == 502, answer
         assert answer["error"]["code"] == "training_service_unreachable"
         assert url in answer["error"]["message"] and url in answer["error"]["details"]["url"]
@@ -156,12 +147,12 @@ async def test_activate_deactivate_rename_and_list_filters(
     training_service.add_model(8, "random_forest", FEATURES, name="eight")
     first, second = (await _import(api, 7))["id"], (await _import(api, 8))["id"]
 
-    status, body = await _call(api, "POST", f"/api/models/{second}/deactivate")
+    status, body = await call_json(api, "POST", f"/api/models/{second}/deactivate")
     assert status == 200 and body["is_active"] is False and body["changed"] is True
     assert body["deactivated_at"] is not None
 
     async def ids(path: str) -> list[int]:
-        status, body = await _call(api, "GET", path)
+        status, body = await call_json(api, "GET", path)
         assert status == 200, body
         assert body["total"] == len(body["models"])
         return [m["id"] for m in body["models"]]
@@ -170,22 +161,24 @@ async def test_activate_deactivate_rename_and_list_filters(
     assert await ids("/api/models/active?include_inactive=true") == [first, second]
     assert await ids("/api/models") == [first, second]
     assert await ids("/api/models?include_inactive=false") == [first]
-    status, body = await _call(api, "GET", "/api/models?include_inactive=maybe")
+    status, body = await call_json(api, "GET", "/api/models?include_inactive=maybe")
     assert status == 422 and "include_inactive" in body["error"]["message"]
 
-    status, body = await _call(api, "POST", f"/api/models/{second}/activate")
+    status, body = await call_json(api, "POST", f"/api/models/{second}/activate")
     assert body["is_active"] is True and body["changed"] is True
-    status, body = await _call(api, "POST", f"/api/models/{second}/activate")
+    status, body = await call_json(api, "POST", f"/api/models/{second}/activate")
     assert status == 200 and body["changed"] is False
 
-    status, body = await _call(api, "PATCH", f"/api/models/{first}/rename", {"name": "  Moon  "})
+    status, body = await call_json(
+        api, "PATCH", f"/api/models/{first}/rename", {"name": "  Moon  "}
+    )
     assert status == 200 and body["name"] == "Moon" and body["original_name"] == "seven"
-    status, body = await _call(api, "GET", f"/api/models/{first}")
+    status, body = await call_json(api, "GET", f"/api/models/{first}")
     assert body["name"] == "Moon" and body["custom_name"] == "Moon"
-    status, body = await _call(api, "PATCH", f"/api/models/{first}/rename", {"name": None})
+    status, body = await call_json(api, "PATCH", f"/api/models/{first}/rename", {"name": None})
     assert status == 200 and body["name"] == "seven" and body["custom_name"] is None
     for bad in ({"name": 5}, {"name": "x" * (MAX_NAME_LENGTH + 1)}, {}, {"title": "x"}):
-        status, body = await _call(api, "PATCH", f"/api/models/{first}/rename", bad)
+        status, body = await call_json(api, "PATCH", f"/api/models/{first}/rename", bad)
         assert status == 422, (bad, body)
         assert body["error"]["details"]["field"] in {"name", "title"}, body
 
@@ -214,11 +207,11 @@ async def test_unknown_ids_are_404_and_static_paths_are_never_taken_for_an_id(
         ("DELETE", "/api/models/999"),
         ("GET", "/api/models/abc"),
     ):
-        status, body = await _call(api, method, path)
+        status, body = await call_json(api, method, path)
         assert status == 404, (method, path, body)
-    status, body = await _call(api, "PATCH", "/api/models/999/rename", {"name": "x"})
+    status, body = await call_json(api, "PATCH", "/api/models/999/rename", {"name": "x"})
     assert status == 404
-    status, body = await _call(api, "GET", "/api/models/active")
+    status, body = await call_json(api, "GET", "/api/models/active")
     assert status == 200 and body == {"models": [], "total": 0}
 
 
@@ -235,16 +228,16 @@ async def test_delete_removes_the_model_its_predictions_and_its_file(
         """,
         created["id"],
     )
-    status, body = await _call(api, "GET", "/api/models")
+    status, body = await call_json(api, "GET", "/api/models")
     assert body["models"][0]["live"]["predictions"] == 1
     assert body["models"][0]["live"]["pending"] == 1
-    status, body = await _call(api, "DELETE", f"/api/models/{created['id']}")
+    status, body = await call_json(api, "DELETE", f"/api/models/{created['id']}")
     assert status == 200 and body == {"deleted": True, "id": created["id"], "model_id": 7}
-    status, _ = await _call(api, "GET", f"/api/models/{created['id']}")
+    status, _ = await call_json(api, "GET", f"/api/models/{created['id']}")
     assert status == 404
     assert await pool.fetchval("SELECT count(*) FROM predictions") == 0
     assert not _exists(created["file"]["path"])
-    status, available = await _call(api, "GET", "/api/models/available")
+    status, available = await call_json(api, "GET", "/api/models/available")
     assert [m["id"] for m in available["models"]] == [7]
 
 
@@ -257,7 +250,7 @@ async def test_reload_redownloads_a_deleted_file_and_a_missing_file_blocks_activ
     path = Path(created["file"]["path"])
 
     os.unlink(path)
-    status, body = await _call(api, "POST", f"/api/models/{model}/reload")
+    status, body = await call_json(api, "POST", f"/api/models/{model}/reload")
     assert status == 200, body
     assert body["reload"]["redownloaded"] is True and body["file"]["state"] == "redownloaded"
     assert _exists(path) and body["file"]["sha256"] == created["file"]["sha256"]
@@ -266,12 +259,12 @@ async def test_reload_redownloads_a_deleted_file_and_a_missing_file_blocks_activ
     os.unlink(path)
     url = training_service.base_url
     await training_service.stop()
-    status, body = await _call(api, "POST", f"/api/models/{model}/reload")
+    status, body = await call_json(api, "POST", f"/api/models/{model}/reload")
     assert status == 502 and url in body["error"]["message"]
-    status, body = await _call(api, "GET", f"/api/models/{model}")
+    status, body = await call_json(api, "GET", f"/api/models/{model}")
     assert body["file"]["state"] == "missing" and "missing" in body["file"]["error"]
-    await _call(api, "POST", f"/api/models/{model}/deactivate")
-    status, body = await _call(api, "POST", f"/api/models/{model}/activate")
+    await call_json(api, "POST", f"/api/models/{model}/deactivate")
+    status, body = await call_json(api, "POST", f"/api/models/{model}/activate")
     assert status == 409 and body["error"]["code"] == "model_file_unusable"
 
 
@@ -281,14 +274,14 @@ async def test_update_metrics_copies_the_new_training_metrics(
     stub_model = training_service.add_model(7, "xgboost", FEATURES)
     created = await _import(api, 7)
     stub_model.info.update(training_accuracy=0.93, mcc=0.0, confusion_matrix={"tp": 9})
-    status, body = await _call(api, "POST", f"/api/models/{created['id']}/update-metrics")
+    status, body = await call_json(api, "POST", f"/api/models/{created['id']}/update-metrics")
     assert status == 200, body
     assert body["training_metrics"]["accuracy"] == 0.93
     assert body["training_metrics"]["mcc"] == 0.0
     assert body["training_metrics"]["confusion_matrix"] == {"tp": 9}
     # Gone at the Training Service: a 404 that says where it looked.
     stub_model.info["is_deleted"] = True
-    status, body = await _call(api, "POST", f"/api/models/{created['id']}/update-metrics")
+    status, body = await call_json(api, "POST", f"/api/models/{created['id']}/update-metrics")
     assert status == 404 and body["error"]["code"] == "model_not_found"
     assert "/models/7" in body["error"]["message"]
 

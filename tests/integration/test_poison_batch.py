@@ -12,13 +12,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 import pytest
 from coin_rows import coin_rows, insert_rows
 from intake_cursor import cursor_reached
 from metrics_reader import metrics_text, sample_value
-from service_runner import predictors_running, running_service
+from service_runner import predictors_running, running_service, service_get
 from structlog.testing import capture_logs
 from waiting import wait_for
 from webhook_receiver import WebhookReceiver, add_trained_models
@@ -87,15 +86,6 @@ async def _delivered(conn: asyncpg.Connection, count: int) -> bool:
     return len(rows) >= count and all(r["status"] == "delivered" for r in rows)
 
 
-async def _health_checks(service: Service) -> dict[str, Any]:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(f"http://127.0.0.1:{service.web_port}/health") as resp,
-    ):
-        checks: dict[str, Any] = (await resp.json())["checks"]
-        return checks
-
-
 def _skipped(text: str, model: int, reason: str) -> float:
     """pp_ticks_skipped_total of the model and reason in a /metrics text (0 if absent).
     The metrics outlive a test's database, whose model ids start at 1 again: tests
@@ -145,7 +135,7 @@ async def test_a_tick_the_database_always_refuses_is_skipped_and_its_batch_mates
                 await wait_for(lambda: _predicted(conn, later, len(models)), what="a later tick")
                 await wait_for(lambda: _delivered(conn, len(GOOD) + 1), what="its webhook")
                 exported = await metrics_text(f"http://127.0.0.1:{service.web_port}")
-                checks = await _health_checks(service)
+                checks = (await service_get(service, "/health"))[1]["checks"]
                 restarts = dict(service.state.actor_restarts)
         stored = await _predictions(conn)
     finally:
@@ -196,7 +186,7 @@ async def test_models_storing_their_own_rows_skip_only_the_refused_tick(
             async with running_service(quick) as service:
                 _, good, before = await _good_ticks_stored_and_sent(conn, service, models)
                 exported = await metrics_text(f"http://127.0.0.1:{service.web_port}")
-                checks = await _health_checks(service)
+                checks = (await service_get(service, "/health"))[1]["checks"]
         stored = await _predictions(conn)
     finally:
         await conn.close()

@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 from aiohttp import web
+from http_json import call_json
 from service_runner import running_service
 from waiting import wait_for
 from webhook_receiver import Answer, WebhookReceiver, insert_active_model, store_predictions
@@ -29,15 +30,6 @@ T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 async def api(settings: Settings) -> AsyncIterator[tuple[Service, aiohttp.ClientSession, str]]:
     async with running_service(settings) as service, aiohttp.ClientSession() as http:
         yield service, http, f"http://127.0.0.1:{service.web_port}"
-
-
-async def _call(
-    http: aiohttp.ClientSession, method: str, url: str, body: Any = None
-) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body)
-    headers = {"Content-Type": "application/json"}
-    async with http.request(method, url, data=data, headers=headers) as response:
-        return response.status, await response.json()
 
 
 async def _row(dsn: str, model: int) -> dict[str, Any]:
@@ -81,7 +73,7 @@ async def test_alert_config_patch_changes_only_the_named_fields_and_notifies(
     try:
         async with api(settings) as (_, http, base):
             url = f"{base}/api/models/{model}/alert-config"
-            status, body = await _call(http, "PATCH", url, {"alert_threshold": 0.85})
+            status, body = await call_json(http, "PATCH", url, {"alert_threshold": 0.85})
             assert status == 200, body
             assert body["alert_threshold"] == 0.85
             assert body["n8n_send_modes"] == ["alerts_only"]
@@ -94,7 +86,7 @@ async def test_alert_config_patch_changes_only_the_named_fields_and_notifies(
             await wait_for(lambda: len(notes) == 1, what="NOTIFY on the models channel")
             assert json.loads(notes[0]) == {"active_model_id": model, "action": "settings"}
 
-            status, body = await _call(
+            status, body = await call_json(
                 http,
                 "PATCH",
                 url,
@@ -107,7 +99,7 @@ async def test_alert_config_patch_changes_only_the_named_fields_and_notifies(
             assert body["effective_webhook_url"] == "https://bot:***@n8n.example/webhook/global"
             assert body["webhook_url_source"] == "global"
             assert "s3cret" not in json.dumps(body)
-            status, fetched = await _call(http, "GET", url)
+            status, fetched = await call_json(http, "GET", url)
             assert status == 200 and fetched == body
             final = await _row(settings.db_dsn, model)
             assert final["n8n_send_modes"] == ["positive_only", "alerts_only"]
@@ -146,14 +138,14 @@ async def test_alert_config_patch_validates_each_field_and_changes_nothing_on_er
     async with api(settings) as (_, http, base):
         url = f"{base}/api/models/{model}/alert-config"
         for body, expected, field in cases:
-            status, answer = await _call(http, "PATCH", url, body)
+            status, answer = await call_json(http, "PATCH", url, body)
             assert (status, answer["error"]["details"].get("field")) == (expected, field), body
             assert field in answer["error"]["message"], answer
-        status, answer = await _call(
+        status, answer = await call_json(
             http, "PATCH", f"{base}/api/models/{model + 999}/alert-config", {"n8n_enabled": False}
         )
         assert status == 404, answer
-        status, answer = await _call(http, "GET", f"{base}/api/models/{model + 999}/n8n-status")
+        status, answer = await call_json(http, "GET", f"{base}/api/models/{model + 999}/n8n-status")
         assert status == 404, answer
     assert await _row(settings.db_dsn, model) == before
 
@@ -162,31 +154,31 @@ async def test_ignore_settings_and_caps_patch_only_named_fields(settings: Settin
     model = await _model(settings.db_dsn, ignore_positive_seconds=30, max_open_negative=2)
     async with api(settings) as (_, http, base):
         ignore = f"{base}/api/models/{model}/ignore-settings"
-        status, body = await _call(http, "PATCH", ignore, {"ignore_alert_seconds": 86400})
+        status, body = await call_json(http, "PATCH", ignore, {"ignore_alert_seconds": 86400})
         assert status == 200, body
         assert (body["ignore_alert_seconds"], body["ignore_positive_seconds"]) == (86400, 30)
         for bad in (86401, -1, 1.5, "10", None):
-            status, body = await _call(http, "PATCH", ignore, {"ignore_negative_seconds": bad})
+            status, body = await call_json(http, "PATCH", ignore, {"ignore_negative_seconds": bad})
             assert status == 422, (bad, body)
             assert body["error"]["details"]["field"] == "ignore_negative_seconds"
 
         caps = f"{base}/api/models/{model}/max-log-entries"
         # The original service's names still work.
-        status, body = await _call(http, "PATCH", caps, {"max_log_entries_per_coin_alert": 5})
+        status, body = await call_json(http, "PATCH", caps, {"max_log_entries_per_coin_alert": 5})
         assert status == 200, body
         assert (body["max_open_alert"], body["max_log_entries_per_coin_alert"]) == (5, 5)
         assert body["max_open_negative"] == 2
-        status, body = await _call(http, "PATCH", caps, {"max_open_positive": 0})
+        status, body = await call_json(http, "PATCH", caps, {"max_open_positive": 0})
         assert status == 200 and body["max_open_positive"] == 0 and body["max_open_alert"] == 5
-        status, body = await _call(
+        status, body = await call_json(
             http, "PATCH", caps, {"max_open_alert": 1, "max_log_entries_per_coin_alert": 2}
         )
         assert status == 422 and "given twice" in body["error"]["message"]
-        status, body = await _call(http, "PATCH", caps, {"max_open_alert": -1})
+        status, body = await call_json(http, "PATCH", caps, {"max_open_alert": -1})
         assert status == 422 and body["error"]["details"]["field"] == "max_open_alert"
-        status, body = await _call(http, "GET", caps)
+        status, body = await call_json(http, "GET", caps)
         assert status == 200 and body["max_open_alert"] == 5
-        status, body = await _call(http, "GET", ignore)
+        status, body = await call_json(http, "GET", ignore)
         assert status == 200 and body["ignore_alert_seconds"] == 86400
     row = await _row(settings.db_dsn, model)
     assert (row["ignore_negative_seconds"], row["ignore_positive_seconds"]) == (0, 30)
@@ -209,7 +201,7 @@ async def test_a_rejected_webhook_shows_in_n8n_status_and_the_dead_list_and_can_
             status_url = f"{base}/api/models/{model}/n8n-status"
 
             async def dead_in_status() -> Any:
-                _, body = await _call(http, "GET", status_url)
+                _, body = await call_json(http, "GET", status_url)
                 return body if body["jobs"]["dead"] == 1 else None
 
             body = await wait_for(dead_in_status, what="the rejected job in n8n-status")
@@ -245,19 +237,19 @@ async def test_a_rejected_webhook_shows_in_n8n_status_and_the_dead_list_and_can_
             assert "snapshot" not in shown and shown["features"] and shown["name"]
             assert len(receiver.received()) == 1  # 400 is not retried
 
-            status, dead = await _call(http, "GET", f"{base}/api/webhooks/dead?limit=10")
+            status, dead = await call_json(http, "GET", f"{base}/api/webhooks/dead?limit=10")
             assert status == 200 and dead["total"] == 1
             assert dead["jobs"][0]["id"] == dead_job["id"]
-            status, answer = await _call(http, "GET", f"{base}/api/webhooks/dead?limit=0")
+            status, answer = await call_json(http, "GET", f"{base}/api/webhooks/dead?limit=0")
             assert status == 400 and answer["error"]["details"]["field"] == "limit"
-            status, empty = await _call(http, "GET", f"{base}/api/webhooks/dead?limit=&offset=")
+            status, empty = await call_json(http, "GET", f"{base}/api/webhooks/dead?limit=&offset=")
             assert status == 200 and empty["limit"] == 50 and empty["total"] == 1
 
-            status, _ = await _call(http, "POST", f"{base}/api/webhooks/{dead_job['id']}/retry")
+            status, _ = await call_json(http, "POST", f"{base}/api/webhooks/{dead_job['id']}/retry")
             assert status == 200
 
             async def delivered() -> Any:
-                _, body = await _call(http, "GET", status_url)
+                _, body = await call_json(http, "GET", status_url)
                 return body if body["status"] == "ok" else None
 
             body = await wait_for(delivered, what="the retried job delivered")
@@ -266,16 +258,16 @@ async def test_a_rejected_webhook_shows_in_n8n_status_and_the_dead_list_and_can_
             assert body["last_success"]["status_code"] == 200
             assert body["attempts_by_outcome"]["delivered"] == 1
             assert [r.status for r in receiver.received()] == [400, 200]
-            status, dead = await _call(http, "GET", f"{base}/api/webhooks/dead")
+            status, dead = await call_json(http, "GET", f"{base}/api/webhooks/dead")
             assert dead["total"] == 0
-            status, answer = await _call(
+            status, answer = await call_json(
                 http, "POST", f"{base}/api/webhooks/{dead_job['id']}/retry"
             )
             assert status == 409, answer
-            status, answer = await _call(http, "POST", f"{base}/api/webhooks/999999/retry")
+            status, answer = await call_json(http, "POST", f"{base}/api/webhooks/999999/retry")
             assert status == 404, answer
             # Another model's status knows nothing of these attempts.
-            status, other = await _call(http, "GET", f"{base}/api/models/{quiet}/n8n-status")
+            status, other = await call_json(http, "GET", f"{base}/api/models/{quiet}/n8n-status")
             assert status == 200
             assert other["status"] == "no_url" and other["last_attempt"] is None
     finally:
@@ -318,7 +310,7 @@ async def test_a_missing_endpoint_makes_status_degraded_and_its_jobs_wait_for_an
             status_url = f"{base}/api/models/{model}/n8n-status"
 
             async def degraded() -> Any:
-                _, body = await _call(http, "GET", status_url)
+                _, body = await call_json(http, "GET", status_url)
                 return body if body["jobs"]["waiting"] == 2 else None
 
             body = await wait_for(degraded, what="both jobs waiting in n8n-status")
@@ -341,11 +333,11 @@ async def test_a_missing_endpoint_makes_status_degraded_and_its_jobs_wait_for_an
             assert health["checks"]["webhooks"] == {"dead_last_hour": 0, "waiting": 2}
             assert any(r.startswith("webhooks: 2 webhook job(s) wait") for r in health["reasons"])
 
-            status, waiting = await _call(
+            status, waiting = await call_json(
                 http, "GET", f"{base}/api/webhooks/waiting?active_model_id={model}"
             )
             assert status == 200 and waiting["total"] == 2
-            status, lost = await _call(http, "GET", f"{base}/api/webhooks/losses")
+            status, lost = await call_json(http, "GET", f"{base}/api/webhooks/losses")
             assert status == 200 and lost["status"] == "degraded"
             assert lost["models"] == [{"active_model_id": model, "dead_last_hour": 0, "waiting": 2}]
             [missing] = lost["missing_endpoints"]
@@ -353,7 +345,7 @@ async def test_a_missing_endpoint_makes_status_degraded_and_its_jobs_wait_for_an
             posts = len(receiver.received())
 
             # The user fixes the model's URL: the waiting jobs follow it and are delivered.
-            status, _ = await _call(
+            status, _ = await call_json(
                 http,
                 "PATCH",
                 f"{base}/api/models/{model}/alert-config",
@@ -362,7 +354,7 @@ async def test_a_missing_endpoint_makes_status_degraded_and_its_jobs_wait_for_an
             assert status == 200
 
             async def delivered() -> Any:
-                _, body = await _call(http, "GET", status_url)
+                _, body = await call_json(http, "GET", status_url)
                 return body if body["jobs"]["delivered"] == 2 else None
 
             body = await wait_for(delivered, what="the waiting jobs delivered to the new URL")
@@ -391,23 +383,23 @@ async def test_retry_all_sends_dead_and_waiting_jobs_again(settings: Settings) -
             service.app_context.services["webhooks_poke"]()  # type: ignore[union-attr]
 
             async def dead() -> Any:
-                _, body = await _call(http, "GET", f"{base}/api/webhooks/dead")
+                _, body = await call_json(http, "GET", f"{base}/api/webhooks/dead")
                 return body["total"] == 1
 
             await wait_for(dead, what="the refused job dead")
-            status, answer = await _call(
+            status, answer = await call_json(
                 http, "POST", f"{base}/api/webhooks/retry-all", {"statuses": ["sent"]}
             )
             assert status == 422 and answer["error"]["details"]["field"] == "statuses"
-            status, answer = await _call(http, "POST", f"{base}/api/webhooks/retry-all", {})
+            status, answer = await call_json(http, "POST", f"{base}/api/webhooks/retry-all", {})
             assert status == 422 and answer["error"]["details"]["field"] == "statuses"
-            status, answer = await _call(
+            status, answer = await call_json(
                 http, "POST", f"{base}/api/webhooks/retry-all", {"statuses": ["dead", "waiting"]}
             )
             assert status == 200 and answer["requeued"] == 2
 
             async def all_delivered() -> Any:
-                _, body = await _call(http, "GET", f"{base}/api/models/{model}/n8n-status")
+                _, body = await call_json(http, "GET", f"{base}/api/models/{model}/n8n-status")
                 return body["jobs"]["delivered"] == 2
 
             await wait_for(all_delivered, what="both jobs delivered after retry-all")

@@ -3,13 +3,12 @@ and again at delivery on the addresses the connection would use."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
-from typing import Any
 
 import aiohttp
 import anyio
 import asyncpg
+from http_json import call_json
 from service_runner import running_service
 from waiting import wait_for
 from webhook_receiver import (
@@ -24,11 +23,6 @@ from storage.config import Settings
 from storage.db import connect
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-
-
-async def _patch(http: aiohttp.ClientSession, url: str, body: Any) -> tuple[int, Any]:
-    async with http.patch(url, data=json.dumps(body)) as response:
-        return response.status, await response.json()
 
 
 async def test_patch_refuses_internal_targets_and_names_the_setting_that_opens_them(
@@ -57,7 +51,7 @@ async def test_patch_refuses_internal_targets_and_names_the_setting_that_opens_t
             f"http://127.0.0.1:{service.web_port}/api/models",  # the service itself
         ]
         for url in refused:
-            status, body = await _patch(http, config, {"n8n_webhook_url": url})
+            status, body = await call_json(http, "PATCH", config, {"n8n_webhook_url": url})
             assert status == 422, (url, body)
             assert body["error"]["details"]["field"] == "n8n_webhook_url"
             message = body["error"]["message"]
@@ -66,8 +60,11 @@ async def test_patch_refuses_internal_targets_and_names_the_setting_that_opens_t
                 assert "WEBHOOK_ALLOWED_NETWORKS" in message or "own API" in message, message
         async with http.get(config) as response:
             assert (await response.json())["n8n_webhook_url"] is None  # nothing stored
-        status, body = await _patch(
-            http, config, {"n8n_webhook_url": "https://n8n.example.com/webhook/pump-alerts"}
+        status, body = await call_json(
+            http,
+            "PATCH",
+            config,
+            {"n8n_webhook_url": "https://n8n.example.com/webhook/pump-alerts"},
         )
         assert status == 200, body  # a public host (or one that does not resolve here)
 
@@ -83,9 +80,13 @@ async def test_the_services_own_api_stays_refused_when_loopback_is_allowed(
     async with running_service(settings) as service, aiohttp.ClientSession() as http:
         base = f"http://127.0.0.1:{service.web_port}"
         config = f"{base}/api/models/{model}/alert-config"
-        status, body = await _patch(http, config, {"n8n_webhook_url": f"{base}/api/health"})
+        status, body = await call_json(
+            http, "PATCH", config, {"n8n_webhook_url": f"{base}/api/health"}
+        )
         assert status == 422 and "own API" in body["error"]["message"]
-        status, _ = await _patch(http, config, {"n8n_webhook_url": "http://127.0.0.1:1/hook"})
+        status, _ = await call_json(
+            http, "PATCH", config, {"n8n_webhook_url": "http://127.0.0.1:1/hook"}
+        )
         assert status == 200  # loopback opened by WEBHOOK_ALLOWED_NETWORKS (test settings)
 
 
