@@ -149,20 +149,28 @@ def _empty_ticks() -> pl.DataFrame:
 
 
 def coin_chunks(rows: pl.DataFrame, max_rows: int = CHUNK_ROWS) -> Iterator[pl.DataFrame]:
-    """Whole coins, in groups of about `max_rows` rows (a coin is never split)."""
+    """Whole coins in mint order, in groups of about `max_rows` rows (a coin is never
+    split); each coin's rows in their order in `rows`.
+
+    Only the row numbers are grouped and each chunk is gathered from `rows`: sorting
+    or filtering the whole frame per chunk would copy it (a recording of 10 million
+    rows is several GB) or scan it once per chunk.
+    """
     if rows.is_empty():
         return
-    counts = rows.group_by("mint", maintain_order=True).len()
-    group: list[str] = []
-    size = 0
-    for mint, n in counts.iter_rows():
-        group.append(mint)
-        size += n
-        if size >= max_rows:
-            yield rows.filter(pl.col("mint").is_in(group))
-            group, size = [], 0
-    if group:
-        yield rows.filter(pl.col("mint").is_in(group))
+    groups = (
+        rows.select("mint", pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"))
+        .group_by("mint")
+        .agg("_row")
+        .sort("mint")
+    )
+    flat = groups["_row"].explode().to_numpy()
+    ends = np.cumsum(groups["_row"].list.len().to_numpy())
+    begin = 0
+    for i, end in enumerate(ends.tolist()):
+        if end - begin >= max_rows or i == len(ends) - 1:
+            yield rows[flat[begin:end]]
+            begin = end
 
 
 @dataclass(slots=True)

@@ -54,8 +54,7 @@ async def run_on_frame(
     assert isinstance(last, datetime)
     if end is not None:
         rows = rows.filter(pl.col("timestamp") <= end + _longest_window(models))
-    ordered = rows.sort(["mint", "timestamp"], maintain_order=True)
-    for chunk in coin_chunks(ordered, chunk_rows):
+    for chunk in coin_chunks(rows, chunk_rows):
         await anyio.to_thread.run_sync(
             partial(score_chunk, runs, chunk, start=start, end=end, evaluable_until=last)
         )

@@ -4,7 +4,7 @@ live pipeline's latency while an API backtest runs in its worker process.
 1. Speed: C coins x R rows generated in memory (a recording), M models trained the
    way the bench trains them (40 features, windows 5/10/15, 100 trees), then
    `actors.backtest_run.run_on_frame` for 1 model and for M models, timed, with the
-   process's peak RSS (`ru_maxrss`).
+   process's peak RSS (`ru_maxrss`) and the peak of each run alone (VmHWM after a reset).
 2. Live (`--live-coins` > 0): the service subprocess with one imported model, `--live-rows`
    history rows per coin; sequential `POST /api/predict` calls give the cost of scoring
    ticks one by one; then the same insert step (`--live-rate` rows/s) runs twice, without
@@ -39,6 +39,39 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
 
 
+def reset_peak_rss() -> bool:
+    """Start the kernel's peak-RSS count (VmHWM) again from the current RSS (Linux 4.0+),
+    so a run's peak is not the generation's. False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def vm_hwm_mb() -> float | None:
+    """Peak RSS since the last `reset_peak_rss` (VmHWM of /proc/self/status)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024.0, 1)
+    return None
+
+
+def rss_mb() -> float | None:
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024.0, 1)
+    return None
+
+
 def recording(coins: int, rows: int) -> pl.DataFrame:
     """`coins` x `rows` coin_metrics rows (5 s apart), as a recording would hold them."""
     from scripts.bench import CoinWalk, coin_names
@@ -52,7 +85,8 @@ def recording(coins: int, rows: int) -> pl.DataFrame:
         moment = start + timedelta(seconds=5 * i)
         columns = walk.columns(mints, [moment] * coins)
         parts.append(pl.DataFrame(dict(zip(COLLECTOR_COLUMNS, columns, strict=True)), schema))
-    return pl.concat(parts, how="vertical")
+    # No rechunk: one copy of the rows at a time (a 10 million row recording is GBs).
+    return pl.concat(parts, how="vertical", rechunk=False)
 
 
 def backtest_models(trained: list[dict[str, Any]]) -> list[BacktestModel]:
@@ -80,7 +114,9 @@ def speed(coins: int, rows: int, model_count: int, out: Callable[[str], None]) -
     out(f"generated {frame.height} rows in {time.perf_counter() - t0:.1f} s; "
         f"peak RSS {peak_rss_mb()} MB")  # fmt: skip
     result["rss_after_generation_mb"] = peak_rss_mb()
+    result["recording_rss_mb"] = rss_mb()
     for count in sorted({1, model_count}):
+        reset = reset_peak_rss()
         t0, cpu0 = time.perf_counter(), time.process_time()
         runs = anyio.run(lambda c=count: run_on_frame(frame, models[:c], start=None, end=None))
         seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
@@ -94,6 +130,9 @@ def speed(coins: int, rows: int, model_count: int, out: Callable[[str], None]) -
             "load_average_1m": round(os.getloadavg()[0], 1),
             "ticks_per_s": round(ticks / seconds),
             "peak_rss_mb": peak_rss_mb(),
+            # The peak of this run alone (recording included), when the kernel lets us
+            # reset the count; the recording's RSS before the run is recording_rss_mb.
+            "run_peak_rss_mb": vm_hwm_mb() if reset else None,
             "alerts_first_model": first["alerts"],
         }
         out(f"backtest, {count} model(s): {line}")
