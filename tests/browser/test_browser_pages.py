@@ -7,13 +7,15 @@ API agrees (the dashboard talks only to the API, so that is where a change lands
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import requests
 from browser_fixtures import *  # noqa: F403 (the fixtures)
 from browser_service import RunningDemo
 from dashboard_browser import DashboardBrowser
+from prediction_rows import add_prediction, set_outcome
 from selenium.webdriver.common.by import By
 
 CHART = '[data-testid="stVegaLiteChart"]'
@@ -173,3 +175,54 @@ def _time_labels(browser: DashboardBrowser) -> list[str]:
         for e in browser.driver.find_elements(By.CSS_SELECTOR, f"{CHART} svg .role-axis-label text")
     ]
     return [t for t in texts if re.fullmatch(r"\d{2}:\d{2}(:\d{2})?", t)]
+
+
+async def _judged_predictions(dsn: str, active_model_id: int) -> None:
+    """30 judged predictions at p = 0.60 .. 0.89, targets reached from 0.70 on: at
+    threshold t the precision is 20 / alerts(t), so 60 % is first reached at 0.60."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        start = datetime.now(UTC) - timedelta(hours=1)
+        for i in range(30):
+            p = round(0.6 + 0.01 * i, 2)
+            pid = await add_prediction(
+                conn,
+                active_model_id,
+                f"ThresholdCurveCoin{i:02d}",
+                start + timedelta(seconds=i),
+                prediction=1,
+                probability=p,
+            )
+            await set_outcome(conn, pid, "success" if p >= 0.7 else "failed", change=1.0)
+    finally:
+        await conn.close()
+
+
+def test_the_threshold_curve_sits_beside_the_alert_threshold_field(
+    demo: RunningDemo, database_dsn: str, browser: DashboardBrowser
+) -> None:
+    """Where the operator sets the threshold: the precision/recall curve from outcomes and
+    the lowest threshold reaching a precision they type, in the same row, to the right."""
+    demo.portal.call(_judged_predictions, database_dsn, 1)
+    browser.open(demo.dashboard_url, "Manage model")
+    browser.shows("Threshold from outcomes")
+
+    def field(label: str) -> Any:
+        return browser.driver.find_element(
+            By.XPATH, f"//label[.//p[normalize-space()='{label}']]/following::input[1]"
+        )
+
+    threshold, wanted = field("Alert threshold"), field("Wanted precision")
+    right_of_field = threshold.location["x"] + threshold.size["width"]
+    assert wanted.location["x"] > right_of_field
+    assert abs(wanted.location["y"] - threshold.location["y"]) < 150
+    # What the API says for the wanted precision is what the page says.
+    browser.type_into("Wanted precision", "0.95\n")
+    block = _api(demo, "GET", "/api/models/1/statistics?target_precision=0.95")["thresholds"]
+    lowest = block["lowest_threshold_for_target"]
+    assert lowest is not None and block["judged"] >= 30
+    browser.shows(f"Lowest threshold reaching precision 95.0%: {lowest:.2f}")
+    charts = browser.driver.find_elements(By.CSS_SELECTOR, CHART)
+    assert any(c.is_displayed() and c.location["x"] > right_of_field for c in charts)
+    browser.screenshot("manage_threshold_curve")
+    browser.assert_clean()

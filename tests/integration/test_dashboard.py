@@ -323,6 +323,46 @@ async def test_alert_threshold_change_sends_only_that_field(
         assert {k for k in after if after[k] != final[k]} == {"ignore_alert_seconds", "updated_at"}
 
 
+async def test_threshold_curve_beside_the_alert_threshold_gives_the_lowest_for_a_precision(
+    settings: Settings, pool: asyncpg.Pool, dashboard_env: Callable[[str, str], None]
+) -> None:
+    """30 judged predictions at p = 0.60 .. 0.89; the targets of those at 0.70 and above
+    were reached. At threshold t the precision is 20 / alerts(t)."""
+    model = await _model(pool, 41, alert_threshold=0.75)
+    for i in range(30):
+        p = round(0.6 + 0.01 * i, 2)
+        await _prediction(
+            pool,
+            model,
+            f"Mint{i:03d}",
+            T0 + timedelta(seconds=i),
+            p,
+            result="success" if p >= 0.7 else "failed",
+            change=12.0 if p >= 0.7 else -3.0,
+        )
+    async with serve_api(settings, pool) as base:
+        dashboard_env(base, "")
+        dashboard = Dashboard("Manage model")
+        at = await dashboard.open()
+        assert not dashboard.errors(), dashboard.errors()
+        # 20 / 25 alerts = 80 % first at 0.65.
+        assert "Lowest threshold reaching precision 80.0%: **0.65**" in dashboard.texts()
+        assert (
+            "At the saved threshold 0.75: precision 100.0%, recall 75.0%, 15 alerts."
+            in dashboard.texts()
+        )
+        charts = [json.dumps(json.loads(c.proto.spec)) for c in at.get("vega_lite_chart")]
+        assert any("alert threshold" in c and "lowest for wanted precision" in c for c in charts)
+
+        # 20 / 28 = 71.4 % first at 0.62.
+        at = await dashboard.act(
+            lambda at: at.number_input(key=f"target_precision_{model}").set_value(0.7)
+        )
+        assert "Lowest threshold reaching precision 70.0%: **0.62**" in dashboard.texts()
+        # The threshold field itself is untouched by the panel beside it.
+        assert at.number_input(key=f"alert_threshold_{model}").value == 0.75
+
+
 async def test_predictions_filter_by_tag_and_coin(
     settings: Settings, pool: asyncpg.Pool, dashboard_env: Callable[[str, str], None]
 ) -> None:

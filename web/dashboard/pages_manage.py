@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import altair as alt
+import pandas as pd
 import streamlit as st
 
 from web.dashboard import common, visual
@@ -64,7 +66,106 @@ def _rename(api: ApiClient, ident: int, model: dict[str, Any]) -> None:
                 common.rerun_with(f"Renamed to {name.strip()}.")
 
 
+def curve_at(curve: list[dict[str, Any]], threshold: float) -> dict[str, Any] | None:
+    """The curve's row for this threshold (the highest curve threshold at or below it:
+    alerts are p >= threshold, so that row's alerts include all of them)."""
+    rows = [r for r in curve if float(r.get("threshold", 2.0)) <= threshold + 1e-9]
+    return rows[-1] if rows else None
+
+
+def _threshold_curve(api: ApiClient, ident: int, current: float) -> None:
+    """Precision and recall against the alert threshold from this model's judged live
+    predictions, and the lowest threshold that reached a precision the operator types:
+    beside the threshold field, where the choice is made."""
+    st.markdown("**Threshold from outcomes**")
+    wanted = st.number_input(
+        "Wanted precision",
+        min_value=0.0,
+        max_value=1.0,
+        value=0.8,
+        step=0.05,
+        key=f"target_precision_{ident}",
+    )
+    stats = common.quietly(
+        api.get, f"/api/models/{ident}/statistics", target_precision=round(float(wanted), 4)
+    )
+    block = stats.get("thresholds") if isinstance(stats, dict) else None
+    if not isinstance(block, dict):
+        st.info("No statistics for this model yet.")
+        return
+    judged = int(block.get("judged") or 0)
+    curve = [r for r in block.get("curve") or [] if isinstance(r, dict)]
+    if not judged or not curve:
+        st.info("No judged prediction yet: the curve appears once outcomes are evaluated.")
+        return
+    lowest = block.get("lowest_threshold_for_target")
+    least = block.get("min_alerts_for_recommendation")
+    if lowest is None:
+        st.warning(
+            f"No threshold reached precision {common.percent(wanted)} with at least "
+            f"{least} alerts in {judged:,} judged predictions."
+        )
+    else:
+        st.success(
+            f"Lowest threshold reaching precision {common.percent(wanted)}: "
+            f"**{float(lowest):.2f}** (from {judged:,} judged predictions)."
+        )
+    row = curve_at(curve, current)
+    if row is not None:
+        st.caption(
+            f"At the saved threshold {current:.2f}: precision "
+            f"{common.percent(row.get('precision'))}, recall {common.percent(row.get('recall'))}, "
+            f"{common.number(row.get('alerts'))} alerts."
+        )
+    frame = pd.DataFrame(curve).melt(
+        id_vars=["threshold", "alerts"], value_vars=["precision", "recall"], var_name="measure"
+    )
+    lines = (
+        alt.Chart(frame)
+        .mark_line()
+        .encode(
+            x=alt.X("threshold:Q", title="alert threshold", scale=alt.Scale(domain=[0.5, 1.0])),
+            y=alt.Y("value:Q", title="precision / recall", scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color(
+                "measure:N",
+                scale=alt.Scale(domain=["precision", "recall"], range=[visual.GREEN, visual.GREY]),
+                legend=alt.Legend(orient="bottom", title=None, columns=2),
+            ),
+            tooltip=["threshold:Q", "measure:N", alt.Tooltip("value:Q", format=".2f"), "alerts:Q"],
+        )
+    )
+    marks = pd.DataFrame(
+        [{"threshold": current, "line": "saved threshold"}]
+        + ([{"threshold": float(lowest), "line": "lowest for wanted precision"}] if lowest else [])
+    )
+    rules = (
+        alt.Chart(marks)
+        .mark_rule(strokeDash=[4, 3])
+        .encode(
+            x="threshold:Q",
+            color=alt.Color(
+                "line:N",
+                scale=alt.Scale(
+                    domain=["saved threshold", "lowest for wanted precision"],
+                    range=[visual.ALERT, visual.GREEN],
+                ),
+                legend=alt.Legend(orient="bottom", title=None, columns=2),
+            ),
+            tooltip=["line:N", "threshold:Q"],
+        )
+    )
+    st.altair_chart(alt.layer(lines, rules).resolve_scale(color="independent"), width="stretch")
+
+
 def _alerts(api: ApiClient, ident: int, config: dict[str, Any]) -> None:
+    form, beside = st.columns([3, 2])
+    with beside:
+        _threshold_curve(api, ident, float(config.get("alert_threshold", 0.7)))
+    with form:
+        _alert_form(api, ident, config)
+
+
+def _alert_form(api: ApiClient, ident: int, config: dict[str, Any]) -> None:
     with st.form(f"alerts_{ident}"):
         threshold = st.number_input(
             "Alert threshold",
