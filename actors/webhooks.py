@@ -28,6 +28,12 @@ how n8n answers while it restarts): a URL that keeps answering 404 beyond the
 grace is "endpoint missing" and its jobs wait instead of dying (one warning per
 URL); they are released when the URL answers 2xx again.
 
+Batched delivery is opt-in (`WEBHOOK_BATCH_MAX_TICKS` > 1, for high-rate users
+whose n8n splits the array): up to that many coin ticks of one URL go in one POST
+whose body is a JSON array of the per-tick bodies above. A batch is fixed when it
+is first claimed (`outbox.fix_batches`), so a retry sends the same ticks with the
+same Idempotency-Key; each job is still settled, and marked sent, once.
+
 Every POST says which attempt it is (`X-Pump-Attempt`), when the job was first
 tried (`X-Pump-First-Attempt-At`) and when this body was sent (`metadata.sent_at`),
 so a workflow can drop alerts that arrive late after an outage.
@@ -143,6 +149,54 @@ def merged_body(jobs: Sequence[ClaimedJob], *, sent_at: str | None = None) -> st
     )
 
 
+def batch_body(jobs: Sequence[ClaimedJob], *, sent_at: str | None = None) -> str:
+    """The JSON body of one batched POST: an array of the per-tick bodies (`merged_body`),
+    ordered by tick time then coin, so a retried batch has the same body."""
+    ticks: dict[tuple[datetime, str], list[ClaimedJob]] = {}
+    for job in jobs:
+        ticks.setdefault((job.data_timestamp, job.coin_id), []).append(job)
+    return "[" + ",".join(merged_body(ticks[key], sent_at=sent_at) for key in sorted(ticks)) + "]"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryGroup:
+    """The jobs of one POST; `batch_key` set: a batch (array body), else one coin tick."""
+
+    jobs: list[ClaimedJob]
+    batch_key: str | None = None
+
+    @property
+    def new_batch(self) -> bool:
+        """A batch formed by this claim, to be recorded before it is sent."""
+        return self.batch_key is not None and self.jobs[0].batch_key is None
+
+
+def delivery_groups(jobs: Sequence[ClaimedJob], batch_max_ticks: int) -> list[DeliveryGroup]:
+    """Claimed jobs as POSTs: jobs of an earlier batch together again; the others per
+    URL, coin tick and attempt number, and with `batch_max_ticks` > 1 up to that many
+    such ticks of one URL and attempt number in one new batch."""
+    fixed: dict[tuple[str, str], list[ClaimedJob]] = {}
+    ticks: dict[tuple[str, str, datetime, int], list[ClaimedJob]] = {}
+    for job in jobs:
+        if job.batch_key is not None:
+            fixed.setdefault((job.target_url, job.batch_key), []).append(job)
+        else:
+            tick = (job.target_url, job.coin_id, job.data_timestamp, job.attempts)
+            ticks.setdefault(tick, []).append(job)
+    groups = [DeliveryGroup(members, batch_key) for (_, batch_key), members in fixed.items()]
+    if batch_max_ticks <= 1:
+        return groups + [DeliveryGroup(members) for members in ticks.values()]
+    per_url: dict[tuple[str, int], list[list[ClaimedJob]]] = {}
+    for (url, _, _, attempts), members in ticks.items():
+        per_url.setdefault((url, attempts), []).append(members)
+    for tick_groups in per_url.values():
+        for start in range(0, len(tick_groups), batch_max_ticks):
+            members = [job for tick in tick_groups[start : start + batch_max_ticks] for job in tick]
+            key = group_key_header([job.idempotency_key for job in members])
+            groups.append(DeliveryGroup(members, key))
+    return groups
+
+
 def delivery_headers(jobs: Sequence[ClaimedJob], started_at: datetime) -> dict[str, str]:
     """Headers of one POST: idempotency key, attempt number, first attempt time (ISO UTC).
 
@@ -166,11 +220,13 @@ def _host_key(url: str) -> str:
 
 @dataclass(slots=True)
 class _Group:
-    """Claimed jobs of one URL and coin tick, waiting for a slot or in flight."""
+    """Claimed jobs of one POST (one URL and coin tick, or a batch), waiting for a slot
+    or in flight."""
 
     jobs: list[ClaimedJob]
     host: str
     expires: float  # time.monotonic() by which the lease has surely ended
+    batched: bool = False  # the body is an array of coin ticks
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +396,7 @@ class WebhookDispatcher:
         targets: TargetPolicy | None = None,
         payload: str = "full",
         configured_url: str | None = None,
+        batch_max_ticks: int = 1,
     ) -> None:
         self.pool = pool
         self.timeout = timeout
@@ -378,6 +435,8 @@ class WebhookDispatcher:
         # when sending, so a change reaches the jobs already queued too.
         self.payload = payload
         self.configured_url = configured_url  # N8N_WEBHOOK_URL, checked once at start
+        # WEBHOOK_BATCH_MAX_TICKS: coin ticks per POST (1: one POST per tick, the default).
+        self.batch_max_ticks = batch_max_ticks
         self._payload_overrides: dict[int, str] = {}
         self._overrides_read = -float("inf")
         self._snapshot_models: dict[str, int | None] = {}  # snapshot key -> active model
@@ -419,6 +478,7 @@ class WebhookDispatcher:
             "not_found_grace": settings.webhook_not_found_grace_seconds,
             "payload": settings.n8n_payload,
             "configured_url": settings.n8n_webhook_url or None,
+            "batch_max_ticks": settings.webhook_batch_max_ticks,
         }
         options.update(overrides)
         return cls(pool, **options)
@@ -560,6 +620,8 @@ class WebhookDispatcher:
         limit = min(
             3 * self.concurrency - len(self._queue), min(rooms, default=self.per_host_limit)
         )
+        # The limit counts due jobs, about one coin tick each; a batch POST takes several.
+        limit *= max(1, self.batch_max_ticks)
         excluded = sorted(url for h in excluded_hosts for url in self._host_urls[h])
         started = time.monotonic()
         async with self.pool.acquire() as conn:
@@ -568,22 +630,28 @@ class WebhookDispatcher:
             )
             self.claims += 1
             jobs = await self._with_models(conn, claimed.jobs)
+            groups = delivery_groups(jobs, self.batch_max_ticks)
+            new = [
+                (j.lease, g.batch_key)
+                for g in groups
+                if g.batch_key and g.new_batch
+                for j in g.jobs
+            ]
+            if new:
+                await outbox.fix_batches(conn, new)
             await self._load_streaks(conn, {job.target_url for job in jobs})
             await self._update_depth(conn)
             idle = not jobs and not self._queue and self._in_flight == 0
             next_due = (
                 await outbox.seconds_until_next_due(conn, exclude_urls=excluded) if idle else None
             )
-        groups: dict[tuple[str, str, datetime, int], list[ClaimedJob]] = {}
-        for job in jobs:
-            key = (job.target_url, job.coin_id, job.data_timestamp, job.attempts)
-            groups.setdefault(key, []).append(job)
         expires = started + self.lease_seconds
         claimed_hosts: set[str] = set()
-        for group in groups.values():
-            host = _host_key(group[0].target_url)
-            self._host_urls.setdefault(host, set()).add(group[0].target_url)
-            self._queue.append(_Group(group, host, expires))
+        for group in groups:
+            url = group.jobs[0].target_url
+            host = _host_key(url)
+            self._host_urls.setdefault(host, set()).add(url)
+            self._queue.append(_Group(group.jobs, host, expires, group.batch_key is not None))
             self._queued[host] += 1
             claimed_hosts.add(host)
         # Left-out hosts may have more due; so may the claimed ones if the limit cut the
@@ -705,7 +773,7 @@ class WebhookDispatcher:
     async def _deliver_group(self, session: aiohttp.ClientSession, group: _Group) -> None:
         jobs = group.jobs
         try:
-            result = await self._post(session, jobs)
+            result = await self._post(session, jobs, batched=group.batched)
             previous = self._latency.get(group.host)
             self._latency[group.host] = (
                 result.latency_s if previous is None else 0.8 * previous + 0.2 * result.latency_s
@@ -729,9 +797,12 @@ class WebhookDispatcher:
             self._per_host[group.host] -= 1
             self._wake.set()
 
-    async def _post(self, session: aiohttp.ClientSession, jobs: list[ClaimedJob]) -> DeliveryResult:
+    async def _post(
+        self, session: aiohttp.ClientSession, jobs: list[ClaimedJob], *, batched: bool = False
+    ) -> DeliveryResult:
         started_at = datetime.now(UTC)
-        body = merged_body(jobs, sent_at=iso_timestamp(started_at)).encode()
+        build = batch_body if batched else merged_body
+        body = build(jobs, sent_at=iso_timestamp(started_at)).encode()
         headers = delivery_headers(jobs, started_at)
         started = time.monotonic()
         status: int | None = None

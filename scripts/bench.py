@@ -522,11 +522,13 @@ class HookReceiver:
         at = time.time()
         self.posts += 1
         self.keys[request.headers.get("Idempotency-Key", "")] += 1
-        stamp = ts_us(datetime.fromisoformat(body["timestamp"]))
-        for item in body.get("predictions", []):
-            key = (body["coin_id"], stamp, int(item["model"]["active_model_id"]))
-            self.items[key] += 1
-            self.arrived.setdefault(key, at)
+        # WEBHOOK_BATCH_MAX_TICKS > 1: an array of one-tick bodies.
+        for tick in body if isinstance(body, list) else [body]:
+            stamp = ts_us(datetime.fromisoformat(tick["timestamp"]))
+            for item in tick.get("predictions", []):
+                key = (tick["coin_id"], stamp, int(item["model"]["active_model_id"]))
+                self.items[key] += 1
+                self.arrived.setdefault(key, at)
         return web.json_response({"ok": True})
 
     @asynccontextmanager
@@ -1059,6 +1061,7 @@ async def pipeline_setup(
                 "LOG_LEVEL": "WARNING",
                 "LOG_FORMAT": "console",
                 "API_TOKEN": "",
+                "WEBHOOK_BATCH_MAX_TICKS": str(args.webhook_batch_ticks),
             }
             service = ServiceProcess(env, scratch / "service.log")
             await service.start()
@@ -1118,6 +1121,7 @@ def _profile(delta: dict[str, float]) -> dict[str, Any]:
         "history_load_s": sum_of("pp_history_load_seconds"),
         "predict_batch_s_all_models": sum_of("pp_predict_batch_seconds"),
         "webhook_delivery_s": sum_of("pp_webhook_delivery_seconds"),
+        "webhook_posts": int(delta.get("pp_webhook_delivery_seconds_count", 0.0)),
     }
 
 
@@ -1533,6 +1537,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--models", type=int, default=10, help="models (XGBoost/RF alternating)")
         p.add_argument("--history-rows", type=int, default=40, help="seeded rows per coin")
         p.add_argument("--find-max", action="store_true", help="raise the rate until p99 > bound")
+        p.add_argument(
+            "--webhook-batch-ticks",
+            type=int,
+            default=1,
+            help="WEBHOOK_BATCH_MAX_TICKS: coin ticks per POST (1, the default: one per tick)",
+        )
         p.add_argument("--p99-bound-ms", type=float, default=1000.0)
         p.add_argument("--step", type=float, default=500.0, help="rate step of --find-max")
         p.add_argument("--max-rate", type=float, default=10_000.0, help="--find-max stops here")

@@ -70,6 +70,7 @@ class Settings:
     webhook_not_found_grace_seconds: float
     webhook_allowed_networks: str
     n8n_payload: str
+    webhook_batch_max_ticks: int
     webhook_retention_seconds: int
     webhook_dead_retention_seconds: int
     prediction_retention_seconds: int
@@ -172,6 +173,7 @@ def _validate(s: Settings) -> None:
         "webhook_concurrency",
         "webhook_per_host_limit",
         "webhook_max_attempts",
+        "webhook_batch_max_ticks",
         "evaluation_page_size",
         "retention_chunk_rows",
         "model_max_bytes",

@@ -80,6 +80,8 @@ class ClaimedJob:
     created_at: datetime
     locked_until: datetime
     first_attempt_at: datetime | None = None  # None before the first attempt
+    # The batch this job is sent in (batched delivery, migration 0023); None: per tick.
+    batch_key: str | None = None
 
     @property
     def lease(self) -> Lease:
@@ -181,7 +183,7 @@ async def enqueue(conn: asyncpg.Connection, jobs: Sequence[OutboxJob]) -> int:
 # jobs of the same tick come along as mates.
 _CLAIM_SQL = """
 WITH due AS (
-    SELECT id, target_url, coin_id, data_timestamp FROM webhook_outbox
+    SELECT id, target_url, coin_id, data_timestamp, batch_key FROM webhook_outbox
     WHERE status = 'pending'
       AND next_attempt_at <= now()
       AND (locked_until IS NULL OR locked_until <= now())
@@ -202,14 +204,25 @@ mates AS (
       AND (o.locked_until IS NULL OR o.locked_until <= now())
     FOR UPDATE OF o SKIP LOCKED
 ),
-picked AS (SELECT id FROM due UNION SELECT id FROM mates)
+-- The other jobs of a batch fixed at an earlier attempt (batched delivery) travel
+-- together again: same ticks, same body, same Idempotency-Key.
+batch_mates AS (
+    SELECT o.id FROM webhook_outbox o
+    WHERE o.batch_key IN (SELECT batch_key FROM due WHERE batch_key IS NOT NULL)
+      AND o.batch_key IS NOT NULL
+      AND o.status = 'pending'
+      AND o.next_attempt_at <= now()
+      AND (o.locked_until IS NULL OR o.locked_until <= now())
+    FOR UPDATE OF o SKIP LOCKED
+),
+picked AS (SELECT id FROM due UNION SELECT id FROM mates UNION SELECT id FROM batch_mates)
 UPDATE webhook_outbox AS o
 SET locked_until = clock_timestamp() + make_interval(secs => $3)
 FROM picked
 WHERE o.id = picked.id
 RETURNING o.id, o.idempotency_key, o.target_url, o.coin_id, o.data_timestamp,
           o.active_model_ids, o.model_ids, o.attempts, o.created_at, o.locked_until,
-          o.first_attempt_at,
+          o.first_attempt_at, o.batch_key,
           o.payload->>'timestamp' AS payload_timestamp,
           (o.payload->'predictions')::text AS items_json,
           jsonb_array_length(o.payload->'predictions') AS item_count,
@@ -273,6 +286,7 @@ async def claim_due(
             created_at=r["created_at"],
             locked_until=r["locked_until"],
             first_attempt_at=r["first_attempt_at"],
+            batch_key=r["batch_key"],
         )
         for r in rows
     ]
@@ -288,6 +302,24 @@ WHERE status = 'pending' AND (locked_until IS NULL OR locked_until <= now())
 ORDER BY next_attempt_at
 LIMIT 1
 """
+
+
+async def fix_batches(conn: asyncpg.Connection, members: Sequence[tuple[Lease, str]]) -> int:
+    """Record the batch of each claimed job (batched delivery) before it is first sent,
+    so that every later attempt sends the same jobs together; the lease is the fence."""
+    if not members:
+        return 0
+    result = await conn.execute(
+        """
+        UPDATE webhook_outbox AS o SET batch_key = l.batch_key
+        FROM unnest($1::bigint[], $2::timestamptz[], $3::text[]) AS l(id, locked_until, batch_key)
+        WHERE o.id = l.id AND o.locked_until = l.locked_until AND o.status = 'pending'
+        """,
+        [lease.job_id for lease, _ in members],
+        [lease.locked_until for lease, _ in members],
+        [key for _, key in members],
+    )
+    return int(result.split()[-1])
 
 
 async def load_snapshots(conn: asyncpg.Connection, keys: Sequence[str]) -> dict[str, str]:
@@ -522,7 +554,8 @@ async def retarget_waiting(conn: asyncpg.Connection, default_url: str | None) ->
     `default_url`), due now: only jobs whose every model points to the same URL, other
     than the one they wait on (another model's predictions never go to a URL it was
     not configured for). Called after a URL change (PATCH) and when the dispatcher
-    starts (N8N_WEBHOOK_URL may have changed)."""
+    starts (N8N_WEBHOOK_URL may have changed). A moved job leaves its batch (batched
+    delivery): the batch was made for the old URL."""
     result = await conn.execute(
         f"""
         WITH moved AS (
@@ -539,7 +572,7 @@ async def retarget_waiting(conn: asyncpg.Connection, default_url: str | None) ->
             HAVING count(DISTINCT t.url) = 1 AND count(t.url) = count(*)
                AND min(t.url) <> o.target_url
         )
-        UPDATE webhook_outbox o SET target_url = moved.url, {_REQUEUE_SET}
+        UPDATE webhook_outbox o SET target_url = moved.url, batch_key = NULL, {_REQUEUE_SET}
         FROM moved WHERE o.id = moved.id
         """,
         default_url or "",

@@ -22,7 +22,7 @@ from actors.webhook_payload import (
     compact_model_json,
     model_snapshot,
 )
-from actors.webhooks import delivery_headers
+from actors.webhooks import batch_body, delivery_headers
 from storage.outbox import ClaimedJob
 
 WORKFLOW = Path(__file__).resolve().parents[2] / "docs" / "n8n" / "pump-alerts.json"
@@ -143,3 +143,71 @@ def test_every_field_the_workflow_reads_is_in_the_payload(form: str) -> None:
         "probability",
         "message",
     }
+
+
+BATCHED = WORKFLOW.with_name("pump-alerts-batched.json")
+
+
+def test_the_batched_workflow_reads_every_field_from_a_real_batched_body() -> None:
+    """docs/n8n/pump-alerts-batched.json over what WEBHOOK_BATCH_MAX_TICKS > 1 sends."""
+    workflow: dict[str, Any] = json.loads(BATCHED.read_text())
+    chain = _nodes_in_order(workflow)
+    assert [node["type"] for node in chain] == [
+        "n8n-nodes-base.webhook",
+        "n8n-nodes-base.splitOut",
+        "n8n-nodes-base.splitOut",
+        "n8n-nodes-base.filter",
+        "n8n-nodes-base.set",
+    ]
+    webhook, ticks, predictions, keep, form = chain
+    assert webhook["parameters"]["responseMode"] == "onReceived"
+    ids = [node["id"] for node in workflow["nodes"]]
+    assert len(set(ids)) == len(ids) and not set(ids) & {n["id"] for n in _workflow()["nodes"]}
+
+    model = _model()
+    jobs = []
+    for job_id, coin in enumerate(("CoinA", "CoinB"), start=1):
+        payload = build_payload(
+            coin,
+            T0,
+            [
+                (model, ReportedPrediction(coin, T0, 1, 0.91, "alert", 0.7)),
+                (model, ReportedPrediction(coin, T0, 0, 0.2, "negative", 0.7)),
+            ],
+        )
+        items = json.dumps(payload["predictions"])[1:-1]
+        jobs.append(
+            ClaimedJob(
+                job_id, f"k{job_id}", "u", coin, T0, (7,), (41,), T0.isoformat(), items,
+                2, 1, "v", 0, T0, T0,
+            )
+        )  # fmt: skip
+    body = json.loads(batch_body(jobs, sent_at=T0.isoformat()))
+    headers = {k.lower(): v for k, v in delivery_headers(jobs, T0).items()}
+    received = {"body": body, "headers": headers}
+
+    # Split out the ticks (objects: their fields become the item's), then each tick's
+    # predictions with the selected fields of the tick beside them, as n8n does.
+    tick_items = _resolve(received, "." + ticks["parameters"]["fieldToSplitOut"])
+    assert ticks["parameters"]["include"] == "noOtherFields"
+    assert predictions["parameters"]["include"] == "selectedOtherFields"
+    kept = [f.strip() for f in predictions["parameters"]["fieldsToInclude"].split(",")]
+    items = [
+        {**prediction, **{name: tick[name] for name in kept}}
+        for tick in tick_items
+        for prediction in _resolve(tick, "." + predictions["parameters"]["fieldToSplitOut"])
+    ]
+    [condition] = keep["parameters"]["conditions"]["conditions"]
+    assert condition["leftValue"] == "={{ $json.is_alert }}"
+    alerts = [item for item in items if item["is_alert"] is True]
+    assert [a["coin_id"] for a in alerts] == ["CoinA", "CoinB"]
+    assignments = form["parameters"]["assignments"]["assignments"]
+    text = " ".join(a["value"] for a in assignments)
+    webhook_paths = re.findall(r"\$\('Pump webhook'\)\.item\.json((?:\.\w+|\['[\w-]+'\])+)", text)
+    item_paths = re.findall(r"\$json((?:\.\w+)+)", text)
+    assert webhook_paths and item_paths
+    for path in webhook_paths:
+        assert _resolve(received, path) is not None, path
+    for path in item_paths:
+        assert _resolve(alerts[0], path) is not None, path
+    assert {a["name"] for a in assignments} >= {"coin_id", "probability", "tick_at", "message"}
