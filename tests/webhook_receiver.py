@@ -52,6 +52,7 @@ class Received:
     body: Any
     at: float  # time.monotonic()
     status: int  # what the receiver answered (0 while held)
+    peer: tuple[str, int] | None = None  # the client's address and port: its TCP connection
 
 
 @dataclass
@@ -99,7 +100,14 @@ class WebhookReceiver:
         finally:
             self.in_flight -= 1
         self.requests.append(
-            Received(request.path, dict(request.headers), body, time.monotonic(), answer.status)
+            Received(
+                request.path,
+                dict(request.headers),
+                body,
+                time.monotonic(),
+                answer.status,
+                request.transport.get_extra_info("peername") if request.transport else None,
+            )
         )
         headers = {"Retry-After": answer.retry_after} if answer.retry_after else {}
         if answer.body is not None:

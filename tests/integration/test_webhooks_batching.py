@@ -97,3 +97,25 @@ async def test_a_group_whose_lease_ran_low_while_queued_goes_back_unsent_and_is_
     # The hand-back cost no attempt: each job was tried exactly once.
     assert [(r["coin_id"], r["attempts"]) for r in rows] == [("CoinA", 1), ("CoinB", 1)]
     assert await pool.fetchval("SELECT count(*) FROM webhook_attempts") == 2
+
+
+async def test_posts_to_one_host_reuse_a_few_kept_alive_connections(
+    pool: asyncpg.Pool, receiver: WebhookReceiver
+) -> None:
+    # An answer of a few kB (a workflow that responds with data) does not make the
+    # dispatcher drop the connection, although it reads only the answer's first kB.
+    receiver.default = Answer(body="x" * 4000, content_type="text/plain")
+    ticks = [(f"Coin{c}", T0, 0.9) for c in range(30)]
+    async with pool.acquire() as conn:
+        model = await insert_active_model(conn, 45, n8n_webhook_url=receiver.url("/hook"))
+        await store_predictions(conn, model, ticks, default_url=None)
+    dispatcher = quick_dispatcher(pool, per_host_limit=2)
+    async with anyio.create_task_group() as tg:
+        await tg.start(dispatcher.run)
+        await wait_for(lambda: _all_delivered(pool), what="all 30 jobs delivered")
+        dispatcher.request_stop()
+    posts = receiver.received()
+    assert len(posts) == 30
+    # Never more connections than deliveries in flight to the host: no TCP handshake
+    # per POST.
+    assert 1 <= len({p.peer for p in posts}) <= 2
