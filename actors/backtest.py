@@ -126,9 +126,14 @@ class ModelRun:
     skipped: Counter[str] = field(default_factory=Counter)
 
     def ticks(self) -> pl.DataFrame:
+        """All scored ticks. The parts are joined without copying (no rechunk) and kept
+        joined: the results are the largest thing a long backtest holds (~120 B per tick),
+        and a copy per call would double them."""
         if not self.parts:
             return _empty_ticks()
-        return pl.concat(self.parts, how="vertical")
+        if len(self.parts) > 1:
+            self.parts = [pl.concat(self.parts, how="vertical", rechunk=False)]
+        return self.parts[0]
 
 
 def _empty_ticks() -> pl.DataFrame:
