@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TypeVar
 
@@ -43,12 +43,13 @@ from actors.batch_writer import (
 from actors.history_cache import HistoryCache
 from actors.messages import Batch, BatchCompletion, Tick, TickPage
 from actors.prefix_cache import PrefixCache
+from actors.shard_set import ShardSet
 from actors.shared_features import SharedFeatures, tick_frame
 from actors.state import ServiceState
 from actors.webhook_payload import WebhookItem, tick_jobs
 from features.columns import BASE_COLUMNS
 from features.running import empty_prefix
-from storage import coin_metrics, cursor, outbox
+from storage import coin_metrics, cursor, outbox, shard_leases
 from storage.config import Settings
 from storage.db import PERMANENT_ERRORS, store_in_halves
 
@@ -76,8 +77,15 @@ class Batcher:
         cursor_name: str = cursor.DEFAULT_NAME,
         on_jobs_queued: Callable[[], None] | None = None,
         default_webhook_url: str | None = None,
+        shards: ShardSet | None = None,
     ) -> None:
         self._pool = pool
+        self._shards = shards
+        # With coin shards: the shards the newest page covers, those of the last flush,
+        # and per batch in flight the shards whose cursors it may move.
+        self._covered: Mapping[int, int] | None = None
+        self._flushed_covered: Mapping[int, int] | None = None
+        self._batch_covered: dict[int, Mapping[int, int] | None] = {}
         self._default_url = default_webhook_url
         self._on_jobs_queued = on_jobs_queued
         self._pages = pages
@@ -110,6 +118,7 @@ class Batcher:
         bus: BatchBus,
         state: ServiceState,
         on_jobs_queued: Callable[[], None] | None = None,
+        shards: ShardSet | None = None,
     ) -> Batcher:
         return cls(
             pool,
@@ -121,6 +130,7 @@ class Batcher:
             history_size=settings.feature_history_size,
             on_jobs_queued=on_jobs_queued,
             default_webhook_url=settings.n8n_webhook_url or None,
+            shards=shards,
         )
 
     def request_stop(self) -> None:
@@ -147,10 +157,18 @@ class Batcher:
     async def _collect(self, scope: anyio.CancelScope) -> None:
         with scope:
             async for page in self._pages:
-                self.add(page.ticks, page.last_row_id)
+                self.add(page.ticks, page.last_row_id, page.covered)
 
-    def add(self, ticks: tuple[Tick, ...], last_row_id: int = 0) -> None:
+    def add(
+        self,
+        ticks: tuple[Tick, ...],
+        last_row_id: int = 0,
+        covered: Mapping[int, int] | None = None,
+    ) -> None:
         now = time.time()
+        if covered is not None and covered != self._covered:
+            self._covered = covered
+            self._changed.set()
         if last_row_id > self._pending_max_id:
             # Rows the poller skipped count too: the cursor moves past them.
             self._pending_max_id = last_row_id
@@ -196,7 +214,10 @@ class Batcher:
                 remaining = self._oldest_at + self._batch_timeout - time.time()
                 if remaining <= 0:
                     return "timeout"
-            elif self._pending_max_id > self._flushed_max_id:
+            elif (
+                self._pending_max_id > self._flushed_max_id
+                or self._covered != self._flushed_covered
+            ):
                 return SKIPPED_ROWS
             elif self._stopping:
                 return None
@@ -215,6 +236,7 @@ class Batcher:
         oldest_seen = self._oldest_seen
         self._pending, self._oldest_at, self._oldest_seen = {}, None, {}
         self._batch_ids += 1
+        self._batch_covered[self._batch_ids] = self._flushed_covered = self._covered
         expected = set(self._bus.subscriber_ids)
         completion = BatchCompletion(expected)
         if expected:
@@ -243,8 +265,10 @@ class Batcher:
 
     async def _pass_skipped_rows(self) -> Batch:
         """Only skipped rows since the last batch: an empty batch, never published, carries
-        the cursor past them in batch order (after every batch before it is stored)."""
+        the cursor past them in batch order (after every batch before it is stored);
+        also the cursors of shards the poller newly covers."""
         self._batch_ids += 1
+        self._batch_covered[self._batch_ids] = self._flushed_covered = self._covered
         prefix = empty_prefix(with_phase_key=True)
         batch = Batch(
             batch_id=self._batch_ids,
@@ -414,6 +438,8 @@ class Batcher:
         self, scores: Sequence[ModelScores], items: Sequence[WebhookItem]
     ) -> tuple[Written, int]:
         async with self._pool.acquire() as conn, conn.transaction():
+            if self._shards is not None:  # fencing: only ticks of shards still held
+                scores, items = await self._shards.fence(conn, scores, items)
             written = await write_batch(conn, scores, default_url=self._default_url)
             jobs = tick_jobs([*written.items, *items])
             queued = await outbox.enqueue(conn, jobs) if jobs else 0
@@ -432,8 +458,17 @@ class Batcher:
                 metrics.INTAKE_CURSOR.set({}, float(self.cursor_position))
 
     async def _move_cursor(self, batch: Batch, newest: datetime | None) -> int:
+        covered = self._batch_covered.get(batch.batch_id)
         async with self._pool.acquire() as conn:
-            return await cursor.advance(conn, batch.max_row_id, newest, self._cursor_name)
+            if self._shards is None:
+                return await cursor.advance(conn, batch.max_row_id, newest, self._cursor_name)
+            if covered:
+                # Fenced too: a shard lost meanwhile keeps its cursor for its new holder.
+                await shard_leases.advance_cursors(
+                    conn, self._shards.holder, covered, batch.max_row_id, newest
+                )
+            self._batch_covered.pop(batch.batch_id, None)
+            return batch.max_row_id
 
 
 async def _retrying(batch: Batch, attempt_once: Callable[[], Awaitable[T]], event: str) -> T:

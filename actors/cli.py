@@ -158,6 +158,32 @@ async def _migrate(settings: Settings) -> None:
         await database.close()
 
 
+async def _reshard(settings: Settings, count: int) -> int:
+    """Change SHARD_COUNT in the database while no process holds a shard."""
+    from storage.database import migrate, open_database
+    from storage.db import connect
+    from storage.shard_leases import ReshardRefused, reshard
+
+    database = await open_database(settings)
+    try:
+        await migrate(database.dsn, embedded=settings.embedded)
+        conn = await connect(database.dsn)
+        try:
+            old, start = await reshard(conn, count)
+        except ReshardRefused as exc:
+            print(f"reshard: refused: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+        finally:
+            await conn.close()
+    finally:
+        await database.close()
+    print(
+        f"shards: {old} -> {count}; every shard's cursor starts at coin_metrics id {start}"
+        f" (the lowest old cursor). Start the services with SHARD_COUNT={count}."
+    )
+    return 0
+
+
 def _script(name: str) -> ModuleType:
     from actors.tools import load_script
 
@@ -230,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-demo", action="store_true", help="plain service, also on the embedded database"
     )
     sub.add_parser("migrate", help="apply database migrations and exit")
+    reshard = sub.add_parser(
+        "reshard",
+        help="change the number of coin shards (SHARD_COUNT) stored in the database;"
+        " every replica must be stopped",
+    )
+    reshard.add_argument("count", type=int, help="the new shard count (1-4096)")
     sub.add_parser("dashboard", help="run only the Streamlit dashboard (talks to API_BASE_URL)")
     replay = sub.add_parser(
         "replay", help="replay recorded coin_metrics rows (.csv or .parquet) into the database"
@@ -323,6 +355,11 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
         anyio.run(_dashboard, settings)
     elif args.command == "migrate":
         anyio.run(_migrate, settings)
+    elif args.command == "reshard":
+        if not 1 <= args.count <= 4096:
+            print("reshard: count must be 1-4096", file=sys.stderr)
+            return EXIT_CONFIG
+        return int(anyio.run(_reshard, settings, args.count))
     elif args.command == "replay":
         return _replay(settings, args)
     elif args.command == "demo":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -39,6 +40,9 @@ class TickPage:
 
     ticks: tuple[Tick, ...]
     last_row_id: int = 0
+    # With coin shards: the shards (-> lease generation) whose every row up to
+    # last_row_id the poller has emitted by now; None without shards.
+    covered: Mapping[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,19 @@ INTAKE_POLLS = Counter("pp_intake_polls_total", "Poller reads, by trigger.", reg
 INTAKE_CURSOR = Gauge(
     "pp_intake_cursor_id", "Durable intake cursor (coin_metrics.id).", registry=REGISTRY
 )
+SHARDS_HELD = Gauge(
+    "pp_shards_held", "Coin shards this process holds a lease on.", registry=REGISTRY
+)
+SHARD_MOVES = Counter(
+    "pp_shard_moves_total",
+    "Shard leases gained or lost by this process, by direction.",
+    registry=REGISTRY,
+)
+SHARD_FENCED = Counter(
+    "pp_shard_fenced_ticks_total",
+    "Coin ticks not committed because their shard's lease was lost meanwhile.",
+    registry=REGISTRY,
+)
 INTAKE_LAG = Histogram(
     "pp_intake_lag_seconds",
     "Now minus the data timestamp of a tick when it reaches the batcher.",

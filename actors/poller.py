@@ -19,6 +19,14 @@ once with its coin, timestamp and reason; the position moves past it like past
 any other row, so one bad row never holds up the others. Every page tells the
 batcher its highest id, so the durable cursor moves past skipped rows too (even
 when no good row follows them).
+
+With coin shards (`actors.shard_set`; the service always uses them) the poller
+reads only the rows of the shards it holds: one scan in id order as above, where
+rows of other shards count as ids but are not emitted. A shard it newly holds
+(at start, or taken over from another holder) first catches up from its own
+durable cursor minus the overlap up to the scan's position; from then on the
+pages it sends say that shard is covered (`TickPage.covered`), which is when the
+batcher may move that shard's cursor.
 """
 
 from __future__ import annotations
@@ -34,8 +42,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from actors import metrics
 from actors.messages import Tick, TickPage, Wakeup
+from actors.shard_set import ShardSet
 from actors.state import ServiceState
-from storage import coin_metrics, cursor
+from storage import coin_metrics, cursor, shard_leases
 from storage.config import Settings
 
 log = structlog.get_logger(__name__)
@@ -55,8 +64,12 @@ class Poller:
         max_age_seconds: float,
         max_future_seconds: float = 300.0,
         cursor_name: str = cursor.DEFAULT_NAME,
+        shards: ShardSet | None = None,
     ) -> None:
         self._pool = pool
+        self._shards = shards
+        # Shards whose rows up to `position` are all emitted -> their lease generation.
+        self._covered: dict[int, int] = {}
         self._wakeups = wakeups
         self._pages = pages
         self._state = state
@@ -81,6 +94,7 @@ class Poller:
         wakeups: MemoryObjectReceiveStream[Wakeup],
         pages: MemoryObjectSendStream[TickPage],
         state: ServiceState,
+        shards: ShardSet | None = None,
     ) -> Poller:
         return cls(
             pool,
@@ -92,6 +106,7 @@ class Poller:
             overlap=settings.cursor_overlap_rows,
             max_age_seconds=settings.catchup_max_age_seconds,
             max_future_seconds=settings.intake_max_future_seconds,
+            shards=shards,
         )
 
     def request_stop(self) -> None:
@@ -122,9 +137,14 @@ class Poller:
     async def _start_position(self) -> None:
         """Resume at the durable cursor (minus the overlap), never before the age bound."""
         async with self._pool.acquire() as conn:
-            saved = await cursor.load(conn, self._cursor_name)
             bound = datetime.now(UTC) - timedelta(seconds=self._max_age)
             self.floor = await coin_metrics.last_id_before(conn, bound)
+            if self._shards is not None:
+                # Each held shard resumes from its own cursor (`_follow_shards`).
+                self._covered = {}
+                log.info("poller_start", floor=self.floor, sharded=True)
+                return
+            saved = await cursor.load(conn, self._cursor_name)
         resume = saved.last_id if saved is not None else 0
         skipped = max(0, self.floor - resume)
         self.position = max(resume, self.floor)
@@ -149,28 +169,30 @@ class Poller:
         metrics.INTAKE_POLLS.inc({"trigger": trigger})
         self._state.last_poll_at = time.time()
         emitted = 0
+        if self._shards is not None:
+            emitted += await self._follow_shards()
+            if not self._covered:
+                return emitted  # no shard held: nothing of ours to read
         while True:
             resuming = self._resume_low is not None
             after = self._resume_low if self._resume_low is not None else self.position
             latest = datetime.now(UTC) + self._max_future
             async with self._pool.acquire() as conn:
                 rows = await coin_metrics.read_ticks(
-                    conn, after, sorted(self._gaps), self._page_size, latest
+                    conn,
+                    after,
+                    sorted(self._gaps),
+                    self._page_size,
+                    latest,
+                    shards=None if self._shards is None else sorted(self._covered),
+                    shard_count=1 if self._shards is None else self._shards.shard_count,
                 )
             if not rows:
                 self._resume_low = None
                 break
-            now = time.time()
-            ticks = tuple(
-                Tick(r.id, r.mint, r.timestamp, r.phase_id, now)
-                for r in rows
-                if isinstance(r, coin_metrics.TickRow)
-            )
-            for row in rows:
-                if isinstance(row, coin_metrics.UnusableRow):
-                    self._skip(row)
+            ticks = self._ticks(rows)
             ids = [r.id for r in rows]
-            await self._pages.send(TickPage(ticks, max(ids)))
+            await self._pages.send(TickPage(ticks, max(ids), self._covered_now()))
             self._track_gaps(after, ids)
             if resuming:
                 # The re-read after a restart continues page by page up to the position.
@@ -181,6 +203,90 @@ class Poller:
             if len(rows) < self._page_size:
                 break
         self._prune()
+        return emitted
+
+    def _ticks(
+        self, rows: list[coin_metrics.AnyRow], low: dict[int, int] | None = None
+    ) -> tuple[Tick, ...]:
+        """The rows to emit as ticks; unusable ones counted. With `low` (a catch-up: shard
+        -> the id its re-read starts after), a row at or below its shard's low is not
+        emitted: that shard's cursor says it is done."""
+        now = time.time()
+        ticks = []
+        for r in rows:
+            if isinstance(r, coin_metrics.ForeignRow):
+                continue
+            shards = self._shards
+            if low is not None and shards is not None and r.id <= low[shards.shard_of(r.mint)]:
+                continue
+            if isinstance(r, coin_metrics.TickRow):
+                ticks.append(Tick(r.id, r.mint, r.timestamp, r.phase_id, now))
+            else:
+                self._skip(r)
+        return tuple(ticks)
+
+    def _covered_now(self) -> dict[int, int] | None:
+        return None if self._shards is None else dict(self._covered)
+
+    async def _follow_shards(self) -> int:
+        """Drop the shards no longer held; catch up the newly held ones from their own
+        cursors up to the scan's position, then count them as covered."""
+        assert self._shards is not None
+        held = dict(self._shards.held)
+        for shard, generation in list(self._covered.items()):
+            if held.get(shard) != generation:
+                del self._covered[shard]  # lost, released, or held again anew
+        new = {s: g for s, g in held.items() if self._covered.get(s) != g}
+        if not new:
+            return 0
+        async with self._pool.acquire() as conn:
+            cursors = await shard_leases.load_cursors(conn, new)
+        low = {s: max(self.floor, c - self._overlap) for s, c in cursors.items()}
+        if not self._covered:
+            # No scan running: it starts where the newest of these cursors is.
+            self.position = max(self.floor, *cursors.values())
+            self._gaps.clear()
+        emitted = await self._catch_up(new, low)
+        self._covered.update(new)
+        log.info(
+            "shards_followed",
+            new=sorted(new),
+            covered=len(self._covered),
+            position=self.position,
+            caught_up=emitted,
+        )
+        # Every row of the new shards up to the position is emitted: the batcher may
+        # move their cursors with the batch that carries this page.
+        await self._pages.send(TickPage((), self.position, self._covered_now()))
+        return emitted
+
+    async def _catch_up(self, new: dict[int, int], low: dict[int, int]) -> int:
+        """Emit the rows of the `new` shards above their `low` up to the position."""
+        assert self._shards is not None
+        after, upto, emitted = min(low.values()), self.position, 0
+        while after < upto:
+            latest = datetime.now(UTC) + self._max_future
+            async with self._pool.acquire() as conn:
+                rows = await coin_metrics.read_shard_range(
+                    conn,
+                    after,
+                    upto,
+                    sorted(new),
+                    self._shards.shard_count,
+                    self._page_size,
+                    latest,
+                )
+            if not rows:
+                break
+            ticks = self._ticks(rows, low)
+            ids = [r.id for r in rows]
+            await self._pages.send(TickPage(ticks, max(ids), self._covered_now()))
+            self._track_gaps(after, ids)
+            metrics.INTAKE_ROWS.add({}, len(rows))
+            emitted += len(ticks)
+            after = max(ids)
+            if len(rows) < self._page_size:
+                break
         return emitted
 
     def _skip(self, row: coin_metrics.UnusableRow) -> None:

@@ -30,6 +30,7 @@ from actors.batch_writer import STORE_FAILED, ModelScores, stored_items
 from actors.messages import Batch, Tick
 from actors.model_runtime import ModelRuntime, Scored, score
 from actors.offload import run_cpu
+from actors.shard_set import ShardSet
 from actors.state import ServiceState
 from actors.webhook_payload import (
     WebhookItem,
@@ -60,8 +61,10 @@ class Predictor:
         default_webhook_url: str | None,
         poke_webhooks: Callable[[], None] | None = None,
         state: ServiceState | None = None,
+        shards: ShardSet | None = None,
     ) -> None:
         self._runtime = runtime
+        self._shards = shards
         self._next: ModelRuntime | None = None
         self._bus = bus
         self._pool = pool
@@ -317,6 +320,10 @@ class Predictor:
         Returns the rows kept by the caps, the stored ones, the new ones, jobs queued."""
         queued = 0
         async with self._pool.acquire() as conn, conn.transaction():
+            if self._shards is not None and not queue_jobs:
+                # Stream ticks (manual ones queue their jobs): fenced like the batcher's.
+                kept = await self._shards.fence_coins(conn, [r.coin_id for r in rows])
+                rows = [r for r in rows if r.coin_id in kept]
             rows = await self._apply_caps(conn, runtime, rows)
             stored = await predictions.insert_predictions(conn, rows)
             fresh = _fresh(rows, stored)

@@ -15,18 +15,21 @@ from actors.batcher import Batcher
 from actors.dashboard_process import DashboardProcess
 from actors.demo import TRAINING_SERVICE_KEY, DemoRunner, retire_demo_models
 from actors.evaluator import Evaluator
-from actors.listener import Listener
+from actors.listener import Listener, wake
 from actors.messages import TickPage, Wakeup
 from actors.model_runtime import ModelRuntime
 from actors.model_sync import ModelSync
 from actors.poller import Poller
 from actors.predictor import Predictor
 from actors.retention import Retention
+from actors.shard_lease import ShardLeases
+from actors.shard_set import ShardSet
 from actors.state import ServiceState
 from actors.supervisor import (
     STAGE_BACKGROUND,
     STAGE_BATCH,
     STAGE_INTAKE,
+    STAGE_LEASES,
     STAGE_OUTPUT,
     STAGE_WEB,
     ActorSpec,
@@ -37,7 +40,8 @@ from actors.webhooks import WebhookDispatcher, poker
 from storage.config import Settings
 from storage.database import Database, migrate, open_pool
 from storage.model_import import client_from_settings, reload_model
-from storage.refusals import database_refusal
+from storage.refusals import StartupRefused, database_refusal
+from storage.shard_leases import ShardCountMismatch, configure
 from storage.training_service import TrainingServiceClient
 from web.app import create_app
 from web.context import AppContext
@@ -61,6 +65,7 @@ class Service:
     pool: asyncpg.Pool | None = None
     app_context: AppContext | None = None
     bus: BatchBus = field(default_factory=BatchBus)
+    shards: ShardSet | None = None
 
     def __post_init__(self) -> None:
         self.supervisor = Supervisor(self.state)
@@ -90,6 +95,12 @@ class Service:
             log.info("database_ready", embedded=settings.embedded, migrations_applied=applied)
             self.pool = await open_pool(settings, self.database.dsn)
             try:
+                async with self.pool.acquire() as conn:
+                    try:
+                        count = await configure(conn, settings.shard_count)
+                    except ShardCountMismatch as exc:
+                        raise StartupRefused("SHARD_COUNT", str(exc)) from exc
+                self.shards = ShardSet(count)
                 if not self.options.demo:
                     await retire_demo_models(settings, self.pool)
                 self.app_context = AppContext(settings=settings, pool=self.pool, state=self.state)
@@ -113,7 +124,8 @@ class Service:
         assert pool is not None
         assert self.database is not None
         dsn = self.database.dsn
-        supervisor, state, bus = self.supervisor, self.state, self.bus
+        supervisor, state, bus, shards = self.supervisor, self.state, self.bus, self.shards
+        assert shards is not None
         # The batcher pokes the running dispatcher (whichever instance) when it queues a
         # batch's webhook jobs (whole ticks: claimed at once); predictors do for manual
         # predictions (one job per model: claimed after a short coalescing window).
@@ -123,6 +135,8 @@ class Service:
         # Streams outlive the actors at their ends, so a restarted actor picks them up.
         wake_send, wake_receive = anyio.create_memory_object_stream[Wakeup](1)
         page_send, page_receive = anyio.create_memory_object_stream[TickPage](4)
+        shards.on_change = lambda: wake(wake_send, "shards")
+        context.services["shards"] = shards
 
         def make_predictor(runtime: ModelRuntime) -> Predictor:
             return Predictor(
@@ -132,6 +146,7 @@ class Service:
                 default_webhook_url=settings.n8n_webhook_url or None,
                 poke_webhooks=poke,
                 state=self.state,
+                shards=shards,
             )
 
         async def repair_file(active_model_id: int) -> None:
@@ -158,6 +173,7 @@ class Service:
                 bus,
                 state,
                 on_jobs_queued=poker(supervisor, whole_ticks=True),
+                shards=shards,
             )
 
         specs.append(
@@ -170,10 +186,19 @@ class Service:
         # Predictors first, then the intake: the first batch already finds them subscribed.
         specs.append(ActorSpec("model-sync", lambda: model_sync, STAGE_INTAKE))
         specs.append(ActorSpec("batcher", make_batcher, STAGE_BATCH))
+        # Leases before the poller (it starts with this process's share), released
+        # after the batcher drained (its last batches commit under the leases).
+        specs.append(
+            ActorSpec(
+                "shards", lambda: ShardLeases.from_settings(settings, pool, shards), STAGE_LEASES
+            )
+        )
         specs.append(
             ActorSpec(
                 "poller",
-                lambda: Poller.from_settings(settings, pool, wake_receive, page_send, state),
+                lambda: Poller.from_settings(
+                    settings, pool, wake_receive, page_send, state, shards
+                ),
                 STAGE_INTAKE,
             )
         )

@@ -28,6 +28,7 @@ log = structlog.get_logger(__name__)
 STAGE_INTAKE = 0
 STAGE_BATCH = 10
 STAGE_PREDICT = 20
+STAGE_LEASES = 25  # shard leases: released once the batches in flight are committed
 STAGE_OUTPUT = 30
 STAGE_BACKGROUND = 40
 STAGE_WEB = 90

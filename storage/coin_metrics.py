@@ -124,57 +124,121 @@ class UnusableRow:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class ForeignRow:
+    """A row of a shard the reader does not hold: only its id (the reader's gap
+    tracking and page bounds count every id; the row is another holder's work)."""
+
+    id: int
+
+
+# Every row of a read is classified in SQL, so no value asyncpg cannot decode reaches
+# Python. {source} yields the candidate rows; {mine} says whether a row is the reader's.
+_CLASSIFIED_READ = f"""
+    SELECT id, mint, phase_id_at_time, reason, mine,
+           CASE WHEN reason IS NULL THEN "timestamp" END AS "timestamp",
+           CASE WHEN reason IS NOT NULL
+               THEN ("timestamp" AT TIME ZONE 'UTC')::text END AS timestamp_text
+    FROM (
+        SELECT t.*,
+               CASE
+                   WHEN NOT t.mine THEN NULL
+                   WHEN t.mint IS NULL THEN '{SKIP_MINT_MISSING}'
+                   WHEN t."timestamp" IS NULL THEN '{SKIP_TIMESTAMP_MISSING}'
+                   WHEN t."timestamp" < $4 THEN '{SKIP_TIMESTAMP_OUT_OF_RANGE}'
+                   WHEN t."timestamp" > $5 THEN '{SKIP_TIMESTAMP_IN_FUTURE}'
+                   WHEN t.price_close <= 0 THEN '{SKIP_PRICE_NOT_POSITIVE}'
+                   WHEN t.price_close > {_MAX_DOUBLE} THEN '{SKIP_PRICE_NOT_FINITE}'
+               END AS reason
+        FROM (SELECT u.*, {{mine}} AS mine FROM ({{source}}) AS u) AS t
+        ORDER BY t.id
+        LIMIT $3
+    ) AS classified
+    ORDER BY id
+"""
+_COLUMNS = 'id, mint, "timestamp", phase_id_at_time, price_close'
+# Two primary-key reads joined by UNION ALL: with `id > $1 OR id = ANY($2)` the
+# generic plan of the prepared statement estimated a third of the table and
+# bitmap-scanned and sorted it (58 ms per read with 70 000 rows, pg_stat_statements).
+_NEW_AND_GAPS = f"""
+    (SELECT {_COLUMNS} FROM coin_metrics WHERE id > $1 ORDER BY id LIMIT $3)
+    UNION ALL
+    SELECT {_COLUMNS} FROM coin_metrics WHERE id = ANY($2::bigint[]) AND id <= $1
+"""
+_READ_ALL = _CLASSIFIED_READ.format(mine="true", source=_NEW_AND_GAPS)
+_READ_SHARDS = _CLASSIFIED_READ.format(
+    mine="pp_shard_of(u.mint, $7) = ANY($6::int[])", source=_NEW_AND_GAPS
+)
+# A shard's catch-up: every row in (after, upto], the shards' own marked as mine (the
+# others' ids still count, so gaps that may commit late are told apart from them).
+_READ_SHARD_RANGE = _CLASSIFIED_READ.format(
+    mine="pp_shard_of(u.mint, $7) = ANY($6::int[])",
+    source=f"""
+    SELECT {_COLUMNS} FROM coin_metrics WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3
+    """,
+)
+
+AnyRow = TickRow | UnusableRow | ForeignRow
+
+
 async def read_ticks(
     conn: asyncpg.Connection,
     after_id: int,
     gap_ids: Sequence[int],
     limit: int,
     latest: datetime,
-) -> list[TickRow | UnusableRow]:
+    *,
+    shards: Sequence[int] | None = None,
+    shard_count: int = 1,
+) -> list[AnyRow]:
     """Rows with id > after_id, plus the given older ids (gaps that may commit late),
     in id order; a row dated after `latest` (or unusable otherwise) as an UnusableRow.
+    With `shards`, a row of another shard comes back as a ForeignRow."""
+    if shards is None:
+        rows = await conn.fetch(_READ_ALL, after_id, list(gap_ids), limit, EARLIEST_TICK, latest)
+    else:
+        rows = await conn.fetch(
+            _READ_SHARDS,
+            after_id,
+            list(gap_ids),
+            limit,
+            EARLIEST_TICK,
+            latest,
+            list(shards),
+            shard_count,
+        )
+    return _rows(rows)
 
-    Two primary-key reads joined by UNION ALL: with `id > $1 OR id = ANY($2)` the
-    generic plan of the prepared statement estimated a third of the table and
-    bitmap-scanned and sorted it (58 ms per read with 70 000 rows, pg_stat_statements).
-    Every row is classified in SQL, so no value asyncpg cannot decode reaches it.
-    """
+
+async def read_shard_range(
+    conn: asyncpg.Connection,
+    after_id: int,
+    upto_id: int,
+    shards: Sequence[int],
+    shard_count: int,
+    limit: int,
+    latest: datetime,
+) -> list[AnyRow]:
+    """The rows with after_id < id <= upto_id in id order, those of other shards as
+    ForeignRow: a shard's catch-up when this process takes it over."""
     rows = await conn.fetch(
-        f"""
-        SELECT id, mint, phase_id_at_time, reason,
-               CASE WHEN reason IS NULL THEN "timestamp" END AS "timestamp",
-               CASE WHEN reason IS NOT NULL
-                   THEN ("timestamp" AT TIME ZONE 'UTC')::text END AS timestamp_text
-        FROM (
-            SELECT t.*,
-                   CASE
-                       WHEN t.mint IS NULL THEN '{SKIP_MINT_MISSING}'
-                       WHEN t."timestamp" IS NULL THEN '{SKIP_TIMESTAMP_MISSING}'
-                       WHEN t."timestamp" < $4 THEN '{SKIP_TIMESTAMP_OUT_OF_RANGE}'
-                       WHEN t."timestamp" > $5 THEN '{SKIP_TIMESTAMP_IN_FUTURE}'
-                       WHEN t.price_close <= 0 THEN '{SKIP_PRICE_NOT_POSITIVE}'
-                       WHEN t.price_close > {_MAX_DOUBLE} THEN '{SKIP_PRICE_NOT_FINITE}'
-                   END AS reason
-            FROM (
-                (SELECT id, mint, "timestamp", phase_id_at_time, price_close FROM coin_metrics
-                 WHERE id > $1 ORDER BY id LIMIT $3)
-                UNION ALL
-                SELECT id, mint, "timestamp", phase_id_at_time, price_close FROM coin_metrics
-                WHERE id = ANY($2::bigint[]) AND id <= $1
-            ) AS t
-            ORDER BY t.id
-            LIMIT $3
-        ) AS classified
-        ORDER BY id
-        """,
+        _READ_SHARD_RANGE,
         after_id,
-        list(gap_ids),
+        upto_id,
         limit,
         EARLIEST_TICK,
         latest,
+        list(shards),
+        shard_count,
     )
+    return _rows(rows)
+
+
+def _rows(rows: Sequence[asyncpg.Record]) -> list[AnyRow]:
     return [
-        TickRow(r["id"], r["mint"], r["timestamp"], r["phase_id_at_time"])
+        ForeignRow(r["id"])
+        if not r["mine"]
+        else TickRow(r["id"], r["mint"], r["timestamp"], r["phase_id_at_time"])
         if r["reason"] is None
         else UnusableRow(r["id"], r["mint"], r["timestamp_text"], r["reason"])
         for r in rows

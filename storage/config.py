@@ -61,6 +61,8 @@ class Settings:
     poll_page_size: int
     listener_probe_interval_seconds: float
     listener_probe_timeout_seconds: float
+    shard_count: int
+    shard_lease_seconds: float
     n8n_webhook_url: str
     n8n_webhook_timeout: float
     webhook_concurrency: int
@@ -193,6 +195,7 @@ def _validate(s: Settings) -> None:
         "shutdown_deadline_seconds",
         "retention_interval_seconds",
         "api_auth_failure_window_seconds",
+        "shard_lease_seconds",
     ):
         need(getattr(s, seconds) > 0, seconds, "must be greater than 0")
     for non_negative in (
@@ -226,6 +229,7 @@ def _validate(s: Settings) -> None:
             f" {RETENTION_MARGIN_SECONDS} s; {resent} queued and sent again when its tick is"
             " re-read",
         )
+    need(1 <= s.shard_count <= 4096, "shard_count", "must be 1-4096")
     need(
         s.db_pool_max_size >= s.db_pool_min_size, "db_pool_max_size", "must be >= DB_POOL_MIN_SIZE"
     )

@@ -6,12 +6,17 @@ import asyncpg
 
 
 async def intake_cursor(conn: asyncpg.Connection) -> int:
-    """The furthest `last_id` of the intake_cursor rows; 0 before the cursor first moved.
+    """The lowest shard cursor (every coin shard has its own intake_cursor row,
+    'coin_metrics/<shard>'); 0 before the cursors first moved.
 
-    The cursor moves only after every row up to it is predicted and committed, so a
-    test that waits for it knows the rows it inserted are done with.
+    A cursor moves only after every row of its shard up to it is predicted and
+    committed, so a test that waits for it knows the rows it inserted are done with.
     """
-    return int(await conn.fetchval("SELECT coalesce(max(last_id), 0) FROM intake_cursor"))
+    return int(
+        await conn.fetchval(
+            "SELECT coalesce(min(last_id), 0) FROM intake_cursor WHERE name LIKE 'coin_metrics/%'"
+        )
+    )
 
 
 async def cursor_reached(conn: asyncpg.Connection, row_id: int) -> bool:

@@ -17,6 +17,7 @@ from web import (
     routes_models,
     routes_predict,
     routes_predictions,
+    routes_shards,
     routes_statistics,
     routes_status,
     routes_system,
@@ -69,4 +70,5 @@ def create_app(context: AppContext) -> web.Application:
     app.add_routes(routes_backtests.routes)
     app.add_routes(routes_model_mode.routes)
     app.add_routes(routes_timeline.routes)
+    app.add_routes(routes_shards.routes)
     return app

@@ -141,6 +141,46 @@ HEALTH_SCHEMA: dict[str, Any] = {
     },
 }
 
+SHARDS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["shard_count", "this_holder", "unheld", "holders", "shards"],
+    "properties": {
+        "shard_count": {"type": "integer"},
+        "this_holder": {"type": ["string", "null"], "description": "the answering process"},
+        "unheld": {"type": "integer", "description": "shards no live process holds"},
+        "holders": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "holder": {"type": "string"},
+                    "host": {"type": "string"},
+                    "pid": {"type": "integer"},
+                    "started_at": ISO_TIME,
+                    "lease_expires_at": ISO_TIME,
+                    "shards_held": {"type": "integer"},
+                },
+            },
+        },
+        "shards": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "shard": {"type": "integer"},
+                    "holder": {"type": ["string", "null"]},
+                    "generation": {"type": "integer"},
+                    "lease_expires_at": {"type": ["string", "null"], "format": "date-time"},
+                    "cursor": {"type": "integer"},
+                    "cursor_timestamp": {"type": ["string", "null"], "format": "date-time"},
+                    "lag_seconds": {"type": ["number", "null"]},
+                    "ids_behind": {"type": "integer"},
+                },
+            },
+        },
+    },
+}
+
 JOB_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -276,6 +316,20 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation("GET", "/api/config", "Effective configuration without secrets", SYS),
     Operation("GET", "/api/stats", "Service statistics: uptime, intake, predictions, outbox", SYS),
+    Operation(
+        "GET",
+        "/api/shards",
+        "Coin shards: holder, lease, intake cursor and lag of each",
+        SYS,
+        schemas={200: SHARDS_SCHEMA},
+        description="Coins are hashed into SHARD_COUNT shards; each running process (replica)"
+        " holds leases on a fair share of them (docs/scale-out.md). Per shard: `holder`"
+        " (null: free or expired, taken over within SHARD_LEASE_SECONDS), lease `generation`"
+        " (grows with every claim), `cursor` (coin_metrics id up to which its rows are"
+        " processed), `lag_seconds` (now minus the newest tick time at the cursor) and"
+        " `ids_behind` (newest coin_metrics id minus the cursor). `holders` lists the live"
+        " processes with how many shards each holds.",
+    ),
     Operation("GET", "/api/openapi.json", "This document", SYS),
     Operation("GET", "/api", "Links to what the API offers (docs, OpenAPI, health, …)", SYS),
     Operation(
