@@ -613,6 +613,15 @@ class ServiceProcess:
             await anyio.to_thread.run_sync(self.process.wait)
 
 
+async def intake_done(conn: asyncpg.Connection) -> int:
+    """The coin_metrics id up to which every shard's rows are processed (the lowest
+    shard cursor: each shard has its own, moved by whichever process holds it)."""
+    value = await conn.fetchval(
+        "SELECT min(last_id) FROM intake_cursor WHERE name LIKE 'coin_metrics/%'"
+    )
+    return int(value or 0)
+
+
 async def metric_sums(api: str) -> dict[str, float]:
     """`name` -> value summed over labels, from the service's /metrics."""
     import aiohttp
@@ -797,8 +806,7 @@ class Pipeline:
         self.active_ids: list[int] = []
 
     async def cursor(self, conn: asyncpg.Connection) -> int:
-        value = await conn.fetchval("SELECT last_id FROM intake_cursor WHERE name = 'coin_metrics'")
-        return int(value or 0)
+        return await intake_done(conn)
 
     async def wait_cursor(self, conn: asyncpg.Connection, wanted: int, limit_s: float) -> bool:
         deadline = time.monotonic() + limit_s
@@ -1339,17 +1347,11 @@ async def cmd_intake(args: argparse.Namespace, out: Any) -> dict[str, Any]:
                     conn = await asyncpg.connect(db.dsn)
                     try:
                         stopped = time.time()
-                        backlog = max_id - int(
-                            await conn.fetchval(
-                                "SELECT coalesce(max(last_id), 0) FROM intake_cursor"
-                            )
-                        )
+                        backlog = max_id - await intake_done(conn)
                         deadline = time.monotonic() + 60
                         caught_up = False
                         while time.monotonic() < deadline:
-                            got = await conn.fetchval(
-                                "SELECT coalesce(max(last_id), 0) FROM intake_cursor"
-                            )
+                            got = await intake_done(conn)
                             if got >= max_id:
                                 caught_up = True
                                 break
