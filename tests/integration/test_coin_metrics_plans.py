@@ -86,6 +86,17 @@ async def test_intake_reads_walk_the_primary_key_in_order(conn: RecordingConnect
     # Then every poll: the next 500 rows after the cursor, and ids that may commit late.
     rows = await coin_metrics.read_ticks(conn, newest - 1_000, [newest - 5_000], 500, END)
     assert len(rows) == 500
+    # With coin shards (every service): the same read for the shards held, and the
+    # catch-up of a shard taken over, from its cursor up to the scan's position.
+    shards = list(range(0, 64, 2))
+    sharded = await coin_metrics.read_ticks(
+        conn, newest - 1_000, [newest - 5_000], 500, END, shards=shards, shard_count=64
+    )
+    assert [r.id for r in sharded] == [r.id for r in rows]
+    caught_up = await coin_metrics.read_shard_range(
+        conn, newest - 3_000, newest - 1_000, [5], 64, 500, END
+    )
+    assert len(caught_up) == 500
     # In id order through bounded index scans: `id > $1 OR id = ANY($2)` was a bitmap
     # scan and a sort of every row after the cursor, and as a generic plan a walk of the
     # whole primary key with a filter (58 ms per read, commit 6dfbeb6).

@@ -22,7 +22,7 @@ import aiohttp
 import anyio
 import asyncpg
 from coin_rows import coin_rows, insert_rows
-from conftest import free_port
+from ports import free_port
 from waiting import wait_for
 from webhook_receiver import WebhookReceiver, add_trained_models
 

@@ -18,7 +18,7 @@ import anyio
 import asyncpg
 import pytest
 from coin_rows import coin_rows, insert_rows
-from conftest import free_port
+from ports import free_port
 from service_runner import running_service
 from waiting import wait_for
 from webhook_receiver import WebhookReceiver, add_trained_models
