@@ -54,19 +54,18 @@ class SizeLimitError(pickle.UnpicklingError):
     """The pickle (after decompression) or one of its arrays is larger than allowed."""
 
     def __init__(self, limit: int, what: str) -> None:
-        self.limit = limit
         super().__init__(f"{what} is larger than the limit of {limit} bytes")
 
 
-def _latin1_encode(text: str, encoding: str = "latin1", errors: str = "strict") -> bytes:
+def _latin1_encode(text: str, encoding: str) -> bytes:
     """`_codecs.encode`, as protocol-2 pickles use it for bytes, limited to latin-1.
 
-    The real function would look up any codec by name; latin-1 is the only one
-    pickle ever writes.
+    The real function would look up any codec by name; pickle only ever writes
+    `encode(text, "latin1")`, so that is the one call accepted (any other fails).
     """
     if codecs.lookup(encoding).name != "iso8859-1":
         raise ForbiddenGlobalError("_codecs", "encode", f"codec {encoding!r} is not latin-1")
-    return text.encode("latin1", errors)
+    return text.encode("latin1")
 
 
 # Builtin types whose construction has no side effects (containers, numbers, bytes).
@@ -185,10 +184,10 @@ def _find_allowed(
     unpickler: pickle._Unpickler, module: str, name: str, find: Callable[[str, str], Any]
 ) -> Any:
     """`find_class` through the allow-list; `find` is the unrestricted lookup."""
-    # Map Python 2 names first, exactly as pickle itself would, so the check
-    # sees the module that will really be imported.
-    # (`proto` and `fix_imports` are set by pickle's Unpickler but not in its stubs.)
-    if getattr(unpickler, "proto", 4) < 3 and getattr(unpickler, "fix_imports", True):
+    # Map Python 2 names first, exactly as pickle itself does below protocol 3 (our
+    # unpicklers keep its fix_imports=True), so the check sees the module that will
+    # really be imported.
+    if unpickler.proto < 3:  # type: ignore[attr-defined]  # set by pickle, not in its stubs
         if (module, name) in _compat_pickle.NAME_MAPPING:
             module, name = _compat_pickle.NAME_MAPPING[(module, name)]
         elif module in _compat_pickle.IMPORT_MAPPING:
@@ -206,7 +205,7 @@ def _find_allowed(
     if reason is not None:
         raise ForbiddenGlobalError(module, name, reason)
     # Trees and boosters are built through subclasses that check their structure first.
-    return CHECKED_CLASSES.get(obj, obj) if isinstance(obj, type) else obj
+    return CHECKED_CLASSES.get(obj, obj)
 
 
 def _load_bytearray8(unpickler: Any) -> None:
@@ -272,16 +271,18 @@ class _GuardedArrayWrapper(NumpyArrayWrapper):  # type: ignore[misc]
         return super().read_array(unpickler, *args, **kwargs)
 
 
-class _BoundedReader(io.RawIOBase):
-    """A read-only stream that refuses to yield more than `limit` bytes in total.
+class _BoundedReader:
+    """The decompressed pickle, as pickle and joblib read it, yielding at most `limit`
+    bytes in total.
 
     Wrapped around the decompressed pickle so a small compressed file cannot
-    expand into gigabytes: a read that would pass the limit raises before the
-    bytes are produced (pickle asks for a length-prefixed blob in one read).
+    expand into gigabytes: pickle asks for a length-prefixed blob in one `read`
+    and for a protocol-0 value as one `readline`, and neither takes more than one
+    byte past the limit from the stream before it raises. Those two calls are all
+    pickle and joblib's array reader make of a file.
     """
 
     def __init__(self, inner: IO[bytes], limit: int) -> None:
-        super().__init__()
         self._inner = inner
         self.limit = limit
         self._consumed = 0
@@ -290,31 +291,17 @@ class _BoundedReader(io.RawIOBase):
     def remaining(self) -> int:
         return self.limit - self._consumed
 
-    def readable(self) -> bool:
-        return True
-
     def _take(self, data: bytes) -> bytes:
         self._consumed += len(data)
         if self._consumed > self.limit:
             raise SizeLimitError(self.limit, "the decompressed model file")
         return data
 
-    def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0 or size > self.remaining:
-            # At most one byte past the limit: enough to know it was passed.
-            return self._take(self._inner.read(self.remaining + 1))
-        return self._take(self._inner.read(size))
+    def read(self, size: int) -> bytes:
+        return self._take(self._inner.read(min(size, self.remaining + 1)))
 
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
-
-    def readline(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0 or size > self.remaining:
-            size = self.remaining + 1
-        return self._take(self._inner.readline(size))
+    def readline(self) -> bytes:
+        return self._take(self._inner.readline(self.remaining + 1))
 
 
 def is_joblib_or_pickle(head: bytes) -> bool:

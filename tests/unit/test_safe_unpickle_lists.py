@@ -14,7 +14,10 @@ import collections
 import importlib
 import io
 import pickle
+import struct
 import sys
+import tracemalloc
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -181,46 +184,55 @@ def test_every_allowed_entry_loads_a_real_object(label: str, entries: set[Any], 
     assert same(loaded), (label, loaded)
 
 
-# (module, name, the list entry whose removal would let it load). Refused before import.
-DENIED: list[tuple[str, str, str]] = [
-    ("sklearn.utils._testing", "TempMemmap", "_testing"),  # imports pytest
-    ("sklearn.utils.tests.test_validation", "test_as_float_array", "tests"),
-    ("sklearn.utils.testing", "TempMemmap", "testing"),  # the name before scikit-learn 0.24
-    ("sklearn.conftest", "pyplot", "conftest"),
-    ("sklearn.datasets._base", "Bunch", "datasets"),  # fetches data over the network
-    ("sklearn.externals._packaging.version", "Version", "externals"),
-    ("sklearn._build_utils", "gen_from_templates", "_build_utils"),
-    ("xgboost.tracker", "RabitTracker", "xgboost modules"),  # opens sockets
-    ("xgboost.dask", "DaskXGBClassifier", "xgboost modules"),
-    ("xgboost.spark", "SparkXGBClassifier", "xgboost modules"),
-    ("xgboost.collective", "init", "xgboost modules"),
-    ("numpy.lib.format", "open_memmap", "numpy modules"),  # opens files
-    ("numpy.ctypeslib", "load_library", "numpy modules"),
-    ("numpy", "memmap", "numpy types"),  # opens files
-    ("numpy", "load", "numpy types"),
-    ("numpy.random", "BitGenerator", "numpy random classes"),
-    ("numpy.random.mtrand", "seed", "numpy random classes"),
-    ("numpy.random._pickle", "__import__", "numpy random classes"),
-    ("builtins", "eval", "builtins"),
-    ("builtins", "getattr", "builtins"),
-    ("builtins", "memoryview", "builtins"),
-    ("copyreg", "add_extension", "exact names"),
-    ("_codecs", "decode", "exact names"),
-    ("os", "system", "everything else"),
-    ("sklearn.base", "inspect.os", "dotted names"),
+_PART = "this part of scikit-learn is not allowed"
+_LIST = "not in the allow-list"
+_FUNCTION = "only classes may be loaded from this module"
+
+# (module, name, the list entry whose removal would let it load, the reason the
+# refusal gives). Refused before import.
+DENIED: list[tuple[str, str, str, str]] = [
+    ("sklearn.utils._testing", "TempMemmap", "_testing", _PART),  # imports pytest
+    ("sklearn.utils.tests.test_validation", "test_as_float_array", "tests", _PART),
+    ("sklearn.utils.testing", "TempMemmap", "testing", _PART),  # the name before scikit-learn 0.24
+    ("sklearn.conftest", "pyplot", "conftest", _PART),
+    ("sklearn.datasets._base", "Bunch", "datasets", _PART),  # fetches data over the network
+    ("sklearn.externals._packaging.version", "Version", "externals", _PART),
+    ("sklearn._build_utils", "gen_from_templates", "_build_utils", _PART),
+    ("xgboost.tracker", "RabitTracker", "xgboost modules", _LIST),  # opens sockets
+    ("xgboost.dask", "DaskXGBClassifier", "xgboost modules", _LIST),
+    ("xgboost.spark", "SparkXGBClassifier", "xgboost modules", _LIST),
+    ("xgboost.collective", "init", "xgboost modules", _LIST),
+    ("numpy.lib.format", "open_memmap", "numpy modules", _LIST),  # opens files
+    ("numpy.ctypeslib", "load_library", "numpy modules", _LIST),
+    ("numpy", "memmap", "numpy types", "not an allowed NumPy type"),  # opens files
+    ("numpy", "load", "numpy types", _FUNCTION),
+    ("numpy.random", "BitGenerator", "numpy random classes", "not an allowed NumPy random type"),
+    ("numpy.random.mtrand", "seed", "numpy random classes", _FUNCTION),
+    ("numpy.random._pickle", "__import__", "numpy random classes", _LIST),
+    ("builtins", "eval", "builtins", _LIST),
+    ("builtins", "getattr", "builtins", _LIST),
+    ("builtins", "memoryview", "builtins", _LIST),
+    ("copyreg", "add_extension", "exact names", _LIST),
+    ("_codecs", "decode", "exact names", _LIST),
+    ("os", "system", "everything else", _LIST),
+    ("sklearn.base", "inspect.os", "dotted names", "dotted or invalid names are not allowed"),
 ]
 
 
 @pytest.mark.parametrize(
-    ("module", "name", "entry"), DENIED, ids=[f"{m}.{n}" for m, n, _ in DENIED]
+    ("module", "name", "entry", "reason"), DENIED, ids=[f"{m}.{n}" for m, n, _, _ in DENIED]
 )
 def test_every_denied_module_or_part_is_refused_before_import(
-    module: str, name: str, entry: str
+    module: str, name: str, entry: str, reason: str
 ) -> None:
     imported = module in sys.modules
     with pytest.raises(ForbiddenGlobalError) as refused:
         safe_load(_global(module, name), max_bytes=LIMIT)
     assert (refused.value.module, refused.value.name) == (module, name)
+    assert str(refused.value) == (
+        f"refused to load {module}.{name} from the pickle: {reason} "
+        "(a model file may only contain scikit-learn, XGBoost and NumPy types)"
+    )
     if not imported:
         assert module not in sys.modules, f"{module} was imported before it was refused"
 
@@ -242,7 +254,7 @@ def test_every_exact_name_and_allowed_module_has_a_row() -> None:
     assert exercised >= safe_unpickle._NUMPY_MODULES
     assert exercised >= safe_unpickle._NUMPY_RANDOM_CLASSES
     assert safe_unpickle._XGBOOST_MODULES - {"xgboost.compat"} <= exercised
-    assert {m for m, _, _ in DENIED if m.startswith("xgboost")}.isdisjoint(
+    assert {m for m, _, _, _ in DENIED if m.startswith("xgboost")}.isdisjoint(
         safe_unpickle._XGBOOST_MODULES
     )
 
@@ -264,7 +276,7 @@ def test_the_lists_hold_exactly_the_entries_pinned_here() -> None:
         e for e in exercised if isinstance(e, str) and e[0].isupper()
     } == safe_unpickle._NUMPY_RANDOM_CLASSES
     assert {
-        entry for m, _, entry in DENIED if m.startswith("sklearn.") and entry in m.split(".")
+        entry for m, _, entry, _ in DENIED if m.startswith("sklearn.") and entry in m.split(".")
     } == safe_unpickle._SKLEARN_DENIED_PARTS
 
 
@@ -275,8 +287,42 @@ def test_the_lists_hold_exactly_the_entries_pinned_here() -> None:
 def test_a_file_larger_than_the_limit_is_refused_at_the_limit() -> None:
     data, _ = _fitted("random_forest", None)
     assert safe_load(data, max_bytes=len(data))  # exactly the limit loads
-    with pytest.raises(safe_unpickle.SizeLimitError, match=f"limit of {len(data) - 1} bytes"):
+    with pytest.raises(
+        safe_unpickle.SizeLimitError,
+        match=f"^the decompressed model file is larger than the limit of {len(data) - 1} bytes$",
+    ):
         safe_load(data, max_bytes=len(data) - 1)
+
+
+def _gzip_bomb(head: bytes, filler: bytes, megabytes: int, tail: bytes) -> bytes:
+    """A gzip file (a format joblib reads) of `head`, `megabytes` MB of `filler`, `tail`."""
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 31: a gzip container
+    chunk = filler * ((1 << 20) // len(filler))
+    parts = [compressor.compress(head)]
+    parts += [compressor.compress(chunk) for _ in range(megabytes)]
+    return b"".join([*parts, compressor.compress(tail), compressor.flush()])
+
+
+@pytest.mark.parametrize(
+    "bomb",
+    [
+        _gzip_bomb(b"S'", b"a", 64, b"'\n."),  # protocol 0: one 64 MB line (`readline`)
+        _gzip_bomb(b"\x80\x04\x8e" + struct.pack("<Q", 64 << 20), b"\0", 64, b"."),  # one read
+    ],
+    ids=["one line", "one length-prefixed blob"],
+)
+def test_a_decompression_bomb_is_refused_without_expanding_in_memory(bomb: bytes) -> None:
+    """64 MB behind a 1 MB limit: refused after about the limit was decompressed. A read
+    that took the whole value from the stream before counting it would hold all of it."""
+    assert len(bomb) < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(safe_unpickle.SizeLimitError, match="limit of 1048576 bytes"):
+            safe_load(bomb, max_bytes=1 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak / 2**20:.0f} MB held while refusing a 1 MB limit"
 
 
 def test_protocol_0_lines_and_protocol_5_bytearrays_count_towards_the_limit() -> None:
@@ -291,9 +337,13 @@ def test_protocol_0_lines_and_protocol_5_bytearrays_count_towards_the_limit() ->
 
 
 def test_a_bytearray_claiming_more_than_the_file_holds_is_refused_before_allocation() -> None:
-    claim = b"\x80\x05\x96" + (1 << 40).to_bytes(8, "little") + b"tiny."
-    with pytest.raises(safe_unpickle.SizeLimitError, match="a bytearray of 1099511627776 bytes"):
-        safe_load(claim, max_bytes=1 << 20)
+    for claim in (1 << 40, (1 << 64) - 1):  # the largest length is no negative number
+        data = b"\x80\x05\x96" + claim.to_bytes(8, "little") + b"tiny."
+        with pytest.raises(
+            safe_unpickle.SizeLimitError,
+            match=f"^a bytearray of {claim} bytes is larger than the limit of 1048576 bytes$",
+        ):
+            safe_load(data, max_bytes=1 << 20)
 
 
 def test_an_array_whose_header_claims_more_than_the_file_holds_is_refused() -> None:
@@ -301,5 +351,64 @@ def test_an_array_whose_header_claims_more_than_the_file_holds_is_refused() -> N
     shape = b"M\xe8\x03\x85"  # BININT2 1000, TUPLE1: the shape (1000,)
     assert data.count(shape) == 1
     forged = data.replace(shape, b"J\xff\xff\xff\x7f\x85")  # (2**31 - 1,)
-    with pytest.raises(safe_unpickle.SizeLimitError, match="an array of shape"):
+    with pytest.raises(
+        safe_unpickle.SizeLimitError,
+        match=r"^an array of shape \(2147483647,\) is larger than the limit of 1048576 bytes$",
+    ):
         safe_load(forged, max_bytes=1 << 20)
+
+
+@pytest.mark.parametrize(
+    "array",
+    [np.zeros(0), np.zeros((3, 0), dtype=np.int32), np.array([], dtype=object)],
+    ids=["float64 (0,)", "int32 (3, 0)", "object (0,)"],
+)
+def test_arrays_without_elements_load(array: np.ndarray) -> None:
+    """A fitted model can hold empty arrays; the size check must not refuse them."""
+    loaded = safe_load(_joblib(array), max_bytes=LIMIT)
+    assert (loaded.shape, loaded.dtype) == (array.shape, array.dtype)
+
+
+def test_arrays_written_big_endian_load_in_native_byte_order() -> None:
+    """A model pickled on a big-endian machine: joblib turns its arrays to the native
+    order on load (compiled code such as scikit-learn's trees reads them raw)."""
+    array = np.arange(4, dtype=">i8")
+    loaded = safe_load(_joblib(array), max_bytes=LIMIT)
+    assert loaded.dtype == np.dtype("int64") and loaded.dtype.isnative
+    assert loaded.tolist() == [0, 1, 2, 3]
+
+
+def test_an_object_array_is_read_through_the_allow_list_and_the_limit() -> None:
+    """joblib stores an object array as a nested pickle: a bytearray in it is read
+    with the same bounded reader (and a refused name in it is refused)."""
+    array = np.array([bytearray(b"ab"), "x", 3], dtype=object)
+    assert list(safe_load(_joblib(array, 5), max_bytes=LIMIT)) == list(array)
+    hostile = np.array([collections.OrderedDict(a=1)], dtype=object)
+    data = _joblib(hostile, 5).replace(b"OrderedDict", b"defaultdict")
+    with pytest.raises(ForbiddenGlobalError, match=r"collections\.defaultdict"):
+        safe_load(data, max_bytes=LIMIT)
+
+
+def test_python_2_names_are_mapped_below_protocol_3_only_as_pickle_maps_them() -> None:
+    """`__builtin__.set` is `builtins.set` in a protocol-2 pickle; in a protocol-3 one
+    it names a module that does not exist, and is refused by name."""
+    call_set = b"c__builtin__\nset\n)R."
+    assert safe_load(b"\x80\x02" + call_set, max_bytes=LIMIT) == set()
+    with pytest.raises(
+        ForbiddenGlobalError, match=r"__builtin__\.set from the pickle: not in the allow-list"
+    ):
+        safe_load(b"\x80\x03" + call_set, max_bytes=LIMIT)
+
+
+def test_bytes_of_old_pickles_are_encoded_as_latin_1_only() -> None:
+    assert safe_load(_call("_codecs", "encode", "\xff", "latin-1"), max_bytes=LIMIT) == b"\xff"
+    with pytest.raises(
+        ForbiddenGlobalError,
+        match=r"^refused to load _codecs\.encode from the pickle: codec 'utf-8' is not latin-1",
+    ):
+        safe_load(_call("_codecs", "encode", "x", "utf-8"), max_bytes=LIMIT)
+
+
+def test_the_multi_file_format_of_joblib_before_0_10_is_refused_by_name() -> None:
+    with pytest.raises(pickle.UnpicklingError, match=r"joblib < 0\.10 multi-file format"):
+        safe_load(b"ZF0x00000000000000" + bytes(20), max_bytes=LIMIT)
