@@ -113,12 +113,12 @@ class DashboardBrowser:
 
     def click_radio(self, label: str) -> None:
         """Pick the option with this label of a radio group in the main area."""
-        option = self.driver.find_element(
-            By.XPATH,
+        xpath = (
             '//*[@data-testid="stMain"]//*[@role="radiogroup"]'
-            f"//label[.//p[normalize-space()={_literal(label)}]]",
+            f"//label[.//p[normalize-space()={_literal(label)}]]"
         )
-        option.click()
+        self.wait(lambda: self.driver.find_elements(By.XPATH, xpath), f"the option {label!r}")
+        self.driver.find_element(By.XPATH, xpath).click()
         self.settle()
 
     def click_table_row(self, key: str, row: int) -> None:
@@ -137,10 +137,13 @@ class DashboardBrowser:
 
     def type_into(self, label: str, text: str) -> None:
         """Replace the value of the text/number input with this label (Enter submits)."""
-        field = self.driver.find_element(
-            By.XPATH,
-            f"//label[.//p[normalize-space()={_literal(label)}]]/following::input[1]",
+        # Streamlit renders a page element by element: the heading can be there
+        # before the input below it.
+        xpath = f"//label[.//p[normalize-space()={_literal(label)}]]/following::input[1]"
+        self.wait(
+            lambda: self.driver.find_elements(By.XPATH, xpath), f"an input labelled {label!r}"
         )
+        field = self.driver.find_element(By.XPATH, xpath)
         field.click()
         field.send_keys("\ue009a")  # Ctrl+A
         field.send_keys(text)
