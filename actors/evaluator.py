@@ -52,6 +52,7 @@ class Evaluator(PeriodicActor):
         self.gauge_refresh_seconds = gauge_refresh_seconds
         self.evaluated_total = 0  # by this instance
         self._gauges_refreshed = float("-inf")
+        self._counts: dict[int, tuple[int, int]] = {}  # model -> (evaluated, successes)
 
     @classmethod
     def from_settings(cls, settings: Settings, pool: asyncpg.Pool, **overrides: Any) -> Evaluator:
@@ -82,7 +83,7 @@ class Evaluator(PeriodicActor):
     async def evaluate_due(self) -> int:
         """Evaluate every prediction that is due now, page by page; returns how many."""
         results: Counter[str] = Counter()
-        models: set[int] = set()
+        per_model: Counter[tuple[int, str]] = Counter()
         started = time.monotonic()
         async with self.pool.acquire() as conn:
             while True:
@@ -91,10 +92,10 @@ class Evaluator(PeriodicActor):
                 )
                 for row in page:
                     results[row.result] += 1
-                    models.add(row.active_model_id)
-                if len(page) < self.page_size or self._stopping:
+                    per_model[(row.active_model_id, row.result)] += 1
+                if page.outcomes < self.page_size or self._stopping:
                     break
-            await self._update_gauges(conn, models)
+            await self._update_gauges(conn, per_model)
         evaluated = sum(results.values())
         for result, count in results.items():
             metrics.EVALUATIONS.add({"result": result}, count)
@@ -104,24 +105,38 @@ class Evaluator(PeriodicActor):
                 "predictions_evaluated",
                 evaluated=evaluated,
                 by_result=dict(results),
-                active_model_ids=sorted(models),
+                active_model_ids=sorted({m for m, _ in per_model}),
                 took_ms=round((time.monotonic() - started) * 1000, 1),
             )
         return evaluated
 
-    async def _update_gauges(self, conn: asyncpg.Connection, touched: set[int]) -> None:
-        """Per-model gauges for the models just evaluated (all of them now and then)."""
+    async def _update_gauges(
+        self, conn: asyncpg.Connection, judged: Counter[tuple[int, str]]
+    ) -> None:
+        """Per-model gauges: counted in full now and then (one pass over the view), and
+        between those moved on by what this sweep judged (no full scan per sweep)."""
         metrics.EVALUATION_LAG.set({}, await evaluations.evaluation_lag_seconds(conn))
         now = time.monotonic()
         if now - self._gauges_refreshed >= self.gauge_refresh_seconds:
             self._gauges_refreshed = now
-            counts = await evaluations.model_evaluation_counts(conn)
-        elif touched:
-            counts = await evaluations.model_evaluation_counts(conn, sorted(touched))
+            self._counts = {
+                m.active_model_id: (m.evaluated, m.successes)
+                for m in await evaluations.model_evaluation_counts(conn)
+            }
+            touched = set(self._counts)
         else:
-            return
-        for model in counts:
-            labels = {"active_model_id": str(model.active_model_id)}
-            metrics.MODEL_EVALUATED.set(labels, model.evaluated)
-            if model.success_rate is not None:
-                metrics.MODEL_LIVE_SUCCESS_RATE.set(labels, model.success_rate)
+            touched = set()
+            for (model, result), n in judged.items():
+                evaluated, successes = self._counts.get(model, (0, 0))
+                if result in ("success", "failed"):
+                    evaluated += n
+                if result == "success":
+                    successes += n
+                self._counts[model] = (evaluated, successes)
+                touched.add(model)
+        for model in touched:
+            evaluated, successes = self._counts[model]
+            labels = {"active_model_id": str(model)}
+            metrics.MODEL_EVALUATED.set(labels, evaluated)
+            if evaluated:
+                metrics.MODEL_LIVE_SUCCESS_RATE.set(labels, successes / evaluated)

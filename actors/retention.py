@@ -158,9 +158,9 @@ class Retention(PeriodicActor):
                             conn, cutoff=oldest_prediction, limit=self.chunk_rows
                         )
                         chunks += 1
-                        predictions += gone
-                        self._count("predictions", gone)
-                        if gone < self.chunk_rows:
+                        predictions += gone.predictions
+                        self._count("predictions", gone.predictions)
+                        if gone.ticks < self.chunk_rows:
                             break
         except BaseException:
             if jobs or snapshots or predictions:

@@ -735,7 +735,13 @@ class StepResult:
 
 # The tables that hold predictions and their outcomes: disk_bytes_per_tick is their
 # growth (pg_total_relation_size: heap, TOAST and every index) per stored coin tick.
-PREDICTION_TABLES = ("predictions",)
+PREDICTION_TABLES = (
+    "prediction_ticks",
+    "prediction_targets",
+    "tick_outcomes",
+    "prediction_due",
+    "prediction_verdicts",
+)
 
 
 async def prediction_store_bytes(conn: asyncpg.Connection) -> int:
@@ -767,7 +773,7 @@ async def evaluate_everything(conn: asyncpg.Connection, find_postgres: Any) -> d
         page = await evaluations.evaluate_due_page(conn, grace_seconds=-86400.0, limit=5000)
         pages += 1
         evaluated += len(page)
-        if len(page) < 5000:
+        if page.outcomes < 5000:
             break
     wall = time.perf_counter() - started
     client = time.process_time() - client0

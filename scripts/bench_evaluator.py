@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 
-from storage import evaluations
+from storage import evaluations, predictions
 
 _MODELS_SQL = """
 INSERT INTO active_models (model_id, name, model_type, target_kind, future_minutes,
@@ -40,20 +41,51 @@ FROM generate_series(0, $1 - 1) AS c,
      LATERAL (SELECT (1e-7 * (1 + ((c * 7 + m * 13) % 40) / 100.0))::numeric AS p) AS price
 """
 
+# Every model predicts every tick (one tick row each, as the batch writer stores them);
+# each (tick, horizon) is queued for the evaluator.
 _PREDICTIONS_SQL = """
-INSERT INTO predictions (active_model_id, model_id, coin_id, data_timestamp, prediction,
-    probability, alert_threshold, tag, price_close_at_t, market_cap_at_t, target_kind,
-    future_minutes, price_change_percent, target_direction, evaluation_due_at)
-SELECT a.id, a.model_id, 'eval-' || c, $2::timestamptz, (c + a.id) % 2,
-       CASE WHEN (c + a.id) % 2 = 1 THEN 0.8 ELSE 0.2 END, 0.7,
-       CASE WHEN (c + a.id) % 2 = 1 THEN 'alert' ELSE 'negative' END, 1e-7, 100.0,
-       a.target_kind, a.future_minutes, a.price_change_percent, a.target_direction,
-       $2::timestamptz + make_interval(mins => a.future_minutes)
-FROM generate_series(0, $1 - 1) AS c, active_models a
-WHERE a.id = ANY($3::bigint[])
+WITH ticks AS (
+    INSERT INTO prediction_ticks (coin_id, data_timestamp, source, price_close_at_t,
+                                  market_cap_at_t, target_ids, probabilities)
+    SELECT 'eval-' || c, $2::timestamptz, 's', 1e-7, 100.0, $3::int[],
+           ARRAY(SELECT CASE WHEN (c + x) % 2 = 1 THEN 0.8 ELSE 0.2 END
+                 FROM unnest($3::int[]) AS x)::float8[]
+    FROM generate_series(0, $1 - 1) AS c
+    RETURNING id, data_timestamp
+)
+INSERT INTO prediction_due (tick_id, horizon_s, variable, due_at)
+SELECT DISTINCT t.id, g.horizon_s, g.outcome_variable,
+       t.data_timestamp + make_interval(secs => g.horizon_s)
+FROM ticks t, prediction_targets g
+WHERE g.id = ANY($3::int[])
 """
 
-_SIZE_SQL = "SELECT pg_total_relation_size('predictions')"
+_TABLES = ("prediction_ticks", "prediction_targets", "tick_outcomes", "prediction_due")
+_SIZE_SQL = "SELECT sum(pg_total_relation_size(t::regclass))::bigint FROM unnest($1::text[]) AS t"
+
+
+async def _targets(conn: asyncpg.Connection, active_model_ids: list[int]) -> list[int]:
+    rows = await conn.fetch(
+        "SELECT * FROM active_models WHERE id = ANY($1::bigint[])", active_model_ids
+    )
+    targets = [
+        predictions.ModelTarget(
+            r["id"],
+            r["model_id"],
+            0.7,
+            r["target_kind"],
+            r["target_variable"],
+            r["target_operator"],
+            r["target_value"],
+            r["future_minutes"],
+            r["price_change_percent"],
+            r["target_direction"],
+            timedelta(minutes=r["future_minutes"]),
+        )
+        for r in rows
+    ]
+    ids = await predictions.target_ids(conn, targets)
+    return [i for i in ids if i is not None]
 
 
 async def run(
@@ -70,10 +102,11 @@ async def run(
         t0 = await conn.fetchval("SELECT date_trunc('minute', now()) - interval '1 day'")
         ids = [r["id"] for r in await conn.fetch(_MODELS_SQL, models, horizons)]
         await conn.execute(_PRICES_SQL, ticks, t0, 5 + 5 * (horizons - 1))
-        await conn.execute(_PREDICTIONS_SQL, ticks, t0, ids)
+        await conn.execute(_PREDICTIONS_SQL, ticks, t0, await _targets(conn, ids))
         await conn.execute("VACUUM ANALYZE coin_metrics")
-        await conn.execute("VACUUM ANALYZE predictions")
-        size0 = int(await conn.fetchval(_SIZE_SQL))
+        for table in _TABLES:
+            await conn.execute(f"VACUUM ANALYZE {table}")
+        size0 = int(await conn.fetchval(_SIZE_SQL, list(_TABLES)))
         meter, client0, started = postgres_meter(), time.process_time(), time.perf_counter()
         evaluated = pages = 0
         results: dict[str, int] = {}
@@ -83,12 +116,12 @@ async def run(
             evaluated += len(page)
             for p in page:
                 results[p.result] = results.get(p.result, 0) + 1
-            if len(page) < page_size:
+            if page.outcomes < page_size:
                 break
         wall = time.perf_counter() - started
         client = time.process_time() - client0
         pg = float(meter.seconds())
-        grown = int(await conn.fetchval(_SIZE_SQL)) - size0
+        grown = int(await conn.fetchval(_SIZE_SQL, list(_TABLES))) - size0
     finally:
         await conn.close()
     return {

@@ -62,6 +62,18 @@ REASON_VARIABLE_OUT_OF_RANGE = (
 REASON_TARGET_OUT_OF_RANGE = "the target's value or percent is NaN or infinite"
 
 
+# tick_outcomes.state: the first reason a price path cannot judge a target (the view
+# `prediction_rows` in migration 0017 turns it into the reason texts above).
+STATE_NO_ROW_AT_T = 1
+STATE_PRICE_AT_T_OUT_OF_RANGE = 2
+STATE_NO_PRICE_AT_T = 3
+STATE_PRICE_AT_D_OUT_OF_RANGE = 4
+STATE_CHANGE_OUT_OF_RANGE = 5
+STATE_UNKNOWN_VARIABLE = 6
+STATE_VARIABLE_OUT_OF_RANGE = 7
+STATE_VARIABLE_NULL = 8
+
+
 def in_double(value: str) -> str:
     """SQL: is this numeric representable as a double precision (NULL stays NULL)?
 
@@ -83,7 +95,7 @@ def _double_or_null(value: str) -> str:
 _CLASSIC_VARIABLES = [name for name in NUMERIC_BASE_COLUMNS if name != "id"]
 _TARGET_VALUE_CASE = "\n".join(
     [
-        "CASE page.target_variable",
+        "CASE page.variable",
         *(f"    WHEN '{n}' THEN c.{quote_ident(n)}::numeric" for n in _CLASSIC_VARIABLES),
         "END",
     ]
@@ -91,15 +103,18 @@ _TARGET_VALUE_CASE = "\n".join(
 
 _EVALUATE_SQL = f"""
 WITH page AS (
-    SELECT p.id, p.coin_id, p.data_timestamp, p.evaluation_due_at, p.prediction,
-           p.target_kind, p.target_variable, p.target_operator, p.target_value,
-           p.price_change_percent, p.target_direction
-    FROM predictions p
-    WHERE p.evaluation_result IS NULL
-      AND p.evaluation_due_at <= now() - make_interval(secs => $1)
-    ORDER BY p.evaluation_due_at, p.id
+    SELECT d.tick_id, d.horizon_s, d.variable, d.due_at AS evaluation_due_at,
+           t.coin_id, t.data_timestamp
+    FROM prediction_due d
+    JOIN prediction_ticks t ON t.id = d.tick_id
+    WHERE d.due_at <= now() - make_interval(secs => $1)
+    ORDER BY d.due_at, d.tick_id
     LIMIT $2
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF d SKIP LOCKED
+),
+done AS (
+    DELETE FROM prediction_due d USING page
+    WHERE (d.tick_id, d.horizon_s, d.variable) = (page.tick_id, page.horizon_s, page.variable)
 ),
 measured AS (
     SELECT page.*,
@@ -151,9 +166,6 @@ bounded AS (
            coalesce(NOT {in_double("m.close_t")}, false) AS close_t_out_of_range,
            coalesce(NOT {in_double("m.close_d")}, false) AS close_d_out_of_range,
            coalesce(NOT {in_double("m.variable_value")}, false) AS variable_out_of_range,
-           coalesce(NOT {in_double("m.target_value::numeric")}, false)
-               OR coalesce(NOT {in_double("m.price_change_percent::numeric")}, false)
-               AS target_out_of_range,
            {_double_or_null("m.close_t")} AS close_t_ok,
            {_double_or_null("m.close_d")} AS close_d_ok
     FROM measured m
@@ -174,70 +186,44 @@ changed AS (
            {_double_or_null("r.gain_raw")} AS gain_pct,
            {_double_or_null("r.drawdown_raw")} AS drawdown_pct
     FROM ratios r
-),
-judged AS (
-    SELECT ch.*,
-           CASE
-               WHEN ch.target_kind = 'time_based' THEN
-                   CASE ch.target_direction
-                       WHEN 'up' THEN ch.change_pct >= ch.price_change_percent::numeric
-                       WHEN 'down' THEN ch.change_pct <= -ch.price_change_percent::numeric
-                   END
-               ELSE
-                   CASE ch.target_operator
-                       WHEN '>' THEN ch.variable_value > ch.target_value::numeric
-                       WHEN '<' THEN ch.variable_value < ch.target_value::numeric
-                       WHEN '>=' THEN ch.variable_value >= ch.target_value::numeric
-                       WHEN '<=' THEN ch.variable_value <= ch.target_value::numeric
-                       WHEN '=' THEN ch.variable_value = ch.target_value::numeric
-                   END
-           END AS came_true,
-           CASE
-               WHEN NOT ch.has_row_at_t THEN $3::text
-               WHEN ch.target_out_of_range THEN $14::text
-               WHEN ch.target_kind = 'time_based' AND ch.close_t_out_of_range THEN $10::text
-               WHEN ch.target_kind = 'time_based' AND NOT coalesce(ch.close_t > 0, false)
-                   THEN $4::text
-               WHEN ch.target_kind = 'time_based' AND ch.close_d_out_of_range THEN $11::text
-               WHEN ch.target_kind = 'time_based' AND ch.change_raw IS NOT NULL
-                    AND ch.change_pct IS NULL
-                   THEN $12::text
-               WHEN ch.target_kind = 'time_based'
-                    AND (ch.target_direction IS NULL OR ch.price_change_percent IS NULL)
-                   THEN $5::text
-               WHEN ch.target_kind = 'classic'
-                    AND (ch.target_operator IS NULL OR ch.target_value IS NULL)
-                   THEN $7::text
-               WHEN ch.target_kind = 'classic' AND (
-                        ch.target_variable IS NULL
-                        OR NOT ch.target_variable = ANY($9::text[]))
-                   THEN $6::text
-               WHEN ch.target_kind = 'classic' AND ch.variable_out_of_range THEN $13::text
-               WHEN ch.target_kind = 'classic' AND ch.variable_value IS NULL THEN $8::text
-           END AS reason
-    FROM changed ch
 )
-UPDATE predictions p
-SET evaluation_result = CASE
-        WHEN j.reason IS NOT NULL OR j.came_true IS NULL THEN 'not_applicable'
-        WHEN (j.prediction = 1) = j.came_true THEN 'success'
-        ELSE 'failed'
-    END,
-    evaluation_reason = CASE
-        WHEN j.reason IS NOT NULL THEN j.reason
-        WHEN j.came_true IS NULL THEN 'target could not be evaluated'
-    END,
-    evaluated_at = now(),
-    price_close_at_eval = CASE WHEN j.has_row_at_t THEN j.close_d_ok::float8 END,
-    eval_price_timestamp = CASE WHEN j.has_row_at_t THEN j.ts_d END,
-    actual_change_pct = j.change_pct::float8,
-    max_gain_pct = j.gain_pct::float8,
-    max_gain_at = CASE WHEN j.gain_pct IS NOT NULL THEN j.max_ts END,
-    max_drawdown_pct = j.drawdown_pct::float8,
-    max_drawdown_at = CASE WHEN j.drawdown_pct IS NOT NULL THEN j.min_ts END
-FROM judged j
-WHERE p.id = j.id
-RETURNING p.id, p.active_model_id, p.evaluation_result
+INSERT INTO tick_outcomes (tick_id, horizon_s, variable, state, price_close_at_eval,
+    eval_price_timestamp, actual_change_pct, max_gain_pct, max_gain_at, max_drawdown_pct,
+    max_drawdown_at, variable_value)
+SELECT ch.tick_id, ch.horizon_s, ch.variable,
+       CASE
+           WHEN NOT ch.has_row_at_t THEN {STATE_NO_ROW_AT_T}
+           WHEN ch.variable = '' AND ch.close_t_out_of_range THEN {STATE_PRICE_AT_T_OUT_OF_RANGE}
+           WHEN ch.variable = '' AND NOT coalesce(ch.close_t > 0, false) THEN {STATE_NO_PRICE_AT_T}
+           WHEN ch.variable = '' AND ch.close_d_out_of_range THEN {STATE_PRICE_AT_D_OUT_OF_RANGE}
+           WHEN ch.variable = '' AND ch.change_raw IS NOT NULL AND ch.change_pct IS NULL
+               THEN {STATE_CHANGE_OUT_OF_RANGE}
+           WHEN ch.variable <> '' AND NOT ch.variable = ANY($3::text[])
+               THEN {STATE_UNKNOWN_VARIABLE}
+           WHEN ch.variable <> '' AND ch.variable_out_of_range THEN {STATE_VARIABLE_OUT_OF_RANGE}
+           WHEN ch.variable <> '' AND ch.variable_value IS NULL THEN {STATE_VARIABLE_NULL}
+           ELSE 0
+       END,
+       CASE WHEN ch.has_row_at_t THEN ch.close_d_ok::float8 END,
+       CASE WHEN ch.has_row_at_t THEN ch.ts_d END,
+       ch.change_pct::float8,
+       ch.gain_pct::float8,
+       CASE WHEN ch.gain_pct IS NOT NULL THEN ch.max_ts END,
+       ch.drawdown_pct::float8,
+       CASE WHEN ch.drawdown_pct IS NOT NULL THEN ch.min_ts END,
+       CASE WHEN ch.variable <> '' AND NOT ch.variable_out_of_range THEN ch.variable_value END
+FROM changed ch
+ON CONFLICT DO NOTHING
+RETURNING tick_id, horizon_s, variable
+"""
+
+# The predictions judged by the outcomes a page wrote, as the view derives them (run
+# after the page's statement: its own snapshot does not see the new outcomes yet).
+_JUDGED_SQL = """
+SELECT r.id, r.active_model_id, r.evaluation_result
+FROM unnest($1::bigint[], $2::int[], $3::text[]) AS w(tick_id, horizon_s, variable)
+JOIN prediction_rows r
+    ON r.tick_id = w.tick_id AND r.horizon_s = w.horizon_s AND r.outcome_variable = w.variable
 """
 
 _MODEL_COUNTS_SQL = """
@@ -250,9 +236,9 @@ GROUP BY active_model_id
 """
 
 _LAG_SQL = """
-SELECT coalesce(extract(epoch FROM now() - min(evaluation_due_at)), 0)::float8
-FROM predictions
-WHERE evaluation_result IS NULL AND evaluation_due_at <= now()
+SELECT coalesce(extract(epoch FROM now() - min(due_at)), 0)::float8
+FROM prediction_due
+WHERE due_at <= now()
 """
 
 
@@ -261,6 +247,15 @@ class EvaluatedPrediction:
     id: int
     active_model_id: int
     result: str  # success | failed | not_applicable
+
+
+class EvaluatedPage(list[EvaluatedPrediction]):
+    """The predictions a page's outcomes evaluated, and `outcomes`: how many price
+    paths it judged (the page is full when that equals the limit)."""
+
+    def __init__(self, outcomes: int, predictions: list[EvaluatedPrediction]) -> None:
+        super().__init__(predictions)
+        self.outcomes = outcomes
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,33 +271,29 @@ class ModelEvaluationCounts:
 
 async def evaluate_due_page(
     conn: asyncpg.Connection, *, grace_seconds: float, limit: int
-) -> list[EvaluatedPrediction]:
-    """Evaluate up to `limit` of the oldest predictions due `grace_seconds` ago.
+) -> EvaluatedPage:
+    """Write the outcomes of up to `limit` of the oldest (tick, horizon) price paths
+    due `grace_seconds` ago, one set-based statement for every horizon.
 
     Runs in its own transaction: either the whole page is written or none of it
-    (and the rows stay pending for the next attempt).
+    (and the paths stay queued for the next attempt).
     """
     async with conn.transaction():
-        rows = await conn.fetch(
-            _EVALUATE_SQL,
-            float(grace_seconds),
-            limit,
-            REASON_NO_ROW_AT_T,
-            REASON_NO_PRICE_AT_T,
-            REASON_INCOMPLETE_TIME_TARGET,
-            REASON_UNKNOWN_VARIABLE,
-            REASON_INCOMPLETE_CLASSIC_TARGET,
-            REASON_VARIABLE_NULL,
-            _CLASSIC_VARIABLES,
-            REASON_PRICE_AT_T_OUT_OF_RANGE,
-            REASON_PRICE_AT_D_OUT_OF_RANGE,
-            REASON_CHANGE_OUT_OF_RANGE,
-            REASON_VARIABLE_OUT_OF_RANGE,
-            REASON_TARGET_OUT_OF_RANGE,
+        written = await conn.fetch(_EVALUATE_SQL, float(grace_seconds), limit, _CLASSIC_VARIABLES)
+        rows = (
+            await conn.fetch(
+                _JUDGED_SQL,
+                [w[0] for w in written],
+                [w[1] for w in written],
+                [w[2] for w in written],
+            )
+            if written
+            else []
         )
-    return [
-        EvaluatedPrediction(r["id"], r["active_model_id"], r["evaluation_result"]) for r in rows
-    ]
+    return EvaluatedPage(
+        len(written),
+        [EvaluatedPrediction(r["id"], r["active_model_id"], r["evaluation_result"]) for r in rows],
+    )
 
 
 async def model_evaluation_counts(
@@ -316,13 +307,11 @@ async def model_evaluation_counts(
 
 
 async def evaluation_lag_seconds(conn: asyncpg.Connection) -> float:
-    """Age of the oldest due, pending prediction (0 when none is due)."""
+    """Age of the oldest due, pending price path (0 when none is due)."""
     return float(await conn.fetchval(_LAG_SQL))
 
 
 async def oldest_pending_due_at(conn: asyncpg.Connection) -> datetime | None:
     """When the next pending prediction falls due (None when nothing is pending)."""
-    value: datetime | None = await conn.fetchval(
-        "SELECT min(evaluation_due_at) FROM predictions WHERE evaluation_result IS NULL"
-    )
+    value: datetime | None = await conn.fetchval("SELECT min(due_at) FROM prediction_due")
     return value

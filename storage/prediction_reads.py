@@ -169,11 +169,23 @@ async def model_exists(conn: asyncpg.Connection, active_model_id: int) -> bool:
 
 
 async def delete_model_predictions(conn: asyncpg.Connection, active_model_id: int) -> int:
-    """Delete every prediction of one model; returns how many."""
-    status: str = await conn.execute(
-        "DELETE FROM predictions WHERE active_model_id = $1", active_model_id
+    """Delete every prediction of one model; returns how many.
+
+    Its model versions' target rows go: their elements on the tick rows then belong to
+    no model and no reader sees them (no tick row is rewritten; retention removes
+    the ticks in time). A later prediction of the model gets a new target row.
+    """
+    count: int = await conn.fetchval(
+        """
+        WITH gone AS (
+            DELETE FROM prediction_targets WHERE active_model_id = $1 RETURNING id
+        )
+        SELECT count(*) FROM prediction_ticks t, unnest(t.target_ids) AS x(target_id)
+        WHERE x.target_id IN (SELECT id FROM gone)
+        """,
+        active_model_id,
     )
-    return int(status.split()[-1])
+    return int(count)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,15 +24,13 @@ from storage.predictions import NewPrediction, StoredPrediction
 _JOBS_WHERE = (
     "WHERE EXISTS (SELECT 1 FROM new WHERE new.coin_id = j.c AND new.data_timestamp = j.t)"
 )
-_SQL = {
-    shared: f"""
-WITH new AS ({predictions.insert_sql(shared=shared)}),
-jobs AS ({outbox.enqueue_sql(predictions.COLUMN_COUNT + 1, _JOBS_WHERE)}),
-snapshots AS ({outbox.snapshots_sql(predictions.COLUMN_COUNT + 8)})
-SELECT new.*, (SELECT count(*) FROM jobs) AS queued FROM new
-"""
-    for shared in (False, True)
-}
+_STORE_PARAMS = 10
+_SQL = predictions.store_sql(f""",
+jobs AS ({outbox.enqueue_sql(_STORE_PARAMS + 1, _JOBS_WHERE)}),
+snapshots AS ({outbox.snapshots_sql(_STORE_PARAMS + 8)})
+SELECT new.id, new.coin_id, new.data_timestamp, (SELECT count(*) FROM jobs) AS queued
+FROM new ORDER BY new.position
+""")
 
 
 async def insert_with_jobs(
@@ -43,12 +41,12 @@ async def insert_with_jobs(
     """(the predictions this call inserted, how many jobs it queued)."""
     if not rows:
         return [], 0
-    shared = predictions.shares_model_fields(rows)
+    arrays = await predictions.store_arrays(conn, rows)
     args = (
-        *predictions.parameters(rows, shared),
+        *arrays.parameters(),
         *outbox.job_arrays(jobs),
         *outbox.snapshot_arrays(jobs),
     )
-    result = await conn.fetch(_SQL[shared], *args)
+    result = await conn.fetch(_SQL, *args)
     queued = int(result[0]["queued"]) if result else 0
     return predictions.stored(result), queued

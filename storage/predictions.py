@@ -1,24 +1,34 @@
-"""Writes of the `predictions` table (reads for the API live in `prediction_reads`).
+"""Writes of stored predictions (reads for the API live in `prediction_reads`).
+
+The store (migration 0017, docs/prediction-store.md): a coin tick is one
+`prediction_ticks` row per source holding every model's probability in arrays,
+each element pointing at its model version's `prediction_targets` row (written
+once, never rewritten); outcomes are `tick_outcomes` rows per (tick, horizon)
+that the evaluator writes from the `prediction_due` queue this module fills.
+The view `predictions` gives readers one row per prediction.
 
 A stream batch's predictions of every model go in with ONE statement
-(`insert_batch`): the ticks' columns and the models' columns are sent once, and
-each prediction is only (model, tick, probability, tag). Manual predictions and
-models with caps or ignore windows insert their own rows (`insert_predictions`).
-A prediction is unique per (active model, coin, data timestamp): re-processing
-a tick (the poller's overlap, a restart, NOTIFY and the timer both firing) hits
-the constraint and inserts nothing, and the caller learns which rows are new,
-so webhooks are queued only for those.
+(`insert_batch`); manual predictions and models with caps or ignore windows
+store their own (`insert_predictions`), appending to a tick row that exists.
+A prediction is unique per (active model, coin, data timestamp) over both
+sources: re-processing a tick (the poller's overlap, a restart, NOTIFY and the
+timer both firing) stores only the models the tick lacks, and the caller learns
+which predictions are new, so webhooks are queued only for those.
 """
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
 import asyncpg
+
+# A prediction's id: tick id * ID_SLOTS + its position on the tick (view prediction_rows).
+ID_SLOTS = 1024
+SOURCE_CODES = {"stream": "s", "manual": "m"}
+_TAG_CODES = {"negative": 0, "positive": 1, "alert": 2}
 
 
 class NewPrediction(NamedTuple):
@@ -99,154 +109,283 @@ class StoredPrediction(NamedTuple):
     data_timestamp: datetime
 
 
-_TYPES = {
-    "active_model_id": "bigint",
-    "model_id": "bigint",
-    "coin_id": "text",
-    "data_timestamp": "timestamptz",
-    "phase_id": "int",
-    "prediction": "smallint",
-    "probability": "float8",
-    "alert_threshold": "float8",
-    "tag": "text",
-    "price_close_at_t": "float8",
-    "market_cap_at_t": "float8",
-    "target_kind": "text",
-    "target_variable": "text",
-    "target_operator": "text",
-    "target_value": "float8",
-    "future_minutes": "int",
-    "price_change_percent": "float8",
-    "target_direction": "text",
-    "source": "text",
-    "evaluation_due_at": "timestamptz",
-}
-_COLUMNS = list(NewPrediction._fields)
+def code_of(prediction: int, probability: float, tag: str, alert_threshold: float) -> int | None:
+    """The stored code of a prediction whose class or tag does not follow from its
+    probability (None, the normal case, when both do)."""
+    # The rules of actors.webhook_payload.tag_for and the view prediction_rows.
+    derived_tag = (
+        "alert"
+        if probability >= alert_threshold
+        else ("positive" if probability >= 0.5 else "negative")
+    )
+    if prediction == (1 if probability >= 0.5 else 0) and tag == derived_tag:
+        return None
+    return prediction + 2 * _TAG_CODES[tag]
 
 
-# Columns that belong to the model, equal for every row of one model's batch: sent
-# once as scalars rather than as arrays of equal values (a third less to encode).
-_PER_MODEL = (frozenset(ModelTarget._fields) - {"evaluation_delay"}) | {"source"}
+def horizon_seconds(delay: timedelta) -> int:
+    """evaluation_due_at - data_timestamp in whole seconds (targets are in minutes)."""
+    return round(delay.total_seconds())
 
 
-def insert_sql(first_param: int = 1, *, shared: bool = False) -> str:
-    """The idempotent multi-row INSERT, its parameters numbered from `first_param`:
-    one array per column, or (`shared`) scalars for the model's own columns."""
-    params = {
-        c: f"${i}::{_TYPES[c]}" + ("" if shared and c in _PER_MODEL else "[]")
-        for i, c in enumerate(_COLUMNS, first_param)
-    }
-    if shared:
-        per_row = [c for c in _COLUMNS if c not in _PER_MODEL]
-        picks = ", ".join(params[c] if c in _PER_MODEL else f"u.{c}" for c in _COLUMNS)
-        source = (
-            f"SELECT {picks} FROM unnest({', '.join(params[c] for c in per_row)}) "
-            f"AS u({', '.join(per_row)})"
-        )
-    else:
-        source = f"SELECT * FROM unnest({', '.join(params.values())})"
-    return f"""
-INSERT INTO predictions ({", ".join(_COLUMNS)})
-{source}
-ON CONFLICT ON CONSTRAINT predictions_once_per_tick DO NOTHING
-RETURNING id, coin_id, data_timestamp
+_TARGET_TYPES = (
+    ("active_model_id", "bigint"),
+    ("model_id", "bigint"),
+    ("alert_threshold", "float8"),
+    ("target_kind", "text"),
+    ("target_variable", "text"),
+    ("target_operator", "text"),
+    ("target_value", "float8"),
+    ("future_minutes", "int"),
+    ("price_change_percent", "float8"),
+    ("target_direction", "text"),
+    ("horizon_s", "int"),
+)
+_TARGET_NAMES = ", ".join(n for n, _ in _TARGET_TYPES)
+_SAME_TARGET = " AND ".join(f"g.{n} IS NOT DISTINCT FROM m.{n}" for n, _ in _TARGET_TYPES)
+
+# The model versions' target rows, created when missing. A row another transaction
+# committed after this statement's snapshot is not seen: its id comes back NULL and
+# the caller asks again. A model deleted meanwhile gets no row (NULL, not an error).
+_TARGETS_SQL = f"""
+WITH m AS (
+    SELECT * FROM unnest({", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(_TARGET_TYPES, 1))})
+    WITH ORDINALITY AS m({_TARGET_NAMES}, i)
+),
+added AS (
+    INSERT INTO prediction_targets ({_TARGET_NAMES})
+    SELECT DISTINCT {_TARGET_NAMES} FROM m
+    WHERE EXISTS (SELECT 1 FROM active_models a WHERE a.id = m.active_model_id)
+    ON CONFLICT ON CONSTRAINT prediction_targets_once DO NOTHING
+    RETURNING *
+)
+SELECT m.i,
+       coalesce((SELECT g.id FROM added g WHERE {_SAME_TARGET}),
+                (SELECT g.id FROM prediction_targets g WHERE {_SAME_TARGET})) AS id,
+       EXISTS (SELECT 1 FROM active_models a WHERE a.id = m.active_model_id) AS model_exists
+FROM m
+ORDER BY m.i
 """
 
 
-COLUMN_COUNT = len(_COLUMNS)
-_INSERT = {shared: insert_sql(shared=shared) for shared in (False, True)}
+async def target_ids(conn: asyncpg.Connection, models: Sequence[ModelTarget]) -> list[int | None]:
+    """Each model version's `prediction_targets` id (None: the model was deleted)."""
+    if not models:
+        return []
+    for _ in range(3):
+        rows = await conn.fetch(
+            _TARGETS_SQL,
+            *(
+                [getattr(m, name) for m in models]
+                if name != "horizon_s"
+                else [horizon_seconds(m.evaluation_delay) for m in models]
+                for name, _ in _TARGET_TYPES
+            ),
+        )
+        if all(r["id"] is not None or not r["model_exists"] for r in rows):
+            return [r["id"] for r in rows]
+    raise RuntimeError("prediction target rows could not be read back")
 
 
-def shares_model_fields(rows: Sequence[NewPrediction]) -> bool:
-    """True when every row carries the same model fields (one model's batch)."""
-    key = _model_fields(rows[0])
-    return all(_model_fields(r) == key for r in rows)
+# The store, for a source: parameters $1-$5 one array per tick (coin, time, phase,
+# close, market cap: the ticks distinct), $6-$9 one per prediction (its tick's 0-based
+# index, target id or NULL, probability, code), $10 the source. Ends with the CTE
+# `new` (position, id, tick_id, coin_id, data_timestamp) of the predictions stored.
+_STORE_CTES = f"""
+tk AS (
+    SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::int[], $4::float8[], $5::float8[])
+    WITH ORDINALITY AS tk(coin_id, data_timestamp, phase_id, price_close_at_t,
+                          market_cap_at_t, i)
+),
+el AS MATERIALIZED (
+    SELECT e.*, g.active_model_id, g.horizon_s, g.outcome_variable
+    FROM unnest($6::int[], $7::int[], $8::float8[], $9::smallint[])
+         WITH ORDINALITY AS e(tick_index, target_id, probability, code, position)
+    LEFT JOIN prediction_targets g ON g.id = e.target_id
+),
+held AS MATERIALIZED (
+    SELECT tk.i, t.id, t.source, cardinality(t.target_ids) AS size, t.target_ids
+    FROM tk JOIN prediction_ticks t
+        ON t.coin_id = tk.coin_id AND t.data_timestamp = tk.data_timestamp
+),
+fresh AS (
+    SELECT DISTINCT ON (el.tick_index, el.active_model_id) el.*
+    FROM el
+    WHERE el.active_model_id IS NOT NULL
+      AND NOT EXISTS (
+        SELECT 1 FROM held h, unnest(h.target_ids) AS x(target_id)
+        JOIN prediction_targets g ON g.id = x.target_id
+        WHERE h.i = el.tick_index + 1 AND g.active_model_id = el.active_model_id
+      )
+    ORDER BY el.tick_index, el.active_model_id, el.position
+),
+grouped AS (
+    SELECT f.tick_index,
+           array_agg(f.target_id ORDER BY f.position) AS target_ids,
+           array_agg(f.probability ORDER BY f.position) AS probabilities,
+           CASE WHEN bool_or(f.code IS NOT NULL)
+                THEN array_agg(f.code ORDER BY f.position) END AS codes,
+           array_agg(f.position ORDER BY f.position) AS positions,
+           array_agg(f.horizon_s ORDER BY f.position) AS horizons,
+           array_agg(f.outcome_variable ORDER BY f.position) AS variables
+    FROM fresh f
+    GROUP BY f.tick_index
+),
+inserted AS (
+    INSERT INTO prediction_ticks (coin_id, data_timestamp, source, phase_id,
+        price_close_at_t, market_cap_at_t, target_ids, probabilities, codes)
+    SELECT tk.coin_id, tk.data_timestamp, $10::text::"char", tk.phase_id, tk.price_close_at_t,
+           tk.market_cap_at_t, g.target_ids, g.probabilities, g.codes
+    FROM grouped g JOIN tk ON tk.i = g.tick_index + 1
+    WHERE NOT EXISTS (SELECT 1 FROM held h WHERE h.i = tk.i AND h.source = $10::text::"char")
+    ON CONFLICT ON CONSTRAINT prediction_ticks_once DO NOTHING
+    RETURNING id, coin_id, data_timestamp
+),
+appended AS (
+    UPDATE prediction_ticks t
+    SET target_ids = t.target_ids || g.target_ids,
+        probabilities = t.probabilities || g.probabilities,
+        codes = CASE WHEN t.codes IS NOT NULL OR g.codes IS NOT NULL THEN
+            coalesce(t.codes, array_fill(NULL::smallint, ARRAY[cardinality(t.target_ids)]))
+            || coalesce(g.codes, array_fill(NULL::smallint, ARRAY[cardinality(g.target_ids)]))
+        END
+    FROM grouped g JOIN held h ON h.i = g.tick_index + 1 AND h.source = $10::text::"char"
+    WHERE t.id = h.id
+    RETURNING t.id, t.coin_id, t.data_timestamp, h.size, g.tick_index
+),
+placed AS (
+    SELECT i.id AS tick_id, i.coin_id, i.data_timestamp, 0 AS size, false AS appended,
+           g.positions, g.horizons, g.variables
+    FROM inserted i
+    JOIN tk ON tk.coin_id = i.coin_id AND tk.data_timestamp = i.data_timestamp
+    JOIN grouped g ON g.tick_index + 1 = tk.i
+    UNION ALL
+    SELECT a.id, a.coin_id, a.data_timestamp, a.size, true, g.positions, g.horizons,
+           g.variables
+    FROM appended a JOIN grouped g ON g.tick_index = a.tick_index
+),
+new AS MATERIALIZED (
+    SELECT u.position, p.tick_id * {ID_SLOTS} + p.size + u.k - 1 AS id, p.tick_id,
+           p.coin_id, p.data_timestamp, p.appended, u.horizon_s, u.variable
+    FROM placed p,
+         unnest(p.positions, p.horizons, p.variables) WITH ORDINALITY AS u(position,
+                                                                           horizon_s,
+                                                                           variable, k)
+),
+queued AS (
+    INSERT INTO prediction_due (tick_id, horizon_s, variable, due_at)
+    SELECT DISTINCT n.tick_id, n.horizon_s, n.variable,
+           n.data_timestamp + make_interval(secs => n.horizon_s)
+    FROM new n
+    WHERE NOT n.appended OR NOT EXISTS (
+        SELECT 1 FROM tick_outcomes o
+        WHERE o.tick_id = n.tick_id AND o.horizon_s = n.horizon_s AND o.variable = n.variable
+    )
+    ON CONFLICT DO NOTHING
+)"""
+
+_BATCH_SQL = f"""
+WITH {_STORE_CTES}
+SELECT coalesce(array_agg(el.position - 1 ORDER BY el.position)
+                FILTER (WHERE el.active_model_id IS NOT NULL), '{{}}') AS existing,
+       coalesce(array_agg(el.position - 1 ORDER BY el.position)
+                FILTER (WHERE el.active_model_id IS NULL), '{{}}') AS model_gone
+FROM el
+WHERE NOT EXISTS (SELECT 1 FROM new WHERE new.position = el.position)
+"""
+
+_ROWS_SQL = f"""
+WITH {_STORE_CTES}
+SELECT id, coin_id, data_timestamp FROM new ORDER BY position
+"""
 
 
-_model_fields = operator.itemgetter(*(i for i, c in enumerate(_COLUMNS) if c in _PER_MODEL))
+def store_sql(tail: str) -> str:
+    """The store's statement with more CTEs after `new` (from $11 on) and a final SELECT:
+    `tail` starts with the comma that continues the WITH list."""
+    return f"WITH {_STORE_CTES}{tail}"
 
 
-def parameters(rows: Sequence[NewPrediction], shared: bool) -> list[object]:
-    """The rows in `insert_sql(shared=...)`'s parameter order."""
-    return [
-        getattr(rows[0], c) if shared and c in _PER_MODEL else [getattr(r, c) for r in rows]
-        for c in _COLUMNS
-    ]
+@dataclass(slots=True)
+class StoreArrays:
+    """The store statement's parameters $1-$10 (see `_STORE_CTES`)."""
+
+    coin_ids: list[str] = field(default_factory=list)
+    data_timestamps: list[datetime] = field(default_factory=list)
+    phase_ids: list[int | None] = field(default_factory=list)
+    price_closes: list[float | None] = field(default_factory=list)
+    market_caps: list[float | None] = field(default_factory=list)
+    tick_index: list[int] = field(default_factory=list)
+    target_ids: list[int | None] = field(default_factory=list)
+    probabilities: list[float] = field(default_factory=list)
+    codes: list[int | None] = field(default_factory=list)
+    source: str = "s"
+
+    def parameters(self) -> list[object]:
+        return [
+            self.coin_ids,
+            self.data_timestamps,
+            self.phase_ids,
+            self.price_closes,
+            self.market_caps,
+            self.tick_index,
+            self.target_ids,
+            self.probabilities,
+            self.codes,
+            self.source,
+        ]
 
 
-def stored(result: Sequence[asyncpg.Record]) -> list[StoredPrediction]:
-    return [StoredPrediction(r[0], r[1], r[2]) for r in result]
+async def store_arrays(conn: asyncpg.Connection, rows: Sequence[NewPrediction]) -> StoreArrays:
+    """Single predictions (one source) as the store's arrays; their target ids looked up."""
+    models: dict[ModelTarget, int] = {}
+    ticks: dict[tuple[str, datetime], int] = {}
+    out = StoreArrays(source=SOURCE_CODES[rows[0].source])
+    element_models: list[int] = []
+    for r in rows:
+        target = ModelTarget(
+            r.active_model_id,
+            r.model_id,
+            r.alert_threshold,
+            r.target_kind,
+            r.target_variable,
+            r.target_operator,
+            r.target_value,
+            r.future_minutes,
+            r.price_change_percent,
+            r.target_direction,
+            r.evaluation_due_at - r.data_timestamp,
+        )
+        element_models.append(models.setdefault(target, len(models)))
+        key = (r.coin_id, r.data_timestamp)
+        index = ticks.get(key)
+        if index is None:
+            index = ticks[key] = len(out.coin_ids)
+            out.coin_ids.append(r.coin_id)
+            out.data_timestamps.append(r.data_timestamp)
+            out.phase_ids.append(r.phase_id)
+            out.price_closes.append(r.price_close_at_t)
+            out.market_caps.append(r.market_cap_at_t)
+        out.tick_index.append(index)
+        out.probabilities.append(r.probability)
+        out.codes.append(code_of(r.prediction, r.probability, r.tag, r.alert_threshold))
+    ids = await target_ids(conn, list(models))
+    out.target_ids = [ids[m] for m in element_models]
+    return out
 
 
 async def insert_predictions(
     conn: asyncpg.Connection, rows: Sequence[NewPrediction]
 ) -> list[StoredPrediction]:
-    """Insert the rows not stored yet; return the ones this call inserted."""
+    """Store the rows not stored yet (all of one source); return the ones this call stored."""
     if not rows:
         return []
-    shared = shares_model_fields(rows)
-    return stored(await conn.fetch(_INSERT[shared], *parameters(rows, shared)))
+    arrays = await store_arrays(conn, rows)
+    return stored(await conn.fetch(_ROWS_SQL, *arrays.parameters()))
 
 
-# insert_batch's parameters, in order: one array per model field, per tick column,
-# then per prediction its model and tick (0-based) and these columns.
-_TICK_COLUMNS = ("coin_id", "data_timestamp", "phase_id", "price_close_at_t", "market_cap_at_t")
-_SCORE_COLUMNS = ("prediction", "probability", "tag")
-_BATCH_TYPES = {**_TYPES, "evaluation_delay": "interval", "model_index": "int", "tick_index": "int"}
-
-
-def _unnest(columns: Sequence[str], first_param: int) -> str:
-    return ", ".join(f"${i}::{_BATCH_TYPES[c]}[]" for i, c in enumerate(columns, first_param))
-
-
-def _batch_pick(column: str) -> str:
-    if column in ModelTarget._fields:
-        return f"m.{column}"
-    if column in _TICK_COLUMNS:
-        return f"t.{column}"
-    if column in _SCORE_COLUMNS:
-        return f"p.{column}"
-    if column == "source":
-        return "'stream' AS source"
-    assert column == "evaluation_due_at", column
-    return "t.data_timestamp + m.evaluation_delay AS evaluation_due_at"
-
-
-_MODEL_PARAMS = len(ModelTarget._fields)
-_TICK_PARAMS = _MODEL_PARAMS + len(_TICK_COLUMNS)
-_BATCH_INSERT = f"""
-WITH m AS (
-    SELECT * FROM unnest({_unnest(ModelTarget._fields, 1)})
-    WITH ORDINALITY AS m({", ".join(ModelTarget._fields)}, i)
-), t AS (
-    SELECT * FROM unnest({_unnest(_TICK_COLUMNS, _MODEL_PARAMS + 1)})
-    WITH ORDINALITY AS t({", ".join(_TICK_COLUMNS)}, i)
-), batch AS MATERIALIZED (
-    SELECT p.k - 1 AS position, a.id IS NOT NULL AS model_exists,
-           {", ".join(_batch_pick(c) for c in _COLUMNS)}
-    FROM unnest({_unnest(("model_index", "tick_index", *_SCORE_COLUMNS), _TICK_PARAMS + 1)})
-         WITH ORDINALITY AS p(model_index, tick_index, {", ".join(_SCORE_COLUMNS)}, k)
-    JOIN m ON m.i = p.model_index + 1
-    JOIN t ON t.i = p.tick_index + 1
-    -- A model deleted while its batch was in flight: its rows are left out, not an error.
-    LEFT JOIN active_models a ON a.id = m.active_model_id
-), new AS (
-    INSERT INTO predictions ({", ".join(_COLUMNS)})
-    SELECT {", ".join(_COLUMNS)} FROM batch WHERE model_exists
-    ON CONFLICT ON CONSTRAINT predictions_once_per_tick DO NOTHING
-    RETURNING active_model_id, coin_id, data_timestamp
-)
-SELECT coalesce(array_agg(b.position ORDER BY b.position) FILTER (WHERE b.model_exists),
-                '{{}}') AS existing,
-       coalesce(array_agg(b.position ORDER BY b.position) FILTER (WHERE NOT b.model_exists),
-                '{{}}') AS model_gone
-FROM batch b
-WHERE NOT EXISTS (
-    SELECT 1 FROM new
-    WHERE new.active_model_id = b.active_model_id AND new.coin_id = b.coin_id
-      AND new.data_timestamp = b.data_timestamp
-)
-"""
+def stored(result: Sequence[asyncpg.Record]) -> list[StoredPrediction]:
+    return [StoredPrediction(r["id"], r["coin_id"], r["data_timestamp"]) for r in result]
 
 
 async def insert_batch(conn: asyncpg.Connection, rows: BatchRows) -> BatchInsert:
@@ -254,20 +393,24 @@ async def insert_batch(conn: asyncpg.Connection, rows: BatchRows) -> BatchInsert
     inserted (normally none)."""
     if not rows.model_index:
         return BatchInsert([], [])
-    models = rows.models
+    ids = await target_ids(conn, rows.models)
     record = await conn.fetchrow(
-        _BATCH_INSERT,
-        *([getattr(m, name) for m in models] for name in ModelTarget._fields),
+        _BATCH_SQL,
         rows.coin_ids,
         rows.data_timestamps,
         rows.phase_ids,
         rows.price_closes,
         rows.market_caps,
-        rows.model_index,
         rows.tick_index,
-        rows.predictions,
+        [ids[m] for m in rows.model_index],
         rows.probabilities,
-        rows.tags,
+        [
+            code_of(p, q, t, rows.models[m].alert_threshold)
+            for p, q, t, m in zip(
+                rows.predictions, rows.probabilities, rows.tags, rows.model_index, strict=True
+            )
+        ],
+        "s",
     )
     assert record is not None
     return BatchInsert(list(record["existing"]), list(record["model_gone"]))

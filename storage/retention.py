@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import asyncpg
 
@@ -135,31 +136,43 @@ async def delete_jobs_chunk(
 
 # ---- predictions ------------------------------------------------------------------
 
-# Evaluated predictions of ticks older than the cutoff, oldest first through the
-# predictions_data_time index. A pending one stays (the evaluator still needs it; it
-# goes on a later pass once judged), and SKIP LOCKED leaves the rows the evaluator
-# is writing right now alone.
+# Ticks older than the cutoff whose every price path is judged, oldest first through
+# their data-time index (their outcomes go with them, ON DELETE CASCADE). A tick with a
+# pending path stays (the evaluator still needs it; it goes on a later pass once
+# judged), and SKIP LOCKED leaves the ticks a writer is appending to alone. Counted in
+# predictions (the tick's elements whose model version still exists).
 _DELETE_PREDICTIONS_SQL = """
 WITH doomed AS (
-    SELECT id FROM predictions
-    WHERE data_timestamp < $1 AND evaluation_result IS NOT NULL
-    ORDER BY data_timestamp
+    SELECT t.id FROM prediction_ticks t
+    WHERE t.data_timestamp < $1
+      AND NOT EXISTS (SELECT 1 FROM prediction_due d WHERE d.tick_id = t.id)
+    ORDER BY t.data_timestamp
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ),
 gone AS (
-    DELETE FROM predictions p USING doomed d WHERE p.id = d.id RETURNING 1
+    DELETE FROM prediction_ticks t USING doomed d WHERE t.id = d.id
+    RETURNING t.target_ids
 )
-SELECT count(*) FROM gone
+SELECT (SELECT count(*) FROM gone) AS ticks,
+       (SELECT count(*) FROM gone, unnest(gone.target_ids) AS x(target_id)
+        WHERE EXISTS (SELECT 1 FROM prediction_targets g WHERE g.id = x.target_id))
+       AS predictions
 """
+
+
+class DeletedTicks(NamedTuple):
+    ticks: int  # fewer than the limit: nothing deletable is left
+    predictions: int
 
 
 async def delete_predictions_chunk(
     conn: asyncpg.Connection, *, cutoff: datetime, limit: int
-) -> int:
-    """Delete up to `limit` evaluated predictions whose tick is older than `cutoff`;
-    returns how many went (fewer than `limit`: nothing deletable is left)."""
-    return int(await conn.fetchval(_DELETE_PREDICTIONS_SQL, cutoff, limit))
+) -> DeletedTicks:
+    """Delete up to `limit` judged coin ticks older than `cutoff` with their predictions."""
+    row = await conn.fetchrow(_DELETE_PREDICTIONS_SQL, cutoff, limit)
+    assert row is not None
+    return DeletedTicks(int(row["ticks"]), int(row["predictions"]))
 
 
 # ---- model snapshots -------------------------------------------------------------

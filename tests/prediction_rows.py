@@ -1,4 +1,4 @@
-"""Rows for outcome tests, inserted with plain SQL (the predictor is not under test here)."""
+"""Rows for outcome tests, stored as the predictor stores them (the predictor is not under test here)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import asyncpg
 from app_server import served
 from webhook_receiver import insert_active_model
 
+from storage import evaluations, predictions
 from storage.config import Settings
+from storage.predictions import NewPrediction
 
 
 async def add_model(conn: asyncpg.Connection, model_id: int, **columns: Any) -> int:
@@ -62,10 +64,12 @@ async def add_prediction(
     alert_threshold: float = 0.7,
     **columns: Any,
 ) -> int:
-    """A prediction carrying its model's target definition as the predictor stores it.
+    """A prediction carrying its model's target definition, stored as the predictor
+    stores it (storage.predictions.insert_predictions); returns its id.
 
     The target columns are copied from active_models unless given; evaluation_due_at
-    is T + future_minutes for time-based targets and T for classic ones.
+    is T + future_minutes for time-based targets and T for classic ones. A given
+    `predicted_at` is its tick's (every prediction of a coin tick and source shares it).
     """
     model = await conn.fetchrow("SELECT * FROM active_models WHERE id = $1", active_model_id)
     assert model is not None
@@ -77,36 +81,49 @@ async def add_prediction(
             if probability < 0.5
             else ("alert" if probability >= alert_threshold else "positive")
         )
-    values: dict[str, Any] = {
-        "active_model_id": active_model_id,
-        "model_id": model["model_id"],
-        "coin_id": coin,
-        "data_timestamp": at,
-        "prediction": prediction,
-        "probability": probability,
-        "alert_threshold": alert_threshold,
-        "tag": tag,
+    target = {
+        name: columns.pop(name, model[name])
+        for name in (
+            "target_kind",
+            "target_variable",
+            "target_operator",
+            "target_value",
+            "future_minutes",
+            "price_change_percent",
+            "target_direction",
+        )
     }
-    for name in (
-        "target_kind",
-        "target_variable",
-        "target_operator",
-        "target_value",
-        "future_minutes",
-        "price_change_percent",
-        "target_direction",
-    ):
-        values[name] = columns.pop(name, model[name])
-    if "evaluation_due_at" not in columns:
-        minutes = values["future_minutes"] if values["target_kind"] == "time_based" else 0
-        columns["evaluation_due_at"] = at + timedelta(minutes=minutes or 0)
-    values.update(columns)
-    names = list(values)
-    sql = (
-        f"INSERT INTO predictions ({', '.join(names)}) "
-        f"VALUES ({', '.join(f'${i + 1}' for i in range(len(names)))}) RETURNING id"
+    due = columns.pop("evaluation_due_at", None)
+    if due is None:
+        minutes = target["future_minutes"] if target["target_kind"] == "time_based" else 0
+        due = at + timedelta(minutes=minutes or 0)
+    predicted_at = columns.pop("predicted_at", None)
+    row = NewPrediction(
+        active_model_id=active_model_id,
+        model_id=model["model_id"],
+        coin_id=coin,
+        data_timestamp=at,
+        phase_id=columns.pop("phase_id", None),
+        prediction=prediction,
+        probability=probability,
+        alert_threshold=alert_threshold,
+        tag=tag,
+        price_close_at_t=columns.pop("price_close_at_t", None),
+        market_cap_at_t=columns.pop("market_cap_at_t", None),
+        source=columns.pop("source", "stream"),
+        evaluation_due_at=due,
+        **target,
     )
-    return int(await conn.fetchval(sql, *values.values()))
+    assert not columns, f"add_prediction cannot store {sorted(columns)}"
+    stored = await predictions.insert_predictions(conn, [row])
+    assert len(stored) == 1, "predicted before"
+    if predicted_at is not None:
+        await conn.execute(
+            "UPDATE prediction_ticks SET predicted_at = $2 WHERE id = $1",
+            stored[0].id // predictions.ID_SLOTS,
+            predicted_at,
+        )
+    return stored[0].id
 
 
 async def set_outcome(
@@ -116,20 +133,47 @@ async def set_outcome(
     *,
     change: float | None = None,
     reason: str | None = None,
+    **fields: Any,
 ) -> None:
-    """Write an outcome directly (statistics tests start from known outcomes)."""
-    await conn.execute(
-        """
-        UPDATE predictions
-        SET evaluation_result = $2, actual_change_pct = $3, evaluation_reason = $4,
-            evaluated_at = now()
-        WHERE id = $1
-        """,
+    """Write the outcome of a prediction's price path directly (statistics tests start
+    from known outcomes): the change, or for `not_applicable` no row at T, and other
+    tick_outcomes columns given by name.
+
+    Verdicts are derived, never stored, so the one asked for must be the one the
+    rules derive from the prediction, its target and this outcome (checked). The
+    outcome is shared by the tick's predictions with the same horizon.
+    """
+    row = await conn.fetchrow(
+        "SELECT tick_id, horizon_s, outcome_variable FROM prediction_rows WHERE id = $1",
         prediction_id,
-        result,
-        change,
-        reason,
     )
+    assert row is not None
+    state = evaluations.STATE_NO_ROW_AT_T if result == "not_applicable" else 0
+    values = {"state": state, "actual_change_pct": change, **fields}
+    names = ", ".join(values)
+    await conn.execute(
+        f"""
+        INSERT INTO tick_outcomes (tick_id, horizon_s, variable, {names})
+        VALUES ($1, $2, $3, {", ".join(f"${i}" for i in range(4, 4 + len(values)))})
+        ON CONFLICT (tick_id, horizon_s, variable) DO UPDATE
+        SET ({names}) = ROW({", ".join(f"excluded.{n}" for n in values)})
+        """,
+        *row,
+        *values.values(),
+    )
+    await conn.execute(
+        "DELETE FROM prediction_due WHERE (tick_id, horizon_s, variable) = ($1, $2, $3)", *row
+    )
+    derived = await conn.fetchrow(
+        "SELECT evaluation_result, evaluation_reason FROM predictions WHERE id = $1",
+        prediction_id,
+    )
+    assert derived is not None
+    assert derived["evaluation_result"] == result, (
+        f"prediction {prediction_id}: the rules derive {derived['evaluation_result']},"
+        f" not {result}, from change {change}"
+    )
+    assert reason is None or derived["evaluation_reason"] is not None
 
 
 async def prediction(conn: asyncpg.Connection, prediction_id: int) -> dict[str, Any]:

@@ -30,9 +30,10 @@ from model_factory import train_model
 from actors.webhook_payload import ReportedPrediction, WebhookModel, tag_for, webhook_jobs
 from actors.webhook_targets import TargetPolicy
 from actors.webhooks import WebhookDispatcher
-from storage import outbox
+from storage import outbox, predictions
 from storage.model_files import file_sha256
 from storage.model_settings import notify_model_changed
+from storage.predictions import NewPrediction
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,23 +230,30 @@ async def store_predictions(
             )
             for coin, at, p in ticks
         ]
-        await conn.executemany(
-            """
-            INSERT INTO predictions (active_model_id, model_id, coin_id, data_timestamp,
-                prediction, probability, alert_threshold, tag, target_kind, evaluation_due_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'time_based', $4)
-            ON CONFLICT (active_model_id, coin_id, data_timestamp) DO NOTHING
-            """,
+        await predictions.insert_predictions(
+            conn,
             [
-                (
+                NewPrediction(
                     model.active_model_id,
                     model.model_id,
                     r.coin_id,
                     r.data_timestamp,
+                    None,
                     r.prediction,
                     r.probability,
                     r.alert_threshold,
                     r.tag,
+                    None,
+                    None,
+                    "time_based",
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    "stream",
+                    r.data_timestamp,
                 )
                 for r in reported
             ],

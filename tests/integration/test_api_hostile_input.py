@@ -214,8 +214,10 @@ async def test_non_finite_numbers_are_written_as_null_and_every_answer_stays_str
         await add_metric(conn, COIN, t0, float("inf"))
         await add_metric(conn, COIN, t0 + timedelta(minutes=1), float("nan"))
         await add_metric(conn, COIN, t0 + timedelta(minutes=2), 1.5)
+        # A NaN change compares above every number in PostgreSQL: "up 10 %" came true,
+        # so a prediction of 0 failed.
         judged = await add_prediction(
-            conn, model, COIN, t0, prediction=1, price_close_at_t=float("inf")
+            conn, model, COIN, t0, prediction=0, price_close_at_t=float("inf")
         )
         await set_outcome(conn, judged, "failed", change=float("nan"))
     async with served(settings, pool) as base, aiohttp.ClientSession() as http:

@@ -25,6 +25,7 @@ from aiohttp import web
 from app_server import serve, served
 from model_factory import train_model
 from ports import closed_port, free_port
+from prediction_rows import add_prediction, set_outcome
 from streamlit.testing.v1 import AppTest
 from waiting import wait_for
 from webhook_receiver import insert_active_model, store_predictions
@@ -126,36 +127,22 @@ async def _prediction(
     price: float | None = 1.0,
     threshold: float = 0.7,
 ) -> int:
-    tag = "negative" if probability < 0.5 else "positive" if probability < threshold else "alert"
     async with pool.acquire() as conn:
-        return int(
-            await conn.fetchval(
-                """
-                INSERT INTO predictions (active_model_id, model_id, coin_id, data_timestamp,
-                    prediction, probability, alert_threshold, tag, target_kind,
-                    future_minutes, price_change_percent, target_direction,
-                    price_close_at_t, evaluation_due_at, evaluation_result, evaluated_at,
-                    eval_price_timestamp, price_close_at_eval, actual_change_pct)
-                SELECT id, model_id, $2, $3::timestamptz, $4, $5, $6, $7, 'time_based', 5, 10.0,
-                       'up', $8::float8, $3::timestamptz + interval '5 minutes', $9::text,
-                       $11::timestamptz, $11::timestamptz,
-                       $8::float8 * (1 + $10::float8 / 100), $10::float8
-                FROM active_models WHERE id = $1
-                RETURNING id
-                """,
-                active_model_id,
-                coin,
-                at,
-                int(probability >= 0.5),
-                probability,
-                threshold,
-                tag,
-                price,
-                result,
-                change,
-                None if result is None else at + timedelta(minutes=5),
-            )
-        )
+        pid = await add_prediction(
+            conn, active_model_id, coin, at, prediction=int(probability >= 0.5),
+            probability=probability, alert_threshold=threshold, price_close_at_t=price,
+            target_kind="time_based", future_minutes=5, price_change_percent=10.0,
+            target_direction="up",
+        )  # fmt: skip
+        if result is not None:
+            evaluated = at + timedelta(minutes=5)
+            await set_outcome(
+                conn, pid, result, change=change, evaluated_at=evaluated,
+                eval_price_timestamp=evaluated,
+                price_close_at_eval=None if price is None or change is None
+                else price * (1 + change / 100),
+            )  # fmt: skip
+        return pid
 
 
 async def _prices(pool: asyncpg.Pool, coin: str, points: list[tuple[datetime, float]]) -> None:

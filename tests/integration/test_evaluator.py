@@ -296,15 +296,14 @@ async def test_failed_update_is_retried_on_the_next_cycle(
     pid = await add_prediction(conn, model, "RETRY", t0, prediction=1)
     # A real database refusal of the write (as a broken disk or a lock timeout would be).
     await conn.execute(
-        "ALTER TABLE predictions ADD CONSTRAINT refuse_outcomes "
-        "CHECK (evaluation_result IS NULL) NOT VALID"
+        "ALTER TABLE tick_outcomes ADD CONSTRAINT refuse_outcomes CHECK (tick_id IS NULL) NOT VALID"
     )
     evaluator = _evaluator(pool)
     async with anyio.create_task_group() as tg:
         await tg.start(evaluator.run)
         await wait_for(lambda: evaluator.failed_sweeps >= 2, what="two failed evaluation cycles")
         assert (await prediction(conn, pid))["evaluation_result"] is None
-        await conn.execute("ALTER TABLE predictions DROP CONSTRAINT refuse_outcomes")
+        await conn.execute("ALTER TABLE tick_outcomes DROP CONSTRAINT refuse_outcomes")
 
         async def evaluated() -> bool:
             return (await prediction(conn, pid))["evaluation_result"] == "success"

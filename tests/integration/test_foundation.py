@@ -40,7 +40,13 @@ async def test_migrations_apply_once_and_are_idempotent_across_restarts(empty_db
     assert first == [m.version for m in discover(embedded=True)]
     assert second == []
     assert recorded == len(first)
-    assert {"coin_metrics", "ml_models", "active_models", "predictions", "webhook_outbox"} <= tables
+    assert {
+        "coin_metrics",
+        "ml_models",
+        "active_models",
+        "prediction_ticks",
+        "webhook_outbox",
+    } <= tables
 
 
 async def test_two_processes_migrating_at_once_apply_each_migration_once(empty_db_dsn: str) -> None:

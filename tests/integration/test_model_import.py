@@ -19,6 +19,7 @@ import asyncpg
 import numpy as np
 import pytest
 from ports import closed_port
+from prediction_rows import add_prediction
 from structlog.testing import capture_logs
 from training_service_stub import TrainingServiceStub, training_service
 from waiting import wait_for
@@ -417,14 +418,9 @@ async def test_delete_removes_the_row_its_predictions_and_its_file(
 ) -> None:
     training_service.add_model(7, "xgboost", FEATURES)
     active_id = await import_model(pool, settings, client, 7)
-    await pool.execute(
-        """
-        INSERT INTO predictions (active_model_id, model_id, coin_id, data_timestamp, prediction,
-            probability, alert_threshold, tag, target_kind, evaluation_due_at)
-        VALUES ($1, 7, 'MintA', now(), 1, 0.8, 0.7, 'alert', 'time_based', now())
-        """,
-        active_id,
-    )
+    async with pool.acquire() as conn:
+        now = await conn.fetchval("SELECT now()")
+        await add_prediction(conn, active_id, "MintA", now, prediction=1, probability=0.8)
     deleted = await delete_imported_model(pool, active_id)
     assert deleted.id == active_id
     assert await _count(pool) == 0

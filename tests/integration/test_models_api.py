@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from http_json import call_json
 from ports import closed_port
+from prediction_rows import add_prediction
 from training_service_stub import TrainingServiceStub, training_service
 from waiting import wait_for
 
@@ -220,14 +221,9 @@ async def test_delete_removes_the_model_its_predictions_and_its_file(
 ) -> None:
     training_service.add_model(7, "xgboost", FEATURES)
     created = await _import(api, 7)
-    await pool.execute(
-        """
-        INSERT INTO predictions (active_model_id, model_id, coin_id, data_timestamp, prediction,
-            probability, alert_threshold, tag, target_kind, evaluation_due_at)
-        VALUES ($1, 7, 'MintA', now(), 1, 0.8, 0.7, 'alert', 'time_based', now())
-        """,
-        created["id"],
-    )
+    async with pool.acquire() as conn:
+        now = await conn.fetchval("SELECT now()")
+        await add_prediction(conn, created["id"], "MintA", now, prediction=1, probability=0.8)
     status, body = await call_json(api, "GET", "/api/models")
     assert body["models"][0]["live"]["predictions"] == 1
     assert body["models"][0]["live"]["pending"] == 1

@@ -31,8 +31,9 @@ GOOD = ["coinA", "coinB", "coinC"]
 
 
 async def _refuse(conn: asyncpg.Connection, coin: str, errcode: str, times: int | None) -> None:
-    """The database refuses every prediction row of `coin` with `errcode`: always, or only
-    its first `times` inserts (a sequence counts them: nextval survives the rollback)."""
+    """The database refuses every prediction of `coin` with `errcode` (its coin tick rows,
+    written or appended to): always, or only its first `times` writes (a sequence counts
+    them: nextval survives the rollback)."""
     await conn.execute("CREATE SEQUENCE refusals")
     limit = "true" if times is None else f"nextval('refusals') <= {int(times)}"
     await conn.execute(
@@ -49,7 +50,7 @@ async def _refuse(conn: asyncpg.Connection, coin: str, errcode: str, times: int 
     )
     await conn.execute(
         f"""
-        CREATE TRIGGER refuse_prediction BEFORE INSERT ON predictions
+        CREATE TRIGGER refuse_prediction BEFORE INSERT OR UPDATE ON prediction_ticks
         FOR EACH ROW WHEN (NEW.coin_id = '{coin}') EXECUTE FUNCTION refuse_prediction()
         """
     )

@@ -39,14 +39,22 @@ async def test_filters_pages_and_real_total(settings: Settings, pool: asyncpg.Po
             ids[f"a{i}"] = await add_prediction(
                 conn, a, "AAA", T0 + i * M, prediction=int(i >= 15), probability=i * 0.03
             )
-        ids["b0"] = await add_prediction(conn, b, "AAA", T0, prediction=1, probability=0.99)
+        # b0 is predicted later than a0 (its own predicted_at): a manual prediction, so
+        # on its own coin tick row (a tick's predictions share their predicted_at).
+        ids["b0"] = await add_prediction(
+            conn,
+            b,
+            "AAA",
+            T0,
+            prediction=1,
+            probability=0.99,
+            source="manual",
+            predicted_at=T0 + 100 * M,
+        )
         ids["b1"] = await add_prediction(conn, b, "BBB", T0 + M, prediction=0, probability=0.1)
         await set_outcome(conn, ids["a0"], "success", change=1.0)
-        await set_outcome(conn, ids["a1"], "failed", change=-1.0)
+        await set_outcome(conn, ids["a1"], "failed", change=12.0)  # rose: 0 was wrong
         await set_outcome(conn, ids["b1"], "not_applicable", reason="no row")
-        await conn.execute(
-            "UPDATE predictions SET predicted_at = $2 WHERE id = $1", ids["b0"], T0 + 100 * M
-        )
 
     async with serve_api(settings, pool) as api:
         status, body = await api.get("/api/predictions")

@@ -335,10 +335,20 @@ async def test_the_running_service_deletes_an_aged_delivered_job_by_itself(
 
 
 async def _evaluate(conn: asyncpg.Connection, coins: Sequence[str]) -> None:
-    """Judge these coins' predictions (test data setup: the evaluator needs price rows)."""
+    """Judge these coins' predictions (test data setup: the evaluator needs price rows):
+    their price paths get an outcome and leave the evaluator's queue."""
     await conn.execute(
-        "UPDATE predictions SET evaluation_result = 'success', evaluated_at = now() "
-        "WHERE coin_id = ANY($1::text[])",
+        """
+        WITH judged AS (
+            INSERT INTO tick_outcomes (tick_id, horizon_s, variable, state)
+            SELECT DISTINCT tick_id, horizon_s, outcome_variable, 0 FROM prediction_rows
+            WHERE coin_id = ANY($1::text[])
+            ON CONFLICT DO NOTHING
+            RETURNING tick_id, horizon_s, variable
+        )
+        DELETE FROM prediction_due d USING judged j
+        WHERE (d.tick_id, d.horizon_s, d.variable) = (j.tick_id, j.horizon_s, j.variable)
+        """,
         list(coins),
     )
 

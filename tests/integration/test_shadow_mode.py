@@ -107,12 +107,15 @@ async def test_compare_sets_models_side_by_side_on_the_ticks_they_share(
         for i, (coin, pa, ra, pb, rb) in enumerate(rows):
             at = t0 + timedelta(seconds=i)
             pid = await add_prediction(conn, a, coin, at, prediction=int(pa >= 0.5), probability=pa)
-            await set_outcome(conn, pid, ra)
+            # The tick's price path, which both models share: up 12 % reaches the 10 %
+            # target, up 1 % does not.
+            rose = (pa >= 0.5) == (ra == "success")
+            await set_outcome(conn, pid, ra, change=12.0 if rose else 1.0)
             if pb is not None:
                 pid = await add_prediction(
                     conn, b, coin, at, prediction=int(pb >= 0.5), probability=pb
                 )
-                await set_outcome(conn, pid, rb)
+                await set_outcome(conn, pid, rb, change=12.0 if rose else 1.0)
     async with serve_api(settings, pool) as api:
         status, body = await api.get(f"/api/models/compare?ids={a},{b}")
         assert status == 200, body

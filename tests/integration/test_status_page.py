@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import anyio
 import asyncpg
+from prediction_rows import add_prediction, set_outcome
 
 from actors.service import Service
 from storage.config import Settings
@@ -26,17 +27,11 @@ async def _add_model_with_outcomes(dsn: str) -> None:
         )
         t0 = datetime(2026, 1, 1, tzinfo=UTC)
         for i, result in enumerate(["success", "success", "failed", None]):
-            await conn.execute(
-                """
-                INSERT INTO predictions (active_model_id, model_id, coin_id, data_timestamp,
-                    prediction, probability, alert_threshold, tag, target_kind,
-                    evaluation_due_at, evaluation_result)
-                VALUES ($1, 41, 'CoinA', $2, 1, 0.9, 0.7, 'alert', 'time_based', $2, $3)
-                """,
-                model_pk,
-                t0 + timedelta(seconds=i),
-                result,
+            pid = await add_prediction(
+                conn, model_pk, "CoinA", t0 + timedelta(seconds=i), prediction=1, probability=0.9
             )
+            if result is not None:  # up 12 % reached the 10 % target, up 1 % did not
+                await set_outcome(conn, pid, result, change=12.0 if result == "success" else 1.0)
     finally:
         await conn.close()
 

@@ -24,7 +24,10 @@ async def test_statistics_give_the_curve_the_reliability_and_the_lowest_threshol
             pid = await add_prediction(
                 conn, model, f"C{i}", T0 + timedelta(seconds=i), prediction=1, probability=p
             )
-            await set_outcome(conn, pid, "success" if p >= 0.75 else "failed", change=1.0)
+            reached = p >= 0.75  # the target: up 10 %
+            await set_outcome(
+                conn, pid, "success" if reached else "failed", change=12.0 if reached else 1.0
+            )
         await add_prediction(conn, model, "PENDING", T0, prediction=1, probability=0.99)
         na = await add_prediction(conn, model, "NA", T0, prediction=1, probability=0.99)
         await set_outcome(conn, na, "not_applicable", reason="no row at T")
