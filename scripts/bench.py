@@ -744,6 +744,22 @@ PREDICTION_TABLES = (
 )
 
 
+# Every stored prediction's coin tick with its model, from the tick rows themselves: the
+# commit time of a prediction is its tick row's (the view has no xmin).
+_TICK_MODELS = (
+    "FROM prediction_ticks t, unnest(t.target_ids) AS x(target_id) "
+    "JOIN prediction_targets g ON g.id = x.target_id"
+)
+
+
+def _commit_time(commit_times: bool) -> str:
+    return (
+        "coalesce(pg_xact_commit_timestamp(t.xmin), t.predicted_at)"
+        if commit_times
+        else "t.predicted_at"
+    )
+
+
 async def prediction_store_bytes(conn: asyncpg.Connection) -> int:
     """Bytes of the prediction tables with their indexes (those that exist)."""
     value = await conn.fetchval(
@@ -913,14 +929,10 @@ class Pipeline:
     ) -> StepResult:
         sent = {(m, t): at for m, t, _, at in gen.rows}
         first = datetime.fromtimestamp(started - 5, UTC)
-        commit = (
-            "coalesce(pg_xact_commit_timestamp(xmin), predicted_at)"
-            if self.db.commit_times
-            else "predicted_at"
-        )
         records = await conn.fetch(
-            f"SELECT coin_id, data_timestamp, active_model_id, {commit} AS committed "
-            "FROM predictions WHERE data_timestamp >= $1",
+            f"SELECT t.coin_id, t.data_timestamp, g.active_model_id, "
+            f"{_commit_time(self.db.commit_times)} AS committed {_TICK_MODELS} "
+            "WHERE t.data_timestamp >= $1",
             first,
         )
         done: dict[tuple[str, int], list[float]] = {}
@@ -1005,15 +1017,11 @@ class Pipeline:
             inserted = time.time() - started
             caught_up = await self.wait_cursor(conn, max_id, 120)
             cpu = sum(self.proc.cpu_times()[:2]) - cpu0
-            commit = (
-                "coalesce(pg_xact_commit_timestamp(xmin), predicted_at)"
-                if self.db.commit_times
-                else "predicted_at"
-            )
             keys = {(m, ts_us(t)) for m, t in batch}
             records = await conn.fetch(
-                f"SELECT coin_id, data_timestamp, {commit} AS committed FROM predictions "
-                "WHERE data_timestamp >= $1",
+                f"SELECT t.coin_id, t.data_timestamp, "
+                f"{_commit_time(self.db.commit_times)} AS committed {_TICK_MODELS} "
+                "WHERE t.data_timestamp >= $1",
                 now - timedelta(seconds=1),
             )
             per_tick: Counter[tuple[str, int]] = Counter()
@@ -1497,6 +1505,27 @@ async def cmd_evaluator(args: argparse.Namespace, out: Any) -> dict[str, Any]:
     return {"command": "evaluator", **result}
 
 
+async def cmd_upgrade(args: argparse.Namespace, out: Any) -> dict[str, Any]:
+    from scripts.bench_upgrade import run as bench_upgrade
+
+    settings = load_settings()
+    with tempfile.TemporaryDirectory(prefix="pp-bench-") as tmp:
+        async with bench_database(settings, Path(tmp)) as db:
+            out(f"database: {db.where}")
+            result = await bench_upgrade(
+                db.dsn,
+                rows=args.rows,
+                models=args.models,
+                postgres_meter=lambda: _started_meter(db.data_dir),
+            )
+    out(
+        f"upgrade: {result['old_rows']} old prediction rows moved in {result['wall_s']} s "
+        f"({result['rows_per_s']} rows/s, PostgreSQL CPU {result['pg_cpu_s']} s); "
+        f"prediction tables {result['bytes_before']} -> {result['bytes_after']} B"
+    )
+    return {"command": "upgrade", **result}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -1531,6 +1560,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluator.add_argument("--models", type=int, default=10, help="predictions per tick")
     evaluator.add_argument("--horizons", type=int, default=1, help="distinct horizons")
     evaluator.add_argument("--json", action="store_true", help="last line: one JSON object")
+    upgrade = sub.add_parser("upgrade", help="migration 0017 on a database of old rows")
+    upgrade.add_argument("--rows", type=int, default=1_000_000, help="old prediction rows")
+    upgrade.add_argument("--models", type=int, default=10, help="models predicting each tick")
+    upgrade.add_argument("--json", action="store_true", help="last line: one JSON object")
     from scripts.bench_backtest import add_arguments as backtest_arguments
 
     backtest_arguments(
@@ -1586,6 +1619,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = anyio.run(cmd_layouts, args, out)
     elif args.command == "evaluator":
         result = anyio.run(cmd_evaluator, args, out)
+    elif args.command == "upgrade":
+        result = anyio.run(cmd_upgrade, args, out)
     elif args.command == "backtest":
         from scripts.bench_backtest import run as bench_backtest
 
