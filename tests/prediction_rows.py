@@ -1,4 +1,4 @@
-"""Rows for outcome tests, stored as the predictor stores them (the predictor is not under test here)."""
+"""Rows for outcome tests, stored as the predictor stores them (it is not under test here)."""
 
 from __future__ import annotations
 
