@@ -6,9 +6,11 @@ horizon). Two ways to hold the models' results are measured here on the same
 data, in scratch schemas of one database, with the statements a batch writer
 would send (one per batch of ticks):
 
-- `current`: today's `predictions` table through `storage.predictions.insert_batch`
-  (a wide row per model and tick, eight indexes), outcomes written by the UPDATE
-  the evaluator does (one per prediction row).
+- `current`: the store as built (migration 0017) through
+  `storage.predictions.insert_batch`, outcomes written by the evaluator's page
+  statement (made due with a negative grace; the price paths are empty here).
+  Before 0017 this was the wide `predictions` table (benchmarks.md keeps those
+  figures).
 - `narrow`: a tick row (coin, time, source, phase, price and market cap at T,
   predicted_at) and one `(tick_id, target_id, probability)` row per model with
   its primary key and a per-model index.
@@ -31,7 +33,7 @@ from typing import Any
 
 import asyncpg
 
-from storage import predictions
+from storage import evaluations, predictions
 from storage.predictions import BatchRows, ModelTarget
 
 _COMMON_DDL = """
@@ -129,15 +131,7 @@ SELECT id, 600, 0, price_close_at_t * 1.05, data_timestamp + interval '9 minutes
 FROM {s}.prediction_ticks WHERE id > $1 AND id <= $2
 """
 
-_CURRENT_OUTCOMES = """
-UPDATE predictions SET evaluation_result = 'success', evaluated_at = now(),
-    price_close_at_eval = price_close_at_t * 1.05,
-    eval_price_timestamp = data_timestamp + interval '9 minutes', actual_change_pct = 5.0,
-    max_gain_pct = 7.5, max_gain_at = data_timestamp + interval '3 minutes',
-    max_drawdown_pct = -2.5, max_drawdown_at = data_timestamp + interval '1 minute'
-WHERE id IN (SELECT id FROM predictions WHERE evaluation_result IS NULL
-             ORDER BY evaluation_due_at, id LIMIT $1)
-"""
+_STORE_TABLES = ["prediction_ticks", "prediction_targets", "tick_outcomes", "prediction_due"]
 
 
 # Reads: every model's count and mean probability (the statistics' shape), and the
@@ -409,10 +403,12 @@ async def _current(
             await predictions.insert_batch(conn, rows)
 
     async def evaluate() -> None:
-        while (await conn.execute(_CURRENT_OUTCOMES, 1000)) != "UPDATE 0":
-            pass
+        while True:
+            page = await evaluations.evaluate_due_page(conn, grace_seconds=-86400.0, limit=1000)
+            if page.outcomes < 1000:
+                break
 
-    size = _size_sql(["predictions"])
+    size = _size_sql(_STORE_TABLES)
     size0 = await conn.fetchval(f"SELECT {size}")
     wall, pg = await _timed(conn, meter, insert)
     inserted = await conn.fetchval(f"SELECT {size}") - size0

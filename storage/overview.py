@@ -37,13 +37,16 @@ SELECT m.id, m.model_id, coalesce(m.custom_name, m.name) AS name, m.model_type, 
        coalesce(p.predictions, 0) AS predictions, p.last_prediction_at,
        coalesce(p.evaluated, 0) AS evaluated, coalesce(p.successes, 0) AS successes
 FROM active_models m
-LEFT JOIN LATERAL (
-    SELECT count(*) AS predictions,
+-- One pass over the predictions for every model (a per-model filter on the view would
+-- walk every tick row once per model).
+LEFT JOIN (
+    SELECT active_model_id,
+           count(*) AS predictions,
            max(predicted_at) AS last_prediction_at,
            count(*) FILTER (WHERE evaluation_result IN ('success', 'failed')) AS evaluated,
            count(*) FILTER (WHERE evaluation_result = 'success') AS successes
-    FROM predictions WHERE active_model_id = m.id
-) p ON true
+    FROM predictions GROUP BY active_model_id
+) p ON p.active_model_id = m.id
 ORDER BY m.is_active DESC, m.id
 """
 
