@@ -183,6 +183,13 @@ async def _judged_predictions(dsn: str, active_model_id: int) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         start = datetime.now(UTC) - timedelta(hours=1)
+        # A price change that reaches the model's target, and one that does not.
+        target = await conn.fetchrow(
+            "SELECT target_direction, price_change_percent FROM active_models WHERE id = $1",
+            active_model_id,
+        )
+        sign = -1.0 if target["target_direction"] == "down" else 1.0
+        reached, missed = sign * (target["price_change_percent"] + 2.0), sign * 0.01
         for i in range(30):
             p = round(0.6 + 0.01 * i, 2)
             pid = await add_prediction(
@@ -193,7 +200,10 @@ async def _judged_predictions(dsn: str, active_model_id: int) -> None:
                 prediction=1,
                 probability=p,
             )
-            await set_outcome(conn, pid, "success" if p >= 0.7 else "failed", change=1.0)
+            hit = p >= 0.7
+            await set_outcome(
+                conn, pid, "success" if hit else "failed", change=reached if hit else missed
+            )
     finally:
         await conn.close()
 
