@@ -354,11 +354,17 @@ def _pandas_flag(feature: str, w: int, coin: pl.DataFrame) -> int:
         # 0.3 is exactly 1.5 times the mean 0.2: slid 0.19999999999999996 (spike 1).
         ("volatility_spike", 3, {"volatility_pct": [0.2, 0.7, 0.1, 0.2, 0.3]}),
         # The distance leaving the window equals the one entering: the trend is unchanged
-        # (no approach), while the two windows summed alone differ by an ulp.
+        # (no approach), while the two windows summed alone differ by an ulp; in the
+        # second case the window before the newest row has lost a row already.
         (
             "ath_approach",
             3,
             {"price_high": [3.0, 2.0, 3.0, 1.0], "price_close": [1.0, 0.0, 2.0, 1.0]},
+        ),
+        (
+            "ath_approach",
+            3,
+            {"price_high": [3.0, 3.0, 1.0, 1.0, 2.0], "price_close": [2.0, 1.0, 1.0, 2.0, 1.0]},
         ),
     ],
 )
@@ -368,7 +374,10 @@ def test_a_flag_at_an_exact_tie_is_what_the_running_sum_gives(
     """Rolling means compared with a threshold: a tie is decided by the last ulp, so
     serving must sum in the engine's (and pandas') order, not each window afresh."""
     rows = len(next(iter(columns.values())))
+    # Every other comparison far from its threshold: ratio and volatility constant, the
+    # ATH distance falling steadily.
     data: dict[str, list[float]] = {name: [1.0] * rows for name in _POOLS}
+    data |= {"price_high": [10.0] * rows, "price_close": [1.0 + i / 2 for i in range(rows)]}
     data.update(columns)
     coin = pl.DataFrame(
         {"mint": ["T"] * rows, "timestamp": [START + timedelta(minutes=i) for i in range(rows)]}
@@ -378,6 +387,19 @@ def test_a_flag_at_an_exact_tie_is_what_the_running_sum_gives(
     served = last.values[0, last.columns.index(name)]
     assert served == compute(coin, [w])[name][-1] == _pandas_flag(feature, w, coin)
     _compare(coin, [w])
+
+
+def test_the_first_loaded_row_breaks_out_over_the_prefix_ath() -> None:
+    """The window's first row is compared with the ATH of the rows before it (the prefix
+    state): a breakout there is the newest row's last breakout."""
+    coin = _edge_batch(0, [3], nan=False).with_columns(
+        pl.Series("timestamp", [START + timedelta(minutes=m) for m in (0, 10, 20)]),
+        pl.Series("price_high", [2.0, 3.0, 1.0]),
+    )
+    head, window = coin.head(1), coin.tail(2)
+    last = compute_last(window, [2], seed=prefix_state(head))
+    assert last.values[0, last.columns.index("minutes_since_ath")] == 10.0
+    _compare(window, [2], seed=prefix_state(head))
 
 
 @pytest.mark.parametrize("minutes", [59, 60, 1440, 1441])
