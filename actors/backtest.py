@@ -481,7 +481,9 @@ def summarize(
         "thresholds": threshold_rows(ticks, hours),
         # The same precision/recall curve and reliability diagram as a model's live
         # statistics (thresholds from outcomes), here from the backtest's judged ticks.
-        "threshold_curve": outcome_curves.report(ticks["probability"].to_list(), came.to_list()),
+        "threshold_curve": outcome_curves.report_judged(
+            ticks["probability"].to_numpy()[judged], came_true[judged]
+        ),
         "skipped": dict(run.skipped),
         "seconds": round(seconds, 3),
     }
