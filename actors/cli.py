@@ -13,6 +13,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from actors import event_loop
 from actors.logs import configure_logging
 from storage.config import ConfigError, Settings, environment_warnings, load_settings
 from storage.refusals import (
@@ -350,7 +351,10 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
             settings = settings.replace(
                 evaluation_grace_seconds=min(settings.evaluation_grace_seconds, 5)
             )
-        anyio.run(lambda: _serve(settings, dashboard=not args.no_dashboard, demo=demo))
+        anyio.run(
+            lambda: _serve(settings, dashboard=not args.no_dashboard, demo=demo),
+            backend_options=event_loop.backend_options(),
+        )
     elif args.command == "dashboard":
         anyio.run(_dashboard, settings)
     elif args.command == "migrate":
