@@ -350,6 +350,26 @@ async def test_threshold_curve_beside_the_alert_threshold_gives_the_lowest_for_a
         assert at.number_input(key=f"alert_threshold_{model}").value == 0.75
 
 
+async def test_a_model_goes_to_shadow_and_is_promoted_from_manage_model(
+    settings: Settings, pool: asyncpg.Pool, dashboard_env: Callable[[str, str], None]
+) -> None:
+    model = await _model(pool, 41, name="candidate")
+    async with serve_api(settings, pool) as base:
+        dashboard_env(base, "")
+        dashboard = Dashboard("Manage model")
+        await dashboard.open()
+        assert "Live: alerts go to webhooks." in dashboard.texts()
+        await dashboard.act(lambda at: button(at, "Run in shadow").click())
+        assert not dashboard.errors(), dashboard.errors()
+        assert (await _row(pool, model))["mode"] == "shadow"
+        at = await dashboard.run()
+        assert "never sent to webhooks" in dashboard.texts()
+        assert at.selectbox(key="manage_model").format_func(model) == f"#{model} candidate (shadow)"
+        await dashboard.act(lambda at: button(at, "Promote to live").click())
+        assert not dashboard.errors(), dashboard.errors()
+        assert (await _row(pool, model))["mode"] == "live"
+
+
 async def test_predictions_filter_by_tag_and_coin(
     settings: Settings, pool: asyncpg.Pool, dashboard_env: Callable[[str, str], None]
 ) -> None:

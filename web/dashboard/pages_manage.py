@@ -320,6 +320,22 @@ def _webhook_health(api: ApiClient, ident: int) -> None:
                 common.rerun_with(f"Webhook job #{job.get('id')} queued again.")
 
 
+def _mode(api: ApiClient, ident: int, model: dict[str, Any]) -> None:
+    """Live (alerts go to webhooks) or shadow (predicted, stored, evaluated, never sent);
+    promoting a shadow model is one click."""
+    if model.get("mode") == common.SHADOW:
+        st.info("Shadow: predicted, stored and evaluated like any model, never sent to webhooks.")
+        clicked = st.button("Promote to live", key=f"promote_{ident}", type="primary")
+        if clicked and common.attempt(api.post, f"/api/models/{ident}/promote") is not None:
+            common.rerun_with(f"Model {ident} is live: its alerts go to webhooks.")
+        return
+    st.caption("Live: alerts go to webhooks.")
+    clicked = st.button("Run in shadow", key=f"shadow_{ident}")
+    body = {"mode": "shadow"}
+    if clicked and common.attempt(api.patch, f"/api/models/{ident}/mode", body) is not None:
+        common.rerun_with(f"Model {ident} runs in shadow: nothing is sent.")
+
+
 def _danger(api: ApiClient, ident: int, model: dict[str, Any]) -> None:
     left, right = st.columns(2)
     with left:
@@ -368,6 +384,8 @@ def render(api: ApiClient, health: dict[str, Any]) -> None:
 
     st.subheader("Name")
     _rename(api, ident, model)
+    st.subheader("Mode")
+    _mode(api, ident, model)
     st.subheader("Webhook delivery")
     _webhook_health(api, ident)
     st.subheader("Alerts and webhook")
