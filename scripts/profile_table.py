@@ -38,6 +38,7 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("intake (listener, poller)", ("Poller.", "Listener.", "poller.py", "listener.py")),
     ("event loop (epoll, callbacks, socket writes)", ("EpollSelector", "_run_once", "Handle._run")),
 )
+EVENT_LOOP = CATEGORIES[-1][0]
 
 
 def classify(lines: Sequence[str]) -> tuple[Counter[str], int]:
@@ -49,6 +50,10 @@ def classify(lines: Sequence[str]) -> tuple[Counter[str], int]:
             continue
         samples = int(number)
         total += samples
+        if stack.rsplit(";", 1)[-1].startswith("Runner.run "):
+            # uvloop: its loop is native code, sampled with asyncio's Runner on top.
+            counts[EVENT_LOOP] += samples
+            continue
         for name, markers in CATEGORIES:
             if any(marker in stack for marker in markers):
                 counts[name] += samples
