@@ -1,0 +1,73 @@
+"""The dispatcher's outbox statements use the outbox's indexes, batches included.
+
+On an outbox of realistic shape (200 000 jobs, nearly all delivered: retention
+keeps hours of them; 1 % pending, some of those in batches of batched delivery),
+each statement a claim, a batch record and a settlement send is planned by
+PostgreSQL (tests/query_plans.py) with its real arguments and as the generic plan
+asyncpg may switch to. A plan that scans the table fails with the whole plan in
+the message: the dispatcher claims several times a second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from query_plans import RecordingConnection, index_tables, plans, recording_connection
+
+from storage import outbox
+
+JOBS = 200_000
+
+
+@pytest.fixture
+async def conn(db_dsn: str) -> AsyncIterator[RecordingConnection]:
+    """A connection to a database whose outbox holds 200 000 jobs: 99 % delivered, the
+    pending ones due, a third of them in two-job batches, with fresh statistics."""
+    connection = await recording_connection(db_dsn)
+    await connection.execute(
+        f"""
+        INSERT INTO webhook_outbox (idempotency_key, target_url, coin_id, data_timestamp,
+            active_model_ids, model_ids, payload, status, next_attempt_at, batch_key)
+        SELECT 'key-' || g, 'https://n8n.example/webhook/pump', 'Coin' || (g % 2000),
+               now() - make_interval(secs => {JOBS} - g), '{{1}}', '{{41}}',
+               '{{"timestamp": "t", "predictions": [], "metadata":
+                 {{"alerts_count": 0, "version": "v"}}}}'::jsonb,
+               CASE WHEN g % 100 = 0 THEN 'pending' ELSE 'delivered' END,
+               now() - make_interval(secs => {JOBS} - g),
+               CASE WHEN g % 300 = 0 THEN 'batch-' || (g / 600) END
+        FROM generate_series(1, {JOBS}) AS g
+        """
+    )
+    await connection.execute("ANALYZE webhook_outbox")
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def test_claim_batch_record_and_settlement_never_scan_the_outbox(
+    conn: RecordingConnection,
+) -> None:
+    conn.start_recording()
+    async with conn.transaction():
+        claimed = await outbox.claim_due(conn, limit=50, lease_seconds=30.0)
+        assert len(claimed.jobs) >= 50
+        assert any(job.batch_key for job in claimed.jobs)
+        loose = [job for job in claimed.jobs if job.batch_key is None]
+        await outbox.fix_batches(conn, [(job.lease, "batch-new") for job in loose])
+        settled = await outbox.settle(
+            conn, [outbox.Settlement(job.lease, "delivered") for job in claimed.jobs]
+        )
+        assert len(settled) == len(claimed.jobs)
+    indexes = await index_tables(conn)
+    found = await plans(conn, conn.stop_recording(), "webhook_outbox")
+    scans = {str(plan): plan.scans_of("webhook_outbox", indexes) for plan in found}
+    assert scans
+    assert {plan: how for plan, how in scans.items() if "Seq Scan" in how} == {}
+    # The batch mates of a claim are found through the batch index.
+    claims = [plan for plan in found if "batch_mates" in plan.sql]
+    assert {p.kind for p in claims} == {"custom", "generic"}
+    for plan in claims:
+        how = plan.scans_of("webhook_outbox", indexes)
+        assert any(way.endswith(" webhook_outbox_batch") for way in how), str(plan)
