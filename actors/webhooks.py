@@ -901,6 +901,7 @@ class WebhookDispatcher:
             "url": redact_url(jobs[0].target_url),
             "job_ids": [job.id for job in jobs],
             "coin_id": jobs[0].coin_id,
+            "ticks": len({(job.coin_id, job.data_timestamp) for job in jobs}),
             "active_model_ids": sorted({m for job in jobs for m in job.active_model_ids}),
             "model_ids": sorted({m for job in jobs for m in job.model_ids}),
             "attempt": jobs[0].attempts + 1,

@@ -234,6 +234,8 @@ def _validate(s: Settings) -> None:
         s.db_pool_max_size >= s.db_pool_min_size, "db_pool_max_size", "must be >= DB_POOL_MIN_SIZE"
     )
     need(s.n8n_payload in {"full", "compact"}, "n8n_payload", "must be 'full' or 'compact'")
+    # A batch is one POST body (a few kB per tick) and one answer for all its ticks.
+    need(s.webhook_batch_max_ticks <= 1000, "webhook_batch_max_ticks", "must be at most 1000")
     need(s.log_format in {"json", "console"}, "log_format", "must be 'json' or 'console'")
     need(
         s.log_level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"},

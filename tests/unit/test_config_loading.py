@@ -34,6 +34,10 @@ def test_messages_name_the_environment_variable_and_bools_list_accepted_values(
 ) -> None:
     with pytest.raises(ConfigError, match=r"^BATCH_SIZE: must be at least 1"):
         load_settings(env={"BATCH_SIZE": "0"})
+    with pytest.raises(ConfigError, match=r"^WEBHOOK_BATCH_MAX_TICKS: must be at least 1"):
+        load_settings(env={"WEBHOOK_BATCH_MAX_TICKS": "0"})
+    with pytest.raises(ConfigError, match=r"^WEBHOOK_BATCH_MAX_TICKS: must be at most 1000"):
+        load_settings(env={"WEBHOOK_BATCH_MAX_TICKS": "5000"})
     with pytest.raises(ConfigError, match=r"^API_PUBLIC_READS: .*'maybe'.*1/0, true/false"):
         load_settings(env={"API_PUBLIC_READS": "maybe"})
     mine = tmp_path / "mine.toml"
