@@ -204,7 +204,7 @@ el AS MATERIALIZED (
     LEFT JOIN prediction_targets g ON g.id = e.target_id
 ),
 held AS MATERIALIZED (
-    SELECT tk.i, t.id, t.source, cardinality(t.target_ids) AS size, t.target_ids
+    SELECT tk.i, t.id, t.source, t.target_ids
     FROM tk JOIN prediction_ticks t
         ON t.coin_id = tk.coin_id AND t.data_timestamp = tk.data_timestamp
 ),
@@ -238,8 +238,18 @@ inserted AS (
            tk.market_cap_at_t, g.target_ids, g.probabilities, g.codes
     FROM grouped g JOIN tk ON tk.i = g.tick_index + 1
     WHERE NOT EXISTS (SELECT 1 FROM held h WHERE h.i = tk.i AND h.source = $10::text::"char")
-    ON CONFLICT ON CONSTRAINT prediction_ticks_once DO NOTHING
-    RETURNING id, coin_id, data_timestamp
+    -- Another writer (a model storing its own rows) created the tick row since this
+    -- statement's snapshot: append to it rather than lose these predictions.
+    ON CONFLICT ON CONSTRAINT prediction_ticks_once DO UPDATE
+    SET target_ids = prediction_ticks.target_ids || excluded.target_ids,
+        probabilities = prediction_ticks.probabilities || excluded.probabilities,
+        codes = CASE WHEN prediction_ticks.codes IS NOT NULL OR excluded.codes IS NOT NULL THEN
+            coalesce(prediction_ticks.codes,
+                     array_fill(NULL::smallint, ARRAY[cardinality(prediction_ticks.target_ids)]))
+            || coalesce(excluded.codes,
+                        array_fill(NULL::smallint, ARRAY[cardinality(excluded.target_ids)]))
+        END
+    RETURNING id, coin_id, data_timestamp, cardinality(target_ids) AS total
 ),
 appended AS (
     UPDATE prediction_ticks t
@@ -251,17 +261,22 @@ appended AS (
         END
     FROM grouped g JOIN held h ON h.i = g.tick_index + 1 AND h.source = $10::text::"char"
     WHERE t.id = h.id
-    RETURNING t.id, t.coin_id, t.data_timestamp, h.size, g.tick_index
+    RETURNING t.id, t.coin_id, t.data_timestamp, cardinality(t.target_ids) AS total,
+              g.tick_index
 ),
+-- Where this statement's elements start on each row: its length after the write minus
+-- theirs (a concurrent append committed first is counted, not the snapshot's length).
 placed AS (
-    SELECT i.id AS tick_id, i.coin_id, i.data_timestamp, 0 AS size, false AS appended,
-           g.positions, g.horizons, g.variables
+    SELECT i.id AS tick_id, i.coin_id, i.data_timestamp,
+           i.total - cardinality(g.target_ids) AS size,
+           i.total > cardinality(g.target_ids) AS appended, g.positions, g.horizons,
+           g.variables
     FROM inserted i
     JOIN tk ON tk.coin_id = i.coin_id AND tk.data_timestamp = i.data_timestamp
     JOIN grouped g ON g.tick_index + 1 = tk.i
     UNION ALL
-    SELECT a.id, a.coin_id, a.data_timestamp, a.size, true, g.positions, g.horizons,
-           g.variables
+    SELECT a.id, a.coin_id, a.data_timestamp, a.total - cardinality(g.target_ids), true,
+           g.positions, g.horizons, g.variables
     FROM appended a JOIN grouped g ON g.tick_index = a.tick_index
 ),
 new AS MATERIALIZED (
@@ -340,7 +355,10 @@ async def store_arrays(conn: asyncpg.Connection, rows: Sequence[NewPrediction]) 
     """Single predictions (one source) as the store's arrays; their target ids looked up."""
     models: dict[ModelTarget, int] = {}
     ticks: dict[tuple[str, datetime], int] = {}
-    out = StoreArrays(source=SOURCE_CODES[rows[0].source])
+    sources = {r.source for r in rows}
+    if len(sources) != 1:
+        raise ValueError(f"one source per call, not {sorted(sources)}")
+    out = StoreArrays(source=SOURCE_CODES[sources.pop()])
     element_models: list[int] = []
     for r in rows:
         target = ModelTarget(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
@@ -9,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 from prediction_rows import add_model
+from waiting import wait_for
 
 from storage.outbox import OutboxJob
 from storage.prediction_store import insert_with_jobs
@@ -188,3 +190,34 @@ async def test_a_batch_of_several_models_is_one_insert_that_says_what_it_left_ou
         again = await insert_batch(conn, rows)
         assert again == BatchInsert(existing=[0, 1, 2, 3], model_gone=[4])
         assert await conn.fetchval("SELECT count(*) FROM predictions") == 4
+
+
+async def test_two_writers_creating_one_coin_tick_at_once_both_keep_their_predictions(
+    pool: asyncpg.Pool,
+) -> None:
+    """A model storing its own rows and the batch writer create the same coin tick's row
+    at the same time: the second waits on the first's key, then appends to its row."""
+    async with pool.acquire() as first, pool.acquire() as second:
+        a = await add_model(first, 31)
+        b = await add_model(first, 32)
+        transaction = first.transaction()
+        await transaction.start()
+        stored_a = await insert_predictions(first, [_row(a, "RACE", AT)])
+        late = asyncio.create_task(insert_predictions(second, [_row(b, "RACE", AT)]))
+
+        async def waiting_on_the_key() -> bool:
+            state = await pool.fetchval(
+                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1",
+                second.get_server_pid(),
+            )
+            return bool(state == "Lock")
+
+        await wait_for(waiting_on_the_key, what="the second writer waiting on the tick's key")
+        await transaction.commit()
+        stored_b = await late
+        rows = await pool.fetch("SELECT id, active_model_id FROM predictions ORDER BY id")
+    assert [(r["id"], r["active_model_id"]) for r in rows] == [
+        (stored_a[0].id, a),
+        (stored_b[0].id, b),
+    ]
+    assert await pool.fetchval("SELECT count(*) FROM prediction_ticks") == 1
