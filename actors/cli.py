@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import traceback
@@ -15,7 +16,13 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from actors import event_loop
 from actors.logs import configure_logging
-from storage.config import ConfigError, Settings, environment_warnings, load_settings
+from storage.config import (
+    CONFIG_ENV,
+    ConfigError,
+    Settings,
+    environment_warnings,
+    load_settings,
+)
 from storage.refusals import (
     StartupRefused,
     check_port_free,
@@ -31,7 +38,25 @@ EXIT_CONFIG = 2
 EXIT_REFUSED = 3
 
 
-async def _serve(settings: Settings, *, dashboard: bool, demo: bool) -> None:
+def resolve_workers(requested: int) -> int:
+    """WORKERS / --workers: 0 means one per core this process may run on."""
+    if requested > 0:
+        return requested
+    return (
+        max(len(os.sched_getaffinity(0)), 1)
+        if hasattr(os, "sched_getaffinity")
+        else (os.cpu_count() or 1)
+    )
+
+
+async def _serve(
+    settings: Settings,
+    *,
+    dashboard: bool,
+    demo: bool,
+    role: str = "all",
+    workers: int = 1,
+) -> None:
     """Run until SIGINT/SIGTERM; a signal at any moment stops what has started.
 
     The signal receiver is installed before anything starts: a stop during the
@@ -46,7 +71,9 @@ async def _serve(settings: Settings, *, dashboard: bool, demo: bool) -> None:
         check_port_free("STREAMLIT_PORT", _dashboard_host(settings), settings.streamlit_port)
     from actors.service import Service, ServiceOptions
 
-    service = Service(settings, ServiceOptions(dashboard=dashboard, demo=demo))
+    service = Service(
+        settings, ServiceOptions(dashboard=dashboard, demo=demo, role=role, workers=workers)
+    )
     finished = anyio.Event()
     stopping = False
 
@@ -78,10 +105,25 @@ async def _serve(settings: Settings, *, dashboard: bool, demo: bool) -> None:
                 log.info("signal_received", signal=name)
                 tg.start_soon(stop_within_deadline, tg.cancel_scope)
 
+    async def watch_parent(tg: TaskGroup) -> None:
+        """A worker whose supervisor died (kill -9) stops too, releasing its shards."""
+        nonlocal stopping
+        parent = os.getppid()
+        while os.getppid() == parent:  # noqa: ASYNC110 - no event tells of a parent's death
+            await anyio.sleep(1.0)
+        if not stopping:
+            stopping = True
+            log.warning("supervisor_gone", action="stop")
+            tg.start_soon(stop_within_deadline, tg.cancel_scope)
+
     async with anyio.create_task_group() as tg:
         await tg.start(watch_signals, tg)
+        if role == "worker":
+            tg.start_soon(watch_parent, tg)
         await tg.start(run_service)
-        if not stopping and not finished.is_set():
+        if role == "worker":
+            log.info("worker_ready", metrics=f"http://127.0.0.1:{service.web_port}/metrics")
+        elif not stopping and not finished.is_set():
             log.info(
                 "service_ready",
                 api=f"http://127.0.0.1:{service.web_port}/api",
@@ -256,6 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument(
         "--no-demo", action="store_true", help="plain service, also on the embedded database"
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes, each predicting its share of the coin shards (default:"
+        " WORKERS; 0 = one per core); more than 1 runs them under this process",
+    )
+    sub.add_parser("worker", help="one worker process (started by serve --workers N)")
     sub.add_parser("migrate", help="apply database migrations and exit")
     reshard = sub.add_parser(
         "reshard",
@@ -351,8 +401,25 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
             settings = settings.replace(
                 evaluation_grace_seconds=min(settings.evaluation_grace_seconds, 5)
             )
+        workers = resolve_workers(settings.workers if args.workers is None else args.workers)
+        if demo and workers > 1:
+            log.warning("workers_ignored_in_demo", workers=workers, reason="demo runs one process")
+            workers = 1
+        if args.config and workers > 1:
+            os.environ[CONFIG_ENV] = args.config  # the workers read the same file
         anyio.run(
-            lambda: _serve(settings, dashboard=not args.no_dashboard, demo=demo),
+            lambda: _serve(
+                settings,
+                dashboard=not args.no_dashboard,
+                demo=demo,
+                role="supervisor" if workers > 1 else "all",
+                workers=workers,
+            ),
+            backend_options=event_loop.backend_options(),
+        )
+    elif args.command == "worker":
+        anyio.run(
+            lambda: _serve(settings, dashboard=False, demo=False, role="worker"),
             backend_options=event_loop.backend_options(),
         )
     elif args.command == "dashboard":

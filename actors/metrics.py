@@ -36,6 +36,17 @@ ACTOR_RESTARTS = Counter(
 )
 ACTOR_UP = Gauge("pp_actor_up", "1 while the actor is running.", registry=REGISTRY)
 
+WORKERS_UP = Gauge(
+    "pp_workers_running",
+    "Worker processes running under this supervisor (serve --workers N).",
+    registry=REGISTRY,
+)
+WORKER_RESTARTS = Counter(
+    "pp_worker_restarts_total",
+    "Worker processes that exited and were started again, by worker index.",
+    registry=REGISTRY,
+)
+
 # Intake
 LISTENER_UP = Gauge(
     "pp_listener_up", "1 while the LISTEN connection is healthy.", registry=REGISTRY

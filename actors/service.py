@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
 import asyncpg
 import structlog
 from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from actors.backtest_runner import BacktestRunner
 from actors.batch_bus import BatchBus
@@ -37,6 +39,7 @@ from actors.supervisor import (
 )
 from actors.web_server import WebServer
 from actors.webhooks import WebhookDispatcher, poker
+from actors.worker_pool import WorkerPool
 from storage.config import Settings
 from storage.database import Database, migrate, open_pool
 from storage.model_import import client_from_settings, reload_model
@@ -53,6 +56,11 @@ log = structlog.get_logger(__name__)
 class ServiceOptions:
     dashboard: bool = False
     demo: bool = False
+    # "all": this process does everything (one process, the default). "supervisor":
+    # API, dashboard, evaluator, retention and `workers` worker processes; "worker":
+    # intake, predictions and webhooks of the shards it leases (actors/worker_pool.py).
+    role: str = "all"
+    workers: int = 1
 
 
 @dataclass(slots=True)
@@ -101,7 +109,7 @@ class Service:
                     except ShardCountMismatch as exc:
                         raise StartupRefused("SHARD_COUNT", str(exc)) from exc
                 self.shards = ShardSet(count)
-                if not self.options.demo:
+                if not self.options.demo and self.options.role != "worker":
                     await retire_demo_models(settings, self.pool)
                 self.app_context = AppContext(settings=settings, pool=self.pool, state=self.state)
                 await self.supervisor.run(self._actor_specs(), task_status=task_status)
@@ -136,7 +144,10 @@ class Service:
         wake_send, wake_receive = anyio.create_memory_object_stream[Wakeup](1)
         page_send, page_receive = anyio.create_memory_object_stream[TickPage](4)
         shards.on_change = lambda: wake(wake_send, "shards")
-        context.services["shards"] = shards
+        role = self.options.role
+        intake, extras = role != "supervisor", role != "worker"
+        if intake:
+            context.services["shards"] = shards
 
         def make_predictor(runtime: ModelRuntime) -> Predictor:
             return Predictor(
@@ -185,7 +196,59 @@ class Service:
         )
         # Predictors first, then the intake: the first batch already finds them subscribed.
         specs.append(ActorSpec("model-sync", lambda: model_sync, STAGE_INTAKE))
-        specs.append(ActorSpec("batcher", make_batcher, STAGE_BATCH))
+        if intake:
+            specs += self._intake_specs(make_batcher, shards, wake_send, wake_receive, page_send)
+        if role == "supervisor":
+            workers = WorkerPool(
+                self.options.workers,
+                {"DB_DSN": dsn},
+                stop_deadline=settings.shutdown_deadline_seconds,
+            )
+            context.services["workers"] = workers
+            context.services["worker_metrics"] = workers.scrape
+            specs.append(ActorSpec("workers", lambda: workers, STAGE_INTAKE))
+        if extras:
+            specs += self._background_specs(context)
+        specs.append(
+            ActorSpec(
+                "web",
+                lambda: WebServer(create_app(context), settings.api_host, settings.api_port),
+                STAGE_WEB,
+            )
+        )
+        if self.options.demo and extras:
+            specs.append(
+                ActorSpec(
+                    "demo",
+                    lambda: DemoRunner(settings, pool, state, context.services),
+                    STAGE_INTAKE,
+                )
+            )
+        if self.options.dashboard and extras:
+            specs.append(
+                ActorSpec(
+                    "dashboard",
+                    # After "web": the dashboard is pointed at the port it really bound.
+                    lambda: DashboardProcess.from_settings(
+                        settings, api_base_url=self._local_api_url()
+                    ),
+                    STAGE_BACKGROUND,
+                )
+            )
+        return specs
+
+    def _intake_specs(
+        self,
+        make_batcher: Callable[[], Batcher],
+        shards: ShardSet,
+        wake_send: MemoryObjectSendStream[Wakeup],
+        wake_receive: MemoryObjectReceiveStream[Wakeup],
+        page_send: MemoryObjectSendStream[TickPage],
+    ) -> list[ActorSpec]:
+        settings, state, pool = self.settings, self.state, self.pool
+        assert pool is not None and self.database is not None
+        dsn = self.database.dsn
+        specs = [ActorSpec("batcher", make_batcher, STAGE_BATCH)]
         # Leases before the poller (it starts with this process's share), released
         # after the batcher drained (its last batches commit under the leases).
         specs.append(
@@ -209,6 +272,13 @@ class Service:
                 STAGE_INTAKE,
             )
         )
+        return specs
+
+    def _background_specs(self, context: AppContext) -> list[ActorSpec]:
+        settings, state, pool = self.settings, self.state, self.pool
+        assert pool is not None and self.database is not None
+        dsn = self.database.dsn
+        specs: list[ActorSpec] = []
         specs.append(
             ActorSpec(
                 "evaluator",
@@ -229,32 +299,6 @@ class Service:
             specs.append(
                 ActorSpec(
                     "retention", lambda: Retention.from_settings(settings, pool), STAGE_BACKGROUND
-                )
-            )
-        specs.append(
-            ActorSpec(
-                "web",
-                lambda: WebServer(create_app(context), settings.api_host, settings.api_port),
-                STAGE_WEB,
-            )
-        )
-        if self.options.demo:
-            specs.append(
-                ActorSpec(
-                    "demo",
-                    lambda: DemoRunner(settings, pool, state, context.services),
-                    STAGE_INTAKE,
-                )
-            )
-        if self.options.dashboard:
-            specs.append(
-                ActorSpec(
-                    "dashboard",
-                    # After "web": the dashboard is pointed at the port it really bound.
-                    lambda: DashboardProcess.from_settings(
-                        settings, api_base_url=self._local_api_url()
-                    ),
-                    STAGE_BACKGROUND,
                 )
             )
         return specs

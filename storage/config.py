@@ -63,6 +63,7 @@ class Settings:
     listener_probe_timeout_seconds: float
     shard_count: int
     shard_lease_seconds: float
+    workers: int
     n8n_webhook_url: str
     n8n_webhook_timeout: float
     webhook_concurrency: int
@@ -230,6 +231,7 @@ def _validate(s: Settings) -> None:
             " re-read",
         )
     need(1 <= s.shard_count <= 4096, "shard_count", "must be 1-4096")
+    need(0 <= s.workers <= 64, "workers", "must be 0 (one per core) to 64")
     need(
         s.db_pool_max_size >= s.db_pool_min_size, "db_pool_max_size", "must be >= DB_POOL_MIN_SIZE"
     )

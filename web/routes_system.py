@@ -15,6 +15,7 @@ from actors.state import ServiceState
 from storage.library_versions import library_versions
 from storage.overview import load_stats
 from web.context import VERSION, ctx
+from web.metrics_merge import merge_expositions
 from web.routes_alert_config import webhook_health
 
 routes = web.RouteTableDef()
@@ -71,6 +72,14 @@ async def health_report(request: web.Request) -> tuple[bool, dict[str, Any]]:
         if not state.listener_up and not polling_recent:
             reasons.append("listener is down and polling is not running")
     reasons += _failing_actors(state, settings.health_actor_grace_seconds, checks)
+    workers = context.services.get("workers")
+    if workers is not None:  # serve --workers N: every worker up, or coming back soon
+        now = time.monotonic()
+        gone = {i: now - t for i, t in workers.down_since.items()}
+        checks["workers"] = {"configured": workers.count, "running": workers.running}
+        late = [i for i, s in gone.items() if s >= settings.health_actor_grace_seconds]
+        if late:
+            reasons.append(f"worker(s) {late} down for {max(gone.values()):.0f}s")
     failed = state.sweeps_failed_in_a_row.get(EVALUATOR, 0)
     checks["evaluator_failed_in_a_row"] = failed
     if failed >= settings.health_max_failed_evaluations:
@@ -130,6 +139,11 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     state = ctx(request).state
     if state.last_notification_at is not None:
         metrics.LISTENER_NOTIFICATION_AGE.set({}, time.time() - state.last_notification_at)
+    scrape = ctx(request).services.get("worker_metrics")
+    if scrape is not None:  # serve --workers N: the workers' metrics merged in
+        own, _ = render(metrics.REGISTRY, [])
+        merged = merge_expositions(bytes(own).decode(), await scrape())
+        return web.Response(text=merged, content_type="text/plain", charset="utf-8")
     body, headers = render(metrics.REGISTRY, request.headers.getall("Accept", []))
     return web.Response(body=body, headers=headers)
 
