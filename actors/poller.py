@@ -241,10 +241,18 @@ class Poller:
             return 0
         async with self._pool.acquire() as conn:
             cursors = await shard_leases.load_cursors(conn, new)
-        low = {s: max(self.floor, c - self._overlap) for s, c in cursors.items()}
+        # The age bound (CATCHUP_MAX_AGE_SECONDS) holds for shards nobody worked on since
+        # before this process started, as after downtime; a shard handed over by a live
+        # holder (or one killed after this process started) resumes at its cursor.
+        orphaned = self._shards.orphaned
+        bounded = {s: max(c, self.floor) if s in orphaned else c for s, c in cursors.items()}
+        low = {
+            s: max(self.floor, c - self._overlap) if s in orphaned else max(c - self._overlap, 0)
+            for s, c in cursors.items()
+        }
         if not self._covered:
             # No scan running: it starts where the newest of these cursors is.
-            self.position = max(self.floor, *cursors.values())
+            self.position = max(bounded.values())
             self._gaps.clear()
         emitted = await self._catch_up(new, low)
         self._covered.update(new)

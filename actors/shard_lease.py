@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import datetime
 
 import anyio
 import asyncpg
@@ -39,6 +40,7 @@ class ShardLeases:
         self._interval = lease_seconds / HEARTBEATS_PER_LEASE
         self._stopping = False
         self._wake = anyio.Event()
+        self._started_at: datetime | None = None  # the database's clock at the first beat
 
     @classmethod
     def from_settings(cls, settings: Settings, pool: asyncpg.Pool, shards: ShardSet) -> ShardLeases:
@@ -62,6 +64,8 @@ class ShardLeases:
         """One heartbeat: extend, notice losses, then claim or release toward the fair share."""
         shards = self._shards
         async with self._pool.acquire() as conn:
+            if self._started_at is None:
+                self._started_at = await conn.fetchval("SELECT now()")
             beat = await shard_leases.heartbeat(
                 conn, shards.holder, socket.gethostname(), os.getpid(), self._lease
             )
@@ -80,10 +84,12 @@ class ShardLeases:
                     metrics.SHARD_MOVES.add({"direction": "released"}, len(released))
                     log.info("shards_released", shards=released, fair_share=target)
             elif len(held) < target:
-                gained = await shard_leases.claim(
-                    conn, shards.holder, target - len(held), self._lease
+                claimed = await shard_leases.claim(
+                    conn, shards.holder, target - len(held), self._lease, self._started_at
                 )
+                gained = claimed.generations
                 held.update(gained)
+                shards.orphaned |= claimed.orphaned
                 if gained:
                     metrics.SHARD_MOVES.add({"direction": "gained"}, len(gained))
                     log.info(

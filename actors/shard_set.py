@@ -31,6 +31,9 @@ class ShardSet:
         self.shard_count = shard_count
         self.holder = holder or new_holder_name()
         self.held: dict[int, int] = {}  # shard -> lease generation
+        # Held shards nobody worked on since before this process started (see
+        # storage.shard_leases.Claimed): the poller bounds their catch-up by age.
+        self.orphaned: set[int] = set()
         self.moves = 0  # leases gained or lost since start (bench.py reports it)
         # Called after every change (the service wakes the poller with it).
         self.on_change: Callable[[], None] | None = None
@@ -45,6 +48,7 @@ class ShardSet:
             return
         self.moves += len(after - before) + len(before - after)
         self.held = dict(held)
+        self.orphaned &= set(held)
         metrics.SHARDS_HELD.set({}, float(len(held)))
         if self.on_change is not None:
             self.on_change()

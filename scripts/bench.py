@@ -553,7 +553,8 @@ class HookReceiver:
 class ServiceProcess:
     """`python -m actors.cli serve --no-dashboard` with the benchmark's configuration."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, args: Sequence[str] = ()) -> None:
+        self.args = list(args)
         self.port = free_port()
         self.env = {**os.environ, **env, "API_HOST": "127.0.0.1", "API_PORT": str(self.port)}
         self.log_path = log_path
@@ -574,7 +575,7 @@ class ServiceProcess:
         timeout = 60.0
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(  # noqa: ASYNC220 (returns at once)
-                [sys.executable, "-m", "actors.cli", "serve", "--no-dashboard"],
+                [sys.executable, "-m", "actors.cli", "serve", "--no-dashboard", *self.args],
                 cwd=REPO_ROOT,
                 env=self.env,
                 stdout=log,
@@ -591,6 +592,18 @@ class ServiceProcess:
                             return
                 await anyio.sleep(0.2)
         raise RuntimeError(f"the service did not answer /health in {timeout:.0f} s")
+
+    def processes(self) -> list[Any]:
+        """This service and its worker processes (`--workers N`), while they run."""
+        import psutil
+
+        if self.process is None or self.process.poll() is not None:
+            return []
+        try:
+            main = psutil.Process(self.pid)
+            return [main, *main.children(recursive=True)]
+        except psutil.Error:
+            return []
 
     def peak_rss_mb(self) -> float | None:
         """VmHWM: the highest resident set size of the service process so far."""
@@ -620,6 +633,38 @@ async def intake_done(conn: asyncpg.Connection) -> int:
         "SELECT min(last_id) FROM intake_cursor WHERE name LIKE 'coin_metrics/%'"
     )
     return int(value or 0)
+
+
+class _ServiceCpu:
+    """CPU seconds of every service process (replicas, their workers; a killed one
+    counts for what it used until it was last seen), read like psutil's cpu_times."""
+
+    def __init__(self, services: Sequence[ServiceProcess]) -> None:
+        import threading
+
+        self._meter = CpuMeter(lambda: [p for s in services for p in s.processes()])
+        self._meter.start()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(0.2)
+            self._meter.sample()
+
+    def cpu_times(self) -> tuple[float, float]:
+        return (self._meter.seconds(), 0.0)
+
+
+async def all_metric_sums(services: Sequence[ServiceProcess]) -> dict[str, float]:
+    """metric_sums over every running service (a supervisor's /metrics has its workers'
+    merged in); a killed replica's counters are gone with it."""
+    sums: dict[str, float] = {}
+    for service in services:
+        if service.process is None or service.process.poll() is not None:
+            continue
+        for name, value in (await metric_sums(service.api)).items():
+            sums[name] = sums.get(name, 0.0) + value
+    return sums
 
 
 async def metric_sums(api: str) -> dict[str, float]:
@@ -809,21 +854,20 @@ class Pipeline:
     def __init__(
         self,
         db: BenchDatabase,
-        service: ServiceProcess,
+        services: list[ServiceProcess],
         receiver: HookReceiver | None,
         mints: list[str],
         model_count: int,
         rows_per_statement: int,
     ) -> None:
-        import psutil
-
         self.db = db
-        self.service = service
+        self.services = services
+        self.service = services[0]
         self.receiver = receiver
         self.mints = mints
         self.model_count = model_count
         self.rows_per_statement = rows_per_statement
-        self.proc = psutil.Process(service.pid)
+        self.proc = _ServiceCpu(services)
         self.seed = 1
         self.active_ids: list[int] = []
 
@@ -865,7 +909,7 @@ class Pipeline:
             store0 = await prediction_store_bytes(conn)
             cpu0 = sum(self.proc.cpu_times()[:2])
             bench0 = time.process_time()
-            metrics0 = await metric_sums(self.service.api)
+            metrics0 = await all_metric_sums(self.services)
             started = time.time()
             gen = await generate_in_child(
                 self.db.dsn,
@@ -887,7 +931,7 @@ class Pipeline:
             bench_cpu = time.process_time() - bench0
             metric_delta = {
                 k: v - metrics0.get(k, 0.0)
-                for k, v in (await metric_sums(self.service.api)).items()
+                for k, v in (await all_metric_sums(self.services)).items()
             }
             result = await self._check(
                 conn, gen, rate, started, stopped, drain, backlog, caught_up, cpu, db_seconds,
@@ -1085,17 +1129,78 @@ async def pipeline_setup(
                 "API_TOKEN": "",
                 "WEBHOOK_BATCH_MAX_TICKS": str(args.webhook_batch_ticks),
             }
-            service = ServiceProcess(env, scratch / "service.log")
-            await service.start()
+            workers = ["--workers", str(args.workers)] if args.workers > 1 else []
+            services = [
+                ServiceProcess(env, scratch / f"service{i}.log", workers)
+                for i in range(max(args.replicas, 1))
+            ]
             try:
+                for service in services:
+                    await service.start()
+                service = services[0]
                 await import_models(service.api, [int(m["id"]) for m in models])
                 out(f"service pid {service.pid}: {len(models)} models imported through "
                     "POST /api/models/import")  # fmt: skip
-                pipeline = Pipeline(db, service, receiver, mints, len(models), args.per_statement)
+                if len(services) > 1 or args.workers > 1:
+                    out(f"{len(services)} replica(s) x {args.workers} worker(s)")
+                    await wait_shards_split(db.dsn, len(services) * args.workers)
+                pipeline = Pipeline(db, services, receiver, mints, len(models), args.per_statement)
                 yield pipeline, models
             finally:
-                await service.stop()
+                for service in services:
+                    await service.stop()
                 tg.cancel_scope.cancel()
+
+
+async def wait_shards_split(dsn: str, holders: int, limit_s: float = 60.0) -> None:
+    """Until `holders` processes hold every shard between them (their fair shares)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            row = await conn.fetchrow(
+                """
+                SELECT count(DISTINCT holder) AS holders, count(holder) AS held,
+                       (SELECT shard_count FROM shard_config) AS shards
+                FROM shard_leases WHERE holder IS NOT NULL AND expires_at > now()
+                """
+            )
+            if row["holders"] == holders and row["held"] == row["shards"]:
+                return
+            await anyio.sleep(0.2)
+    finally:
+        await conn.close()
+    raise RuntimeError(f"the shards were not split between {holders} holders in {limit_s} s")
+
+
+async def shard_claims(dsn: str) -> int:
+    """Shard leases taken so far (every claim increments its shard's generation)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT coalesce(sum(generation), 0) FROM shard_leases"))
+    finally:
+        await conn.close()
+
+
+async def kill_one_worker(pipe: Pipeline, after_s: float, out: Any) -> dict[str, Any]:
+    """SIGKILL one worker `after_s` seconds from now: a worker process of the first
+    service with --workers, else the last replica."""
+    import psutil
+
+    await anyio.sleep(after_s)
+    first = pipe.services[0]
+    children = first.processes()[1:]
+    if children:
+        victim = children[0].pid
+    elif len(pipe.services) > 1:
+        victim = pipe.services[-1].pid
+    else:
+        out("--kill-worker-at: nothing to kill (one process: use --workers or --replicas)")
+        return {"killed_pid": None}
+    with contextlib.suppress(psutil.Error):
+        psutil.Process(victim).kill()
+    out(f"killed pid {victim} with SIGKILL {after_s:g} s into the run")
+    return {"killed_pid": victim, "killed_after_s": after_s}
 
 
 def _print_step(out: Any, label: str, s: dict[str, Any]) -> None:
@@ -1150,7 +1255,12 @@ def _profile(delta: dict[str, float]) -> dict[str, Any]:
 async def cmd_pipeline(args: argparse.Namespace, out: Any, *, full: bool) -> dict[str, Any]:
     from scripts.bench_baseline import BaselineModel, run_baseline
 
-    result: dict[str, Any] = {"command": "pipeline" if full else "predict"}
+    result: dict[str, Any] = {
+        "command": "pipeline" if full else "predict",
+        "workers": args.workers,
+        "replicas": args.replicas,
+        "shard_moves": 0,
+    }
     with tempfile.TemporaryDirectory(prefix="pp-bench-") as tmp:
         scratch = Path(tmp)
         async with pipeline_setup(args, webhooks=full, scratch=scratch, out=out) as (pipe, models):
@@ -1186,7 +1296,23 @@ async def cmd_pipeline(args: argparse.Namespace, out: Any, *, full: bool) -> dic
                 chosen = best or s
                 main = chosen
             else:
-                main = await pipe.step(args.rate, args.seconds)
+                claims0 = await shard_claims(pipe.db.dsn)
+                killed: dict[str, Any] = {}
+                async with anyio.create_task_group() as kill_tg:
+                    if args.kill_worker_at is not None:
+
+                        async def kill() -> None:
+                            killed.update(await kill_one_worker(pipe, args.kill_worker_at, out))
+
+                        kill_tg.start_soon(kill)
+                    main = await pipe.step(args.rate, args.seconds)
+                if killed.get("killed_pid") and args.workers > 1:
+                    # The supervisor starts the worker again; its fair share comes back.
+                    waited = time.monotonic()
+                    await wait_shards_split(pipe.db.dsn, args.replicas * args.workers)
+                    killed["shards_back_after_run_s"] = round(time.monotonic() - waited, 1)
+                result["shard_moves"] = await shard_claims(pipe.db.dsn) - claims0
+                result.update(killed)
                 _print_step(out, "run", main.summary())
             result.update(main.summary())
             result["profile"] = _profile(main.metric_delta)
@@ -1211,7 +1337,8 @@ async def cmd_pipeline(args: argparse.Namespace, out: Any, *, full: bool) -> dic
             del model_dir
             sample = main.ticks
             # The service is stopped: the baseline gets the machine to itself.
-            await pipe.service.stop()
+            for service in pipe.services:
+                await service.stop()
             if full and not args.find_max and sample:
                 baseline_models = [
                     BaselineModel(stored[int(m["id"])][0], Path(stored[int(m["id"])][1]),
@@ -1591,6 +1718,16 @@ def build_parser() -> argparse.ArgumentParser:
             "--burst-rows", type=int, default=0, help="coins in the capacity burst (0: all)"
         )
         p.add_argument("--baseline-seconds", type=float, default=20.0, help="baseline time box")
+        p.add_argument("--workers", type=int, default=1, help="serve --workers N (default 1)")
+        p.add_argument(
+            "--replicas", type=int, default=1, help="services on the same database (default 1)"
+        )
+        p.add_argument(
+            "--kill-worker-at",
+            type=float,
+            default=None,
+            help="SIGKILL one worker (or the last replica) this many seconds into the run",
+        )
     return parser
 
 

@@ -176,35 +176,52 @@ async def heartbeat(
     return Heartbeat({int(r["shard"]): int(r["generation"]) for r in rows}, int(live))
 
 
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    generations: dict[int, int]  # shard -> its new lease generation
+    # Shards whose previous lease had ended before `since` (this holder's start): nobody
+    # worked on them meanwhile, so CATCHUP_MAX_AGE_SECONDS bounds their catch-up like a
+    # restart after downtime. A shard whose holder was alive since is caught up fully.
+    orphaned: set[int]
+
+
 async def claim(
-    conn: asyncpg.Connection, holder: str, count: int, lease_seconds: float
-) -> dict[int, int]:
-    """Take up to `count` free or expired shards; returns shard -> new generation.
-    SKIP LOCKED: a shard whose holder is storing a batch right now (its fence holds the
-    row) is left for the next round."""
+    conn: asyncpg.Connection,
+    holder: str,
+    count: int,
+    lease_seconds: float,
+    since: datetime | None = None,
+) -> Claimed:
+    """Take up to `count` free or expired shards. SKIP LOCKED: a shard whose holder is
+    storing a batch right now (its fence holds the row) is left for the next round."""
     rows = await conn.fetch(
         """
         UPDATE shard_leases AS l
         SET holder = $1, generation = l.generation + 1,
             expires_at = now() + make_interval(secs => $3), claimed_at = now()
-        FROM (SELECT shard FROM shard_leases
+        FROM (SELECT shard, expires_at AS was FROM shard_leases
               WHERE holder IS NULL OR expires_at < now()
               ORDER BY shard LIMIT $2 FOR UPDATE SKIP LOCKED) AS free
         WHERE l.shard = free.shard
-        RETURNING l.shard, l.generation
+        RETURNING l.shard, l.generation,
+                  free.was < coalesce($4::timestamptz, 'infinity') AS orphaned
         """,
         holder,
         count,
         lease_seconds,
+        since,
     )
-    return {int(r["shard"]): int(r["generation"]) for r in rows}
+    return Claimed(
+        {int(r["shard"]): int(r["generation"]) for r in rows},
+        {int(r["shard"]) for r in rows if r["orphaned"]},
+    )
 
 
 async def release(conn: asyncpg.Connection, holder: str, shards: Iterable[int]) -> list[int]:
     """Give shards up at once (free for the next claim); returns those released."""
     rows = await conn.fetch(
         """
-        UPDATE shard_leases SET holder = NULL, expires_at = '-infinity'
+        UPDATE shard_leases SET holder = NULL, expires_at = now()
         WHERE holder = $1 AND shard = ANY($2::int[]) RETURNING shard
         """,
         holder,
@@ -218,7 +235,7 @@ async def leave(conn: asyncpg.Connection, holder: str) -> int:
     async with conn.transaction():
         released = await conn.fetchval(
             """
-            WITH r AS (UPDATE shard_leases SET holder = NULL, expires_at = '-infinity'
+            WITH r AS (UPDATE shard_leases SET holder = NULL, expires_at = now()
                        WHERE holder = $1 RETURNING 1)
             SELECT count(*) FROM r
             """,

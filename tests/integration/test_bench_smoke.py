@@ -29,6 +29,9 @@ KEYS = (
     "pg_cpu_ms_per_tick",
     "service_cpu_ms_per_tick",
     "evaluation",
+    "workers",
+    "replicas",
+    "shard_moves",
 )
 
 

@@ -92,7 +92,7 @@ async def test_a_holder_that_lost_its_lease_commits_nothing_of_that_shard(
     async with pool.acquire() as conn:
         await shard_leases.configure(conn, 8)
         mine = ShardSet(8, holder="paused-holder")
-        mine.set_held(await shard_leases.claim(conn, mine.holder, 8, 10.0))
+        mine.set_held((await shard_leases.claim(conn, mine.holder, 8, 10.0)).generations)
         assert len(mine.held) == 8
         coins = [f"coin{i}" for i in range(40)]
         lost = mine.shard_of(coins[0])
@@ -116,15 +116,15 @@ async def test_a_takeover_waits_for_the_commit_that_holds_the_fence(pool: asyncp
     async with pool.acquire() as conn, pool.acquire() as other:
         await shard_leases.configure(conn, 4)
         mine = ShardSet(4, holder="a")
-        mine.set_held(await shard_leases.claim(conn, "a", 4, 10.0))
+        mine.set_held((await shard_leases.claim(conn, "a", 4, 10.0)).generations)
         await conn.execute("UPDATE shard_leases SET expires_at = now() - interval '1 s'")
         async with conn.transaction():
             kept = await mine.fence_coins(conn, ["x", "y", "z"])
             assert kept == {"x", "y", "z"}  # expired, but nobody took them: still ours
-            taken = await shard_leases.claim(other, "b", 4, 10.0)
+            taken = (await shard_leases.claim(other, "b", 4, 10.0)).generations
             held_by_fence = {mine.shard_of(c) for c in kept}
             assert not held_by_fence & set(taken), "a fenced shard was taken mid-commit"
-        taken |= await shard_leases.claim(other, "b", 4, 10.0)
+        taken |= (await shard_leases.claim(other, "b", 4, 10.0)).generations
     assert set(taken) == {0, 1, 2, 3}
 
 
@@ -232,6 +232,37 @@ async def test_a_shard_taken_away_is_not_committed_and_catches_up_when_held_agai
         await conn.close()
     counts = posted(receiver)
     assert max(counts.values()) == 1, [t for t, n in counts.items() if n > 1]
+
+
+async def test_a_shard_whose_holder_died_after_this_start_is_caught_up_past_the_age_bound(
+    hooked: Settings, db_dsn: str, tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    """CATCHUP_MAX_AGE_SECONDS bounds a restart after downtime, not a takeover: a worker
+    restarted after a kill (or any holder) must predict what the dead one left."""
+    conn = await connect(db_dsn)
+    start = datetime.now(UTC) - timedelta(seconds=300)
+    try:
+        models = await _models(conn, tmp_path)
+        await shard_leases.configure(conn, 64)
+        coin = "left-behind"
+        shard = shard_leases.shard_of(coin, 64)
+        rows = coin_rows(coin, 12, start=start, seed=3)
+        await insert_rows(conn, rows)
+        # Its holder was alive until just now: the lease runs out after this start.
+        await conn.execute(
+            "UPDATE shard_leases SET holder = 'killed', generation = 1,"
+            " expires_at = now() + interval '3 s' WHERE shard = $1",
+            shard,
+        )
+        settings = hooked.replace(catchup_max_age_seconds=0, shard_lease_seconds=2.0)
+        async with running_service(settings) as service:
+            await wait_for(lambda: _predictors(service, len(models)), what="predictors")
+            await wait_for(
+                arrived(receiver, ticks_of(rows)), timeout=20, what="the dead holder's tick"
+            )
+    finally:
+        await conn.close()
+    assert max(posted(receiver).values()) == 1
 
 
 async def test_two_services_split_the_shards_and_a_stopped_one_hands_over_at_once(
