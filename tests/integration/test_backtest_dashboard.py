@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from coin_rows import coin_rows, insert_rows
 from integration.test_dashboard import Dashboard, dashboard_env, serve_api
+from webhook_receiver import insert_active_model
 
 from storage import backtests
 from storage.config import Settings
@@ -56,3 +57,17 @@ async def test_backtest_page_shows_the_summary_charts_and_an_alert_with_its_coin
         assert len(at.get("vega_lite_chart")) == 4
         alerts = at.dataframe[1].value
         assert list(alerts["tag"]) == ["alert", "alert"]
+
+
+async def test_backtest_model_picker_marks_imported_shadow_models(
+    settings: Settings, pool: asyncpg.Pool, dashboard_env: Callable[[str, str], None]
+) -> None:
+    async with pool.acquire() as conn:
+        await insert_active_model(conn, 31, name="live-one")
+        await insert_active_model(conn, 32, name="quiet-one", mode="shadow")
+    async with serve_api(settings, pool) as base:
+        dashboard_env(base, "")
+        at = await Dashboard("Backtest").open()
+        options = list(at.selectbox[0].options)
+        assert any(o.startswith("31 live-one (imported)") for o in options), options
+        assert any(o.startswith("32 quiet-one (imported, shadow)") for o in options), options

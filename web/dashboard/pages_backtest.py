@@ -30,7 +30,8 @@ def _model_choices(api: ApiClient) -> dict[str, int]:
     for model in common.quietly(api.models) or []:
         ts_id = model.get("model_id")
         if isinstance(ts_id, int):
-            choices[f"{ts_id} {common.model_name(model)} (imported)"] = ts_id
+            shadow = ", shadow" if model.get("mode") == common.SHADOW else ""
+            choices[f"{ts_id} {common.model_name(model)} (imported{shadow})"] = ts_id
     return choices
 
 
