@@ -734,6 +734,9 @@ class StepResult:
     ticks_stored: int = 0  # coin ticks with a stored prediction (of any model)
     store_bytes: int | None = None  # growth of the prediction tables, after evaluation
     evaluation: dict[str, Any] | None = None
+    # Webhook jobs received more than once under the same Idempotency-Key (a dispatcher
+    # killed after its POST and before recording it: the job is sent again, same key).
+    resent_same_key: int = 0
 
     def per_tick_ms(self, seconds: float | None) -> float | None:
         if seconds is None or not self.rows_processed:
@@ -752,6 +755,7 @@ class StepResult:
             "coalesced_rows": self.unpredicted,
             "lost": self.lost,
             "duplicated": self.duplicated,
+            "webhook_resent_same_key": self.resent_same_key,
             "p50_ms": ms(pct(lat, 50)),
             "p95_ms": ms(pct(lat, 95)),
             "p99_ms": ms(pct(lat, 99)),
@@ -1004,11 +1008,12 @@ class Pipeline:
             )
         )
         webhook_latencies: list[float] = []
-        expected = 0
+        expected = resent = 0
         if self.receiver is not None:
             rec = self.receiver
             duplicated += sum(1 for c in rec.items.values() if c > 1)
-            duplicated += sum(1 for c in rec.keys.values() if c > 1)
+            resent = sum(1 for c in rec.keys.values() if c > 1)
+            duplicated += resent
             expected = len(ticks)
             for mint, t in ticks:
                 arrivals = [rec.arrived.get((mint, t, a)) for a in self.active_ids]
@@ -1023,6 +1028,7 @@ class Pipeline:
             unpredicted=len(sent) - len(ticks),
             lost=lost,
             duplicated=duplicated,
+            resent_same_key=resent,
             latencies=latencies,
             webhook_latencies=webhook_latencies,
             webhooks_expected=expected,

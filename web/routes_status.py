@@ -7,8 +7,10 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
+from actors.shard_set import ShardSet
 from storage.overview import load_overview
-from web.context import VERSION, ctx
+from storage.shard_leases import shard_states
+from web.context import VERSION, AppContext, ctx
 from web.routes_docs import dashboard_url
 from web.routes_system import health_report
 
@@ -27,6 +29,24 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m {secs}s"
 
 
+async def _shards_line(context: AppContext) -> str:
+    """Who holds the coin shards, and how far behind the slowest one is (docs/scale-out.md)."""
+    async with context.pool.acquire() as conn:
+        count, states = await shard_states(conn)
+    if not count:
+        return "not set up yet"
+    held = [s for s in states if s.holder is not None]
+    holders = {s.holder for s in held}
+    own = context.services.get("shards")
+    mine = sum(1 for s in held if isinstance(own, ShardSet) and s.holder == own.holder)
+    behind = max((s.ids_behind for s in states), default=0)
+    return (
+        f"{len(held)} of {count} held by {len(holders)} process(es)"
+        + (f" (this one: {mine})" if isinstance(own, ShardSet) else "")
+        + f"; slowest cursor {behind} ids behind (GET /api/shards)"
+    )
+
+
 @routes.get("/")
 @aiohttp_jinja2.template("status.html")
 async def status_page(request: web.Request) -> dict[str, Any]:
@@ -42,5 +62,6 @@ async def status_page(request: web.Request) -> dict[str, Any]:
         "lag": "no ticks yet" if lag is None else f"{lag:.2f} s",
         "listener": report["checks"].get("listener", "not running"),
         "overview": await load_overview(context.pool),
+        "shards": await _shards_line(context),
         "dashboard_url": dashboard_url(request),
     }
