@@ -9,7 +9,6 @@ prediction tables' size before and after.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,27 +24,9 @@ OLD_MIGRATIONS = Path(__file__).parents[1] / "tests" / "fixtures" / "migrations_
 
 
 async def apply_old_schema(conn: asyncpg.Connection) -> None:
-    """The schema as the migrations before 0017 built it, recorded as applied (with the
-    checksums apply_migrations computes, so it applies only what came later)."""
-    await conn.execute(
-        """
-        CREATE TABLE schema_migrations (
-            version text PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
-            applied_at timestamptz NOT NULL DEFAULT now())
-        """
-    )
-    files = [("embedded/", p) for p in sorted((OLD_MIGRATIONS / "embedded").glob("*.sql"))]
-    files += [("", p) for p in sorted(OLD_MIGRATIONS.glob("*.sql"))]
-    for prefix, path in files:
-        sql = path.read_text()
-        number, _, name = path.stem.partition("_")
-        await conn.execute(sql)
-        await conn.execute(
-            "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-            prefix + number,
-            name,
-            hashlib.sha256(sql.encode()).hexdigest(),
-        )
+    """The schema as the migrations before 0017 built it, recorded as applied (same
+    checksums, so the real migrations apply only what came later)."""
+    await apply_migrations(conn, embedded=True, directory=OLD_MIGRATIONS)
 
 
 _MODELS_SQL = """

@@ -31,12 +31,15 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def discover(*, embedded: bool) -> list[Migration]:
-    """Embedded foreign tables first (our migrations reference coin_metrics), then ours."""
+def discover(*, embedded: bool, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """Embedded foreign tables first (our migrations reference coin_metrics), then ours.
+
+    `directory` is another set of migration files in the same layout: the upgrade
+    test and benchmark build an old schema from the files as they were."""
     sets: list[tuple[str, Path]] = []
     if embedded:
-        sets.append(("embedded/", MIGRATIONS_DIR / "embedded"))
-    sets.append(("", MIGRATIONS_DIR))
+        sets.append(("embedded/", directory / "embedded"))
+    sets.append(("", directory))
     found: list[Migration] = []
     for prefix, folder in sets:
         for path in sorted(folder.glob("[0-9][0-9][0-9][0-9]_*.sql")):
@@ -45,7 +48,9 @@ def discover(*, embedded: bool) -> list[Migration]:
     return found
 
 
-async def apply_migrations(conn: asyncpg.Connection, *, embedded: bool) -> list[str]:
+async def apply_migrations(
+    conn: asyncpg.Connection, *, embedded: bool, directory: Path = MIGRATIONS_DIR
+) -> list[str]:
     """Apply what is missing; return the versions applied by this call."""
     applied_now: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
@@ -62,7 +67,7 @@ async def apply_migrations(conn: asyncpg.Connection, *, embedded: bool) -> list[
         )
         rows = await conn.fetch("SELECT version, checksum FROM schema_migrations")
         done = {r["version"]: r["checksum"] for r in rows}
-        for migration in discover(embedded=embedded):
+        for migration in discover(embedded=embedded, directory=directory):
             if migration.version in done:
                 if done[migration.version] != migration.checksum:
                     log.warning(

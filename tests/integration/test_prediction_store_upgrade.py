@@ -11,7 +11,6 @@ compared.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,26 +33,9 @@ M = timedelta(minutes=1)
 
 
 async def _old_schema(conn: asyncpg.Connection) -> None:
-    """The schema as the old migrations built it, recorded as applied (same checksums)."""
-    await conn.execute(
-        """
-        CREATE TABLE schema_migrations (
-            version text PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
-            applied_at timestamptz NOT NULL DEFAULT now())
-        """
-    )
-    files = [("embedded/", p) for p in sorted((OLD_MIGRATIONS / "embedded").glob("*.sql"))]
-    files += [("", p) for p in sorted(OLD_MIGRATIONS.glob("*.sql"))]
-    for prefix, path in files:
-        sql = path.read_text()
-        number, _, name = path.stem.partition("_")
-        await conn.execute(sql)
-        await conn.execute(
-            "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-            prefix + number,
-            name,
-            hashlib.sha256(sql.encode()).hexdigest(),
-        )
+    """The schema as the migrations before 0017 built it, recorded as applied (same
+    checksums, so the real migrations apply only what came later)."""
+    await apply_migrations(conn, embedded=True, directory=OLD_MIGRATIONS)
 
 
 _OLD_INSERT = """
