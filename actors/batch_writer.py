@@ -8,8 +8,9 @@ mean ten INSERTs and commits per batch, each sending the ticks' columns again
 and building a row object per prediction; now the ticks and the models are
 sent once and a prediction is four numbers and a tag.
 
-Models with caps or ignore windows still store their own rows (they must read
-their open predictions in the same transaction) and hand over webhook items.
+Models with caps or ignore windows are stored here too: their limits are
+applied in the same transaction (`actors.store_limits`), so a coin tick's row
+is written once with every model's result.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import NamedTuple
 
 import asyncpg
 
-from actors import metrics
+from actors import metrics, store_limits
 from actors.messages import Tick
 from actors.model_runtime import ModelRuntime, Scored, prediction_of
 from actors.webhook_payload import (
@@ -130,10 +131,12 @@ async def write_batch(
     alone) is reported with its stored values: the tick's job key keeps a tick
     that was queued already from being queued twice.
     """
+    limited = await store_limits.apply(conn, scores)
+    scores = [ModelScores(r, s) for (r, _), s in zip(scores, limited.kept, strict=True) if s.ticks]
     rows = batch_rows(scores)
     outcome = await predictions.insert_batch(conn, rows)
     existing, gone = set(outcome.existing), set(outcome.model_gone)
-    written = Written([], Counter(), Counter())
+    written = Written([], Counter(), limited.skipped)
     items = written.items
     start = 0
     for runtime, scored in scores:
@@ -146,6 +149,13 @@ async def write_batch(
         before = [scored.ticks[k - positions.start] for k in positions if k in existing]
         written.skipped[(key, "already_predicted")] += len(before)
         written.skipped[(key, "model_removed")] += sum(1 for k in positions if k in gone)
+        if runtime.active_model_id in limited.windowed:
+            stored = [(rows.tick_index[k], rows.tags[k]) for k in fresh]
+            await store_limits.record_windows(
+                conn,
+                runtime,
+                [(rows.coin_ids[i], rows.data_timestamps[i], tag) for i, tag in stored],
+            )
         model = runtime.webhook
         if not model.n8n_enabled or not target_url(model, default_url):
             continue
@@ -164,6 +174,10 @@ async def write_batch(
         items += webhook_items(model, reported, default_url=default_url)
         if before:
             items += await stored_items(conn, model, before, default_url=default_url)
+    for runtime, dropped in limited.dropped:
+        model = runtime.webhook
+        if model.n8n_enabled and target_url(model, default_url):
+            items += await stored_items(conn, model, dropped, default_url=default_url)
     return written
 
 

@@ -46,6 +46,7 @@ from actors.prefix_cache import PrefixCache
 from actors.shard_set import ShardSet
 from actors.shared_features import SharedFeatures, tick_frame
 from actors.state import ServiceState
+from actors.store_limits import limits_apply
 from actors.webhook_payload import WebhookItem, tick_jobs
 from features.columns import BASE_COLUMNS
 from features.running import empty_prefix
@@ -322,6 +323,9 @@ class Batcher:
             tuple[Batch, datetime | None, anyio.Event]
         ](64)
         slots = anyio.Semaphore(STORES_IN_FLIGHT)
+        # The store of the last batch with a model's caps or ignore windows: the next
+        # such batch waits for it (they read what it stores; actors.store_limits).
+        limited: anyio.Event | None = None
         async with batches, anyio.create_task_group() as tg:
             tg.start_soon(self._advance, stored_receive)
             async with stored_send:
@@ -331,13 +335,25 @@ class Batcher:
                     self._changed.set()
                     stored = anyio.Event()
                     await slots.acquire()
-                    tg.start_soon(self._store, batch, stored, slots)
+                    after = None
+                    if any(limits_apply(r) for r, _ in batch.completion.scores):
+                        after, limited = limited, stored
+                    tg.start_soon(self._store, batch, stored, slots, after)
                     await stored_send.send((batch, newest, stored))
 
-    async def _store(self, batch: Batch, stored: anyio.Event, slots: anyio.Semaphore) -> None:
-        """The batch's predictions and webhook jobs, in one transaction. A crash after it
+    async def _store(
+        self,
+        batch: Batch,
+        stored: anyio.Event,
+        slots: anyio.Semaphore,
+        after: anyio.Event | None = None,
+    ) -> None:
+        """The batch's predictions and webhook jobs, in one transaction (once `after`, the
+        store of the batch before it that it depends on, is done). A crash after it
         and before the cursor moved reads the batch again: its predictions exist, so
         nothing is inserted twice, and its jobs exist, so nothing is sent twice."""
+        if after is not None:
+            await after.wait()
         completion = batch.completion
         refused: set[TickKey] = set()
         if not batch.ticks:  # only skipped rows: nothing to store
@@ -425,8 +441,8 @@ class Batcher:
             coin_id=coin_id,
             data_timestamp=data_timestamp.isoformat(),
             models=models,
-            # Models that stored their prediction themselves (caps, ignore windows):
-            # stored, but their webhook of this tick is not sent.
+            # Models whose stored prediction of this tick was reported again (a batch
+            # read again): its webhook of this tick is not sent.
             unsent_webhook_models=sorted({i.active_model_id for i in items}),
             error=error,
             sqlstate=getattr(exc, "sqlstate", None),

@@ -84,8 +84,8 @@ class ModelRuntime:
         snapshots: Sequence[tuple[float | None, float | None]],
         source: str = "stream",
     ) -> list[NewPrediction]:
-        """The rows to store, one per tick (manual predictions and models with caps or
-        ignore windows; a plain batch goes to `storage.predictions.insert_batch`)."""
+        """The rows to store, one per tick (manual predictions; a stream batch goes to
+        `storage.predictions.insert_batch`)."""
         t = self.target
         return [
             NewPrediction(

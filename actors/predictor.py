@@ -5,10 +5,11 @@ predictions), the feature matrix and `predict_proba` for all eligible coins at
 once, then the acknowledgement. It hands the model's scores to the batcher,
 which stores every model's predictions of the batch with one statement, in the
 transaction that queues the webhook jobs and moves the intake cursor
-(`actors.batch_writer`). A model with caps or ignore windows stores its own
-rows instead, reading its open predictions or scan state in the same
-transaction, and hands over webhook items. A new model object or new settings
-(hot reload) are swapped in between batches, never during one.
+(`actors.batch_writer`); the caps and ignore windows of a model that has them
+are applied there too, in that transaction (`actors.store_limits`). The
+windows are also checked here first, so a coin they cover is not scored. A new
+model object or new settings (hot reload) are swapped in between batches,
+never during one.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import timedelta
 
 import anyio
 import asyncpg
@@ -32,6 +32,7 @@ from actors.model_runtime import ModelRuntime, Scored, score
 from actors.offload import run_cpu
 from actors.shard_set import ShardSet
 from actors.state import ServiceState
+from actors.store_limits import IGNORE_WINDOW, Limits, keep_under_caps
 from actors.webhook_payload import (
     WebhookItem,
     target_url,
@@ -44,7 +45,7 @@ from storage.predictions import NewPrediction, StoredPrediction
 
 log = structlog.get_logger(__name__)
 
-# What a self-storing model's store returns: the rows its caps kept, the stored rows,
+# What a limited model's manual store returns: the rows its caps kept, the stored rows,
 # the ones this call inserted, the webhook jobs queued.
 _Checked = tuple[list[NewPrediction], list[StoredPrediction], list[NewPrediction], int]
 
@@ -163,18 +164,20 @@ class Predictor:
             self._log = log.bind(active_model_id=self.key, model=self._runtime.name)
         runtime = self._runtime
         started = time.perf_counter()
-        wanted = self._eligible(runtime, batch.ticks)
-        ticks = wanted
-        if ticks and _uses_ignore_windows(runtime):
+        ticks = self._eligible(runtime, batch.ticks)
+        hidden: list[Tick] = []
+        if ticks and Limits.of(runtime.row).windowed:
+            # The windows committed so far (the batcher checks again when it stores,
+            # after the batches before this one): a coin they cover is not scored.
             async with self._pool.acquire() as conn:
                 ignored = await scan_state.ignored_until(conn, self.key, [t.coin_id for t in ticks])
             if ignored:
                 kept = [
                     t for t in ticks if t.data_timestamp >= ignored.get(t.coin_id, t.data_timestamp)
                 ]
-                self._skip("ignore_window", len(ticks) - len(kept))
+                hidden = [t for t in ticks if t not in kept]
+                self._skip(IGNORE_WINDOW, len(hidden))
                 ticks = kept
-        stored: list[StoredPrediction] = []
         if ticks:
             rows = await batch.features.get(runtime.spec, runtime.phase_key)
             scored = await run_cpu(len(ticks), score, runtime, ticks, rows)
@@ -187,20 +190,15 @@ class Predictor:
                     data_timestamp=tick.data_timestamp.isoformat(),
                     reason=reason.replace(" ", "_"),
                 )
-            if _stores_itself(runtime):
-                stored = await self.store(runtime, scored)
-            elif scored.ticks:
+            if scored.ticks:
                 self._scores = ModelScores(runtime, scored)
-        if _stores_itself(runtime) and len(stored) < len(wanted):
-            # Also when the ignore window hid every tick: the first run of this batch
-            # may have stored them and recorded the window itself.
-            await self._report_stored_before(runtime, wanted, stored)
+        if hidden:
+            # The first run of this batch may have stored them and recorded the window.
+            await self._report_stored_before(runtime, hidden)
         metrics.PREDICT_SECONDS.observe({"model": str(self.key)}, time.perf_counter() - started)
 
-    async def _report_stored_before(
-        self, runtime: ModelRuntime, wanted: list[Tick], stored: list[StoredPrediction]
-    ) -> None:
-        """Webhook items for the ticks of this batch the model had predicted already.
+    async def _report_stored_before(self, runtime: ModelRuntime, hidden: list[Tick]) -> None:
+        """Webhook items for the ticks an ignore window hid that the model had predicted.
 
         Normally none: this is a batch processed again after its first run
         committed this model's predictions but not the cursor move (a crash, a
@@ -210,12 +208,8 @@ class Predictor:
         """
         if not runtime.webhook.n8n_enabled or not target_url(runtime.webhook, self._default_url):
             return
-        new = {(s.coin_id, s.data_timestamp) for s in stored}
-        missing = [t for t in wanted if (t.coin_id, t.data_timestamp) not in new]
         async with self._pool.acquire() as conn:
-            items = await stored_items(
-                conn, runtime.webhook, missing, default_url=self._default_url
-            )
+            items = await stored_items(conn, runtime.webhook, hidden, default_url=self._default_url)
         self._items.extend(items)
 
     def _eligible(self, runtime: ModelRuntime, ticks: tuple[Tick, ...]) -> list[Tick]:
@@ -235,14 +229,15 @@ class Predictor:
     async def store(
         self, runtime: ModelRuntime, scored: Scored, source: str = "stream"
     ) -> list[StoredPrediction]:
-        """Insert this model's rows (with the scan state, and the webhook jobs of manual
-        predictions) atomically: manual predictions and models with caps or ignore
-        windows. Their stream webhook items go to the batcher with the acknowledgement."""
+        """Insert this model's manual predictions with their webhook jobs (and, for a
+        model with caps or ignore windows, its scan state) atomically. Stream
+        predictions go to the batcher with the acknowledgement."""
         probabilities, tags = scored.tagged(float(runtime.row["alert_threshold"]))
         rows = runtime.new_predictions(scored.ticks, probabilities, tags, scored.snapshots, source)
         manual = source != "stream"
         queued = 0
-        if _stores_itself(runtime):
+        limits = Limits.of(runtime.row)
+        if limits.capped or limits.windowed:
             rows, stored, fresh, queued = await self._store_isolating(
                 runtime, rows, queue_jobs=manual
             )
@@ -319,68 +314,39 @@ class Predictor:
         """With caps or ignore windows: read, insert and record in one transaction.
         Returns the rows kept by the caps, the stored ones, the new ones, jobs queued."""
         queued = 0
+        limits = Limits.of(runtime.row)
         async with self._pool.acquire() as conn, conn.transaction():
             if self._shards is not None and not queue_jobs:
                 # Stream ticks (manual ones queue their jobs): fenced like the batcher's.
                 kept = await self._shards.fence_coins(conn, [r.coin_id for r in rows])
                 rows = [r for r in rows if r.coin_id in kept]
-            rows = await self._apply_caps(conn, runtime, rows)
+            rows = await self._apply_caps(conn, limits, rows)
             stored = await predictions.insert_predictions(conn, rows)
             fresh = _fresh(rows, stored)
-            if _uses_ignore_windows(runtime):
-                await scan_state.record(conn, self.key, [_scan(runtime, r) for r in fresh])
+            if limits.windowed:
+                scans = [limits.scan(r.coin_id, r.tag, r.data_timestamp) for r in fresh]
+                await scan_state.record(conn, self.key, scans)
             if queue_jobs:
                 jobs = webhook_jobs(runtime.webhook, fresh, default_url=self._default_url)
                 queued = await outbox.enqueue(conn, jobs)
         return rows, stored, fresh, queued
 
     async def _apply_caps(
-        self, conn: asyncpg.Connection, runtime: ModelRuntime, rows: list[NewPrediction]
+        self, conn: asyncpg.Connection, limits: Limits, rows: list[NewPrediction]
     ) -> list[NewPrediction]:
         """Drop predictions whose coin already has the maximum of open ones with that tag."""
-        if not rows or not _uses_caps(runtime):
+        if not rows or not limits.capped:
             return rows
-        row = runtime.row
-        caps = {
-            "negative": int(row["max_open_negative"]),
-            "positive": int(row["max_open_positive"]),
-            "alert": int(row["max_open_alert"]),
-        }
         counts = await predictions.open_counts(conn, self.key, [r.coin_id for r in rows])
-        kept = []
-        for r in rows:
-            cap = caps[r.tag]
-            if cap and counts.get((r.coin_id, r.tag), 0) >= cap:
-                self._skip(f"open_{r.tag}_cap", 1)
-                continue
-            counts[(r.coin_id, r.tag)] = counts.get((r.coin_id, r.tag), 0) + 1
-            kept.append(r)
-        return kept
+        verdicts = keep_under_caps(limits.caps, counts, [(r.coin_id, r.tag) for r in rows])
+        for reason in verdicts:
+            if reason is not None:
+                self._skip(reason, 1)
+        return [r for r, reason in zip(rows, verdicts, strict=True) if reason is None]
 
     def _skip(self, reason: str, count: int) -> None:
         if count:
             metrics.TICKS_SKIPPED.add({"model": str(self.key), "reason": reason}, count)
-
-
-def _stores_itself(runtime: ModelRuntime) -> bool:
-    """Caps and ignore windows read this model's own rows in the inserting transaction."""
-    return _uses_caps(runtime) or _uses_ignore_windows(runtime)
-
-
-def _uses_ignore_windows(runtime: ModelRuntime) -> bool:
-    """Scan state exists for the ignore windows only: without one, skip its two queries per
-    batch. A window switched on later starts with the next result."""
-    row = runtime.row
-    return bool(
-        row["ignore_negative_seconds"]
-        or row["ignore_positive_seconds"]
-        or row["ignore_alert_seconds"]
-    )
-
-
-def _uses_caps(runtime: ModelRuntime) -> bool:
-    row = runtime.row
-    return bool(row["max_open_negative"] or row["max_open_positive"] or row["max_open_alert"])
 
 
 def _fresh(rows: list[NewPrediction], stored: list[StoredPrediction]) -> list[NewPrediction]:
@@ -389,9 +355,3 @@ def _fresh(rows: list[NewPrediction], stored: list[StoredPrediction]) -> list[Ne
         return rows
     new = {(s.coin_id, s.data_timestamp) for s in stored}
     return [r for r in rows if (r.coin_id, r.data_timestamp) in new]
-
-
-def _scan(runtime: ModelRuntime, row: NewPrediction) -> scan_state.ScanResult:
-    seconds = int(runtime.row[f"ignore_{row.tag}_seconds"])
-    until = row.data_timestamp + timedelta(seconds=seconds) if seconds else None
-    return scan_state.ScanResult(row.coin_id, row.tag, row.data_timestamp, until)

@@ -8,8 +8,9 @@ that the evaluator writes from the `prediction_due` queue this module fills.
 The view `predictions` gives readers one row per prediction.
 
 A stream batch's predictions of every model go in with ONE statement
-(`insert_batch`); manual predictions and models with caps or ignore windows
-store their own (`insert_predictions`), appending to a tick row that exists.
+(`insert_batch`), the capped and windowed models' too (their limits are applied
+in the same transaction: `actors.store_limits`); manual predictions store their
+own (`insert_predictions`), on their own tick row (source `manual`).
 A prediction is unique per (active model, coin, data timestamp) over both
 sources: re-processing a tick (the poller's overlap, a restart, NOTIFY and the
 timer both firing) stores only the models the tick lacks, and the caller learns
@@ -238,8 +239,8 @@ inserted AS (
            tk.market_cap_at_t, g.target_ids, g.probabilities, g.codes
     FROM grouped g JOIN tk ON tk.i = g.tick_index + 1
     WHERE NOT EXISTS (SELECT 1 FROM held h WHERE h.i = tk.i AND h.source = $10::text::"char")
-    -- Another writer (a model storing its own rows) created the tick row since this
-    -- statement's snapshot: append to it rather than lose these predictions.
+    -- Another writer created the tick row since this statement's snapshot: append
+    -- to it rather than lose these predictions.
     ON CONFLICT ON CONSTRAINT prediction_ticks_once DO UPDATE
     SET target_ids = prediction_ticks.target_ids || excluded.target_ids,
         probabilities = prediction_ticks.probabilities || excluded.probabilities,

@@ -172,11 +172,11 @@ async def test_a_tick_the_database_always_refuses_is_skipped_and_its_batch_mates
     assert restarts.get("batcher", 0) == 0
 
 
-async def test_models_storing_their_own_rows_skip_only_the_refused_tick(
+async def test_capped_models_skip_only_the_refused_tick(
     quick: Settings, db_dsn: str, tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
-    """A cap makes a model store its own rows (it reads its open predictions in the
-    inserting transaction): the refused tick is isolated there too."""
+    """A cap is applied in the batch's storing transaction (it reads the model's open
+    predictions there): the refused tick is isolated there like any model's."""
     conn = await connect(db_dsn)
     try:
         models = await add_trained_models(
@@ -202,11 +202,10 @@ async def test_models_storing_their_own_rows_skip_only_the_refused_tick(
             _skipped(exported, model, "store_failed") == _skipped(before, model, "store_failed") + 1
         )
         assert _skipped(exported, model, "batch_failed") == _skipped(before, model, "batch_failed")
-    refused = [e for e in logs if e["event"] == "tick_store_failed"]
-    assert sorted(e["active_model_id"] for e in refused) == models
-    assert all(e["coin_id"] == "poison" and e["sqlstate"] == "23514" for e in refused)
-    # /health counts them as it counts the batcher's (one per model here).
-    assert checks["ticks_store_failed"] == len(models)
+    [refused] = [e for e in logs if e["event"] == "tick_store_failed"]
+    assert sorted(refused["models"]) == models
+    assert refused["coin_id"] == "poison" and refused["sqlstate"] == "23514"
+    assert checks["ticks_store_failed"] == 1
     assert "poison" in checks["last_store_failure"]
 
 

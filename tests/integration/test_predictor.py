@@ -493,10 +493,44 @@ async def test_ignore_windows_and_open_caps_filter_later_ticks_of_a_coin(
     assert counts[capped] == len(tags) < counts[free]
 
 
+async def test_capped_and_windowed_models_land_in_the_tick_row_written_once(
+    pipeline_settings: Settings, db_dsn: str, tmp_path: Path
+) -> None:
+    """Every model's result of a coin tick, capped and windowed ones included, is stored
+    by the batch's one INSERT: no second write appends to the row (a new ~500 B row
+    version per such model and tick; docs/prediction-store.md, trap 7)."""
+    path = train_model("xgboost", FEATURES, seed=5, path=tmp_path / "m.pkl")
+    conn = await connect(db_dsn)
+    try:
+        models = [
+            await add_model(conn, path, "xgboost", 211, max_open_alert=5, max_open_positive=5),
+            await add_model(conn, path, "xgboost", 212, ignore_negative_seconds=60),
+            await add_model(conn, path, "xgboost", 213),
+        ]
+        coins = [f"coinR{i}" for i in range(4)]
+        rows = [r for i, c in enumerate(coins) for r in coin_rows(c, 30, seed=20 + i)]
+        async with running_service(pipeline_settings) as service:
+            await wait_for(lambda: predictors_running(service) == 3, what="three predictors")
+            await _insert_and_wait(conn, rows)
+        ticks = await conn.fetch(
+            "SELECT ctid::text AS ctid, cardinality(target_ids) AS n FROM prediction_ticks"
+        )
+        per_model = await conn.fetch(
+            "SELECT active_model_id, count(*) AS n FROM predictions GROUP BY 1"
+        )
+    finally:
+        await conn.close()
+    assert {r["active_model_id"]: r["n"] for r in per_model} == dict.fromkeys(models, 4)
+    assert sorted(r["n"] for r in ticks) == [3] * 4  # one row per coin tick, every model on it
+    # A row rewritten leaves its old version behind and gets the next line pointer: the
+    # four rows of an empty table are its first four tuples only if none was rewritten.
+    assert sorted(r["ctid"] for r in ticks) == ["(0,1)", "(0,2)", "(0,3)", "(0,4)"]
+
+
 async def test_a_tick_stored_under_an_ignore_window_is_sent_when_processed_again(
     pipeline_settings: Settings, db_dsn: str, tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
-    """A model with ignore windows stores its own rows and records the window with them.
+    """A model with ignore windows records the window with its predictions.
     Read again after a stop before the job was queued, its ticks now fall in the window
     they recorded; they are still sent, once, with the stored values."""
     features = ["price_close", "volume_sol"]  # no windows: one row per coin is enough
