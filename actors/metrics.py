@@ -73,6 +73,16 @@ INTAKE_CURSOR = Gauge(
 SHARDS_HELD = Gauge(
     "pp_shards_held", "Coin shards this process holds a lease on.", registry=REGISTRY
 )
+ROLE_HELD = Gauge(
+    "pp_role_held",
+    "1 while this process holds the role (it runs the role's actors), else 0.",
+    registry=REGISTRY,
+)
+ROLE_MOVES = Counter(
+    "pp_role_moves_total",
+    "Role leases gained, lost or released by this process, by role and direction.",
+    registry=REGISTRY,
+)
 SHARD_MOVES = Counter(
     "pp_shard_moves_total",
     "Shard leases gained or lost by this process, by direction.",

@@ -24,6 +24,7 @@ from actors.model_sync import ModelSync
 from actors.poller import Poller
 from actors.predictor import Predictor
 from actors.retention import Retention
+from actors.role_lease import RoleLease
 from actors.shard_lease import ShardLeases
 from actors.shard_set import ShardSet
 from actors.state import ServiceState
@@ -33,6 +34,7 @@ from actors.supervisor import (
     STAGE_INTAKE,
     STAGE_LEASES,
     STAGE_OUTPUT,
+    STAGE_ROLES,
     STAGE_WEB,
     ActorSpec,
     Supervisor,
@@ -44,6 +46,7 @@ from storage.config import Settings
 from storage.database import Database, migrate, open_pool
 from storage.model_import import client_from_settings, reload_model
 from storage.refusals import StartupRefused, database_refusal
+from storage.role_leases import HOUSEKEEPING
 from storage.shard_leases import ShardCountMismatch, configure
 from storage.training_service import TrainingServiceClient
 from web.app import create_app
@@ -208,7 +211,7 @@ class Service:
             context.services["worker_metrics"] = workers.scrape
             specs.append(ActorSpec("workers", lambda: workers, STAGE_INTAKE))
         if extras:
-            specs += self._background_specs(context)
+            specs += self._background_specs(context, shards.holder)
         specs.append(
             ActorSpec(
                 "web",
@@ -274,18 +277,20 @@ class Service:
         )
         return specs
 
-    def _background_specs(self, context: AppContext) -> list[ActorSpec]:
+    def _background_specs(self, context: AppContext, holder: str) -> list[ActorSpec]:
         settings, state, pool = self.settings, self.state, self.pool
         assert pool is not None and self.database is not None
         dsn = self.database.dsn
         specs: list[ActorSpec] = []
-        specs.append(
+        # Housekeeping runs in one process among all replicas: the one holding the role's
+        # lease starts these actors and stops them when it loses it (actors/role_lease.py).
+        housekeeping = [
             ActorSpec(
                 "evaluator",
                 lambda: Evaluator.from_settings(settings, pool).reporting_to(state),
                 STAGE_BACKGROUND,
             )
-        )
+        ]
         # API backtests: a worker process each, one at a time (actors/backtest_runner.py).
         backtest_runner = BacktestRunner(settings, dsn, pool)
         context.services["backtests_poke"] = backtest_runner.poke
@@ -296,11 +301,21 @@ class Service:
             settings.prediction_retention_seconds,
         )
         if max(retained) > 0:
-            specs.append(
+            housekeeping.append(
                 ActorSpec(
                     "retention", lambda: Retention.from_settings(settings, pool), STAGE_BACKGROUND
                 )
             )
+        role = RoleLease(
+            pool,
+            self.supervisor,
+            role=HOUSEKEEPING,
+            holder=holder,
+            specs=housekeeping,
+            lease_seconds=settings.shard_lease_seconds,
+        )
+        context.services[HOUSEKEEPING] = role
+        specs.append(ActorSpec("housekeeping", lambda: role, STAGE_ROLES))
         return specs
 
     def _local_api_url(self) -> str:

@@ -31,6 +31,7 @@ STAGE_PREDICT = 20
 STAGE_LEASES = 25  # shard leases: released once the batches in flight are committed
 STAGE_OUTPUT = 30
 STAGE_BACKGROUND = 40
+STAGE_ROLES = 45  # role leases: released once the role's actors (background) stopped
 STAGE_WEB = 90
 
 # While the database is down, each actor says so again at most this often (seconds).

@@ -143,7 +143,7 @@ HEALTH_SCHEMA: dict[str, Any] = {
 
 SHARDS_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["shard_count", "this_holder", "unheld", "holders", "shards"],
+    "required": ["shard_count", "this_holder", "unheld", "holders", "roles", "shards"],
     "properties": {
         "shard_count": {"type": "integer"},
         "this_holder": {"type": ["string", "null"], "description": "the answering process"},
@@ -159,6 +159,22 @@ SHARDS_SCHEMA: dict[str, Any] = {
                     "started_at": ISO_TIME,
                     "lease_expires_at": ISO_TIME,
                     "shards_held": {"type": "integer"},
+                },
+            },
+        },
+        "roles": {
+            "type": "array",
+            "description": "roles run by one process at a time among all replicas",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "role": {"type": "string", "description": "housekeeping: evaluator, retention"},
+                    "holder": {"type": ["string", "null"], "description": "null: free or expired"},
+                    "host": {"type": ["string", "null"]},
+                    "pid": {"type": ["integer", "null"]},
+                    "generation": {"type": "integer"},
+                    "lease_expires_at": {"type": ["string", "null"], "format": "date-time"},
+                    "claimed_at": {"type": ["string", "null"], "format": "date-time"},
                 },
             },
         },
@@ -328,7 +344,10 @@ OPERATIONS: tuple[Operation, ...] = (
         " (grows with every claim), `cursor` (coin_metrics id up to which its rows are"
         " processed), `lag_seconds` (now minus the newest tick time at the cursor) and"
         " `ids_behind` (newest coin_metrics id minus the cursor). `holders` lists the live"
-        " processes with how many shards each holds.",
+        " processes with how many shards each holds. `roles`: work one process at a time"
+        " runs among all replicas (`housekeeping`: the evaluator and retention), with the"
+        " holder of its lease (taken over within SHARD_LEASE_SECONDS when it dies, at once"
+        " when it stops cleanly).",
     ),
     Operation("GET", "/api/openapi.json", "This document", SYS),
     Operation("GET", "/api", "Links to what the API offers (docs, OpenAPI, health, …)", SYS),

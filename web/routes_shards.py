@@ -1,4 +1,5 @@
-"""GET /api/shards: who holds which coin shard, each shard's cursor and lag.
+"""GET /api/shards: who holds which coin shard, each shard's cursor and lag, and who
+holds each role (housekeeping: the evaluator and retention, run by one process).
 
 Read from the database, not from this process, so every replica answers the
 same about all of them (docs/scale-out.md).
@@ -13,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from actors.shard_set import ShardSet
+from storage.role_leases import role_states
 from storage.shard_leases import shard_states
 from web.context import ctx
 
@@ -28,6 +30,7 @@ async def shards(request: web.Request) -> web.Response:
             "SELECT holder, host, pid, started_at, expires_at FROM shard_holders"
             " WHERE expires_at > now() ORDER BY started_at, holder"
         )
+        roles = await role_states(conn)
     own = context.services.get("shards")
     me = own.holder if isinstance(own, ShardSet) else None
     now = datetime.now(UTC)
@@ -46,6 +49,18 @@ async def shards(request: web.Request) -> web.Response:
                 "shards_held": held.get(h["holder"], 0),
             }
             for h in holders
+        ],
+        "roles": [
+            {
+                "role": r.role,
+                "holder": r.holder,
+                "host": r.host,
+                "pid": r.pid,
+                "generation": r.generation,
+                "lease_expires_at": r.expires_at.isoformat() if r.expires_at else None,
+                "claimed_at": r.claimed_at.isoformat() if r.claimed_at else None,
+            }
+            for r in roles
         ],
         "shards": [
             {

@@ -7,8 +7,10 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
+from actors.role_lease import RoleLease
 from actors.shard_set import ShardSet
 from storage.overview import load_overview
+from storage.role_leases import HOUSEKEEPING, role_states
 from storage.shard_leases import shard_states
 from web.context import VERSION, AppContext, ctx
 from web.routes_docs import dashboard_url
@@ -33,6 +35,7 @@ async def _shards_line(context: AppContext) -> str:
     """Who holds the coin shards, and how far behind the slowest one is (docs/scale-out.md)."""
     async with context.pool.acquire() as conn:
         count, states = await shard_states(conn)
+        roles = {r.role: r for r in await role_states(conn)}
     if not count:
         return "not set up yet"
     held = [s for s in states if s.holder is not None]
@@ -40,10 +43,19 @@ async def _shards_line(context: AppContext) -> str:
     own = context.services.get("shards")
     mine = sum(1 for s in held if isinstance(own, ShardSet) and s.holder == own.holder)
     behind = max((s.ids_behind for s in states), default=0)
+    housekeeping = roles.get(HOUSEKEEPING)
+    lease = context.services.get(HOUSEKEEPING)
+    if housekeeping is None or housekeeping.holder is None:
+        keeping = "no process"
+    elif isinstance(lease, RoleLease) and housekeeping.holder == lease.holder:
+        keeping = "this process"
+    else:
+        keeping = f"pid {housekeeping.pid} on {housekeeping.host}"
     return (
         f"{len(held)} of {count} held by {len(holders)} process(es)"
         + (f" (this one: {mine})" if isinstance(own, ShardSet) else "")
-        + f"; slowest cursor {behind} ids behind (GET /api/shards)"
+        + f"; slowest cursor {behind} ids behind; evaluator and retention run by {keeping}"
+        + " (GET /api/shards)"
     )
 
 

@@ -314,3 +314,35 @@ async def test_failed_update_is_retried_on_the_next_cycle(
     labels = {"active_model_id": str(model)}
     assert metrics.MODEL_EVALUATED.get(labels) == 1
     assert metrics.MODEL_LIVE_SUCCESS_RATE.get(labels) == 1.0
+
+
+async def test_two_evaluators_at_once_judge_every_prediction_once(
+    pool: asyncpg.Pool, conn: asyncpg.Connection
+) -> None:
+    """Two processes may run the evaluator at once for a moment (a housekeeping lease
+    taken over from a paused holder, actors/role_lease.py): they share the due paths,
+    each judged once, and their counts add up to the predictions judged."""
+    t0 = await _t0(conn)
+    models = [await add_model(conn, 1), await add_model(conn, 2)]
+    ids = []
+    for i in range(60):
+        at = t0 + i * timedelta(seconds=10)
+        await add_metric(conn, f"C{i % 6}", at, 100)
+        for model in models:
+            ids.append(await add_prediction(conn, model, f"C{i % 6}", at, prediction=0))
+    first, second = _evaluator(pool, page_size=4), _evaluator(pool, page_size=4)
+    counts: list[int] = []
+
+    async def sweep(evaluator: Evaluator) -> None:
+        counts.append(await evaluator.evaluate_due())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sweep, first)
+        tg.start_soon(sweep, second)
+
+    outcomes = await conn.fetchval("SELECT count(*) FROM tick_outcomes")
+    judged = await conn.fetch("SELECT id, evaluation_result FROM predictions")
+    assert sum(counts) == len(ids)
+    assert outcomes == 60  # one per tick and horizon, shared by both models
+    assert {r["id"]: r["evaluation_result"] for r in judged} == dict.fromkeys(ids, "success")
+    assert not await conn.fetchval("SELECT count(*) FROM prediction_due")

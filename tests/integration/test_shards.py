@@ -135,6 +135,8 @@ async def test_another_shard_count_is_refused_until_resharded(
         body = await get_json(service, "/api/shards")
         assert body["shard_count"] == 64 and body["unheld"] == 0
         assert {s["holder"] for s in body["shards"]} == {body["this_holder"]}
+        [role] = body["roles"]  # one process: it runs housekeeping too
+        assert (role["role"], role["holder"]) == ("housekeeping", body["this_holder"])
     with pytest.raises(BaseException) as raised:
         async with running_service(settings.replace(shard_count=16)):
             pass

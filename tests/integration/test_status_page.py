@@ -52,3 +52,4 @@ async def test_status_page_shows_models_with_live_success_rate(settings: Setting
     assert "66.7 %" in html  # 2 of 3 evaluated came true; the pending one does not count
     assert "healthy" in html
     assert "64 of 64 held by 1 process(es) (this one: 64)" in html  # the coin shards
+    assert "evaluator and retention run by this process" in html  # housekeeping's lease
