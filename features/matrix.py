@@ -8,6 +8,7 @@ constant to make a model run.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -117,9 +118,7 @@ class FeatureSpec:
         """Models with the same key can share one computed frame (None: base columns only)."""
         if not self.needs_engineering:
             return None
-        windows = self.windows or (1,)
-        extra = tuple(sorted(set(self.has_data_flags) - set(_all_flags(windows))))
-        return windows, extra
+        return _shared_key(self.windows or (1,), self.has_data_flags)
 
     def compute_shared_last(
         self, history: pl.DataFrame, seed: pl.DataFrame | None = None
@@ -146,8 +145,20 @@ class FeatureSpec:
         return compute(history, windows, seed=seed, has_data_for=[*_all_flags(windows), *extra])
 
 
-def _all_flags(windows: tuple[int, ...]) -> list[str]:
-    return [f"{name}{HAS_DATA_SUFFIX}" for name in engineered_names(windows) if _window_of(name)]
+@functools.lru_cache(maxsize=256)
+def _shared_key(
+    windows: tuple[int, ...], has_data_flags: tuple[str, ...]
+) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """Cached: every model asks for its key once per batch, and deriving the flag names
+    parsed ~80 feature names each time (one entry per distinct spec; bounded all the same)."""
+    return windows, tuple(sorted(set(has_data_flags) - set(_all_flags(windows))))
+
+
+@functools.lru_cache(maxsize=256)
+def _all_flags(windows: tuple[int, ...]) -> tuple[str, ...]:
+    """Every `_has_data` flag of these windows (cached: a pure function of few keys)."""
+    names = engineered_names(windows)
+    return tuple(f"{name}{HAS_DATA_SUFFIX}" for name in names if _window_of(name))
 
 
 @dataclass(frozen=True, slots=True)
