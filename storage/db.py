@@ -82,12 +82,28 @@ async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
     return conn
 
 
+async def _released(conn: asyncpg.Connection) -> None:
+    """What the pool does to a released connection beyond asyncpg's own clean-up (which
+    rolls back an open transaction and drops listeners): nothing.
+
+    asyncpg's default sends `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL;` on every release: about a third of the service's round trips under
+    `bench.py pipeline` (issue 23). Pooled connections keep no session state to undo:
+    LISTEN runs on dedicated connections (listener, model sync), nothing SETs a session
+    variable, cursors live in transactions, shard locks are transaction-scoped, and the
+    one session advisory lock (`storage.model_import.model_lock`) is unlocked by its
+    holder before release. New code must keep it so.
+    """
+    del conn
+
+
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         init=init_connection,
+        reset=_released,
         # Prepared statements stay on; a pgbouncer in transaction mode would need 0.
         command_timeout=60,
     )
