@@ -195,3 +195,40 @@ async def test_waiting_jobs_follow_a_changed_global_url_after_a_restart(
     assert [(r.path, r.body["coin_id"]) for r in receiver.received()] == [
         ("/new-workflow", "CoinA")
     ]
+
+
+async def test_a_streak_another_dispatcher_recorded_is_ended_by_this_ones_next_success(
+    pool: asyncpg.Pool,
+) -> None:
+    """A success deletes a URL's streak at most once a second while this dispatcher saw
+    no failure (issue 23): a streak written meanwhile by another worker's dispatcher is
+    still ended by this one's later successes."""
+    receiver = await WebhookReceiver().start()
+    try:
+        model = await _jobs_for(pool, receiver, coins=2)
+        dispatcher = quick_dispatcher(pool)
+        async with running(dispatcher):
+
+            async def all_delivered() -> bool:
+                return set(await _statuses(pool)) == {"delivered"}
+
+            await wait_for(all_delivered, what="the first jobs delivered")
+            # Another dispatcher saw this URL fail a moment ago.
+            await pool.execute(
+                "INSERT INTO webhook_endpoints (target_url, failing_since, last_status_code)"
+                " VALUES ($1, now(), 503)",
+                receiver.url(PATH),
+            )
+            sent = iter(range(1, 1000))
+
+            async def streak_ended() -> bool:
+                # New work keeps arriving, as it does in the service.
+                async with pool.acquire() as conn:
+                    tick = [(f"Later{next(sent)}", T0, 0.9)]
+                    await store_predictions(conn, model, tick, default_url=None)
+                dispatcher.poke()
+                return await pool.fetchval("SELECT count(*) FROM webhook_endpoints") == 0
+
+            await wait_for(streak_ended, interval=0.2, what="the other dispatcher's streak ended")
+    finally:
+        await receiver.stop()
