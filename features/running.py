@@ -20,7 +20,7 @@ Fields, per coin (`mint`), over the rows strictly before the window:
   running max of the rows before it; so the latest one is the first row that
   reached prefix_max_high, provided the row before it had a non-NULL running
   max (never the coin's first row).
-- `phase_key`: optional; "all" or a model's phase ids (see actors.messages).
+- `phase_key`: optional; "all" or a model's phase ids (see actors.runtime.messages).
 """
 
 from __future__ import annotations

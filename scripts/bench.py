@@ -12,7 +12,7 @@ directory (never `var/pgdata`), or, when DB_DSN is set, a scratch database
 generator is a separate process (so it does not share an event loop with what
 it measures) that writes small multi-row INSERTs as a collector does and
 records when each row was sent. `predict` and `pipeline` run the service as a
-subprocess (`python -m actors.cli serve --no-dashboard`) and measure its CPU
+subprocess (`python -m actors.app.cli serve --no-dashboard`) and measure its CPU
 and memory with psutil. With `--json` the last line printed is one JSON object.
 See docs/benchmarks.md for the method and the figures.
 """
@@ -47,10 +47,10 @@ import anyio
 import asyncpg
 import numpy as np
 
-from storage.coin_metrics import INSERT_SQL
 from storage.config import REPO_ROOT, Settings, load_settings
+from storage.intake.coin_metrics import INSERT_SQL
 
-TRIGGER = "pump_predictor_notify"  # storage/migrations/0003_coin_metrics_notify.sql
+TRIGGER = "pump_predictor_notify"  # storage/db/migrations/0003_coin_metrics_notify.sql
 
 
 def ts_us(moment: datetime) -> int:
@@ -283,7 +283,7 @@ def _with_database(dsn: str, name: str) -> str:
 @asynccontextmanager
 async def bench_database(settings: Settings, scratch: Path) -> AsyncIterator[BenchDatabase]:
     """A database of its own for one benchmark run, migrated as the embedded one is."""
-    from storage.database import migrate
+    from storage.db.database import migrate
 
     if settings.db_dsn:
         name = f"pp_bench_{secrets.token_hex(4)}"
@@ -308,7 +308,7 @@ async def bench_database(settings: Settings, scratch: Path) -> AsyncIterator[Ben
                 await admin.close()
         return
 
-    from storage.embedded import EmbeddedPostgres
+    from storage.db.embedded import EmbeddedPostgres
 
     data_dir = scratch / "pgdata"
     server = EmbeddedPostgres(data_dir)
@@ -551,7 +551,7 @@ class HookReceiver:
 
 
 class ServiceProcess:
-    """`python -m actors.cli serve --no-dashboard` with the benchmark's configuration."""
+    """`python -m actors.app.cli serve --no-dashboard` with the benchmark's configuration."""
 
     def __init__(self, env: dict[str, str], log_path: Path, args: Sequence[str] = ()) -> None:
         self.args = list(args)
@@ -575,7 +575,7 @@ class ServiceProcess:
         timeout = 60.0
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(  # noqa: ASYNC220 (returns at once)
-                [sys.executable, "-m", "actors.cli", "serve", "--no-dashboard", *self.args],
+                [sys.executable, "-m", "actors.app.cli", "serve", "--no-dashboard", *self.args],
                 cwd=REPO_ROOT,
                 env=self.env,
                 stdout=log,
@@ -827,7 +827,7 @@ async def evaluate_everything(conn: asyncpg.Connection, find_postgres: Any) -> d
     figure is the cost of writing outcomes, not their value). Reports the
     evaluator's cost per evaluated prediction and the pages' PostgreSQL CPU.
     """
-    from storage import evaluations
+    from storage.predictions import evaluations
 
     db_cpu = CpuMeter(find_postgres)
     db_cpu.start()
@@ -1436,10 +1436,10 @@ async def trigger_overhead(dsn: str, statements: int, rows_per_statement: int) -
 
 
 async def cmd_intake(args: argparse.Namespace, out: Any) -> dict[str, Any]:
-    from actors.batch_bus import BatchBus
-    from actors.logs import configure_logging
-    from actors.messages import Batch
-    from actors.service import Service
+    from actors.app.service import Service
+    from actors.batching.batch_bus import BatchBus
+    from actors.runtime.logs import configure_logging
+    from actors.runtime.messages import Batch
 
     tap_key = 10_000_001
     seen: Counter[int] = Counter()
@@ -1565,7 +1565,7 @@ async def cmd_intake(args: argparse.Namespace, out: Any) -> dict[str, Any]:
 
 
 async def cmd_webhooks(args: argparse.Namespace, out: Any) -> dict[str, Any]:
-    from actors.logs import configure_logging
+    from actors.runtime.logs import configure_logging
     from scripts.bench_webhooks import run as bench_webhooks
 
     configure_logging("WARNING")

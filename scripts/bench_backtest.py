@@ -3,7 +3,7 @@ live pipeline's latency while an API backtest runs in its worker process.
 
 1. Speed: C coins x R rows generated in memory (a recording), M models trained the
    way the bench trains them (40 features, windows 5/10/15, 100 trees), then
-   `actors.backtest_run.run_on_frame` for 1 model and for M models, timed, with the
+   `actors.backtest.run.run_on_frame` for 1 model and for M models, timed, with the
    process's peak RSS (`ru_maxrss`) and the peak of each run alone (VmHWM after a reset).
 2. Live (`--live-coins` > 0): the service subprocess with one imported model, `--live-rows`
    history rows per coin; sequential `POST /api/predict` calls give the cost of scoring
@@ -26,13 +26,13 @@ from typing import Any
 import anyio
 import polars as pl
 
-from actors.backtest import BacktestModel, summarize
-from actors.backtest_run import run_on_frame
+from actors.backtest.engine import BacktestModel, summarize
+from actors.backtest.run import run_on_frame
 from features.columns import BASE_COLUMNS
-from storage.coin_metrics import COLLECTOR_COLUMNS
-from storage.model_files import load_model
-from storage.model_import import CheckedModel
-from storage.training_service import ModelInfo
+from storage.clients.training_service import ModelInfo
+from storage.intake.coin_metrics import COLLECTOR_COLUMNS
+from storage.model_files.store import load_model
+from storage.models.model_import import CheckedModel
 
 
 def peak_rss_mb() -> float:

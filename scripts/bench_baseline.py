@@ -23,7 +23,7 @@ import pandas as pd
 
 from features.columns import BASE_COLUMNS
 from scripts.pandas_features import compute_pandas
-from storage.model_files import load_model
+from storage.model_files.store import load_model
 
 HISTORY_ROWS = 1000
 WINDOWS = (5, 10, 15)

@@ -3,7 +3,7 @@
 Builds `ticks` coin ticks (one coin each, a price row at T and one a minute
 for the horizon after it) predicted by `models` models whose horizons are
 spread over `horizons` values, all due, and lets the evaluator's own page
-statement (`storage.evaluations.evaluate_due_page`) judge them page by page.
+statement (`storage.predictions.evaluations.evaluate_due_page`) judge them page by page.
 Reports the cost per evaluated coin tick: wall time, PostgreSQL CPU and this
 process's CPU, and how much the prediction tables grew (the outcomes' row
 versions).
@@ -18,7 +18,8 @@ from typing import Any
 
 import asyncpg
 
-from storage import evaluations, predictions
+from storage.predictions import evaluations
+from storage.predictions import writes as predictions
 
 _MODELS_SQL = """
 INSERT INTO active_models (model_id, name, model_type, target_kind, future_minutes,

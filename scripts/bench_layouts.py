@@ -7,7 +7,7 @@ data, in scratch schemas of one database, with the statements a batch writer
 would send (one per batch of ticks):
 
 - `current`: the store as built (migration 0017) through
-  `storage.predictions.insert_batch`, outcomes written by the evaluator's page
+  `storage.predictions.writes.insert_batch`, outcomes written by the evaluator's page
   statement (made due with a negative grace; the price paths are empty here).
   Before 0017 this was the wide `predictions` table (benchmarks.md keeps those
   figures).
@@ -33,8 +33,9 @@ from typing import Any
 
 import asyncpg
 
-from storage import evaluations, predictions
-from storage.predictions import BatchRows, ModelTarget
+from storage.predictions import evaluations
+from storage.predictions import writes as predictions
+from storage.predictions.writes import BatchRows, ModelTarget
 
 _COMMON_DDL = """
 CREATE SCHEMA {s};
@@ -252,7 +253,7 @@ JOIN {s}.prediction_targets g ON g.id = u.target_id
 LEFT JOIN {s}.tick_outcomes o ON o.tick_id = t.id AND o.horizon_seconds = g.horizon_seconds
 """
 
-# The API's reads (storage/prediction_reads.py, storage/statistics.py), in short.
+# The API's reads (storage/predictions/reads.py, storage/predictions/statistics.py), in short.
 _API_READS = {
     "list_page": "SELECT * FROM {v} p ORDER BY p.data_timestamp DESC, p.id DESC LIMIT 100",
     "list_total": "SELECT count(*) FROM {v} p",

@@ -1,7 +1,7 @@
 """What the limited probe process adds to a model import, and what plain spawn would.
 
 Every import (and reload, and backtest download) first loads and probes the
-file in a child process (storage.model_probe). Measured here on a model like
+file in a child process (storage.model_files.probe). Measured here on a model like
 the Training Service's (RandomForest, 100 trees, 11 features): the first probe
 (the forkserver starts and imports scikit-learn and XGBoost), the following
 ones (a fork each), one plain `spawn` child per probe (the alternative), and
@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 
 from model_factory import train_model
 
-from storage import model_probe
-from storage.model_files import load_model
+from storage.model_files import probe as model_probe
+from storage.model_files.store import load_model
 
 FEATURES = [f"f{i}" for i in range(11)]
 LIMITS = {"max_bytes": 200_000_000, "memory_bytes": 2_000_000_000}

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from storage.db import connect
-from storage.migrate import apply_migrations
+from storage.db.migrate import apply_migrations
+from storage.db.pool import connect
 
 OLD_MIGRATIONS = Path(__file__).parents[1] / "tests" / "fixtures" / "migrations_v16"
 

@@ -19,17 +19,17 @@ from typing import Any
 import anyio
 import asyncpg
 
-from actors.webhook_payload import (
+from actors.webhooks.dispatcher import WebhookDispatcher
+from actors.webhooks.payload import (
     ReportedPrediction,
     WebhookModel,
     tag_for,
     tick_jobs,
     webhook_items,
 )
-from actors.webhook_targets import TargetPolicy
-from actors.webhooks import WebhookDispatcher
-from storage import outbox
-from storage.db import create_pool
+from actors.webhooks.targets import TargetPolicy
+from storage.db.pool import create_pool
+from storage.outbox import jobs as outbox
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 FEATURES = [f"feature_{i}" for i in range(40)]

@@ -893,7 +893,7 @@ async def demo_command(
     settings: Settings, *, n_coins: int, seed: int | None, allow_external_database: bool
 ) -> int:
     """`pump-predictor demo`: run the demo on the configured database until interrupted."""
-    from storage.database import migrate, open_database, open_pool
+    from storage.db.database import migrate, open_database, open_pool
 
     if not settings.embedded and not allow_external_database:
         print(

@@ -41,8 +41,8 @@ import asyncpg
 import polars as pl
 
 from features.columns import BASE_COLUMNS, normalise
-from storage.coin_metrics import COLLECTOR_COLUMNS, insert_columns
 from storage.config import Settings
+from storage.intake.coin_metrics import COLLECTOR_COLUMNS, insert_columns
 
 __all__ = [
     "COLLECTOR_COLUMNS",
@@ -338,7 +338,7 @@ async def replay_command(
     settings: Settings, file: str, *, speed: float, shift_to_now: bool, progress: bool
 ) -> int:
     """`pump-predictor replay`: replay into the configured database; return the exit code."""
-    from storage.database import migrate, open_database, open_pool
+    from storage.db.database import migrate, open_database, open_pool
 
     try:
         # Read (and refuse) the recording before starting any database.

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from actors.state import ServiceState
+from actors.runtime.state import ServiceState
 from storage.config import Settings
 from web.app import create_app
 from web.context import AppContext

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-from storage.coin_metrics import COLLECTOR_COLUMNS, insert_columns
+from storage.intake.coin_metrics import COLLECTOR_COLUMNS, insert_columns
 
 COLUMNS = COLLECTOR_COLUMNS
 

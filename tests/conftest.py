@@ -23,10 +23,10 @@ from ports import free_port
 from webhook_receiver import WebhookReceiver
 
 from storage.config import Settings, load_settings
-from storage.db import connect, create_pool
-from storage.embedded import EmbeddedPostgres
-from storage.migrate import apply_migrations
-from storage.model_settings import MODELS_CHANNEL
+from storage.db.embedded import EmbeddedPostgres
+from storage.db.migrate import apply_migrations
+from storage.db.pool import connect, create_pool
+from storage.models.model_settings import MODELS_CHANNEL
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

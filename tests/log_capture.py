@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import pytest
 import structlog
 
-from actors.logs import configure_logging
+from actors.runtime.logs import configure_logging
 
 
 @contextmanager

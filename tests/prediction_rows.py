@@ -12,9 +12,10 @@ import asyncpg
 from app_server import served
 from webhook_receiver import insert_active_model
 
-from storage import evaluations, predictions
 from storage.config import Settings
-from storage.predictions import NewPrediction
+from storage.predictions import evaluations
+from storage.predictions import writes as predictions
+from storage.predictions.writes import NewPrediction
 
 
 async def add_model(conn: asyncpg.Connection, model_id: int, **columns: Any) -> int:
@@ -65,7 +66,7 @@ async def add_prediction(
     **columns: Any,
 ) -> int:
     """A prediction carrying its model's target definition, stored as the predictor
-    stores it (storage.predictions.insert_predictions); returns its id.
+    stores it (storage.predictions.writes.insert_predictions); returns its id.
 
     The target columns are copied from active_models unless given; evaluation_due_at
     is T + future_minutes for time-based targets and T for classic ones. A given

@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 from asyncpg.connection import LoggedQuery
 
-from storage.db import connect
+from storage.db.pool import connect
 
 INDEX_SCANS = {"Index Scan", "Index Only Scan", "Bitmap Index Scan"}
 

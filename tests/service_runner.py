@@ -10,8 +10,8 @@ import aiohttp
 import anyio
 from http_json import call_json
 
-from actors.batch_bus import BatchBus
-from actors.service import Service, ServiceOptions
+from actors.app.service import Service, ServiceOptions
+from actors.batching.batch_bus import BatchBus
 from storage.config import Settings
 
 

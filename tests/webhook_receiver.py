@@ -27,13 +27,14 @@ import asyncpg
 from aiohttp import web
 from model_factory import train_model
 
-from actors.webhook_payload import ReportedPrediction, WebhookModel, tag_for, webhook_jobs
-from actors.webhook_targets import TargetPolicy
-from actors.webhooks import WebhookDispatcher
-from storage import outbox, predictions
-from storage.model_files import file_sha256
-from storage.model_settings import notify_model_changed
-from storage.predictions import NewPrediction
+from actors.webhooks.dispatcher import WebhookDispatcher
+from actors.webhooks.payload import ReportedPrediction, WebhookModel, tag_for, webhook_jobs
+from actors.webhooks.targets import TargetPolicy
+from storage.model_files.store import file_sha256
+from storage.models.model_settings import notify_model_changed
+from storage.outbox import jobs as outbox
+from storage.predictions import writes as predictions
+from storage.predictions.writes import NewPrediction
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,21 +8,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from web import (
-    openapi,
-    routes_alert_config,
-    routes_backtests,
-    routes_docs,
-    routes_model_mode,
-    routes_models,
-    routes_predict,
-    routes_predictions,
-    routes_shards,
-    routes_statistics,
-    routes_status,
-    routes_system,
-    routes_timeline,
-)
+from web import openapi
 from web.auth import (
     FAILED_AUTHENTICATIONS,
     FailedAuthentications,
@@ -34,6 +20,18 @@ from web.errors import error_middleware
 from web.json_output import json_output_middleware
 from web.request_input import input_middleware
 from web.request_metrics import request_metrics_middleware
+from web.routes import alert_config as routes_alert_config
+from web.routes import backtests as routes_backtests
+from web.routes import docs as routes_docs
+from web.routes import model_mode as routes_model_mode
+from web.routes import models as routes_models
+from web.routes import predict as routes_predict
+from web.routes import predictions as routes_predictions
+from web.routes import shards as routes_shards
+from web.routes import statistics as routes_statistics
+from web.routes import status as routes_status
+from web.routes import system as routes_system
+from web.routes import timeline as routes_timeline
 
 
 def create_app(context: AppContext) -> web.Application:

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from actors.state import ServiceState
+from actors.runtime.state import ServiceState
 from storage.config import Settings
 
 VERSION = "0.1.0"

@@ -1,6 +1,6 @@
 """The `thresholds` block of GET /api/models/{id}/statistics: thresholds from outcomes.
 
-From the model's newest judged live predictions (storage.outcome_samples): the
+From the model's newest judged live predictions (storage.predictions.outcome_samples): the
 precision/recall curve against the alert threshold, the reliability diagram, and,
 with `?target_precision=0.8`, the lowest threshold that reached that precision.
 """
@@ -12,9 +12,9 @@ from typing import Any
 
 import asyncpg
 
-from actors.outcome_curves import came_true, report
-from storage.outcome_samples import SAMPLE, judged_predictions
-from web.routes_predictions import float_param
+from features.outcome_curves import came_true, report
+from storage.predictions.outcome_samples import SAMPLE, judged_predictions
+from web.routes.predictions import float_param
 
 
 async def thresholds_from_outcomes(

@@ -28,7 +28,7 @@ from selenium.webdriver.chrome.service import Service as ChromeService
 from service_runner import running_service
 from waiting import wait_for
 
-from actors.service import ServiceOptions
+from actors.app.service import ServiceOptions
 
 BROWSER_TIMEZONE = "Asia/Kathmandu"
 

@@ -9,7 +9,7 @@ from typing import Any
 from anyio.from_thread import BlockingPortal
 from ports import free_port
 
-from actors.service import Service
+from actors.app.service import Service
 from storage.config import Settings, load_settings
 
 

@@ -15,7 +15,7 @@ from browser_service import RunningDemo, browser_settings
 from dashboard_browser import DashboardBrowser
 from service_runner import running_service
 
-from actors.service import ServiceOptions
+from actors.app.service import ServiceOptions
 
 TOKEN = "browser-test-token-5e1f"
 

@@ -37,7 +37,7 @@ from schemathesis.specs.openapi.checks import (
 from service_runner import running_service
 
 from storage.config import Settings
-from storage.db import connect
+from storage.db.pool import connect
 from web.openapi import openapi_document
 
 COIN = "FuzzMint1111111111111111111111111111111pump"

@@ -26,7 +26,7 @@ from training_service_stub import TrainingServiceStub, training_service
 from waiting import wait_for
 
 from storage.config import Settings
-from storage.db import connect
+from storage.db.pool import connect
 from storage.text_rules import MAX_NAME_LENGTH
 
 __all__ = ["training_service"]  # the fixture, found by pytest through this import

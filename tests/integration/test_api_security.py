@@ -29,7 +29,7 @@ from waiting import wait_for
 from webhook_receiver import insert_active_model, store_predictions
 
 from storage.config import Settings
-from storage.db import connect
+from storage.db.pool import connect
 from web.openapi import openapi_document
 
 if TYPE_CHECKING:

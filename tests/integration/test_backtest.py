@@ -25,15 +25,15 @@ from service_runner import predictors_running, running_service
 from training_service_stub import TrainingServiceStub
 from waiting import wait_for
 
-from actors.backtest import TICK_COLUMNS, BacktestModel, ModelRun
-from actors.backtest_cli import backtest_command
-from actors.backtest_run import run_on_database, run_on_frame
-from actors.cli import build_parser
-from actors.evaluator import Evaluator
+from actors.app.cli import build_parser
+from actors.backtest.cli import backtest_command
+from actors.backtest.engine import TICK_COLUMNS, BacktestModel, ModelRun
+from actors.backtest.run import run_on_database, run_on_frame
+from actors.housekeeping.evaluator import Evaluator
 from features.columns import normalise
 from storage.config import Settings
-from storage.db import connect, create_pool
-from storage.model_import import client_from_settings, load_checked_model
+from storage.db.pool import connect, create_pool
+from storage.models.model_import import client_from_settings, load_checked_model
 
 # Base columns, windowed and running features: the stream computes these from a short
 # history window plus carried prefix state, the backtest from each coin's whole history.

@@ -10,7 +10,7 @@ from coin_rows import coin_rows, insert_rows
 from integration.test_dashboard import Dashboard, dashboard_env, serve_api
 from webhook_receiver import insert_active_model
 
-from storage import backtests
+from storage.backtests import store as backtests
 from storage.config import Settings
 
 __all__ = ["dashboard_env"]  # the fixture, imported for pytest to find

@@ -1,7 +1,7 @@
 """The backtest's outcomes equal the evaluator's on hand-built hard cases.
 
 The evaluator judges stored predictions in SQL (numeric arithmetic, LATERAL
-reads); the backtest judges a frame of rows (actors.backtest_outcomes). Both run
+reads); the backtest judges a frame of rows (actors.backtest.outcomes). Both run
 here on the same coin_metrics rows: an exact +10 % at pump.fun price scale, no
 trade after T, a zero price, a NULL high, a duplicated timestamp, values a double
 cannot hold (NaN, Infinity) and a prediction of 0.
@@ -15,10 +15,11 @@ import asyncpg
 import polars as pl
 from prediction_rows import add_metric, add_model, add_prediction
 
-from actors.backtest import target_of
-from actors.backtest_outcomes import outcomes
-from actors.evaluator import Evaluator
-from storage import active_models, backtest_rows
+from actors.backtest.engine import target_of
+from actors.backtest.outcomes import outcomes
+from actors.housekeeping.evaluator import Evaluator
+from storage.backtests import rows as backtest_rows
+from storage.models import active_models
 
 M = timedelta(minutes=1)
 

@@ -14,7 +14,7 @@ from training_service_stub import TrainingServiceStub
 from waiting import wait_for
 
 from storage.config import Settings
-from storage.db import connect
+from storage.db.pool import connect
 
 FEATURES = ["price_close", "volume_sol", "buy_pressure_ratio", "price_roc_5"]
 MODEL = {"phases": None, "future_minutes": 1, "price_change_percent": 1.0}

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from query_plans import RecordingConnection, index_tables, plans, recording_connection
 
-from storage import coin_metrics
+from storage.intake import coin_metrics
 
 COINS = 5_000
 TICKS_PER_COIN = 30

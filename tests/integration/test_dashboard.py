@@ -30,8 +30,8 @@ from streamlit.testing.v1 import AppTest
 from waiting import wait_for
 from webhook_receiver import insert_active_model, store_predictions
 
-from actors.dashboard_process import DashboardProcess
-from actors.state import ServiceState
+from actors.app.dashboard_process import DashboardProcess
+from actors.runtime.state import ServiceState
 from storage.config import Settings
 from web.dashboard.api_client import ApiClient
 from web.dashboard.pages_predictions import price_path

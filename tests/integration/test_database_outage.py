@@ -23,8 +23,8 @@ import pytest
 from ports import free_port
 from waiting import wait_for
 
-from storage.embedded import EmbeddedPostgres
-from storage.migrate import apply_migrations
+from storage.db.embedded import EmbeddedPostgres
+from storage.db.migrate import apply_migrations
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -89,7 +89,7 @@ async def test_database_outages_are_one_line_json_warnings_and_health_recovers(
         "HEALTH_MAX_LAG_SECONDS": "100000",
     }
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once, read after it ends
-        [sys.executable, "-m", "actors.cli", "serve", "--no-dashboard", "--no-demo"],
+        [sys.executable, "-m", "actors.app.cli", "serve", "--no-dashboard", "--no-demo"],
         env=env,
         cwd=REPO,
         stdout=subprocess.DEVNULL,

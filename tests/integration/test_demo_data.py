@@ -1,7 +1,7 @@
 """Demo data: the synthetic market, the live collector, and the stand-in Training Service.
 
-The stand-in is checked with OUR client and loader (storage.training_service,
-storage.model_files) over real HTTP, so a demo model is importable exactly
+The stand-in is checked with OUR client and loader (storage.clients.training_service,
+storage.model_files.store) over real HTTP, so a demo model is importable exactly
 like a real one.
 """
 
@@ -30,8 +30,8 @@ from scripts.demo_data import (
     insert_history,
     train_demo_models,
 )
-from storage.model_files import load_model
-from storage.training_service import TrainingServiceClient, TrainingServiceError
+from storage.clients.training_service import TrainingServiceClient, TrainingServiceError
+from storage.model_files.store import load_model
 
 VALID_PHASES = {p.id for p in DEFAULT_PHASES}
 

@@ -7,7 +7,7 @@ from service_runner import running_service
 from waiting import wait_for
 from webhook_receiver import WebhookReceiver
 
-from actors.service import ServiceOptions
+from actors.app.service import ServiceOptions
 from storage.config import Settings
 
 

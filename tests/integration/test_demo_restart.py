@@ -14,7 +14,7 @@ import anyio
 import asyncpg
 from webhook_receiver import insert_active_model
 
-from actors.demo import DemoRecord, DemoWebhookSink, retire_demo_models
+from actors.app.demo import DemoRecord, DemoWebhookSink, retire_demo_models
 from storage.config import Settings
 
 

@@ -12,9 +12,9 @@ import pytest
 from prediction_rows import add_metric, add_model, add_prediction, prediction
 from waiting import wait_for
 
-from actors import metrics
-from actors.evaluator import Evaluator
-from storage import evaluations
+from actors.housekeeping.evaluator import Evaluator
+from actors.runtime import metrics
+from storage.predictions import evaluations
 
 M = timedelta(minutes=1)
 
@@ -320,7 +320,7 @@ async def test_two_evaluators_at_once_judge_every_prediction_once(
     pool: asyncpg.Pool, conn: asyncpg.Connection
 ) -> None:
     """Two processes may run the evaluator at once for a moment (a housekeeping lease
-    taken over from a paused holder, actors/role_lease.py): they share the due paths,
+    taken over from a paused holder, actors/shards/role_lease.py): they share the due paths,
     each judged once, and their counts add up to the predictions judged."""
     t0 = await _t0(conn)
     models = [await add_model(conn, 1), await add_model(conn, 2)]

@@ -17,8 +17,8 @@ from prediction_rows import add_metric, add_model, add_prediction
 from service_runner import running_service
 from waiting import wait_for
 
-from storage import evaluations
 from storage.config import Settings
+from storage.predictions import evaluations
 
 M = timedelta(minutes=1)
 

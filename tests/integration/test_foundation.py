@@ -17,10 +17,10 @@ from metrics_reader import metrics_text
 from ports import free_port
 from waiting import wait_for
 
-from actors.service import Service
-from actors.supervisor import ActorSpec
+from actors.app.service import Service
+from actors.runtime.supervisor import ActorSpec
 from storage.config import Settings
-from storage.migrate import apply_migrations, discover
+from storage.db.migrate import apply_migrations, discover
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -90,7 +90,7 @@ def _run_cli(
     *args: str, env: dict[str, str], timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "actors.cli", *args],
+        [sys.executable, "-m", "actors.app.cli", *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -130,7 +130,7 @@ def test_sigterm_stops_the_service_within_the_deadline_with_clean_db_shutdown(
         "MODEL_STORAGE_PATH": str(tmp_path / "models"),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "actors.cli", "serve", "--no-dashboard"],
+        [sys.executable, "-m", "actors.app.cli", "serve", "--no-dashboard"],
         env={**os.environ, **env},
         cwd=REPO,
         stdout=subprocess.PIPE,

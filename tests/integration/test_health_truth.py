@@ -19,9 +19,9 @@ from test_intake_total import FEATURES, insert_raw
 from waiting import wait_for
 from webhook_receiver import add_trained_models
 
-from actors.service import Service
+from actors.app.service import Service
 from storage.config import Settings
-from storage.db import connect
+from storage.db.pool import connect
 
 
 def status_is(service: Service, expected: int, reason: str = "") -> Any:

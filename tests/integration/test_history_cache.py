@@ -9,10 +9,10 @@ import asyncpg
 import polars as pl
 from coin_rows import coin_rows, insert_rows
 
-from actors.history_cache import HistoryCache
-from actors.messages import Tick
+from actors.batching.history_cache import HistoryCache
+from actors.runtime.messages import Tick
 from features.columns import BASE_COLUMNS
-from storage import coin_metrics
+from storage.intake import coin_metrics
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 COLUMNS = tuple(BASE_COLUMNS)

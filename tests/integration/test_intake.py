@@ -15,9 +15,9 @@ from intake_cursor import intake_cursor
 from service_runner import running_service
 from waiting import wait_for
 
-from actors.batch_bus import BatchBus
-from actors.messages import Batch
-from actors.service import Service
+from actors.app.service import Service
+from actors.batching.batch_bus import BatchBus
+from actors.runtime.messages import Batch
 from storage.config import Settings
 
 TEST_KEY = 10_000_001  # a subscriber id no active model will have

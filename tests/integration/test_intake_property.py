@@ -38,9 +38,9 @@ from test_intake_total import (
 from waiting import wait_for
 from webhook_receiver import add_trained_models
 
-from actors.service import Service
+from actors.app.service import Service
 from storage.config import load_settings
-from storage.db import connect
+from storage.db.pool import connect
 
 Row = dict[str, str | None]
 TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))

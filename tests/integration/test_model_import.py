@@ -24,10 +24,11 @@ from structlog.testing import capture_logs
 from training_service_stub import TrainingServiceStub, training_service
 from waiting import wait_for
 
-from storage import active_models
+from storage.clients.training_service import TrainingServiceClient
 from storage.config import Settings
-from storage.model_files import load_model
-from storage.model_import import (
+from storage.model_files.store import load_model
+from storage.models import active_models
+from storage.models.model_import import (
     ModelImportError,
     client_from_settings,
     delete_imported_model,
@@ -35,7 +36,6 @@ from storage.model_import import (
     reload_model,
     update_metrics,
 )
-from storage.training_service import TrainingServiceClient
 
 __all__ = ["training_service"]  # the fixture, imported for pytest
 

@@ -17,13 +17,13 @@ from prediction_rows import add_prediction
 from training_service_stub import TrainingServiceStub, training_service
 from waiting import wait_for
 
-from actors.state import ServiceState
+from actors.runtime.state import ServiceState
 from storage.config import Settings
 from storage.text_rules import MAX_NAME_LENGTH
-from web import routes_models
 from web.app import create_app
 from web.context import AppContext
 from web.openapi import documented_routes, registered_routes
+from web.routes import models as routes_models
 
 __all__ = ["training_service"]  # the fixture, imported for pytest
 

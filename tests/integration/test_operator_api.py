@@ -9,9 +9,9 @@ import anyio
 from anyio.abc import TaskStatus
 from service_runner import running_service
 
-from actors.supervisor import ActorSpec
+from actors.runtime.supervisor import ActorSpec
 from storage.config import Settings
-from storage.library_versions import library_versions
+from storage.models.library_versions import library_versions
 
 
 async def test_health_and_config_report_the_model_library_versions(settings: Settings) -> None:

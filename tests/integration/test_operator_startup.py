@@ -31,7 +31,7 @@ def _env(**overrides: str) -> dict[str, str]:
 
 def _cli(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "actors.cli", *args],
+        [sys.executable, "-m", "actors.app.cli", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -141,7 +141,7 @@ def test_signal_during_startup_stops_the_embedded_postgres(
         SHUTDOWN_DEADLINE_SECONDS="5",
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "actors.cli", "serve", "--no-dashboard"],
+        [sys.executable, "-m", "actors.app.cli", "serve", "--no-dashboard"],
         env=env,
         cwd=REPO,
         stdout=subprocess.DEVNULL,
@@ -176,7 +176,7 @@ def test_server_left_by_a_killed_process_is_adopted_and_stopped(tmp_path: Path) 
         [
             sys.executable,
             "-c",
-            "import os, sys; from storage.embedded import EmbeddedPostgres;"
+            "import os, sys; from storage.db.embedded import EmbeddedPostgres;"
             " EmbeddedPostgres(sys.argv[1]).start(); os.kill(os.getpid(), 9)",
             str(data_dir),
         ],

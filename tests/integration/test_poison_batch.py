@@ -22,9 +22,9 @@ from structlog.testing import capture_logs
 from waiting import wait_for
 from webhook_receiver import WebhookReceiver, add_trained_models
 
-from actors.service import Service
+from actors.app.service import Service
 from storage.config import Settings
-from storage.db import connect
+from storage.db.pool import connect
 
 FEATURES = ["price_close", "volume_sol", "buy_pressure_ratio", "num_buys", "price_roc_5"]
 GOOD = ["coinA", "coinB", "coinC"]

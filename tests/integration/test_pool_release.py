@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from storage.db import create_pool
-from storage.model_import import model_lock
+from storage.db.pool import create_pool
+from storage.models.model_import import model_lock
 
 ADVISORY_LOCKS = (
     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"

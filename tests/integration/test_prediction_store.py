@@ -12,9 +12,9 @@ import pytest
 from prediction_rows import add_model
 from waiting import wait_for
 
-from storage.outbox import OutboxJob
-from storage.prediction_store import insert_with_jobs
-from storage.predictions import (
+from storage.outbox.jobs import OutboxJob
+from storage.predictions.manual import insert_with_jobs
+from storage.predictions.writes import (
     BatchInsert,
     BatchRows,
     ModelTarget,

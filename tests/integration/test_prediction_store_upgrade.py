@@ -21,11 +21,12 @@ import pytest
 from prediction_rows import ApiClient, add_metric, serve_api
 from webhook_receiver import insert_active_model
 
-from actors.evaluator import Evaluator
-from storage import evaluations, predictions
+from actors.housekeeping.evaluator import Evaluator
 from storage.config import Settings
-from storage.db import connect, create_pool
-from storage.migrate import apply_migrations
+from storage.db.migrate import apply_migrations
+from storage.db.pool import connect, create_pool
+from storage.predictions import evaluations
+from storage.predictions import writes as predictions
 
 OLD_MIGRATIONS = Path(__file__).parents[1] / "fixtures" / "migrations_v16"
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

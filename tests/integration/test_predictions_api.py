@@ -16,7 +16,7 @@ from prediction_rows import (
     set_outcome,
 )
 
-from actors.evaluator import Evaluator
+from actors.housekeeping.evaluator import Evaluator
 from storage.config import Settings
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

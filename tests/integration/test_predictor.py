@@ -21,11 +21,11 @@ from webhook_receiver import WebhookReceiver, insert_active_model
 
 from features.columns import BASE_COLUMNS, normalise
 from features.matrix import FeatureSpec
-from storage import coin_metrics
 from storage.config import Settings
-from storage.db import connect
-from storage.model_files import file_sha256, load_model
-from storage.model_settings import notify_model_changed
+from storage.db.pool import connect
+from storage.intake import coin_metrics
+from storage.model_files.store import file_sha256, load_model
+from storage.models.model_settings import notify_model_changed
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

@@ -1,7 +1,7 @@
 """Two `serve` processes against one database split the coin shards; kill -9 of one
 moves its shards to the other with no tick lost and none predicted twice.
 
-Real processes (`python -m actors.cli serve`), real PostgreSQL, real models, a real
+Real processes (`python -m actors.app.cli serve`), real PostgreSQL, real models, a real
 webhook receiver. Every coin gets its ticks in one INSERT, so its newest tick is the
 one predicted (ticks of a coin within a batch coalesce, latest wins): each such
 tick must be POSTed, under exactly one Idempotency-Key.
@@ -28,7 +28,7 @@ from ports import free_port
 from waiting import wait_for
 from webhook_receiver import WebhookReceiver, add_trained_models
 
-from storage.db import connect
+from storage.db.pool import connect
 
 REPO = Path(__file__).resolve().parents[2]
 FEATURES = ["price_close", "volume_sol", "buy_pressure_ratio", "num_buys", "price_roc_5"]
@@ -46,7 +46,7 @@ class Replica:
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "actors.cli", "serve", "--no-dashboard", "--no-demo"],
+                [sys.executable, "-m", "actors.app.cli", "serve", "--no-dashboard", "--no-demo"],
                 cwd=REPO,
                 env=self.env,
                 stdout=log,

@@ -19,11 +19,11 @@ from service_runner import running_service
 from waiting import wait_for
 from webhook_receiver import insert_active_model, store_predictions
 
-from actors import metrics
-from actors.retention import Retention
-from storage import outbox
+from actors.housekeeping.retention import Retention
+from actors.runtime import metrics
 from storage.config import Settings
-from storage.webhook_attempts import AttemptRecord, attempts_for_job, record_attempts
+from storage.outbox import jobs as outbox
+from storage.outbox.attempts import AttemptRecord, attempts_for_job, record_attempts
 
 URL = "http://127.0.0.1:9/hook"
 DAY = 86400

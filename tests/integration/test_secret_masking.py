@@ -28,7 +28,7 @@ from waiting import wait_for
 from webhook_receiver import insert_active_model, store_predictions
 
 from storage.config import Settings
-from storage.db import connect
+from storage.db.pool import connect
 
 HOOK_ID = "6f1c1f0e-3b1a-4d7e-9b1e-2a9c7d0e5f11"  # an n8n webhook id: whoever knows it may post
 

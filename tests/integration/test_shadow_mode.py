@@ -15,8 +15,8 @@ from waiting import wait_for
 from webhook_receiver import WebhookReceiver
 
 from storage.config import Settings
-from storage.db import connect
-from storage.model_mode import set_mode
+from storage.db.pool import connect
+from storage.models.model_mode import set_mode
 
 FEATURES = ["price_close", "volume_sol", "buy_pressure_ratio", "price_roc_5"]
 

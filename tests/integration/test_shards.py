@@ -23,11 +23,11 @@ from service_runner import running_service
 from waiting import wait_for
 from webhook_receiver import WebhookReceiver, add_trained_models
 
-from actors.service import Service
-from actors.shard_set import ShardSet
-from storage import shard_leases
+from actors.app.service import Service
+from actors.shards.shard_set import ShardSet
 from storage.config import Settings
-from storage.db import connect
+from storage.db.pool import connect
+from storage.intake import shard_leases
 from storage.refusals import find_refusal
 
 FEATURES = ["price_close", "volume_sol", "buy_pressure_ratio", "num_buys", "price_roc_5"]

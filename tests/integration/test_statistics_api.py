@@ -11,9 +11,10 @@ from aiohttp import web
 from prediction_rows import add_model, add_prediction, serve_api, set_outcome
 
 from storage.config import Settings
-from storage.statistics import model_summaries
-from web import routes_predictions, routes_statistics
+from storage.predictions.statistics import model_summaries
 from web.openapi import documented_routes, registered_routes
+from web.routes import predictions as routes_predictions
+from web.routes import statistics as routes_statistics
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 LATER = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)

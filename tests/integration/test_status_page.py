@@ -9,7 +9,7 @@ import anyio
 import asyncpg
 from prediction_rows import add_prediction, set_outcome
 
-from actors.service import Service
+from actors.app.service import Service
 from storage.config import Settings
 
 

@@ -26,12 +26,8 @@ from aiohttp.test_utils import TestServer
 from model_factory import fit_estimator
 from ports import closed_port
 
-from storage.model_files import load_model
-from storage.training_service import (
-    ModelInfo,
-    TrainingServiceClient,
-    TrainingServiceError,
-)
+from storage.clients.training_service import ModelInfo, TrainingServiceClient, TrainingServiceError
+from storage.model_files.store import load_model
 
 FEATURES = ["price_close", "volume_sol", "buy_pressure_ratio", "price_roc_5"]
 SLOW_SECONDS = 5.0

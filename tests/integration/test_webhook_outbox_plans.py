@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 from query_plans import RecordingConnection, index_tables, plans, recording_connection
 
-from storage import outbox
+from storage.outbox import jobs as outbox
 
 JOBS = 200_000
 

@@ -16,12 +16,12 @@ from service_runner import running_service
 from waiting import wait_for
 from webhook_receiver import Answer, WebhookReceiver, insert_active_model, store_predictions
 
-from actors.service import Service
+from actors.app.service import Service
 from storage.config import Settings
-from storage.db import connect
-from storage.model_settings import MODELS_CHANNEL
-from web import routes_alert_config
+from storage.db.pool import connect
+from storage.models.model_settings import MODELS_CHANNEL
 from web.openapi import documented_routes, registered_routes
+from web.routes import alert_config as routes_alert_config
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

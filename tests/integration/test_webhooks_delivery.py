@@ -25,17 +25,12 @@ from webhook_receiver import (
     store_predictions,
 )
 
-from actors import metrics
-from actors.webhook_payload import (
-    ReportedPrediction,
-    build_payload,
-    model_snapshot,
-    webhook_jobs,
-)
-from actors.webhooks import WebhookDispatcher
-from storage import outbox
-from storage.db import create_pool
-from storage.webhook_attempts import attempts_for_job
+from actors.runtime import metrics
+from actors.webhooks.dispatcher import WebhookDispatcher
+from actors.webhooks.payload import ReportedPrediction, build_payload, model_snapshot, webhook_jobs
+from storage.db.pool import create_pool
+from storage.outbox import jobs as outbox
+from storage.outbox.attempts import attempts_for_job
 from web.context import VERSION
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

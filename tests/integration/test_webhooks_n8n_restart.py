@@ -24,7 +24,7 @@ from webhook_receiver import (
     store_predictions,
 )
 
-from actors.webhooks import WebhookDispatcher
+from actors.webhooks.dispatcher import WebhookDispatcher
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -10,11 +10,11 @@ import asyncpg
 from waiting import wait_for
 from webhook_receiver import insert_active_model, store_predictions
 
-from storage import outbox
+from storage.outbox import jobs as outbox
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 URL = "http://127.0.0.1:9/hook"
-MIGRATIONS = Path(__file__).resolve().parents[2] / "storage" / "migrations"
+MIGRATIONS = Path(__file__).resolve().parents[2] / "storage" / "db" / "migrations"
 
 
 async def test_jobs_exist_exactly_when_their_predictions_commit(pool: asyncpg.Pool) -> None:

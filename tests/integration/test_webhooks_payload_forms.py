@@ -18,7 +18,7 @@ from webhook_receiver import (
 )
 
 from storage.config import Settings
-from storage.db import connect
+from storage.db.pool import connect
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 FEATURES = [f"feature_{i:02d}_with_a_long_descriptive_name" for i in range(80)]

@@ -8,9 +8,9 @@ import anyio
 from waiting import wait_for
 from webhook_receiver import Answer, WebhookReceiver, insert_active_model, store_predictions
 
-from actors.service import Service
+from actors.app.service import Service
 from storage.config import Settings
-from storage.db import connect
+from storage.db.pool import connect
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

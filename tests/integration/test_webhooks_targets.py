@@ -18,9 +18,9 @@ from webhook_receiver import (
     store_predictions,
 )
 
-from actors.webhook_targets import TargetPolicy
+from actors.webhooks.targets import TargetPolicy
 from storage.config import Settings
-from storage.db import connect
+from storage.db.pool import connect
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -23,7 +23,7 @@ from ports import free_port
 from waiting import wait_for
 from webhook_receiver import WebhookReceiver, add_trained_models
 
-from storage.db import connect
+from storage.db.pool import connect
 
 REPO = Path(__file__).resolve().parents[2]
 FEATURES = ["price_close", "volume_sol", "buy_pressure_ratio", "num_buys", "price_roc_5"]
@@ -52,7 +52,7 @@ async def metrics_text(port: int) -> str:
 def start_serve(env: dict[str, str], log_path: Path, *args: str) -> subprocess.Popen[bytes]:
     with log_path.open("wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "actors.cli", "serve", "--no-dashboard", "--no-demo", *args],
+            [sys.executable, "-m", "actors.app.cli", "serve", "--no-dashboard", "--no-demo", *args],
             cwd=REPO,
             env=env,
             stdout=log,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from actors.backtest_outcomes import OutcomeTarget, outcomes
+from actors.backtest.outcomes import OutcomeTarget, outcomes
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from xgboost import XGBClassifier
 
-from storage.booster import BoosterPredictor
-from storage.model_files import load_model
+from storage.model_files.booster import BoosterPredictor
+from storage.model_files.store import load_model
 
 
 def _data(seed: int, rows: int = 800) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.cli import _print_banner
+from actors.app.cli import _print_banner
 from storage.config import load_settings
 
 

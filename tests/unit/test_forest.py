@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 
-from storage import forest as forest_module
-from storage.forest import CompiledForest
-from storage.model_files import load_model
+from storage.model_files import forest as forest_module
+from storage.model_files.forest import CompiledForest
+from storage.model_files.store import load_model
 
 
 @pytest.mark.parametrize(("depth", "seed"), [(3, 0), (8, 1), (None, 2)])

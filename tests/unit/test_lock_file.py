@@ -19,7 +19,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from storage.library_versions import library_versions
+from storage.models.library_versions import library_versions
 
 REPO = Path(__file__).resolve().parents[2]
 RELOCK = "re-lock: see docs/dependencies.md (uv pip compile ...)"

@@ -1,4 +1,4 @@
-"""docs/metrics.md and docs/grafana-dashboard.json stay true to `actors/metrics.py`.
+"""docs/metrics.md and docs/grafana-dashboard.json stay true to `actors/runtime/metrics.py`.
 
 Operators build alerts from the catalogue and dashboards from the JSON; a metric
 renamed in code and not in the docs silently empties a panel or an alert.
@@ -15,7 +15,7 @@ from typing import Any
 
 from aioprometheus.collectors import Counter, Gauge, Histogram
 
-from actors import metrics
+from actors.runtime import metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOGUE = ROOT / "docs" / "metrics.md"

@@ -24,7 +24,13 @@ from model_factory import fit_estimator, train_model
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from xgboost import XGBRegressor
 
-from storage.model_files import ModelFileError, file_sha256, load_model, probe, store_model_file
+from storage.model_files.store import (
+    ModelFileError,
+    file_sha256,
+    load_model,
+    probe,
+    store_model_file,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 MODELS = FIXTURES / "models"

@@ -18,8 +18,8 @@ import pytest
 from hostile_models import tampered_forest
 from model_factory import train_model
 
-from storage.model_files import ModelFileError
-from storage.model_probe import exit_reason, probe_in_child
+from storage.model_files.probe import exit_reason, probe_in_child
+from storage.model_files.store import ModelFileError
 
 FEATURES = ["a", "b", "c"]
 

@@ -16,7 +16,7 @@ import pytest
 from hostile_models import tampered_booster, tampered_booster_json, tampered_forest
 from model_factory import fit_estimator, train_model
 
-from storage.model_files import ModelFileError, load_model
+from storage.model_files.store import ModelFileError, load_model
 
 FEATURES = ["a", "b", "c"]
 

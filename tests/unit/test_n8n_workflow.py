@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 
-from actors.webhook_payload import (
+from actors.webhooks.dispatcher import batch_body, delivery_headers
+from actors.webhooks.payload import (
     ReportedPrediction,
     WebhookModel,
     build_payload,
     compact_model_json,
     model_snapshot,
 )
-from actors.webhooks import batch_body, delivery_headers
-from storage.outbox import ClaimedJob
+from storage.outbox.jobs import ClaimedJob
 
 WORKFLOW = Path(__file__).resolve().parents[2] / "docs" / "n8n" / "pump-alerts.json"
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

@@ -28,8 +28,8 @@ from model_factory import fit_estimator, make_training_frame
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.preprocessing import StandardScaler
 
-from storage import safe_unpickle
-from storage.safe_unpickle import ForbiddenGlobalError, safe_load
+from storage.model_files import safe_unpickle
+from storage.model_files.safe_unpickle import ForbiddenGlobalError, safe_load
 
 # Old files name numpy.core, which NumPy 2 still reads with a deprecation warning.
 pytestmark = pytest.mark.filterwarnings("ignore:numpy.core.*deprecated:DeprecationWarning")

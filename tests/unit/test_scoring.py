@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from actors.batch_writer import ModelScores, batch_rows
-from actors.messages import Tick
-from actors.model_runtime import INVALID_PROBABILITY, ModelRuntime, build_runtime, score
+from actors.batching.batch_writer import ModelScores, batch_rows
+from actors.prediction.model_runtime import INVALID_PROBABILITY, ModelRuntime, build_runtime, score
+from actors.runtime.messages import Tick
 from features.matrix import TickRows
-from storage.model_files import LoadedModel
+from storage.model_files.store import LoadedModel
 
 AT = datetime(2026, 5, 1, 12, tzinfo=UTC)
 FEATURES = ["price_close", "volume_sol"]

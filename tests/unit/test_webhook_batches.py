@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from actors.webhooks import batch_body, delivery_groups, group_key_header
-from storage.outbox import ClaimedJob
+from actors.webhooks.dispatcher import batch_body, delivery_groups, group_key_header
+from storage.outbox.jobs import ClaimedJob
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from actors.webhook_payload import (
+from actors.webhooks.payload import (
     ReportedPrediction,
     WebhookModel,
     build_payload,

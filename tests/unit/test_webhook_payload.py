@@ -12,7 +12,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.webhook_payload import (
+from actors.webhooks.dispatcher import (
+    DeliveryResult,
+    WebhookDispatcher,
+    merged_body,
+    parse_retry_after,
+)
+from actors.webhooks.payload import (
     ReportedPrediction,
     WebhookModel,
     build_payload,
@@ -23,8 +29,7 @@ from actors.webhook_payload import (
     webhook_items,
     webhook_jobs,
 )
-from actors.webhooks import DeliveryResult, WebhookDispatcher, merged_body, parse_retry_after
-from storage.outbox import ClaimedJob, OutboxJob
+from storage.outbox.jobs import ClaimedJob, OutboxJob
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 
@@ -481,7 +486,7 @@ def test_model_from_active_models_row_uses_the_custom_name() -> None:
     assert WebhookModel.from_row({**row, "custom_name": None}).name == "rf-2026"
 
 
-# ---- dispatcher rules (pure parts of actors/webhooks.py) ---------------------------
+# ---- dispatcher rules (pure parts of actors/webhooks/dispatcher.py) ---------------------------
 
 
 def _result(
@@ -526,7 +531,7 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
         (None, "timeout", "retry"),
         (None, "connection", "retry"),
         (400, "http_4xx", "failed"),
-        (404, "http_4xx", "retry"),  # within the not-found grace (actors.webhook_retry)
+        (404, "http_4xx", "retry"),  # within the not-found grace (actors.webhooks.retry)
         (410, "http_4xx", "failed"),
         (301, "http_3xx", "failed"),
         (None, "invalid_url", "failed"),

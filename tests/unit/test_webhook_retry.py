@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.webhook_retry import (
+from actors.webhooks.retry import (
     AnswerKind,
     Attempt,
     RetryRules,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from actors.webhooks import successes_to_record
+from actors.webhooks.dispatcher import successes_to_record
 
 FAILING = datetime(2026, 1, 1, tzinfo=UTC)
 

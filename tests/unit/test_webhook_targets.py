@@ -8,12 +8,7 @@ import socket
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from actors.webhook_targets import (
-    PolicedResolver,
-    TargetPolicy,
-    TargetRefused,
-    parse_networks,
-)
+from actors.webhooks.targets import PolicedResolver, TargetPolicy, TargetRefused, parse_networks
 
 DEFAULT = TargetPolicy(own_port=8000)
 

@@ -1,0 +1,147 @@
+"""Predictions on request (`POST /api/predict`): the stream's path, for one coin.
+
+The same history query, prefix state, features, scoring and storage as the
+predictor actors, so a manual prediction equals what the stream would have
+stored for that tick; it is stored (source "manual") and sent like one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import anyio
+import asyncpg
+import polars as pl
+
+from actors.batching.prefix_cache import PrefixCache
+from actors.batching.shared_features import rows_for, tick_frame
+from actors.prediction.model_runtime import ModelRuntime, score
+from actors.prediction.model_sync import ModelSync, predictor_name
+from actors.prediction.predictor import Predictor
+from actors.runtime.messages import Tick
+from actors.runtime.supervisor import Supervisor
+from actors.webhooks.payload import tag_for
+from features.columns import BASE_COLUMNS
+from storage.intake import coin_metrics
+
+
+class ManualPredictError(Exception):
+    def __init__(self, status: int, field: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.field, self.message = status, field, message
+
+
+@dataclass(frozen=True, slots=True)
+class ManualResult:
+    active_model_id: int
+    model_name: str
+    coin_id: str
+    data_timestamp: datetime
+    probability: float | None
+    prediction: int | None
+    tag: str | None
+    prediction_id: int | None
+    stored: bool  # False: this tick was already predicted by the model
+    skipped: str | None
+
+
+async def predict_now(
+    pool: asyncpg.Pool,
+    model_sync: ModelSync,
+    supervisor: Supervisor,
+    coin_id: str,
+    model_ids: Sequence[int] | None,
+    timestamp: datetime | None,
+    history_size: int,
+) -> list[ManualResult]:
+    runtimes = _selected(model_sync, model_ids)
+    async with pool.acquire() as conn:
+        moment = timestamp or await coin_metrics.latest_timestamp(conn, coin_id)
+        row = None if moment is None else await coin_metrics.row_at_or_before(conn, coin_id, moment)
+        if row is None:
+            where = "" if timestamp is None else f" at or before {timestamp.isoformat()}"
+            raise ManualPredictError(404, "coin_id", f"no coin_metrics row for {coin_id}{where}")
+        rows = max([history_size] + [r.spec.history_rows for r in runtimes])
+        history = await coin_metrics.load_history(
+            conn, [coin_id], [row.timestamp], rows, tuple(BASE_COLUMNS)
+        )
+
+    async def rows_before(mints: Sequence[str], bounds: Sequence[datetime]) -> pl.DataFrame:
+        async with pool.acquire() as c:
+            return await coin_metrics.load_rows_before(c, mints, bounds)
+
+    # A throw-away cache: one coin, loaded once, exactly as the batcher builds it.
+    prefix = await PrefixCache(rows_before).prefix_for(history, {r.phase_key for r in runtimes})
+    tick = Tick(row.id, row.mint, row.timestamp, row.phase_id, time.time())
+    results = []
+    for runtime in runtimes:
+        results.append(await _one(runtime, supervisor, tick, history, prefix))
+    return results
+
+
+def _selected(model_sync: ModelSync, model_ids: Sequence[int] | None) -> list[ModelRuntime]:
+    running = model_sync.runtimes
+    if model_ids is None:
+        if not running:
+            raise ManualPredictError(409, "model_ids", "no active model is running")
+        return [running[k] for k in sorted(running)]
+    missing = [m for m in model_ids if m not in running]
+    if missing:
+        raise ManualPredictError(
+            404, "model_ids", f"not an active, loaded model: {', '.join(map(str, missing))}"
+        )
+    return [running[m] for m in dict.fromkeys(model_ids)]
+
+
+def _skipped(runtime: ModelRuntime, tick: Tick, reason: str) -> ManualResult:
+    return ManualResult(
+        runtime.active_model_id,
+        runtime.name,
+        tick.coin_id,
+        tick.data_timestamp,
+        None,
+        None,
+        None,
+        None,
+        stored=False,
+        skipped=reason,
+    )
+
+
+async def _one(
+    runtime: ModelRuntime,
+    supervisor: Supervisor,
+    tick: Tick,
+    history: pl.DataFrame,
+    prefix: pl.DataFrame,
+) -> ManualResult:
+    if runtime.phases and tick.phase_id not in runtime.phases:
+        phases = list(runtime.phases)
+        return _skipped(runtime, tick, f"phase {tick.phase_id} is not one of the model's {phases}")
+    rows = await anyio.to_thread.run_sync(
+        rows_for, runtime.spec, history, prefix, runtime.phase_key, tick_frame([tick])
+    )
+    scored = await anyio.to_thread.run_sync(score, runtime, [tick], rows)
+    if not scored.ticks:
+        return _skipped(runtime, tick, scored.skipped[0][1] if scored.skipped else "no features")
+    name = predictor_name(runtime.active_model_id)
+    if name not in supervisor.actor_names:
+        raise ManualPredictError(409, "model_ids", f"model {runtime.active_model_id} is restarting")
+    predictor: Predictor = supervisor.actor(name)
+    stored = await predictor.store(runtime, scored, source="manual")
+    p = float(scored.probabilities[0])
+    return ManualResult(
+        runtime.active_model_id,
+        runtime.name,
+        tick.coin_id,
+        tick.data_timestamp,
+        p,
+        int(p >= 0.5),
+        tag_for(p, float(runtime.row["alert_threshold"])),
+        stored[0].id if stored else None,
+        stored=bool(stored),
+        skipped=None,
+    )

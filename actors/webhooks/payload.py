@@ -1,0 +1,442 @@
+"""What a webhook says and to whom: tags, send modes, the n8n payload, outbox jobs.
+
+Pure functions, no I/O. Predictors turn their stored predictions into
+`webhook_items`; the batcher merges every model's items of a batch with
+`tick_jobs` (one job per URL and coin tick) and queues them in the transaction
+that moves the intake cursor. Manual predictions queue `webhook_jobs` with
+their predictions.
+The payload shape is fixed by CONTRACTS.md section 4 (n8n workflows read it).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NamedTuple, Protocol
+
+from storage.outbox.jobs import ModelSnapshot, OutboxJob
+from web.context import VERSION
+
+SERVICE_NAME = "pump-predictor"
+
+TAG_NEGATIVE = "negative"
+TAG_POSITIVE = "positive"
+TAG_ALERT = "alert"
+TAGS = (TAG_NEGATIVE, TAG_POSITIVE, TAG_ALERT)
+
+SEND_MODES = ("all", "alerts_only", "positive_only", "negative_only")
+# Each mode selects tags literally as CONTRACTS.md section 3 defines them:
+# `positive_only` means tag "positive" (0.5 <= p < threshold) and NOT alerts.
+# Users who want every p >= 0.5 combine ["positive_only", "alerts_only"].
+_MODE_TAGS: dict[str, frozenset[str]] = {
+    "all": frozenset(TAGS),
+    "alerts_only": frozenset({TAG_ALERT}),
+    "positive_only": frozenset({TAG_POSITIVE}),
+    "negative_only": frozenset({TAG_NEGATIVE}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookModel:
+    """The parts of an active model that a webhook reports or is steered by."""
+
+    active_model_id: int
+    model_id: int  # ml_models.id
+    name: str  # custom name when set
+    model_type: str
+    target_variable: str | None
+    target_operator: str | None
+    target_value: float | None
+    future_minutes: int | None
+    price_change_percent: float | None
+    target_direction: str | None
+    features: tuple[str, ...]
+    phases: tuple[int, ...] | None
+    alert_threshold: float
+    n8n_webhook_url: str | None
+    n8n_enabled: bool
+    n8n_send_modes: tuple[str, ...]
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> WebhookModel:
+        """From an `active_models` row (asyncpg Record or dict, jsonb already decoded)."""
+        phases = row["phases"]
+        return cls(
+            active_model_id=int(row["id"]),
+            model_id=int(row["model_id"]),
+            name=row["custom_name"] or row["name"],
+            model_type=row["model_type"],
+            target_variable=row["target_variable"],
+            target_operator=row["target_operator"],
+            target_value=row["target_value"],
+            future_minutes=row["future_minutes"],
+            price_change_percent=row["price_change_percent"],
+            target_direction=row["target_direction"],
+            features=tuple(row["features"]),
+            phases=None if phases is None else tuple(int(p) for p in phases),
+            alert_threshold=float(row["alert_threshold"]),
+            n8n_webhook_url=row["n8n_webhook_url"],
+            # A shadow model is never sent (storage.models.model_mode), whatever its switch says.
+            n8n_enabled=bool(row["n8n_enabled"]) and row.get("mode", "live") != "shadow",
+            n8n_send_modes=tuple(row["n8n_send_modes"]),
+        )
+
+
+class ReportedPrediction(NamedTuple):
+    """One stored prediction, as the webhook reports it (a `Reported`)."""
+
+    coin_id: str
+    data_timestamp: datetime  # coin_metrics.timestamp of the tick (aware)
+    prediction: int  # 0 | 1
+    probability: float
+    tag: str
+    alert_threshold: float
+
+
+class Reported(Protocol):
+    """What a webhook item needs of a prediction (storage.predictions.writes.NewPrediction
+    has it too, so a fresh row is reported without a copy)."""
+
+    @property
+    def coin_id(self) -> str: ...
+    @property
+    def data_timestamp(self) -> datetime: ...
+    @property
+    def prediction(self) -> int: ...
+    @property
+    def probability(self) -> float: ...
+    @property
+    def tag(self) -> str: ...
+    @property
+    def alert_threshold(self) -> float: ...
+
+
+def tag_for(probability: float, alert_threshold: float) -> str:
+    """negative p < 0.5, positive 0.5 <= p < threshold, alert p >= threshold.
+
+    The one implementation of CONTRACTS.md section 3; alert is checked first so
+    that a threshold of exactly 0.5 makes every p >= 0.5 an alert.
+    """
+    if probability >= alert_threshold:
+        return TAG_ALERT
+    if probability >= 0.5:
+        return TAG_POSITIVE
+    return TAG_NEGATIVE
+
+
+def matches_send_modes(modes: Iterable[str], tag: str) -> bool:
+    """True when any of the modes (combined with OR) selects the tag.
+
+    Unknown modes select nothing (the API refuses them; the database may still
+    hold one written by an older version, and sending more than asked is worse).
+    """
+    return any(tag in _MODE_TAGS.get(mode, frozenset()) for mode in modes)
+
+
+@functools.lru_cache(maxsize=16384)
+def iso_timestamp(moment: datetime) -> str:
+    """ISO 8601 in UTC; a naive datetime is taken as UTC (the database stores UTC).
+
+    Cached: every model of a batch reports the same ticks."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat()
+
+
+_SNAPSHOTS: dict[WebhookModel, ModelSnapshot] = {}
+_SNAPSHOTS_SIZE = 1024  # far more than the active models of one service
+
+
+# One encoder for every call: json.dumps with options builds a new encoder each time,
+# which cost more than the encoding of the small per-tick values.
+_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def model_snapshot(model: WebhookModel) -> ModelSnapshot:
+    """The `model` object of a prediction item as JSON text, and its key (SHA-256), as
+    jobs refer to it: serialised and hashed once per model.
+
+    Every tick of a model repeats the same object (with its full feature list);
+    building and encoding it per tick was most of the webhook path's CPU. Keyed on
+    the frozen model itself, so a changed setting is a new key.
+    """
+    snapshot = _SNAPSHOTS.get(model)
+    if snapshot is None:
+        text = _json(
+            {
+                "id": model.model_id,
+                "active_model_id": model.active_model_id,
+                "name": model.name,
+                "model_type": model.model_type,
+                "target_variable": model.target_variable,
+                "target_operator": model.target_operator,
+                "target_value": model.target_value,
+                "future_minutes": model.future_minutes,
+                "price_change_percent": model.price_change_percent,
+                "target_direction": model.target_direction,
+                "features": list(model.features),
+                "phases": None if model.phases is None else list(model.phases),
+            }
+        )
+        if len(_SNAPSHOTS) >= _SNAPSHOTS_SIZE:
+            _SNAPSHOTS.clear()
+        snapshot = ModelSnapshot(hashlib.sha256(text.encode()).hexdigest(), text)
+        _SNAPSHOTS[model] = snapshot
+    return snapshot
+
+
+PAYLOAD_FORMS = ("full", "compact")
+# What a compact model object keeps: who the model is and what it predicts.
+_COMPACT_KEYS = (
+    "id",
+    "active_model_id",
+    "name",
+    "model_type",
+    "target_variable",
+    "target_operator",
+    "target_value",
+    "future_minutes",
+    "price_change_percent",
+    "target_direction",
+)
+
+
+def compact_model_json(model_json: str) -> str:
+    """A model object (as stored in a snapshot) without its feature list and phases:
+    N8N_PAYLOAD=compact. Same key names, so workflows reading `model.name` still work."""
+    model = json.loads(model_json)
+    return _json({key: model.get(key) for key in _COMPACT_KEYS})
+
+
+def snapshot_reference(key: str) -> str:
+    """What a stored job holds in place of a model object (see `expand_snapshots`)."""
+    return f'{{"snapshot":"{key}"}}'
+
+
+# Our compact form and PostgreSQL's jsonb text output ({"snapshot": "..."}) alike.
+_REFERENCE = re.compile(r'\{\s*"snapshot"\s*:\s*"([0-9a-f]{64})"\s*\}')
+
+
+def snapshot_keys(items_json: str) -> set[str]:
+    """The snapshot keys a stored job's items refer to."""
+    return set(_REFERENCE.findall(items_json))
+
+
+def expand_snapshots(items_json: str, models: Mapping[str, str]) -> str:
+    """Items text with every snapshot reference replaced by the model's JSON text.
+
+    Raises KeyError naming a key that `models` lacks: sending a reference instead
+    of the model would break the receiver's contract.
+    """
+    if '"snapshot"' not in items_json:
+        return items_json
+    return _REFERENCE.sub(lambda m: models[m.group(1)], items_json)
+
+
+def _float_json(value: float) -> str:
+    """A float exactly as json.dumps writes it (repr); NaN and infinities are refused."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"out of range float values are not JSON compliant: {number!r}")
+    return repr(number)
+
+
+_TAG_JSON = {tag: _json(tag) for tag in TAGS}
+_SERVICE_JSON = _json(SERVICE_NAME)
+
+
+def prediction_item_json(model: WebhookModel, prediction: Reported) -> str:
+    """One entry of `predictions` in the payload, as JSON text."""
+    return _item_json(model_snapshot(model).json, prediction)
+
+
+def _item_json(model_text: str, prediction: Reported) -> str:
+    tag = prediction.tag
+    return (
+        f'{{"prediction":{int(prediction.prediction)}'
+        f',"probability":{_float_json(prediction.probability)}'
+        f',"is_alert":{"true" if tag == TAG_ALERT else "false"}'
+        f',"alert_threshold":{_float_json(prediction.alert_threshold)}'
+        f',"tag":{_TAG_JSON.get(tag) or _json(tag)}'
+        f',"model":{model_text}}}'
+    )
+
+
+def payload_json(
+    coin_id: str,
+    timestamp: str,
+    items_json: str,
+    *,
+    total_predictions: int,
+    alerts_count: int,
+    version: str,
+    sent_at: str | None = None,
+) -> str:
+    """The CONTRACTS.md section 4 envelope around ready item texts.
+
+    `items_json` is the comma-separated item objects without brackets, so the
+    dispatcher can merge the items of several jobs by concatenation. `sent_at`
+    (ISO UTC) is added by the dispatcher to each POST, never stored in the outbox.
+    """
+    sent = "" if sent_at is None else f',"sent_at":{_json(sent_at)}'
+    return (
+        f'{{"coin_id":{_json(coin_id)},"timestamp":{_json(timestamp)}'
+        f',"predictions":[{items_json}]'
+        f',"metadata":{{"total_predictions":{int(total_predictions)}'
+        f',"alerts_count":{int(alerts_count)},"service":{_SERVICE_JSON}'
+        f',"version":{_json(version)}{sent}}}}}'
+    )
+
+
+def _payload_text(
+    coin_id: str,
+    data_timestamp: datetime,
+    items: Sequence[tuple[WebhookModel, ReportedPrediction]],
+    version: str,
+) -> str:
+    return payload_json(
+        coin_id,
+        iso_timestamp(data_timestamp),
+        ",".join(prediction_item_json(m, p) for m, p in items),
+        total_predictions=len(items),
+        alerts_count=sum(1 for _, p in items if p.tag == TAG_ALERT),
+        version=version,
+    )
+
+
+def build_payload(
+    coin_id: str,
+    data_timestamp: datetime,
+    items: Sequence[tuple[WebhookModel, ReportedPrediction]],
+    version: str = VERSION,
+) -> dict[str, Any]:
+    """The JSON body of one POST (CONTRACTS.md section 4), decoded (for tests and tools)."""
+    decoded: dict[str, Any] = json.loads(_payload_text(coin_id, data_timestamp, items, version))
+    return decoded
+
+
+def target_url(model: WebhookModel, default_url: str | None) -> str | None:
+    """The model's own URL, else the global N8N_WEBHOOK_URL; None when neither is set."""
+    return model.n8n_webhook_url or default_url or None
+
+
+def _key(url: str, coin_id: str, timestamp: str, active_model_id: int) -> str:
+    """Idempotency key of one model's job outside a batch (manual predictions): stable
+    per (URL, coin, tick, model), so re-processing yields the same key."""
+    return hashlib.sha256(f"{url}|{coin_id}|{timestamp}|{active_model_id}".encode()).hexdigest()
+
+
+class WebhookItem(NamedTuple):
+    """One model's prediction of one coin tick, ready to be sent to one URL.
+
+    Items of every model of a batch are merged per URL and coin tick into one
+    job (`tick_jobs`), so each coin tick is one outbox row and one POST.
+    """
+
+    target_url: str
+    coin_id: str
+    data_timestamp: datetime
+    timestamp: str  # iso_timestamp(data_timestamp)
+    active_model_id: int
+    model_id: int
+    item_json: str  # the entry of payload.predictions, its model as a snapshot reference
+    is_alert: bool
+    snapshot: ModelSnapshot
+
+
+def webhook_items(
+    model: WebhookModel, predictions: Sequence[Reported], *, default_url: str | None
+) -> list[WebhookItem]:
+    """The items a model sends for these predictions: none when its webhooks are off,
+    no URL is configured, or its send modes exclude the tag."""
+    url = target_url(model, default_url)
+    if not model.n8n_enabled or url is None:
+        return []
+    snapshot = model_snapshot(model)
+    reference = snapshot_reference(snapshot.key)
+    sent = {tag for tag in TAGS if matches_send_modes(model.n8n_send_modes, tag)}
+    return [
+        WebhookItem(
+            url,
+            p.coin_id,
+            p.data_timestamp,
+            iso_timestamp(p.data_timestamp),
+            model.active_model_id,
+            model.model_id,
+            _item_json(reference, p),
+            p.tag == TAG_ALERT,
+            snapshot,
+        )
+        for p in predictions
+        if p.tag in sent
+    ]
+
+
+def tick_key(url: str, coin_id: str, timestamp: str) -> str:
+    """Idempotency key of a coin tick's POST to one URL, whichever models it carries.
+
+    Stable when a tick is processed again (after a crash, or the poller's overlap
+    after a restart): the job exists already and nothing is sent twice.
+    """
+    return hashlib.sha256(f"{url}|{coin_id}|{timestamp}".encode()).hexdigest()
+
+
+def tick_jobs(items: Iterable[WebhookItem], *, version: str = VERSION) -> list[OutboxJob]:
+    """One job per URL and coin tick with every model's item (ordered by model)."""
+    return _jobs(
+        items, lambda first: tick_key(first.target_url, first.coin_id, first.timestamp), version
+    )
+
+
+def webhook_jobs(
+    model: WebhookModel,
+    predictions: Sequence[Reported],
+    *,
+    default_url: str | None,
+    version: str = VERSION,
+) -> list[OutboxJob]:
+    """Jobs of one model's predictions outside a batch (manual predictions): one per
+    URL and coin tick, keyed per model so other models' jobs of the tick stay apart."""
+    return _jobs(
+        webhook_items(model, predictions, default_url=default_url),
+        lambda first: _key(first.target_url, first.coin_id, first.timestamp, first.active_model_id),
+        version,
+    )
+
+
+def _jobs(
+    items: Iterable[WebhookItem], key: Callable[[WebhookItem], str], version: str
+) -> list[OutboxJob]:
+    groups: dict[tuple[str, str, datetime], list[WebhookItem]] = {}
+    for item in items:
+        groups.setdefault((item.target_url, item.coin_id, item.data_timestamp), []).append(item)
+    jobs = []
+    for group in groups.values():
+        group.sort(key=lambda item: item.active_model_id)
+        first = group[0]
+        jobs.append(
+            OutboxJob(
+                idempotency_key=key(first),
+                target_url=first.target_url,
+                coin_id=first.coin_id,
+                data_timestamp=first.data_timestamp,
+                active_model_ids=tuple(sorted({i.active_model_id for i in group})),
+                model_ids=tuple(sorted({i.model_id for i in group})),
+                snapshots=tuple({i.snapshot.key: i.snapshot for i in group}.values()),
+                payload=payload_json(
+                    first.coin_id,
+                    first.timestamp,
+                    ",".join(i.item_json for i in group),
+                    total_predictions=len(group),
+                    alerts_count=sum(1 for i in group if i.is_alert),
+                    version=version,
+                ),
+            )
+        )
+    return jobs
