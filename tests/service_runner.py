@@ -11,7 +11,7 @@ import anyio
 from http_json import call_json
 
 from actors.app.service import Service, ServiceOptions
-from actors.batching.batch_bus import BatchBus
+from actors.scoring.batch_bus import BatchBus
 from storage.config import Settings
 
 

@@ -228,7 +228,7 @@ async def _reshard(settings: Settings, count: int) -> int:
 
 
 def _script(name: str) -> ModuleType:
-    from actors.app.tools import load_script
+    from actors.runtime.tools import load_script
 
     return load_script(name)
 

@@ -21,8 +21,8 @@ import structlog
 from aiohttp import web
 from anyio.abc import TaskStatus
 
-from actors.app.tools import load_script
 from actors.runtime.state import ServiceState
+from actors.runtime.tools import load_script
 from storage.clients.training_service import TrainingServiceClient
 from storage.config import Settings, redact_url
 from storage.models import active_models

@@ -16,15 +16,10 @@ from actors.app.demo import TRAINING_SERVICE_KEY, DemoRunner, retire_demo_models
 from actors.app.web_server import WebServer
 from actors.app.worker_pool import WorkerPool
 from actors.backtest.runner import BacktestRunner
-from actors.batching.batch_bus import BatchBus
-from actors.batching.batcher import Batcher
 from actors.housekeeping.evaluator import Evaluator
 from actors.housekeeping.retention import Retention
 from actors.intake.listener import Listener, wake
 from actors.intake.poller import Poller
-from actors.prediction.model_runtime import ModelRuntime
-from actors.prediction.model_sync import ModelSync
-from actors.prediction.predictor import Predictor
 from actors.runtime.messages import TickPage, Wakeup
 from actors.runtime.state import ServiceState
 from actors.runtime.supervisor import (
@@ -38,6 +33,11 @@ from actors.runtime.supervisor import (
     ActorSpec,
     Supervisor,
 )
+from actors.scoring.batch_bus import BatchBus
+from actors.scoring.batcher import Batcher
+from actors.scoring.model_runtime import ModelRuntime
+from actors.scoring.model_sync import ModelSync
+from actors.scoring.predictor import Predictor
 from actors.shards.lease import ShardLeases
 from actors.shards.role_lease import RoleLease
 from actors.shards.shard_set import ShardSet

@@ -128,7 +128,7 @@ async def backtest_command(
         _check_out(args.out)
         recording = None
         if args.source is not None:
-            from actors.app.tools import load_script
+            from actors.runtime.tools import load_script
 
             replay = load_script("replay")
             try:

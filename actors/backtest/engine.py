@@ -2,7 +2,7 @@
 
 The parts are the stream's own: features from `FeatureSpec.compute_shared`
 (the engine the predictors use, over the coin's rows of the model's phases up
-to each tick), probabilities and tags from `actors.prediction.model_runtime.score` and
+to each tick), probabilities and tags from `actors.scoring.model_runtime.score` and
 `tag_for`, the phase and coin filters of the model's settings, and the
 evaluator's outcome definition (`actors.backtest.outcomes`). Rows are
 processed a group of coins at a time, so memory is bounded by the largest
@@ -31,9 +31,9 @@ import numpy as np
 import polars as pl
 
 from actors.backtest.outcomes import FAILED, PENDING, SUCCESS, OutcomeTarget, outcomes
-from actors.batching.prefix_cache import phase_rows
-from actors.prediction.model_runtime import ModelRuntime, Scored, build_runtime, score
 from actors.runtime.messages import Tick
+from actors.scoring.model_runtime import ModelRuntime, Scored, build_runtime, score
+from actors.scoring.prefix_cache import phase_rows
 from actors.webhooks.payload import TAG_ALERT, TAG_NEGATIVE, TAG_POSITIVE
 from features import outcome_curves
 from features.matrix import FeatureSpec, TickRows

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import polars as pl
 
-    from actors.batching.batch_writer import ModelScores
-    from actors.batching.shared_features import SharedFeatures
+    from actors.scoring.batch_writer import ModelScores
+    from actors.scoring.shared_features import SharedFeatures
     from actors.webhooks.payload import WebhookItem
 
 
@@ -82,7 +82,7 @@ class BatchCompletion:
 
         self.expected = frozenset(expected)
         self._pending = set(expected)
-        # What the predictors scored, for the batcher to store (actors.batching.batch_writer), and
+        # What the predictors scored, for the batcher to store (actors.scoring.batch_writer), and
         # the webhook items of what models with caps or ignore windows stored themselves;
         # the batcher queues the items, one job per URL and coin tick, with the predictions.
         self.scores: list[ModelScores] = []

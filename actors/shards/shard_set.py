@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 
 import asyncpg
 
-from actors.batching.batch_writer import ModelScores, restrict, tick_keys
 from actors.runtime import metrics
+from actors.scoring.batch_writer import ModelScores, restrict, tick_keys
 from actors.webhooks.payload import WebhookItem
 from storage.intake import shard_leases
 

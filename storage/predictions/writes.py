@@ -9,7 +9,7 @@ The view `predictions` gives readers one row per prediction.
 
 A stream batch's predictions of every model go in with ONE statement
 (`insert_batch`), the capped and windowed models' too (their limits are applied
-in the same transaction: `actors.batching.store_limits`); manual predictions store their
+in the same transaction: `actors.scoring.store_limits`); manual predictions store their
 own (`insert_predictions`), on their own tick row (source `manual`).
 A prediction is unique per (active model, coin, data timestamp) over both
 sources: re-processing a tick (the poller's overlap, a restart, NOTIFY and the

@@ -9,8 +9,8 @@ import asyncpg
 import polars as pl
 from coin_rows import coin_rows, insert_rows
 
-from actors.batching.history_cache import HistoryCache
 from actors.runtime.messages import Tick
+from actors.scoring.history_cache import HistoryCache
 from features.columns import BASE_COLUMNS
 from storage.intake import coin_metrics
 

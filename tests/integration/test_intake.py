@@ -16,8 +16,8 @@ from service_runner import running_service
 from waiting import wait_for
 
 from actors.app.service import Service
-from actors.batching.batch_bus import BatchBus
 from actors.runtime.messages import Batch
+from actors.scoring.batch_bus import BatchBus
 from storage.config import Settings
 
 TEST_KEY = 10_000_001  # a subscriber id no active model will have

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_features_properties import SETTINGS, START, _coins
 
-from actors.batching.shared_features import compute_for, rows_for, tick_frame
 from actors.runtime.messages import Tick
+from actors.scoring.shared_features import compute_for, rows_for, tick_frame
 from features import compute, engineered_names, prefix_state
 from features.engineering import HAS_DATA_SUFFIX
 from features.last_row import _sliding_sums, _typed, compute_last

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from actors.batching.prefix_cache import PrefixCache, RowsBefore, phase_filter
+from actors.scoring.prefix_cache import PrefixCache, RowsBefore, phase_filter
 from features.running import PREFIX_SCHEMA, prefix_state
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

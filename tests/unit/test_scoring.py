@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from actors.batching.batch_writer import ModelScores, batch_rows
-from actors.prediction.model_runtime import INVALID_PROBABILITY, ModelRuntime, build_runtime, score
 from actors.runtime.messages import Tick
+from actors.scoring.batch_writer import ModelScores, batch_rows
+from actors.scoring.model_runtime import INVALID_PROBABILITY, ModelRuntime, build_runtime, score
 from features.matrix import TickRows
 from storage.model_files.store import LoadedModel
 

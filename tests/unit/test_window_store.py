@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from actors.batching.window_store import WindowStore
+from actors.scoring.window_store import WindowStore
 
 
 def _windows(rows: list[tuple[str, int]]) -> pl.DataFrame:

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from actors.prediction.manual_predict import ManualPredictError, ManualResult, predict_now
+from actors.scoring.manual_predict import ManualPredictError, ManualResult, predict_now
 from web.context import ctx
 from web.errors import ApiError, bad_field, read_json_object
 from web.request_input import parse_datetime

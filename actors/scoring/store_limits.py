@@ -3,13 +3,13 @@
 A model with caps (at most N open predictions per coin and tag) or ignore
 windows (after a result, skip the coin for N seconds of data time) depends on
 what it stored before. The batcher applies them in the transaction that stores
-every model's predictions of a batch (`actors.batching.batch_writer`): the caps read the
+every model's predictions of a batch (`actors.scoring.batch_writer`): the caps read the
 model's open predictions, the windows its scan state, and the windows of the
 stored results are recorded in the same transaction. So every model's result
 of a coin tick is an element of the tick's one row, written once; a model that
 stored its own rows appended to that row in a second transaction, a new
 ~500-byte row version per model and tick (docs/prediction-store.md, trap 7).
-Batches with such a model are stored in batch order (`actors.batching.batcher`), so
+Batches with such a model are stored in batch order (`actors.scoring.batcher`), so
 each one sees the results of the one before.
 
 Manual predictions of such a model keep their own transaction (their own
@@ -26,8 +26,8 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
-from actors.prediction.model_runtime import ModelRuntime, Scored
 from actors.runtime.messages import Tick
+from actors.scoring.model_runtime import ModelRuntime, Scored
 from storage.predictions import scan_state
 from storage.predictions import writes as predictions
 

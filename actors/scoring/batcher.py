@@ -7,7 +7,7 @@ waits for slow predictors, and are coalesced per coin (the latest wins): when
 downstream is slow, batches grow instead of queues.
 
 Once every predictor is done with a batch, one transaction stores every
-model's predictions (`actors.batching.batch_writer`) with the batch's webhook jobs, one
+model's predictions (`actors.scoring.batch_writer`) with the batch's webhook jobs, one
 per URL and coin tick with every model's prediction (CONTRACTS.md section 4:
 one POST per URL and processed coin). The durable cursor advances in batch
 order, past batches whose transaction committed: never before the work it
@@ -29,8 +29,11 @@ import structlog
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from actors.batching.batch_bus import BatchBus
-from actors.batching.batch_writer import (
+from actors.runtime import metrics
+from actors.runtime.messages import Batch, BatchCompletion, Tick, TickPage
+from actors.runtime.state import ServiceState
+from actors.scoring.batch_bus import BatchBus
+from actors.scoring.batch_writer import (
     STORE_FAILED,
     ModelScores,
     TickKey,
@@ -39,13 +42,10 @@ from actors.batching.batch_writer import (
     tick_keys,
     write_batch,
 )
-from actors.batching.history_cache import HistoryCache
-from actors.batching.prefix_cache import PrefixCache
-from actors.batching.shared_features import SharedFeatures, tick_frame
-from actors.batching.store_limits import limits_apply
-from actors.runtime import metrics
-from actors.runtime.messages import Batch, BatchCompletion, Tick, TickPage
-from actors.runtime.state import ServiceState
+from actors.scoring.history_cache import HistoryCache
+from actors.scoring.prefix_cache import PrefixCache
+from actors.scoring.shared_features import SharedFeatures, tick_frame
+from actors.scoring.store_limits import limits_apply
 from actors.shards.shard_set import ShardSet
 from actors.webhooks.payload import WebhookItem, tick_jobs
 from features.columns import BASE_COLUMNS
@@ -325,7 +325,7 @@ class Batcher:
         ](64)
         slots = anyio.Semaphore(STORES_IN_FLIGHT)
         # The store of the last batch with a model's caps or ignore windows: the next
-        # such batch waits for it (they read what it stores; actors.batching.store_limits).
+        # such batch waits for it (they read what it stores; actors.scoring.store_limits).
         limited: anyio.Event | None = None
         async with batches, anyio.create_task_group() as tg:
             tg.start_soon(self._advance, stored_receive)

@@ -5,8 +5,8 @@ predictions), the feature matrix and `predict_proba` for all eligible coins at
 once, then the acknowledgement. It hands the model's scores to the batcher,
 which stores every model's predictions of the batch with one statement, in the
 transaction that queues the webhook jobs and moves the intake cursor
-(`actors.batching.batch_writer`); the caps and ignore windows of a model that has them
-are applied there too, in that transaction (`actors.batching.store_limits`). The
+(`actors.scoring.batch_writer`); the caps and ignore windows of a model that has them
+are applied there too, in that transaction (`actors.scoring.store_limits`). The
 windows are also checked here first, so a coin they cover is not scored. A new
 model object or new settings (hot reload) are swapped in between batches,
 never during one.
@@ -24,14 +24,14 @@ import structlog
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from actors.batching.batch_bus import BatchBus
-from actors.batching.batch_writer import STORE_FAILED, ModelScores, stored_items
-from actors.batching.store_limits import IGNORE_WINDOW, Limits, keep_under_caps
-from actors.prediction.model_runtime import ModelRuntime, Scored, score
 from actors.runtime import metrics
 from actors.runtime.messages import Batch, Tick
 from actors.runtime.offload import run_cpu
 from actors.runtime.state import ServiceState
+from actors.scoring.batch_bus import BatchBus
+from actors.scoring.batch_writer import STORE_FAILED, ModelScores, stored_items
+from actors.scoring.model_runtime import ModelRuntime, Scored, score
+from actors.scoring.store_limits import IGNORE_WINDOW, Limits, keep_under_caps
 from actors.shards.shard_set import ShardSet
 from actors.webhooks.payload import WebhookItem, target_url, webhook_items, webhook_jobs
 from storage.db.pool import PERMANENT_ERRORS, store_in_halves

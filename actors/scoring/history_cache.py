@@ -22,8 +22,8 @@ from datetime import datetime
 
 import polars as pl
 
-from actors.batching.window_store import WindowStore
 from actors.runtime.messages import Tick
+from actors.scoring.window_store import WindowStore
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,10 +19,10 @@ import asyncpg
 import structlog
 from anyio.abc import TaskStatus
 
-from actors.prediction.model_runtime import ModelRuntime, load_runtime
-from actors.prediction.predictor import Predictor
 from actors.runtime import metrics
 from actors.runtime.supervisor import STAGE_PREDICT, ActorSpec, Supervisor
+from actors.scoring.model_runtime import ModelRuntime, load_runtime
+from actors.scoring.predictor import Predictor
 from storage.model_files.store import ModelFileError
 from storage.models import active_models
 from storage.models.model_settings import MODELS_CHANNEL

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import anyio
 import polars as pl
 
-from actors.batching.prefix_cache import phase_rows
 from actors.runtime.messages import Tick
 from actors.runtime.offload import run_cpu
+from actors.scoring.prefix_cache import phase_rows
 from features.columns import UTC_TIME
 from features.matrix import FeatureSpec, TickRows
 

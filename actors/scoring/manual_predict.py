@@ -16,13 +16,13 @@ import anyio
 import asyncpg
 import polars as pl
 
-from actors.batching.prefix_cache import PrefixCache
-from actors.batching.shared_features import rows_for, tick_frame
-from actors.prediction.model_runtime import ModelRuntime, score
-from actors.prediction.model_sync import ModelSync, predictor_name
-from actors.prediction.predictor import Predictor
 from actors.runtime.messages import Tick
 from actors.runtime.supervisor import Supervisor
+from actors.scoring.model_runtime import ModelRuntime, score
+from actors.scoring.model_sync import ModelSync, predictor_name
+from actors.scoring.predictor import Predictor
+from actors.scoring.prefix_cache import PrefixCache
+from actors.scoring.shared_features import rows_for, tick_frame
 from actors.webhooks.payload import tag_for
 from features.columns import BASE_COLUMNS
 from storage.intake import coin_metrics

@@ -9,7 +9,7 @@ and building a row object per prediction; now the ticks and the models are
 sent once and a prediction is four numbers and a tag.
 
 Models with caps or ignore windows are stored here too: their limits are
-applied in the same transaction (`actors.batching.store_limits`), so a coin tick's row
+applied in the same transaction (`actors.scoring.store_limits`), so a coin tick's row
 is written once with every model's result.
 """
 
@@ -22,10 +22,10 @@ from typing import NamedTuple
 
 import asyncpg
 
-from actors.batching import store_limits
-from actors.prediction.model_runtime import ModelRuntime, Scored, prediction_of
 from actors.runtime import metrics
 from actors.runtime.messages import Tick
+from actors.scoring import store_limits
+from actors.scoring.model_runtime import ModelRuntime, Scored, prediction_of
 from actors.webhooks.payload import (
     ReportedPrediction,
     WebhookItem,
@@ -77,7 +77,7 @@ def restrict(
     scores: Sequence[ModelScores], items: Sequence[WebhookItem], keys: Collection[TickKey]
 ) -> tuple[list[ModelScores], list[WebhookItem]]:
     """The scores and items of these coin ticks only: part of a batch the database refused,
-    stored on its own to find the ticks it refuses (see `actors.batching.batcher`)."""
+    stored on its own to find the ticks it refuses (see `actors.scoring.batcher`)."""
     wanted = set(keys)
     parts = []
     for runtime, scored in scores:

@@ -174,7 +174,7 @@ def score(
     """The model's probabilities for the ticks, from the computed feature rows. Blocking.
 
     `rows` holds the features of the batch's coins as of each tick (see
-    `actors.batching.shared_features`); the row at each tick's exact timestamp is used.
+    `actors.scoring.shared_features`); the row at each tick's exact timestamp is used.
     `positions`: `rows.positions` of the ticks, when models share them (a backtest).
     """
     if not ticks:
