@@ -269,8 +269,68 @@ async def generate_in_child(dsn: str, mints: Sequence[str], **kwargs: Any) -> Ge
 class BenchDatabase:
     dsn: str
     commit_times: bool  # track_commit_timestamp is on: exact commit times are readable
-    data_dir: Path | None  # the embedded server's directory (None with DB_DSN)
+    # The server's data directory when it runs on this machine (the embedded one, or a
+    # DB_DSN server whose postmaster.pid is readable): its processes' CPU is measured.
+    data_dir: Path | None
     where: str
+    # pg_stat_statements is loaded (a DB_DSN server with it in shared_preload_libraries):
+    # each pipeline step reports its top statements per coin tick.
+    statements: bool = False
+
+
+async def _local_data_dir(conn: asyncpg.Connection) -> Path | None:
+    """The DB_DSN server's data directory, if it runs here and we may read its pid file."""
+    with contextlib.suppress(asyncpg.PostgresError):
+        path = Path(await conn.fetchval("SHOW data_directory"))
+        with contextlib.suppress(OSError):
+            if (path / "postmaster.pid").is_file() and _postgres_processes(path):
+                return path
+    return None
+
+
+async def _enable_statement_stats(conn: asyncpg.Connection) -> bool:
+    """pg_stat_statements in the scratch database, if the server preloads it."""
+    preload = await conn.fetchval("SHOW shared_preload_libraries")
+    if "pg_stat_statements" not in preload:
+        return False
+    await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    return True
+
+
+async def reset_statement_stats(conn: asyncpg.Connection) -> None:
+    await conn.execute("SELECT pg_stat_statements_reset()")
+
+
+async def statement_totals(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """This database's statements since the reset with their total time (execution and
+    planning), the largest first; the last row sums all of them."""
+    return await conn.fetch(
+        """
+        WITH s AS (
+            SELECT regexp_replace(s.query, '\\s+', ' ', 'g') AS query, s.calls, s.rows,
+                   s.total_exec_time + s.total_plan_time AS ms
+            FROM pg_stat_statements s
+            JOIN pg_database d ON d.oid = s.dbid AND d.datname = current_database()
+        )
+        (SELECT * FROM s ORDER BY ms DESC LIMIT 15)
+        UNION ALL
+        SELECT '(all statements)', sum(calls), sum(rows), coalesce(sum(ms), 0) FROM s
+        """
+    )
+
+
+def per_tick_statements(rows: Sequence[asyncpg.Record], ticks: int) -> list[dict[str, Any]]:
+    """Where PostgreSQL's statement time went, per coin tick."""
+    per = max(ticks, 1)
+    return [
+        {
+            "query": r["query"][:160],
+            "calls_per_tick": round(float(r["calls"] or 0) / per, 4),
+            "rows_per_tick": round(float(r["rows"] or 0) / per, 3),
+            "ms_per_tick": round(float(r["ms"]) / per, 4),
+        }
+        for r in rows
+    ]
 
 
 def _with_database(dsn: str, name: str) -> str:
@@ -298,8 +358,13 @@ async def bench_database(settings: Settings, scratch: Path) -> AsyncIterator[Ben
             await migrate(dsn, embedded=True)
             conn = await asyncpg.connect(dsn)
             on = await conn.fetchval("SHOW track_commit_timestamp") == "on"
+            local_dir = await _local_data_dir(conn)
+            statements = await _enable_statement_stats(conn)
             await conn.close()
-            yield BenchDatabase(dsn, on, None, f"DB_DSN server, scratch database {name}")
+            where = f"DB_DSN server, scratch database {name}"
+            if statements:
+                where += ", pg_stat_statements on"
+            yield BenchDatabase(dsn, on, local_dir, where, statements)
         finally:
             admin = await asyncpg.connect(settings.db_dsn)
             try:
@@ -737,6 +802,8 @@ class StepResult:
     # Webhook jobs received more than once under the same Idempotency-Key (a dispatcher
     # killed after its POST and before recording it: the job is sent again, same key).
     resent_same_key: int = 0
+    # pg_stat_statements over the step (DB_DSN server with it loaded), per coin tick.
+    statements: list[Any] | None = None
 
     def per_tick_ms(self, seconds: float | None) -> float | None:
         if seconds is None or not self.rows_processed:
@@ -779,6 +846,7 @@ class StepResult:
                 else None
             ),
             "evaluation": self.evaluation,
+            **({"statements": self.statements} if self.statements is not None else {}),
         }
 
 
@@ -914,6 +982,8 @@ class Pipeline:
             cpu0 = sum(self.proc.cpu_times()[:2])
             bench0 = time.process_time()
             metrics0 = await all_metric_sums(self.services)
+            if self.db.statements:
+                await reset_statement_stats(conn)
             started = time.time()
             gen = await generate_in_child(
                 self.db.dsn,
@@ -937,10 +1007,13 @@ class Pipeline:
                 k: v - metrics0.get(k, 0.0)
                 for k, v in (await all_metric_sums(self.services)).items()
             }
+            statements = await statement_totals(conn) if self.db.statements else None
             result = await self._check(
                 conn, gen, rate, started, stopped, drain, backlog, caught_up, cpu, db_seconds,
                 bench_cpu, metric_delta,
             )  # fmt: skip
+            if statements is not None:
+                result.statements = per_tick_statements(statements, result.rows_processed)
             evaluation = await evaluate_everything(
                 conn, lambda: _postgres_processes(self.db.data_dir)
             )
