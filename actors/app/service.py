@@ -41,7 +41,7 @@ from actors.scoring.predictor import Predictor
 from actors.shards.lease import ShardLeases
 from actors.shards.role_lease import RoleLease
 from actors.shards.shard_set import ShardSet
-from actors.webhooks.dispatcher import WebhookDispatcher, poker
+from actors.webhooks.dispatcher import Handoff, WebhookDispatcher, poker
 from storage.clients.training_service import TrainingServiceClient
 from storage.config import Settings
 from storage.db.database import Database, migrate, open_pool
@@ -137,8 +137,9 @@ class Service:
         dsn = self.database.dsn
         supervisor, state, bus, shards = self.supervisor, self.state, self.bus, self.shards
         assert shards is not None
-        # The batcher pokes the running dispatcher (whichever instance) when it queues a
-        # batch's webhook jobs (whole ticks: claimed at once); predictors do for manual
+        # The batcher hands a batch's webhook jobs to the running dispatcher (whichever
+        # instance), leased in its storing transaction, and pokes it for the ones it had
+        # no room for (whole ticks: claimed at once); predictors poke it for manual
         # predictions (one job per model: claimed after a short coalescing window).
         poke = poker(supervisor)
         context.services["webhooks_poke"] = poke
@@ -188,6 +189,7 @@ class Service:
                 state,
                 on_jobs_queued=poker(supervisor, whole_ticks=True),
                 shards=shards,
+                handoff=Handoff(supervisor),
             )
 
         specs.append(

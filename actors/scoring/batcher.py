@@ -20,7 +20,7 @@ import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import anyio
 import asyncpg
@@ -57,6 +57,17 @@ from storage.outbox import jobs as outbox
 
 log = structlog.get_logger(__name__)
 
+
+class JobHandoff(Protocol):
+    """This process's webhook dispatcher, as the batcher sees it (`actors.webhooks.Handoff`)."""
+
+    def room(self, jobs: Sequence[outbox.OutboxJob]) -> tuple[list[bool], float]: ...
+
+    def take(
+        self, jobs: list[outbox.ClaimedJob], snapshots: Mapping[str, str], expires: float
+    ) -> None: ...
+
+
 COMMIT_ATTEMPTS = 3
 # Flush reason of an empty batch that only moves the cursor past rows the poller skipped.
 SKIPPED_ROWS = "skipped_rows"
@@ -80,9 +91,14 @@ class Batcher:
         on_jobs_queued: Callable[[], None] | None = None,
         default_webhook_url: str | None = None,
         shards: ShardSet | None = None,
+        handoff: JobHandoff | None = None,
     ) -> None:
         self._pool = pool
         self._shards = shards
+        # The batch's webhook jobs go straight to this process's dispatcher, leased in
+        # the storing transaction (no claim query, no second row version per job); the
+        # ones it has no room for wait for a claim (`on_jobs_queued` pokes it).
+        self._handoff = handoff
         # With coin shards: the shards the newest page covers, those of the last flush,
         # and per batch in flight the shards whose cursors it may move.
         self._covered: Mapping[int, int] | None = None
@@ -121,6 +137,7 @@ class Batcher:
         state: ServiceState,
         on_jobs_queued: Callable[[], None] | None = None,
         shards: ShardSet | None = None,
+        handoff: JobHandoff | None = None,
     ) -> Batcher:
         return cls(
             pool,
@@ -133,6 +150,7 @@ class Batcher:
             on_jobs_queued=on_jobs_queued,
             default_webhook_url=settings.n8n_webhook_url or None,
             shards=shards,
+            handoff=handoff,
         )
 
     def request_stop(self) -> None:
@@ -454,13 +472,26 @@ class Batcher:
     async def _write(
         self, scores: Sequence[ModelScores], items: Sequence[WebhookItem]
     ) -> tuple[Written, int]:
+        """Returns what was stored and how many of its jobs wait for a claim."""
+        handed: list[outbox.ClaimedJob] = []
+        started = lease_seconds = 0.0
         async with self._pool.acquire() as conn, conn.transaction():
             if self._shards is not None:  # fencing: only ticks of shards still held
                 scores, items = await self._shards.fence(conn, scores, items)
             written = await write_batch(conn, scores, default_url=self._default_url)
             jobs = tick_jobs([*written.items, *items])
-            queued = await outbox.enqueue(conn, jobs) if jobs else 0
-        return written, queued
+            if jobs and self._handoff is not None:
+                leased, lease_seconds = self._handoff.room(jobs)
+                started = time.monotonic()
+                queued, handed = await outbox.enqueue_leased(
+                    conn, jobs, leased, lease_seconds=lease_seconds
+                )
+            else:
+                queued = await outbox.enqueue(conn, jobs) if jobs else 0
+        if handed and self._handoff is not None:  # committed: the dispatcher may send them
+            snapshots = {s.key: s.json for job in jobs for s in job.snapshots}
+            self._handoff.take(handed, snapshots, started + lease_seconds)
+        return written, queued - len(handed)
 
     async def _advance(
         self, stored: MemoryObjectReceiveStream[tuple[Batch, datetime | None, anyio.Event]]

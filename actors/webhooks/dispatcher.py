@@ -50,7 +50,7 @@ import math
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -491,6 +491,10 @@ class WebhookDispatcher:
         # claim, or cut short by its limit, are looked at again once they have room.
         self._look_at = 0.0
         self._waiting_hosts: set[str] = set()
+        # Jobs the batcher leased to this dispatcher when it queued them (`take`), with
+        # the moment their lease surely ends, until the loop queues them as POSTs.
+        self._handed: list[tuple[list[ClaimedJob], float]] = []
+        self._handed_per_host: Counter[str] = Counter()
         self._depth_updated = 0.0
         self._writer = SettlementWriter(
             pool,
@@ -544,6 +548,34 @@ class WebhookDispatcher:
         self._look_at = 0.0
         self._wake.set()
 
+    def handoff_room(self, urls: Iterable[str]) -> dict[str, int]:
+        """How many new jobs of each URL this dispatcher can take now (`take`), within the
+        bounds a claim keeps (its local queue, each host's depth): the batcher leases that
+        many to it in the transaction that queues them, the rest wait for a claim. None
+        while stopping, and none with batched delivery (a batch is formed by a claim)."""
+        if self._stopping or self.batch_max_ticks > 1:
+            return {}
+        handed = sum(self._handed_per_host.values())
+        total = 3 * self.concurrency - len(self._queue) - handed
+        room: dict[str, int] = {}
+        for url in urls:
+            host = _host_key(url)
+            ahead = self._queued[host] + self._handed_per_host[host]
+            room[url] = max(0, min(total, self._depth(host) - ahead))
+        return room
+
+    def take(self, jobs: list[ClaimedJob], snapshots: Mapping[str, str], expires: float) -> None:
+        """Jobs leased to this dispatcher by the transaction that queued them (committed),
+        with the texts of the model snapshots they refer to; `expires` is the
+        `time.monotonic()` by which their lease has surely ended."""
+        if not jobs:
+            return
+        self._snapshots.update(snapshots)
+        self._handed.append((jobs, expires))
+        for job in jobs:
+            self._handed_per_host[_host_key(job.target_url)] += 1
+        self._wake.set()
+
     def request_stop(self) -> None:
         """Stop claiming; deliveries in flight finish and are recorded, queued ones go back."""
         self._stopping = True
@@ -591,6 +623,7 @@ class WebhookDispatcher:
                         if self._stopping:
                             break
                         wait = await self._step(tg, session)
+                    await self._queue_handed()
                     await self._release([g for g in self._queue], reason="stopping")
                     self._queue.clear()
                     self._queued.clear()
@@ -647,6 +680,7 @@ class WebhookDispatcher:
 
     async def _step(self, tg: TaskGroup, session: aiohttp.ClientSession) -> float | None:
         """Start what fits, claim when the local queue runs low; returns how long to wait."""
+        await self._queue_handed()
         await self._start_queued(tg, session)
         now = time.monotonic()
         look = now >= self._look_at or any(self._has_room(h) for h in self._waiting_hosts)
@@ -711,6 +745,32 @@ class WebhookDispatcher:
             wait = min(max(next_due, self.coalesce_window), self.poll_interval)
         self._look_at = now + wait
 
+    async def _queue_handed(self) -> None:
+        """The jobs handed over since the last step, as POSTs in the local queue. The
+        database is read only for what this dispatcher does not know yet (a URL's failing
+        streak, a snapshot, the models' payload forms every few seconds)."""
+        handed, self._handed = self._handed, []
+        self._handed_per_host.clear()
+        if not handed:
+            return
+        jobs = [job for part, _ in handed for job in part]
+        wanted = {key for job in jobs for key in snapshot_keys(job.items_json)}
+        urls = {job.target_url for job in jobs}
+        if (
+            wanted - self._snapshots.keys()
+            or urls - self._streaks.keys()
+            or time.monotonic() - self._overrides_read >= 5.0
+        ):
+            async with self.pool.acquire() as conn:
+                await self._load_streaks(conn, urls)
+                await self._read_models(conn, wanted)
+        for part, expires in handed:
+            for group in delivery_groups(self._expanded(part, wanted), 1):
+                host = _host_key(group.jobs[0].target_url)
+                self._host_urls.setdefault(host, set()).add(group.jobs[0].target_url)
+                self._queue.append(_Group(group.jobs, host, expires))
+                self._queued[host] += 1
+
     async def _load_streaks(self, conn: asyncpg.Connection, urls: set[str]) -> None:
         """Failing streaks of URLs this dispatcher has not seen (another instance, or
         before a restart, may have started them)."""
@@ -733,6 +793,12 @@ class WebhookDispatcher:
         cannot be sent as the contract requires: it is given up as dead, logged.
         """
         wanted = {key for job in jobs for key in snapshot_keys(job.items_json)}
+        if jobs:
+            await self._read_models(conn, wanted)
+        return self._expanded(jobs, wanted)
+
+    async def _read_models(self, conn: asyncpg.Connection, wanted: set[str]) -> None:
+        """Snapshots this dispatcher lacks, and the models' payload forms when older than 5 s."""
         missing = wanted - self._snapshots.keys()
         if missing:
             if len(self._snapshots) + len(missing) > 1024:
@@ -741,9 +807,12 @@ class WebhookDispatcher:
                 self._compact.clear()
                 missing = wanted
             self._snapshots.update(await outbox.load_snapshots(conn, sorted(missing)))
-        if jobs and time.monotonic() - self._overrides_read >= 5.0:
+        if time.monotonic() - self._overrides_read >= 5.0:
             self._payload_overrides = await model_settings.payload_overrides(conn)
             self._overrides_read = time.monotonic()
+
+    def _expanded(self, jobs: list[ClaimedJob], wanted: set[str]) -> list[ClaimedJob]:
+        """`_with_models` once the snapshots and payload forms are read."""
         texts = {key: self._model_text(key) for key in wanted if key in self._snapshots}
         ready = []
         for job in jobs:
@@ -1040,3 +1109,43 @@ def poker(
                 actor.poke(whole_ticks=whole_ticks)
 
     return poke
+
+
+class Handoff:
+    """The batcher's way to give the jobs it queues straight to this process's running
+    dispatcher (whichever instance runs now), instead of poking it to claim them.
+
+    Before its transaction the batcher asks how many jobs of each URL to lease
+    (`room`); after the commit it hands those over (`take`). A job leased to an
+    instance that stopped meanwhile waits for its lease to end and is claimed then.
+    Only this process's batcher queues these jobs, so with several workers each
+    dispatches the coin ticks of the shards it holds.
+    """
+
+    def __init__(self, supervisor: Supervisor, name: str = ACTOR_NAME) -> None:
+        self._supervisor = supervisor
+        self._name = name
+
+    def _dispatcher(self) -> WebhookDispatcher | None:
+        if self._name not in self._supervisor.actor_names:
+            return None
+        actor = self._supervisor.actor(self._name)
+        return actor if isinstance(actor, WebhookDispatcher) else None
+
+    def room(self, jobs: Sequence[outbox.OutboxJob]) -> tuple[list[bool], float]:
+        """Which of these jobs to lease to the dispatcher, and for how many seconds."""
+        dispatcher = self._dispatcher()
+        if dispatcher is None:
+            return [False] * len(jobs), 0.0
+        room = dispatcher.handoff_room({job.target_url for job in jobs})
+        flags = []
+        for job in jobs:
+            left = room.get(job.target_url, 0)
+            flags.append(left > 0)
+            room[job.target_url] = left - 1
+        return flags, dispatcher.lease_seconds
+
+    def take(self, jobs: list[ClaimedJob], snapshots: Mapping[str, str], expires: float) -> None:
+        dispatcher = self._dispatcher()
+        if dispatcher is not None:
+            dispatcher.take(jobs, snapshots, expires)

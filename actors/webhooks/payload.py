@@ -420,6 +420,8 @@ def _jobs(
     for group in groups.values():
         group.sort(key=lambda item: item.active_model_id)
         first = group[0]
+        items_json = ",".join(i.item_json for i in group)
+        alerts = sum(1 for i in group if i.is_alert)
         jobs.append(
             OutboxJob(
                 idempotency_key=key(first),
@@ -432,11 +434,16 @@ def _jobs(
                 payload=payload_json(
                     first.coin_id,
                     first.timestamp,
-                    ",".join(i.item_json for i in group),
+                    items_json,
                     total_predictions=len(group),
-                    alerts_count=sum(1 for i in group if i.is_alert),
+                    alerts_count=alerts,
                     version=version,
                 ),
+                timestamp=first.timestamp,
+                items_json=items_json,
+                item_count=len(group),
+                alerts_count=alerts,
+                version=version,
             )
         )
     return jobs

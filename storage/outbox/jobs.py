@@ -45,6 +45,13 @@ class OutboxJob:
     payload: str  # the CONTRACTS.md section 4 body as JSON text (stored as jsonb)
     # The models the payload refers to by key instead of holding them (migration 0008).
     snapshots: tuple[ModelSnapshot, ...] = ()
+    # The payload's parts as a claim reads them back (`ClaimedJob`), so a job leased by
+    # the transaction that queues it (`enqueue_leased`) is handed to a dispatcher as is.
+    timestamp: str = ""
+    items_json: str = ""
+    item_count: int = 0
+    alerts_count: int = 0
+    version: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +182,69 @@ async def enqueue(conn: asyncpg.Connection, jobs: Sequence[OutboxJob]) -> int:
         await conn.execute(_SNAPSHOTS_SQL, keys, texts)
     rows = await conn.fetch(_ENQUEUE_SQL, *job_arrays(jobs))
     return len(rows)
+
+
+# The batcher's jobs, leased (`l`) to the dispatcher of the same process in the
+# transaction that queues them: that dispatcher sends them without a claim (a query over
+# the due rows and a second row version per job). The lease is the fence as for a claim:
+# if the process dies, the jobs come back when it ends and any dispatcher claims them.
+_ENQUEUE_LEASED_SQL = """
+INSERT INTO webhook_outbox (idempotency_key, target_url, coin_id, data_timestamp,
+                            active_model_ids, model_ids, payload, locked_until)
+SELECT k, u, c, t, a::bigint[], m::bigint[], p::jsonb,
+       CASE WHEN l THEN clock_timestamp() + make_interval(secs => $9) END
+FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[],
+            $7::text[], $8::bool[]) AS j(k, u, c, t, a, m, p, l)
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING idempotency_key, id, created_at, locked_until
+"""
+
+
+async def enqueue_leased(
+    conn: asyncpg.Connection,
+    jobs: Sequence[OutboxJob],
+    leased: Sequence[bool],
+    *,
+    lease_seconds: float,
+) -> tuple[int, list[ClaimedJob]]:
+    """Add jobs in the caller's transaction, the `leased` ones under a lease of
+    `lease_seconds`; returns (how many were new, the new leased ones as claimed jobs).
+
+    The caller hands the leased jobs to its dispatcher once the transaction committed;
+    the others wait for a claim. A job whose key exists is skipped, as by `enqueue`.
+    """
+    if not jobs:
+        return 0, []
+    keys, texts = snapshot_arrays(jobs)
+    if keys:
+        await conn.execute(_SNAPSHOTS_SQL, keys, texts)
+    # Only a job that carries its payload's parts can be sent without reading it back.
+    flags = [bool(lease) and job.item_count > 0 for job, lease in zip(jobs, leased, strict=True)]
+    rows = await conn.fetch(_ENQUEUE_LEASED_SQL, *job_arrays(jobs), flags, float(lease_seconds))
+    by_key = {job.idempotency_key: job for job in jobs}
+    claimed = [
+        ClaimedJob(
+            id=r["id"],
+            idempotency_key=job.idempotency_key,
+            target_url=job.target_url,
+            coin_id=job.coin_id,
+            data_timestamp=job.data_timestamp,
+            active_model_ids=job.active_model_ids,
+            model_ids=job.model_ids,
+            timestamp=job.timestamp,
+            items_json=job.items_json,
+            item_count=job.item_count,
+            alerts_count=job.alerts_count,
+            version=job.version,
+            attempts=0,
+            created_at=r["created_at"],
+            locked_until=r["locked_until"],
+        )
+        for r in rows
+        if r["locked_until"] is not None
+        for job in (by_key[r["idempotency_key"]],)
+    ]
+    return len(rows), claimed
 
 
 # The due rows are taken in (next_attempt_at, id) order from the partial index of

@@ -1,0 +1,105 @@
+"""Jobs leased to a dispatcher in the transaction that queues them (the batcher's way).
+
+The batcher hands a batch's jobs straight to its own process's dispatcher instead of
+letting any dispatcher claim them. The guarantees of a claim must hold: each job is
+sent once under its Idempotency-Key while another dispatcher keeps looking, and the
+jobs of a dispatcher that died before sending them are sent by another once their
+lease ends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+
+import anyio
+import asyncpg
+from waiting import wait_for
+from webhook_receiver import (
+    WebhookReceiver,
+    insert_active_model,
+    load_webhook_model,
+    quick_dispatcher,
+)
+
+from actors.webhooks.dispatcher import WebhookDispatcher
+from actors.webhooks.payload import ReportedPrediction, tick_jobs, webhook_items
+from storage.outbox import jobs as outbox
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+@asynccontextmanager
+async def running(*dispatchers: WebhookDispatcher) -> AsyncIterator[None]:
+    async with anyio.create_task_group() as tg:
+        for dispatcher in dispatchers:
+            await tg.start(dispatcher.run)
+        try:
+            yield
+        finally:
+            for dispatcher in dispatchers:
+                dispatcher.request_stop()
+
+
+async def _queue_batch(
+    pool: asyncpg.Pool, url: str, coins: int, *, lease_seconds: float
+) -> tuple[list[outbox.ClaimedJob], dict[str, str]]:
+    """A batch's jobs (two models, one job per coin tick) queued as the batcher queues
+    them, every one leased; returns the leased jobs and their snapshots' texts."""
+    async with pool.acquire() as conn:
+        models = [await insert_active_model(conn, 41 + k) for k in range(2)]
+        items = []
+        for active_model_id in models:
+            model = await load_webhook_model(conn, active_model_id)
+            reported = [
+                ReportedPrediction(f"Coin{i}", T0 + timedelta(seconds=i), 1, 0.9, "alert", 0.8)
+                for i in range(coins)
+            ]
+            items += webhook_items(model, reported, default_url=url)
+        jobs = tick_jobs(items)
+        async with conn.transaction():
+            queued, leased = await outbox.enqueue_leased(
+                conn, jobs, [True] * len(jobs), lease_seconds=lease_seconds
+            )
+    assert queued == len(leased) == coins
+    return leased, {s.key: s.json for job in jobs for s in job.snapshots}
+
+
+async def _delivered(pool: asyncpg.Pool, jobs: int) -> bool:
+    rows = await pool.fetch("SELECT status FROM webhook_outbox")
+    return Counter(r["status"] for r in rows) == {"delivered": jobs}
+
+
+async def test_jobs_handed_to_a_dispatcher_are_sent_once_by_it_while_another_claims(
+    pool: asyncpg.Pool, receiver: WebhookReceiver
+) -> None:
+    holder, other = quick_dispatcher(pool), quick_dispatcher(pool)
+    async with running(holder, other):
+        leased, snapshots = await _queue_batch(
+            pool, receiver.url(), 30, lease_seconds=holder.lease_seconds
+        )
+        holder.take(leased, snapshots, time.monotonic() + holder.lease_seconds)
+        for _ in range(5):
+            other.poke(whole_ticks=True)  # the other one looks, and finds nothing due
+            await anyio.sleep(0.02)
+        await wait_for(lambda: _delivered(pool, 30), what="all delivered")
+    keys = Counter(r.headers["Idempotency-Key"] for r in receiver.received())
+    assert keys == Counter({job.idempotency_key: 1 for job in leased})
+    assert {len(r.body["predictions"]) for r in receiver.received()} == {2}
+    assert (holder.delivered_jobs, other.delivered_jobs) == (30, 0)
+
+
+async def test_jobs_leased_to_a_dispatcher_that_died_are_sent_by_another_after_the_lease(
+    pool: asyncpg.Pool, receiver: WebhookReceiver
+) -> None:
+    # Leased to a dispatcher that never got them (its process was killed after the commit).
+    leased, _ = await _queue_batch(pool, receiver.url(), 5, lease_seconds=0.5)
+    other = quick_dispatcher(pool)
+    async with running(other):
+        await wait_for(lambda: _delivered(pool, 5), what="all delivered")
+    keys = Counter(r.headers["Idempotency-Key"] for r in receiver.received())
+    assert keys == Counter({job.idempotency_key: 1 for job in leased})
+    assert other.delivered_jobs == 5
