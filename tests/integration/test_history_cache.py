@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import polars as pl
+import pytest
 from coin_rows import coin_rows, insert_rows
 
 from actors.runtime.messages import Tick
@@ -123,3 +124,38 @@ async def test_coins_replaced_evicted_and_compacted_keep_their_own_windows(
     # Held ones read only their new rows: B in batch 1, A in batch 3. The others were
     # never held or had been forgotten (C and B in batch 2, to keep three).
     assert (cache.reads_delta, cache.reads_full) == (2, 8)
+
+
+async def test_a_small_read_gives_exactly_the_frame_a_copy_read_gives(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of up to SMALL_READ_COINS coins are read by a plain query, larger ones by
+    COPY (issue 23): the features must not see which."""
+    async with pool.acquire() as conn:
+        for i, mint in enumerate(("A", "B", "C")):
+            await insert_rows(conn, coin_rows(mint, 8, start=START, seed=i))
+        # Values a reader can get wrong: NULLs, NaN, infinities, a numeric beyond double,
+        # long decimals, booleans of both kinds.
+        await conn.execute(
+            """
+            UPDATE coin_metrics SET
+                price_close = CASE WHEN mint = 'A' THEN 'NaN'::numeric ELSE price_close END,
+                volume_sol = CASE WHEN mint = 'B' THEN 'Infinity'::numeric ELSE NULL END,
+                price_high = 1e400,
+                price_low = 0.000000031234567890123456789,
+                is_koth = (id % 3 = 0),
+                num_buys = CASE WHEN id % 2 = 0 THEN NULL ELSE num_buys END
+            WHERE id % 4 = 1
+            """
+        )
+        mints, as_of = ["A", "B", "C"], [_at(5 * 7)] * 3
+        small = await coin_metrics.load_history(conn, mints, as_of, 6, COLUMNS)
+        after = [None, _at(5 * 3), _at(5 * 6)]
+        small_delta = await coin_metrics.load_history(conn, mints, as_of, 6, COLUMNS, after)
+        monkeypatch.setattr(coin_metrics, "SMALL_READ_COINS", 0)
+        copied = await coin_metrics.load_history(conn, mints, as_of, 6, COLUMNS)
+        copied_delta = await coin_metrics.load_history(conn, mints, as_of, 6, COLUMNS, after)
+    assert small.height == 18 and small_delta.height == 6 + 4 + 1
+    assert small.schema == copied.schema
+    assert small.equals(copied) and small_delta.equals(copied_delta)
+    assert small["price_high"].null_count() > 0  # beyond double: missing, as before
