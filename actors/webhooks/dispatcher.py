@@ -495,6 +495,10 @@ class WebhookDispatcher:
         # the moment their lease surely ends, until the loop queues them as POSTs.
         self._handed: list[tuple[list[ClaimedJob], float]] = []
         self._handed_per_host: Counter[str] = Counter()
+        # Hosts with jobs queued without a lease (no room when they were stored): until
+        # a claim finds none of them left, newer jobs of the host are not handed over
+        # either, so they cannot overtake the older ones (which would age out).
+        self._spilled: set[str] = set()
         self._depth_updated = 0.0
         self._writer = SettlementWriter(
             pool,
@@ -561,8 +565,13 @@ class WebhookDispatcher:
         for url in urls:
             host = _host_key(url)
             ahead = self._queued[host] + self._handed_per_host[host]
-            room[url] = max(0, min(total, self._depth(host) - ahead))
+            spilled = host in self._spilled
+            room[url] = 0 if spilled else max(0, min(total, self._depth(host) - ahead))
         return room
+
+    def spilled(self, urls: Iterable[str]) -> None:
+        """Jobs of these URLs were queued without a lease: they wait for a claim."""
+        self._spilled.update(_host_key(url) for url in urls)
 
     def take(self, jobs: list[ClaimedJob], snapshots: Mapping[str, str], expires: float) -> None:
         """Jobs leased to this dispatcher by the transaction that queued them (committed),
@@ -734,6 +743,8 @@ class WebhookDispatcher:
             self._queue.append(_Group(group.jobs, host, expires, group.batch_key is not None))
             self._queued[host] += 1
             claimed_hosts.add(host)
+        if limit > 0 and not claimed.full:  # nothing left behind but left-out hosts' jobs
+            self._spilled &= excluded_hosts
         # Left-out hosts may have more due; so may the claimed ones if the limit cut the
         # claim short. Anything else is found by a poke, a retry falling due or the timer.
         self._waiting_hosts = excluded_hosts | (claimed_hosts if claimed.full else set())
@@ -1143,6 +1154,9 @@ class Handoff:
             left = room.get(job.target_url, 0)
             flags.append(left > 0)
             room[job.target_url] = left - 1
+        dispatcher.spilled(
+            {job.target_url for job, leased in zip(jobs, flags, strict=True) if not leased}
+        )
         return flags, dispatcher.lease_seconds
 
     def take(self, jobs: list[ClaimedJob], snapshots: Mapping[str, str], expires: float) -> None:

@@ -103,3 +103,24 @@ async def test_jobs_leased_to_a_dispatcher_that_died_are_sent_by_another_after_t
     keys = Counter(r.headers["Idempotency-Key"] for r in receiver.received())
     assert keys == Counter({job.idempotency_key: 1 for job in leased})
     assert other.delivered_jobs == 5
+
+
+async def test_after_jobs_waited_for_a_claim_newer_ones_are_not_handed_over_until_it_caught_up(
+    pool: asyncpg.Pool, receiver: WebhookReceiver
+) -> None:
+    """Jobs queued without a lease (no room then) are claimed in due order; handing newer
+    jobs of the same host to the dispatcher meanwhile would let them overtake the older
+    ones for as long as the load lasts (and old jobs die of age)."""
+    dispatcher = quick_dispatcher(pool, per_host_limit=4)
+    url = receiver.url()
+    assert dispatcher.handoff_room([url]) == {url: 4}
+    # A batch found no room for these: they are in the outbox, unleased.
+    await _queue_batch(pool, url, 6, lease_seconds=0.0)
+    await pool.execute("UPDATE webhook_outbox SET locked_until = NULL")
+    dispatcher.spilled([url])
+    assert dispatcher.handoff_room([url]) == {url: 0}
+    async with running(dispatcher):
+        dispatcher.poke(whole_ticks=True)
+        await wait_for(lambda: _delivered(pool, 6), what="the waiting jobs delivered")
+        # (Its local queue may now be deeper: the receiver answers quickly.)
+        await wait_for(lambda: dispatcher.handoff_room([url])[url] >= 4, what="handing over")
