@@ -16,6 +16,7 @@ import pytest
 from query_plans import RecordingConnection, index_tables, plans, recording_connection
 
 from storage.outbox import jobs as outbox
+from storage.outbox.attempts import model_status
 
 JOBS = 200_000
 
@@ -71,3 +72,54 @@ async def test_claim_batch_record_and_settlement_never_scan_the_outbox(
     for plan in claims:
         how = plan.scans_of("webhook_outbox", indexes)
         assert any(way.endswith(" webhook_outbox_batch") for way in how), str(plan)
+
+
+async def test_a_models_dead_jobs_and_failed_attempts_are_found_through_the_partial_indexes(
+    conn: RecordingConnection,
+) -> None:
+    """Migration 0024: the model-id GIN indexes hold only dead/waiting jobs and failed
+    attempts (a delivered job or attempt adds nothing to them); the operator reads that
+    look for those by model still use them."""
+    await conn.execute(
+        """
+        UPDATE webhook_outbox SET status = 'dead', active_model_ids = '{7}'
+        WHERE id % 1000 = 1;
+        INSERT INTO webhook_attempts (outbox_id, attempt, target_url, active_model_ids,
+                                      model_ids, status_code, outcome, attempted_at)
+        SELECT id, 1, target_url, active_model_ids, model_ids,
+               CASE WHEN status = 'dead' THEN 500 ELSE 200 END,
+               CASE WHEN status = 'dead' THEN 'dead' ELSE 'delivered' END,
+               now() - make_interval(secs => 200000 - id)
+        FROM webhook_outbox WHERE status <> 'pending';
+        ANALYZE webhook_outbox;
+        ANALYZE webhook_attempts;
+        """
+    )
+    # 199 800 delivered jobs and attempts left nothing in the indexes (~4 MB each before 0024).
+    sizes = await conn.fetchrow(
+        "SELECT pg_relation_size('webhook_outbox_models') AS jobs,"
+        " pg_relation_size('webhook_attempts_models') AS attempts"
+    )
+    assert (sizes["jobs"], sizes["attempts"]) < (65536, 65536), dict(sizes)
+    conn.start_recording()
+    total, dead = await outbox.list_dead(conn, limit=10, offset=0, active_model_id=7)
+    status = await model_status(conn, 7)
+    sent = conn.stop_recording()
+    assert total == 200 and len(dead) == 10
+    assert status.last_error is not None and status.last_error.outcome == "dead"
+    indexes = await index_tables(conn)
+    jobs = [p for p in await plans(conn, sent, "webhook_outbox") if p.kind == "custom"]
+    counts = [p for p in jobs if "count(*)" in p.sql and "status = $2" in p.sql]
+    assert counts and all(
+        "Bitmap Index Scan webhook_outbox_models" in p.scans_of("webhook_outbox", indexes)
+        for p in counts
+    ), [str(p) for p in counts]
+    errors = [
+        p
+        for p in await plans(conn, sent, "webhook_attempts")
+        if p.kind == "custom" and "outcome <> 'delivered'" in p.sql
+    ]
+    assert errors and all(
+        "Bitmap Index Scan webhook_attempts_models" in p.scans_of("webhook_attempts", indexes)
+        for p in errors
+    ), [str(p) for p in errors]
