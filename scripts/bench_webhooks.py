@@ -114,7 +114,9 @@ async def run(
         try:
             async with pool.acquire() as conn:
                 webhook_models = await _models(conn, models, f"http://127.0.0.1:{port}/hook")
+                fill_pg = postgres_cpu()
                 await _fill(conn, webhook_models, ticks)
+                fill_pg = postgres_cpu() - fill_pg
             dispatcher = WebhookDispatcher(
                 pool,
                 timeout=10.0,
@@ -156,6 +158,8 @@ async def run(
         "posts_per_s": round(ticks / seconds, 1),
         "dispatcher_cpu_ms_per_post": round(cpu / ticks * 1000, 3),
         "postgres_cpu_ms_per_post": round(pg / ticks * 1000, 3),
+        # Queueing the jobs (500 per statement, as a batch of the pipeline queues them).
+        "enqueue_postgres_cpu_ms_per_job": round(fill_pg / ticks * 1000, 3),
         "claims": dispatcher.claims,
         "settle_flushes": dispatcher.settle_flushes,
         "outbox_bytes_per_post": round(outbox_bytes / ticks),
