@@ -11,8 +11,6 @@ from aiohttp import web
 from actors.runtime.state import ServiceState
 from storage.config import Settings
 
-VERSION = "0.1.0"
-
 
 @dataclass(slots=True)
 class AppContext:

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from storage.text_rules import MAX_NAME_LENGTH
-from web.context import VERSION
+from storage.version import VERSION
 
 JSON = "application/json"
 

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
 from storage.outbox.jobs import ModelSnapshot, OutboxJob
-from web.context import VERSION
+from storage.version import VERSION
 
 SERVICE_NAME = "pump-predictor"
 

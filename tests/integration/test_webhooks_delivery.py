@@ -31,7 +31,7 @@ from actors.webhooks.payload import ReportedPrediction, build_payload, model_sna
 from storage.db.pool import create_pool
 from storage.outbox import jobs as outbox
 from storage.outbox.attempts import attempts_for_job
-from web.context import VERSION
+from storage.version import VERSION
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

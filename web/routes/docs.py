@@ -13,7 +13,8 @@ from typing import Any
 from aiohttp import web
 from swagger_ui_bundle import swagger_ui_path
 
-from web.context import VERSION, ctx
+from storage.version import VERSION
+from web.context import ctx
 
 routes = web.RouteTableDef()
 

@@ -12,7 +12,8 @@ from actors.shards.shard_set import ShardSet
 from storage.intake.role_leases import HOUSEKEEPING, role_states
 from storage.intake.shard_leases import shard_states
 from storage.models.overview import load_overview
-from web.context import VERSION, AppContext, ctx
+from storage.version import VERSION
+from web.context import AppContext, ctx
 from web.routes.docs import dashboard_url
 from web.routes.system import health_report
 

@@ -14,7 +14,8 @@ from actors.runtime import metrics
 from actors.runtime.state import ServiceState
 from storage.models.library_versions import library_versions
 from storage.models.overview import load_stats
-from web.context import VERSION, ctx
+from storage.version import VERSION
+from web.context import ctx
 from web.metrics_merge import merge_expositions
 from web.routes.alert_config import webhook_health
 
