@@ -3,10 +3,10 @@
 Pure functions over Polars frames; no database, no HTTP.
 """
 
-from features.columns import BASE_COLUMNS, quote_ident
+from features.columns import BASE_COLUMNS, PREFIX_SCHEMA, quote_ident
 from features.engineering import compute, engineered_names, has_data_flags
 from features.matrix import FeatureSpec, UnknownFeatureError, build_matrix
-from features.running import PREFIX_SCHEMA, empty_prefix, prefix_state
+from features.running import empty_prefix, prefix_state
 
 __all__ = [
     "BASE_COLUMNS",

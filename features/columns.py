@@ -96,3 +96,16 @@ def normalise(frame: pl.DataFrame) -> pl.DataFrame:
         elif schema[name] != dtype:
             casts.append(pl.col(name).cast(dtype, strict=False))
     return frame.with_columns(casts) if casts else frame
+
+
+# The running state of a coin before its loaded rows (features.running), by column;
+# here so that engineering and running both read it without importing each other.
+PREFIX_SCHEMA: dict[str, pl.DataType] = {
+    "mint": pl.String(),
+    "prefix_rows": pl.Int64(),
+    "prefix_max_high": pl.Float64(),
+    "prefix_last_ath": pl.Float64(),
+    "prefix_dev_sum": pl.Float64(),
+    "first_timestamp": UTC_TIME,
+    "prefix_last_breakout": UTC_TIME,
+}

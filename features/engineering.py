@@ -12,8 +12,7 @@ from collections.abc import Iterable, Sequence
 
 import polars as pl
 
-from features.columns import normalise
-from features.running import PREFIX_SCHEMA
+from features.columns import PREFIX_SCHEMA, normalise
 
 DEFAULT_WINDOWS: tuple[int, ...] = (5, 10, 15)
 

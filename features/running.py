@@ -31,7 +31,8 @@ from typing import NamedTuple
 
 import polars as pl
 
-from features.columns import UTC_TIME
+from features.columns import PREFIX_SCHEMA, UTC_TIME
+from features.engineering import ath_block
 
 # The coin_metrics columns `prefix_state` reads (price_close only because the shared
 # ATH block computes a distance from it).
@@ -43,16 +44,6 @@ PREFIX_INPUT_COLUMNS: tuple[str, ...] = (
     "price_close",
     "dev_sold_amount",
 )
-
-PREFIX_SCHEMA: dict[str, pl.DataType] = {
-    "mint": pl.String(),
-    "prefix_rows": pl.Int64(),
-    "prefix_max_high": pl.Float64(),
-    "prefix_last_ath": pl.Float64(),
-    "prefix_dev_sum": pl.Float64(),
-    "first_timestamp": UTC_TIME,
-    "prefix_last_breakout": UTC_TIME,
-}
 
 
 def empty_prefix(*, with_phase_key: bool = False) -> pl.DataFrame:
@@ -69,8 +60,6 @@ def prefix_state(rows: pl.DataFrame, seed: pl.DataFrame | None = None) -> pl.Dat
     plus the rows that have since left the window gives the state at the new one.
     Coins of `seed` without rows are carried over unchanged.
     """
-    from features.engineering import ath_block
-
     if rows.is_empty():
         return (seed if seed is not None else empty_prefix()).select(list(PREFIX_SCHEMA))
     frame = ath_block(rows, seed)
