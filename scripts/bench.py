@@ -1511,7 +1511,7 @@ async def trigger_overhead(dsn: str, statements: int, rows_per_statement: int) -
 async def cmd_intake(args: argparse.Namespace, out: Any) -> dict[str, Any]:
     from actors.app.service import Service
     from actors.runtime.logs import configure_logging
-    from actors.runtime.messages import Batch
+    from actors.scoring.batch import Batch
     from actors.scoring.batch_bus import BatchBus
 
     tap_key = 10_000_001

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from actors.runtime.messages import Batch, BatchCompletion
+from actors.scoring.batch import Batch, BatchCompletion
 
 
 @dataclass(slots=True)

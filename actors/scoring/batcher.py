@@ -30,8 +30,9 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from actors.runtime import metrics
-from actors.runtime.messages import Batch, BatchCompletion, Tick, TickPage
+from actors.runtime.messages import Tick, TickPage
 from actors.runtime.state import ServiceState
+from actors.scoring.batch import Batch, BatchCompletion
 from actors.scoring.batch_bus import BatchBus
 from actors.scoring.batch_writer import (
     STORE_FAILED,

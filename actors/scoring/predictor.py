@@ -25,9 +25,10 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from actors.runtime import metrics
-from actors.runtime.messages import Batch, Tick
+from actors.runtime.messages import Tick
 from actors.runtime.offload import run_cpu
 from actors.runtime.state import ServiceState
+from actors.scoring.batch import Batch
 from actors.scoring.batch_bus import BatchBus
 from actors.scoring.batch_writer import STORE_FAILED, ModelScores, stored_items
 from actors.scoring.model_runtime import ModelRuntime, Scored, score

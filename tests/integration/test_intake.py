@@ -16,7 +16,7 @@ from service_runner import running_service
 from waiting import wait_for
 
 from actors.app.service import Service
-from actors.runtime.messages import Batch
+from actors.scoring.batch import Batch
 from actors.scoring.batch_bus import BatchBus
 from storage.config import Settings
 
