@@ -26,6 +26,7 @@ from actors.runtime import metrics
 from actors.runtime.messages import Tick
 from actors.scoring import store_limits
 from actors.scoring.model_runtime import ModelRuntime, Scored, prediction_of
+from actors.shards.shard_set import ShardSet
 from actors.webhooks.payload import (
     ReportedPrediction,
     WebhookItem,
@@ -91,6 +92,21 @@ def restrict(
             )
             parts.append(ModelScores(runtime, part))
     return parts, [i for i in items if (i.coin_id, i.data_timestamp) in wanted]
+
+
+async def fence(
+    shards: ShardSet,
+    conn: asyncpg.Connection,
+    scores: Sequence[ModelScores],
+    items: Sequence[WebhookItem],
+) -> tuple[Sequence[ModelScores], Sequence[WebhookItem]]:
+    """Inside the storing transaction: the part of a batch's scores and items this
+    process may still commit (ticks of shards it holds, see `actors.shards.shard_set`)."""
+    keys = tick_keys(scores, items)
+    kept = await shards.fence_coins(conn, [coin for coin, _ in keys])
+    if len(kept) == len({coin for coin, _ in keys}):
+        return scores, items
+    return restrict(scores, items, [k for k in keys if k[0] in kept])
 
 
 def batch_rows(scores: Sequence[ModelScores]) -> BatchRows:

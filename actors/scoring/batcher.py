@@ -39,6 +39,7 @@ from actors.scoring.batch_writer import (
     ModelScores,
     TickKey,
     Written,
+    fence,
     restrict,
     tick_keys,
     write_batch,
@@ -478,7 +479,7 @@ class Batcher:
         started = lease_seconds = 0.0
         async with self._pool.acquire() as conn, conn.transaction():
             if self._shards is not None:  # fencing: only ticks of shards still held
-                scores, items = await self._shards.fence(conn, scores, items)
+                scores, items = await fence(self._shards, conn, scores, items)
             written = await write_batch(conn, scores, default_url=self._default_url)
             jobs = tick_jobs([*written.items, *items])
             if jobs and self._handoff is not None:

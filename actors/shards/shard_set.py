@@ -16,8 +16,6 @@ from collections.abc import Callable, Sequence
 import asyncpg
 
 from actors.runtime import metrics
-from actors.scoring.batch_writer import ModelScores, restrict, tick_keys
-from actors.webhooks.payload import WebhookItem
 from storage.intake import shard_leases
 
 
@@ -64,16 +62,3 @@ class ShardSet:
         if fenced:
             metrics.SHARD_FENCED.add({}, fenced)
         return kept
-
-    async def fence(
-        self,
-        conn: asyncpg.Connection,
-        scores: Sequence[ModelScores],
-        items: Sequence[WebhookItem],
-    ) -> tuple[Sequence[ModelScores], Sequence[WebhookItem]]:
-        """The part of a batch's scores and items this process may still commit."""
-        keys = tick_keys(scores, items)
-        kept = await self.fence_coins(conn, [coin for coin, _ in keys])
-        if len(kept) == len({coin for coin, _ in keys}):
-            return scores, items
-        return restrict(scores, items, [k for k in keys if k[0] in kept])
