@@ -104,23 +104,3 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(
             500, "internal_error", "internal server error", {"path": request.path}
         )
-
-
-async def read_json_object(request: web.Request, *, allow_empty: bool = False) -> dict[str, Any]:
-    """The request body as a JSON object, or a 4xx that says what is wrong with it.
-
-    Parsing and the checks every body gets live in `web.request_input` (imported here
-    lazily: it raises the errors this module defines).
-    """
-    from web.request_input import parse_json_body
-
-    if not request.can_read_body:
-        if allow_empty:
-            return {}
-        raise ApiError(400, "invalid_body", "request body must be a JSON object", {"field": "body"})
-    body = await parse_json_body(request)
-    if body is None and allow_empty:
-        return {}
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_body", "request body must be a JSON object", {"field": "body"})
-    return body

@@ -129,3 +129,20 @@ async def parse_json_body(request: web.Request) -> Any:
         ) from None
     _check_tree(body)
     return body
+
+
+async def read_json_object(request: web.Request, *, allow_empty: bool = False) -> dict[str, Any]:
+    """The request body as a JSON object, or a 4xx that says what is wrong with it.
+
+    Parsing and the checks every body gets are `parse_json_body`'s.
+    """
+    if not request.can_read_body:
+        if allow_empty:
+            return {}
+        raise ApiError(400, "invalid_body", "request body must be a JSON object", {"field": "body"})
+    body = await parse_json_body(request)
+    if body is None and allow_empty:
+        return {}
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_body", "request body must be a JSON object", {"field": "body"})
+    return body

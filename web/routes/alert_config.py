@@ -38,7 +38,8 @@ from storage.outbox import jobs as outbox
 from storage.outbox.attempts import AttemptRow, Losses, losses, losses_by_model, model_status
 from storage.outbox.jobs import REQUEUEABLE, JobStatus, OutboxRow
 from web.context import ctx
-from web.errors import ApiError, bad_field, not_found, read_json_object
+from web.errors import ApiError, bad_field, not_found
+from web.request_input import read_json_object
 from web.routes.predictions import int_param
 
 routes = web.RouteTableDef()

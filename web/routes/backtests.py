@@ -17,8 +17,8 @@ from storage.backtests import store as backtests
 from storage.backtests.store import BacktestRow
 from storage.models import active_models, model_import
 from web.context import ctx
-from web.errors import ApiError, bad_field, not_found, read_json_object
-from web.request_input import parse_datetime
+from web.errors import ApiError, bad_field, not_found
+from web.request_input import parse_datetime, read_json_object
 from web.routes.models import _api_error, _training_service
 from web.routes.predictions import choice_param, int_param
 

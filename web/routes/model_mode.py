@@ -20,7 +20,8 @@ from features.outcome_curves import compare
 from storage.models import active_models, model_mode
 from storage.predictions.outcome_samples import tick_outcomes
 from web.context import ctx
-from web.errors import bad_field, not_found, read_json_object
+from web.errors import bad_field, not_found
+from web.request_input import read_json_object
 from web.routes.models import apply_to_pipeline
 from web.routes.predictions import check_known, check_range, path_model, time_param
 

@@ -29,7 +29,8 @@ from storage.models.model_import import (
 from storage.predictions import statistics
 from storage.text_rules import MAX_NAME_LENGTH
 from web.context import ctx
-from web.errors import ApiError, bad_field, not_found, read_json_object
+from web.errors import ApiError, bad_field, not_found
+from web.request_input import read_json_object
 
 log = structlog.get_logger(__name__)
 

@@ -9,8 +9,8 @@ from aiohttp import web
 
 from actors.scoring.manual_predict import ManualPredictError, ManualResult, predict_now
 from web.context import ctx
-from web.errors import ApiError, bad_field, read_json_object
-from web.request_input import parse_datetime
+from web.errors import ApiError, bad_field
+from web.request_input import parse_datetime, read_json_object
 
 routes = web.RouteTableDef()
 

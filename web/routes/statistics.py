@@ -13,7 +13,7 @@ from aiohttp import web
 from storage.predictions.statistics import ModelStatistics, statistics
 from web.context import ctx
 from web.errors import not_found
-from web.outcome_thresholds import thresholds_from_outcomes
+from web.routes.outcome_thresholds import thresholds_from_outcomes
 from web.routes.predictions import (
     MAX_ID,
     check_known,
