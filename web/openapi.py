@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from storage.models import model_settings
 from storage.text_rules import MAX_NAME_LENGTH
 from storage.version import VERSION
 
@@ -41,7 +42,7 @@ CAP = {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
 SEND_MODES = {
     "type": "array",
     "minItems": 1,
-    "items": {"enum": ["all", "alerts_only", "positive_only", "negative_only"]},
+    "items": {"enum": list(model_settings.SEND_MODES)},
 }
 ISO_TIME = {"type": "string", "format": "date-time"}
 
@@ -117,7 +118,7 @@ ALERT_CONFIG_BODY = _obj(
         "n8n_enabled": {"type": "boolean"},
         "n8n_send_modes": SEND_MODES,
         "n8n_payload": {
-            "enum": ["full", "compact", None],
+            "enum": [*model_settings.PAYLOAD_FORMS, None],
             "description": "form of each prediction's model object; null follows N8N_PAYLOAD",
         },
         "coin_filter_mode": {"enum": ["all", "whitelist"]},

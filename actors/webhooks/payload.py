@@ -30,7 +30,6 @@ TAG_POSITIVE = "positive"
 TAG_ALERT = "alert"
 TAGS = (TAG_NEGATIVE, TAG_POSITIVE, TAG_ALERT)
 
-SEND_MODES = ("all", "alerts_only", "positive_only", "negative_only")
 # Each mode selects tags literally as CONTRACTS.md section 3 defines them:
 # `positive_only` means tag "positive" (0.5 <= p < threshold) and NOT alerts.
 # Users who want every p >= 0.5 combine ["positive_only", "alerts_only"].
@@ -191,7 +190,6 @@ def model_snapshot(model: WebhookModel) -> ModelSnapshot:
     return snapshot
 
 
-PAYLOAD_FORMS = ("full", "compact")
 # What a compact model object keeps: who the model is and what it predicts.
 _COMPACT_KEYS = (
     "id",

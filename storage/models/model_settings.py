@@ -20,6 +20,11 @@ import asyncpg
 # LISTEN channel of the model-sync actor; payload {"active_model_id": id, "action": ...}.
 MODELS_CHANNEL = "pump_predictor_models"
 
+# The values of `n8n_send_modes` and `n8n_payload`, defined once for the API's checks and
+# document, the dashboard's choices and the webhook payload (actors.webhooks.payload).
+SEND_MODES = ("all", "alerts_only", "positive_only", "negative_only")
+PAYLOAD_FORMS = ("full", "compact")
+
 ALERT_COLUMNS = (
     "alert_threshold",
     "n8n_webhook_url",

@@ -13,10 +13,10 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from storage.models.model_settings import SEND_MODES
 from web.dashboard import common, visual
 from web.dashboard.api_client import ApiClient
 
-SEND_MODES = ("all", "alerts_only", "positive_only", "negative_only")
 IGNORE_FIELDS = {
     "ignore_negative_seconds": "Ignore a coin after a negative prediction (s)",
     "ignore_positive_seconds": "Ignore a coin after a positive prediction (s)",

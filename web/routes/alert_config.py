@@ -21,7 +21,6 @@ import anyio
 import asyncpg
 from aiohttp import web
 
-from actors.webhooks.payload import PAYLOAD_FORMS, SEND_MODES
 from actors.webhooks.retry import shown_error
 from actors.webhooks.targets import TargetPolicy, policy_from
 from storage.config import redact_url
@@ -29,6 +28,8 @@ from storage.models.model_settings import (
     ALERT_COLUMNS,
     CAP_COLUMNS,
     IGNORE_COLUMNS,
+    PAYLOAD_FORMS,
+    SEND_MODES,
     ModelSettings,
     get_settings,
     update_settings,
