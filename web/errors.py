@@ -80,6 +80,14 @@ _CODES = {
     429: "too_many_requests",
     503: "unavailable",
 }
+# The status of an error code raised below the web layer (storage and actors errors
+# carry a stable code, never an HTTP status: the statuses are this module's).
+_STATUS_OF_CODE = {code: status for status, code in _CODES.items()}
+
+
+def status_of(code: str) -> int:
+    """The HTTP status of a stable error code from storage or actors (500 if unknown)."""
+    return _STATUS_OF_CODE.get(code, 500)
 
 
 @web.middleware

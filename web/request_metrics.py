@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from actors.runtime import metrics
+from actors.ports import metrics
 from web.errors import Handler
 
 

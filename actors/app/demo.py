@@ -28,11 +28,9 @@ from storage.config import Settings, redact_url
 from storage.models import active_models
 from storage.models.model_import import ModelImportError, import_model
 from storage.models.model_settings import update_settings
+from web.context import AppContext
 
 log = structlog.get_logger(__name__)
-
-# web.routes.models reads the Training Service client from here (demo: the stand-in).
-TRAINING_SERVICE_KEY = "training_service"
 
 
 class DemoWebhookSink:
@@ -89,14 +87,14 @@ class DemoRunner:
         settings: Settings,
         pool: asyncpg.Pool,
         state: ServiceState,
-        services: dict[str, Any],
+        context: AppContext,
         *,
         n_coins: int = 20,
     ) -> None:
         self._settings = settings
         self._pool = pool
         self._state = state
-        self._services = services
+        self._context = context
         self._n_coins = n_coins
         self.imported: list[int] = []
         self.training_service_url: str | None = None
@@ -121,7 +119,8 @@ class DemoRunner:
                 timeout=self._settings.training_service_timeout_seconds,
                 session=session,
             )
-            self._services[TRAINING_SERVICE_KEY] = client
+            # The API's model routes use this stand-in while the demo runs.
+            self._context.training_service = client
             try:
                 for model_id in env.model_ids:
                     await self._import(client, model_id)
@@ -134,7 +133,7 @@ class DemoRunner:
                 )
                 await anyio.sleep_forever()
             finally:
-                self._services.pop(TRAINING_SERVICE_KEY, None)
+                self._context.training_service = None
                 tg.cancel_scope.cancel()
 
     def _webhook_target(self) -> str | None:

@@ -12,7 +12,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from actors.app.dashboard_process import DashboardProcess
-from actors.app.demo import TRAINING_SERVICE_KEY, DemoRunner, retire_demo_models
+from actors.app.demo import DemoRunner, retire_demo_models
 from actors.app.web_server import WebServer
 from actors.app.worker_pool import WorkerPool
 from actors.backtest.runner import BacktestRunner
@@ -35,6 +35,7 @@ from actors.runtime.supervisor import (
 )
 from actors.scoring.batch_bus import BatchBus
 from actors.scoring.batcher import Batcher
+from actors.scoring.manual_predict import ManualPredictor
 from actors.scoring.model_runtime import ModelRuntime
 from actors.scoring.model_sync import ModelSync
 from actors.scoring.predictor import Predictor
@@ -42,7 +43,6 @@ from actors.shards.lease import ShardLeases
 from actors.shards.role_lease import RoleLease
 from actors.shards.shard_set import ShardSet
 from actors.webhooks.dispatcher import Handoff, WebhookDispatcher, poker
-from storage.clients.training_service import TrainingServiceClient
 from storage.config import Settings
 from storage.db.database import Database, migrate, open_pool
 from storage.intake.role_leases import HOUSEKEEPING
@@ -142,8 +142,8 @@ class Service:
         # no room for (whole ticks: claimed at once); predictors poke it for manual
         # predictions (one job per model: claimed after a short coalescing window).
         poke = poker(supervisor)
-        context.services["webhooks_poke"] = poke
-        context.services["supervisor"] = supervisor
+        context.webhooks_poke = poke
+        context.actors = supervisor
         # Streams outlive the actors at their ends, so a restarted actor picks them up.
         wake_send, wake_receive = anyio.create_memory_object_stream[Wakeup](1)
         page_send, page_receive = anyio.create_memory_object_stream[TickPage](4)
@@ -151,7 +151,7 @@ class Service:
         role = self.options.role
         intake, extras = role != "supervisor", role != "worker"
         if intake:
-            context.services["shards"] = shards
+            context.shards = shards
 
         def make_predictor(runtime: ModelRuntime) -> Predictor:
             return Predictor(
@@ -165,15 +165,18 @@ class Service:
             )
 
         async def repair_file(active_model_id: int) -> None:
-            shared = context.services.get(TRAINING_SERVICE_KEY)
-            if isinstance(shared, TrainingServiceClient):
+            shared = context.training_service
+            if shared is not None:
                 await reload_model(pool, settings, shared, active_model_id, notify_action=None)
                 return
             async with client_from_settings(settings) as client:
                 await reload_model(pool, settings, client, active_model_id, notify_action=None)
 
         model_sync = ModelSync(dsn, pool, supervisor, make_predictor, repair=repair_file)
-        context.services["model_sync"] = model_sync
+        context.model_sync = model_sync
+        context.manual_predictions = ManualPredictor(
+            pool, model_sync, supervisor, settings.feature_history_size
+        )
         batcher_starts = 0
 
         def make_batcher() -> Batcher:
@@ -209,8 +212,8 @@ class Service:
                 {"DB_DSN": dsn},
                 stop_deadline=settings.shutdown_deadline_seconds,
             )
-            context.services["workers"] = workers
-            context.services["worker_metrics"] = workers.scrape
+            context.workers = workers
+            context.worker_metrics = workers.scrape
             specs.append(ActorSpec("workers", lambda: workers, STAGE_INTAKE))
         if extras:
             specs += self._background_specs(context, shards.holder)
@@ -225,7 +228,7 @@ class Service:
             specs.append(
                 ActorSpec(
                     "demo",
-                    lambda: DemoRunner(settings, pool, state, context.services),
+                    lambda: DemoRunner(settings, pool, state, context),
                     STAGE_INTAKE,
                 )
             )
@@ -295,7 +298,7 @@ class Service:
         ]
         # API backtests: a worker process each, one at a time (actors/backtest/runner.py).
         backtest_runner = BacktestRunner(settings, dsn, pool)
-        context.services["backtests_poke"] = backtest_runner.poke
+        context.backtests_poke = backtest_runner.poke
         specs.append(ActorSpec("backtests", lambda: backtest_runner, STAGE_BACKGROUND))
         retained = (
             settings.webhook_retention_seconds,
@@ -316,7 +319,7 @@ class Service:
             specs=housekeeping,
             lease_seconds=settings.shard_lease_seconds,
         )
-        context.services[HOUSEKEEPING] = role
+        context.housekeeping = role
         specs.append(ActorSpec("housekeeping", lambda: role, STAGE_ROLES))
         return specs
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 import anyio
 import asyncpg
 import polars as pl
 
+from actors.ports import ManualPredictError, ManualResult
 from actors.runtime.messages import Tick
 from actors.runtime.supervisor import Supervisor
 from actors.scoring.model_runtime import ModelRuntime, score
@@ -28,24 +28,28 @@ from features.columns import BASE_COLUMNS
 from storage.intake import coin_metrics
 
 
-class ManualPredictError(Exception):
-    def __init__(self, status: int, field: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.field, self.message = status, field, message
+class ManualPredictor:
+    """The `ManualPredictions` port (actors/ports.py) the API calls: the running
+    models of `model_sync`, their predictors under `supervisor`."""
 
+    def __init__(
+        self, pool: asyncpg.Pool, model_sync: ModelSync, supervisor: Supervisor, history_size: int
+    ) -> None:
+        self._pool, self._model_sync, self._supervisor = pool, model_sync, supervisor
+        self._history_size = history_size
 
-@dataclass(frozen=True, slots=True)
-class ManualResult:
-    active_model_id: int
-    model_name: str
-    coin_id: str
-    data_timestamp: datetime
-    probability: float | None
-    prediction: int | None
-    tag: str | None
-    prediction_id: int | None
-    stored: bool  # False: this tick was already predicted by the model
-    skipped: str | None
+    async def predict(
+        self, coin_id: str, model_ids: Sequence[int] | None, timestamp: datetime | None
+    ) -> list[ManualResult]:
+        return await predict_now(
+            self._pool,
+            self._model_sync,
+            self._supervisor,
+            coin_id,
+            model_ids,
+            timestamp,
+            self._history_size,
+        )
 
 
 async def predict_now(
@@ -63,7 +67,9 @@ async def predict_now(
         row = None if moment is None else await coin_metrics.row_at_or_before(conn, coin_id, moment)
         if row is None:
             where = "" if timestamp is None else f" at or before {timestamp.isoformat()}"
-            raise ManualPredictError(404, "coin_id", f"no coin_metrics row for {coin_id}{where}")
+            raise ManualPredictError(
+                "not_found", "coin_id", f"no coin_metrics row for {coin_id}{where}"
+            )
         rows = max([history_size] + [r.spec.history_rows for r in runtimes])
         history = await coin_metrics.load_history(
             conn, [coin_id], [row.timestamp], rows, tuple(BASE_COLUMNS)
@@ -86,12 +92,12 @@ def _selected(model_sync: ModelSync, model_ids: Sequence[int] | None) -> list[Mo
     running = model_sync.runtimes
     if model_ids is None:
         if not running:
-            raise ManualPredictError(409, "model_ids", "no active model is running")
+            raise ManualPredictError("conflict", "model_ids", "no active model is running")
         return [running[k] for k in sorted(running)]
     missing = [m for m in model_ids if m not in running]
     if missing:
         raise ManualPredictError(
-            404, "model_ids", f"not an active, loaded model: {', '.join(map(str, missing))}"
+            "not_found", "model_ids", f"not an active, loaded model: {', '.join(map(str, missing))}"
         )
     return [running[m] for m in dict.fromkeys(model_ids)]
 
@@ -129,7 +135,9 @@ async def _one(
         return _skipped(runtime, tick, scored.skipped[0][1] if scored.skipped else "no features")
     name = predictor_name(runtime.active_model_id)
     if name not in supervisor.actor_names:
-        raise ManualPredictError(409, "model_ids", f"model {runtime.active_model_id} is restarting")
+        raise ManualPredictError(
+            "conflict", "model_ids", f"model {runtime.active_model_id} is restarting"
+        )
     predictor: Predictor = supervisor.actor(name)
     stored = await predictor.store(runtime, scored, source="manual")
     p = float(scored.probabilities[0])

@@ -197,7 +197,7 @@ async def test_a_rejected_webhook_shows_in_n8n_status_and_the_dead_list_and_can_
         async with api(settings) as (service, http, base):
             async with service.pool.acquire() as conn:  # type: ignore[union-attr]
                 await store_predictions(conn, model, [("CoinA", T0, 0.9)], default_url=None)
-            service.app_context.services["webhooks_poke"]()  # type: ignore[union-attr]
+            service.app_context.webhooks_poke()  # type: ignore[union-attr,misc]
             status_url = f"{base}/api/models/{model}/n8n-status"
 
             async def dead_in_status() -> Any:
@@ -306,7 +306,7 @@ async def test_a_missing_endpoint_makes_status_degraded_and_its_jobs_wait_for_an
             async with service.pool.acquire() as conn:  # type: ignore[union-attr]
                 ticks = [("CoinA", T0, 0.9), ("CoinB", T0, 0.95)]
                 await store_predictions(conn, model, ticks, default_url=None)
-            service.app_context.services["webhooks_poke"]()  # type: ignore[union-attr]
+            service.app_context.webhooks_poke()  # type: ignore[union-attr,misc]
             status_url = f"{base}/api/models/{model}/n8n-status"
 
             async def degraded() -> Any:
@@ -380,7 +380,7 @@ async def test_retry_all_sends_dead_and_waiting_jobs_again(settings: Settings) -
                 await conn.execute(
                     "UPDATE webhook_outbox SET status = 'waiting' WHERE coin_id = 'CoinB'"
                 )
-            service.app_context.services["webhooks_poke"]()  # type: ignore[union-attr]
+            service.app_context.webhooks_poke()  # type: ignore[union-attr,misc]
 
             async def dead() -> Any:
                 _, body = await call_json(http, "GET", f"{base}/api/webhooks/dead")

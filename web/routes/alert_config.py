@@ -21,8 +21,7 @@ import anyio
 import asyncpg
 from aiohttp import web
 
-from actors.webhooks.retry import shown_error
-from actors.webhooks.targets import TargetPolicy, policy_from
+from actors.ports import TargetPolicy, policy_from, shown_error
 from storage.config import redact_url
 from storage.models.model_settings import (
     ALERT_COLUMNS,
@@ -555,8 +554,8 @@ async def webhook_health(pool: asyncpg.Pool) -> tuple[dict[str, Any], list[str]]
 
 
 def _poke(request: web.Request) -> None:
-    poke = ctx(request).services.get("webhooks_poke")
-    if callable(poke):
+    poke = ctx(request).webhooks_poke
+    if poke is not None:
         poke()
 
 

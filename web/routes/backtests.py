@@ -112,8 +112,8 @@ async def create_backtest(request: web.Request) -> web.Response:
     await _check_model(request, model_id)
     async with context.pool.acquire() as conn:
         row = await backtests.create(conn, model_id, start, end)
-    poke = context.services.get("backtests_poke")
-    if callable(poke):
+    poke = context.backtests_poke
+    if poke is not None:
         poke()
     return web.json_response(
         backtest_json(row), status=202, headers={"Location": f"/api/backtests/{row.id}"}

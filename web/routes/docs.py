@@ -101,8 +101,8 @@ async def api_index(request: web.Request) -> web.Response:
 
 def dashboard_url(request: web.Request) -> str | None:
     """The dashboard as the client reaching us would reach it (None: not running here)."""
-    supervisor = ctx(request).services.get("supervisor")
-    if supervisor is None or "dashboard" not in supervisor.actor_names:
+    actors = ctx(request).actors
+    if actors is None or "dashboard" not in actors.actor_names:
         return None
     host = request.url.host or "127.0.0.1"
     if ":" in host:

@@ -36,9 +36,6 @@ log = structlog.get_logger(__name__)
 
 routes = web.RouteTableDef()
 
-# Key in `AppContext.services` of a shared TrainingServiceClient, when the wiring provides one;
-# otherwise each request opens (and closes) its own.
-TRAINING_SERVICE: Final = "training_service"
 UNUSABLE_FILE_STATES: Final = frozenset({"missing", "error"})
 MAX_ID: Final = 2**63 - 1
 
@@ -46,8 +43,8 @@ MAX_ID: Final = 2**63 - 1
 @asynccontextmanager
 async def _training_service(request: web.Request) -> AsyncIterator[TrainingServiceClient]:
     context = ctx(request)
-    shared = context.services.get(TRAINING_SERVICE)
-    if isinstance(shared, TrainingServiceClient):
+    shared = context.training_service
+    if shared is not None:
         yield shared
         return
     async with client_from_settings(context.settings) as client:
@@ -209,7 +206,7 @@ def available_json(info: ModelInfo) -> dict[str, Any]:
 async def apply_to_pipeline(request: web.Request) -> None:
     """Answer a model change only once the predictors match it: a row committed
     after the answer is predicted by a model just activated or imported."""
-    model_sync = ctx(request).services.get("model_sync")
+    model_sync = ctx(request).model_sync
     if model_sync is None:
         return
     try:

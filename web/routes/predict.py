@@ -7,9 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
-from actors.scoring.manual_predict import ManualPredictError, ManualResult, predict_now
+from actors.ports import ManualPredictError, ManualResult
 from web.context import ctx
-from web.errors import ApiError, bad_field
+from web.errors import ApiError, bad_field, status_of
 from web.request_input import parse_datetime, read_json_object
 
 routes = web.RouteTableDef()
@@ -71,22 +71,11 @@ async def predict(request: web.Request) -> web.Response:
     if unknown:
         raise bad_field(unknown[0], f"unknown field (allowed: {', '.join(sorted(FIELDS))})")
     coin, model_ids, timestamp = _coin(body), _model_ids(body), _timestamp(body)
-    context = ctx(request)
-    model_sync = context.services.get("model_sync")
-    supervisor = context.services.get("supervisor")
-    if model_sync is None or supervisor is None:
+    predictions = ctx(request).manual_predictions
+    if predictions is None:
         raise ApiError(503, "unavailable", "the prediction actors are not running")
     try:
-        results = await predict_now(
-            context.pool,
-            model_sync,
-            supervisor,
-            coin,
-            model_ids,
-            timestamp,
-            context.settings.feature_history_size,
-        )
+        results = await predictions.predict(coin, model_ids, timestamp)
     except ManualPredictError as exc:
-        code = "not_found" if exc.status == 404 else "conflict"
-        raise ApiError(exc.status, code, exc.message, {"field": exc.field}) from None
+        raise ApiError(status_of(exc.code), exc.code, exc.message, {"field": exc.field}) from None
     return web.json_response({"coin_id": coin, "predictions": [_result(r) for r in results]})

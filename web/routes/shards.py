@@ -13,7 +13,6 @@ from typing import Any
 
 from aiohttp import web
 
-from actors.shards.shard_set import ShardSet
 from storage.intake.role_leases import role_states
 from storage.intake.shard_leases import shard_states
 from web.context import ctx
@@ -31,8 +30,8 @@ async def shards(request: web.Request) -> web.Response:
             " WHERE expires_at > now() ORDER BY started_at, holder"
         )
         roles = await role_states(conn)
-    own = context.services.get("shards")
-    me = own.holder if isinstance(own, ShardSet) else None
+    own = context.shards
+    me = own.holder if own is not None else None
     now = datetime.now(UTC)
     held = Counter(s.holder for s in states if s.holder is not None)
     body: dict[str, Any] = {

@@ -7,8 +7,6 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from actors.shards.role_lease import RoleLease
-from actors.shards.shard_set import ShardSet
 from storage.intake.role_leases import HOUSEKEEPING, role_states
 from storage.intake.shard_leases import shard_states
 from storage.models.overview import load_overview
@@ -41,20 +39,20 @@ async def _shards_line(context: AppContext) -> str:
         return "not set up yet"
     held = [s for s in states if s.holder is not None]
     holders = {s.holder for s in held}
-    own = context.services.get("shards")
-    mine = sum(1 for s in held if isinstance(own, ShardSet) and s.holder == own.holder)
+    own = context.shards
+    mine = sum(1 for s in held if own is not None and s.holder == own.holder)
     behind = max((s.ids_behind for s in states), default=0)
     housekeeping = roles.get(HOUSEKEEPING)
-    lease = context.services.get(HOUSEKEEPING)
+    lease = context.housekeeping
     if housekeeping is None or housekeeping.holder is None:
         keeping = "no process"
-    elif isinstance(lease, RoleLease) and housekeeping.holder == lease.holder:
+    elif lease is not None and housekeeping.holder == lease.holder:
         keeping = "this process"
     else:
         keeping = f"pid {housekeeping.pid} on {housekeeping.host}"
     return (
         f"{len(held)} of {count} held by {len(holders)} process(es)"
-        + (f" (this one: {mine})" if isinstance(own, ShardSet) else "")
+        + (f" (this one: {mine})" if own is not None else "")
         + f"; slowest cursor {behind} ids behind; evaluator and retention run by {keeping}"
         + " (GET /api/shards)"
     )

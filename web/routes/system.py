@@ -10,8 +10,7 @@ import anyio
 from aiohttp import web
 from aioprometheus.renderer import render
 
-from actors.runtime import metrics
-from actors.runtime.state import ServiceState
+from actors.ports import ServiceState, metrics
 from storage.models.library_versions import library_versions
 from storage.models.overview import load_stats
 from storage.version import VERSION
@@ -73,7 +72,7 @@ async def health_report(request: web.Request) -> tuple[bool, dict[str, Any]]:
         if not state.listener_up and not polling_recent:
             reasons.append("listener is down and polling is not running")
     reasons += _failing_actors(state, settings.health_actor_grace_seconds, checks)
-    workers = context.services.get("workers")
+    workers = context.workers
     if workers is not None:  # serve --workers N: every worker up, or coming back soon
         now = time.monotonic()
         gone = {i: now - t for i, t in workers.down_since.items()}
@@ -140,7 +139,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     state = ctx(request).state
     if state.last_notification_at is not None:
         metrics.LISTENER_NOTIFICATION_AGE.set({}, time.time() - state.last_notification_at)
-    scrape = ctx(request).services.get("worker_metrics")
+    scrape = ctx(request).worker_metrics
     if scrape is not None:  # serve --workers N: the workers' metrics merged in
         own, _ = render(metrics.REGISTRY, [])
         merged = merge_expositions(bytes(own).decode(), await scrape())
