@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Protocol
 
+from actors.errors import ManualPredictError
 from actors.runtime import metrics
 from actors.runtime.state import ServiceState
 from actors.webhooks.retry import shown_error
@@ -53,15 +54,6 @@ class ManualResult:
     prediction_id: int | None
     stored: bool  # False: this tick was already predicted by the model
     skipped: str | None
-
-
-class ManualPredictError(Exception):
-    """A prediction on request that cannot be made: no such coin row or model
-    (`not_found`), or no model running to make it (`conflict`)."""
-
-    def __init__(self, code: Literal["not_found", "conflict"], field: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.field, self.message = code, field, message
 
 
 class ManualPredictions(Protocol):

@@ -35,7 +35,12 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class UnknownFeatureError(ValueError):
-    """Features the engine cannot produce; `.names` lists every one of them."""
+    """Features the engine cannot produce; `.names` lists every one of them.
+
+    The features layer's one error (it imports nothing of ours, so it has no base of
+    storage's or actors' family); `code` is the stable code the import reports."""
+
+    code = "unknown_features"
 
     def __init__(self, names: Sequence[str]) -> None:
         self.names = list(names)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from storage.errors import StorageError
 from storage.masking import MASK, is_secret_key, mask_dsn, mask_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -28,8 +29,10 @@ CONFIG_ENV = "PUMP_PREDICTOR_CONFIG"
 RETENTION_MARGIN_SECONDS = 3600
 
 
-class ConfigError(ValueError):
+class ConfigError(StorageError, ValueError):
     """A configuration key is unknown, missing or has a bad value."""
+
+    code = "invalid_config"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

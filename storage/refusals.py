@@ -14,11 +14,15 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from storage.errors import StorageError
+
 __all__ = ["StartupRefused", "check_port_free", "database_refusal", "find_refusal"]
 
 
-class StartupRefused(Exception):
+class StartupRefused(StorageError):
     """The service cannot start with this configuration on this machine."""
+
+    code = "startup_refused"
 
     def __init__(self, setting: str, cause: str) -> None:
         super().__init__(f"{setting}: {cause}")

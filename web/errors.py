@@ -80,9 +80,25 @@ _CODES = {
     429: "too_many_requests",
     503: "unavailable",
 }
-# The status of an error code raised below the web layer (storage and actors errors
-# carry a stable code, never an HTTP status: the statuses are this module's).
-_STATUS_OF_CODE = {code: status for status, code in _CODES.items()}
+# The status that answers each stable code of an error raised below the web layer
+# (storage.errors.StorageError, actors.errors.ActorError): they carry no HTTP status.
+_STATUS_OF_CODE = {code: status for status, code in _CODES.items()} | {
+    # storage.models.model_import.ModelImportError
+    "already_imported": 409,
+    "model_busy": 409,
+    "model_not_found": 404,
+    "invalid_name": 422,
+    "invalid_text": 422,
+    "not_ready": 422,
+    "unsupported_model_type": 422,
+    "invalid_target": 422,
+    "unknown_features": 422,
+    "invalid_features": 422,
+    "feature_mismatch": 422,
+    "file_refused": 422,
+    "training_service_unreachable": 502,
+    "training_service_error": 502,
+}
 
 
 def status_of(code: str) -> int:

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from actors.backtest.engine import BacktestModel, ModelRun, Stopwatch, summarize
 from actors.backtest.run import range_ticks, run_on_database, run_on_frame
+from actors.errors import ActorError
 from storage.backtests.store import TICK_COLUMNS
 from storage.config import Settings
 from storage.db.database import migrate, open_database, open_pool
@@ -31,8 +32,10 @@ from storage.models.model_import import ModelImportError, client_from_settings, 
 OUT_SUFFIXES = (".csv", ".parquet", ".pq")
 
 
-class BacktestUsageError(ValueError):
+class BacktestUsageError(ActorError, ValueError):
     """A command-line value that cannot be used; the message names the option."""
+
+    code = "invalid_option"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

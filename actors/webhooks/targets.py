@@ -32,6 +32,8 @@ import aiohttp
 import anyio
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from actors.errors import ActorError
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -52,8 +54,10 @@ METADATA_HOSTS = frozenset(
 )
 
 
-class TargetRefused(OSError):
+class TargetRefused(ActorError, OSError):
     """A webhook target the policy does not allow; the message names the setting."""
+
+    code = "target_refused"
 
 
 def parse_networks(text: str) -> tuple[IPNetwork, ...]:

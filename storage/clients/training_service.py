@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 import aiohttp
 import structlog
 
+from storage.errors import StorageError
 from storage.masking import mask_text, mask_url
 from storage.model_files.store import (
     DEFAULT_MAX_BYTES,
@@ -47,8 +48,11 @@ _DOWNLOAD_CHUNK: Final = 64 * 1024
 _BODY_EXCERPT: Final = 200
 
 
-class TrainingServiceError(Exception):
-    """A Training Service request failed; `status` is the HTTP status when there was one."""
+class TrainingServiceError(StorageError):
+    """A Training Service request failed; `status` is the status the Training Service
+    answered, when it answered (what this service answers is the web edge's choice)."""
+
+    code = "training_service_error"
 
     def __init__(self, message: str, *, url: str, status: int | None = None) -> None:
         super().__init__(message)

@@ -23,14 +23,18 @@ from datetime import datetime
 
 import asyncpg
 
+from storage.errors import StorageError
+
 CURSOR_PREFIX = "coin_metrics/"
 LEGACY_CURSOR = "coin_metrics"
 # pg_advisory_xact_lock key of shard configuration changes ("pp_shard" in ASCII).
 CONFIG_LOCK_KEY = 0x70705F7368617264
 
 
-class ShardCountMismatch(Exception):
+class ShardCountMismatch(StorageError):
     """SHARD_COUNT differs from the count the database was set up with."""
+
+    code = "shard_count_mismatch"
 
     def __init__(self, stored: int, wanted: int) -> None:
         super().__init__(
@@ -42,8 +46,10 @@ class ShardCountMismatch(Exception):
         self.wanted = wanted
 
 
-class ReshardRefused(Exception):
+class ReshardRefused(StorageError):
     """Shards are still held: changing the count under running workers would lose rows."""
+
+    code = "shards_held"
 
 
 def shard_of(mint: str | None, shard_count: int) -> int:

@@ -33,13 +33,16 @@ import numpy as np
 from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
 from joblib.numpy_pickle_utils import _COMPRESSORS, _detect_compressor
 
+from storage.errors import StorageError
 from storage.model_files.structure import CHECKED_CLASSES, numbering_trees
 
 __all__ = ["ForbiddenGlobalError", "SizeLimitError", "is_joblib_or_pickle", "safe_load"]
 
 
-class ForbiddenGlobalError(pickle.UnpicklingError):
+class ForbiddenGlobalError(StorageError, pickle.UnpicklingError):
     """The pickle names a class or function outside the allow-list."""
+
+    code = "forbidden_global"
 
     def __init__(self, module: str, name: str, reason: str) -> None:
         self.module = module
@@ -50,8 +53,10 @@ class ForbiddenGlobalError(pickle.UnpicklingError):
         )
 
 
-class SizeLimitError(pickle.UnpicklingError):
+class SizeLimitError(StorageError, pickle.UnpicklingError):
     """The pickle (after decompression) or one of its arrays is larger than allowed."""
+
+    code = "too_large"
 
     def __init__(self, limit: int, what: str) -> None:
         super().__init__(f"{what} is larger than the limit of {limit} bytes")

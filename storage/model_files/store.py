@@ -34,6 +34,7 @@ from sklearn.base import BaseEstimator, is_classifier
 from sklearn.ensemble import RandomForestClassifier
 from xgboost import XGBClassifier
 
+from storage.errors import StorageError
 from storage.model_files.booster import BoosterPredictor
 from storage.model_files.forest import CompiledForest
 from storage.model_files.safe_unpickle import (
@@ -72,8 +73,10 @@ _PROBA_TOLERANCE: Final = 1e-5  # XGBoost computes in float32
 _CHUNK: Final = 1 << 20
 
 
-class ModelFileError(ValueError):
+class ModelFileError(StorageError, ValueError):
     """A model file is refused: unsafe, corrupt, of an unknown format or not usable."""
+
+    code = "file_refused"
 
 
 class _HasPredictProba(Protocol):

@@ -38,6 +38,8 @@ import numpy as np
 from sklearn.tree._tree import Tree
 from xgboost.core import Booster
 
+from storage.errors import StorageError
+
 __all__ = [
     "CHECKED_CLASSES",
     "CheckedBooster",
@@ -67,8 +69,10 @@ _NODE_FIELDS: Final = (
 )
 
 
-class ModelStructureError(ValueError):
+class ModelStructureError(StorageError, ValueError):
     """A tree or booster is malformed; the message names the tree, node and defect."""
+
+    code = "malformed_model"
 
 
 # Trees set up so far by the pickle being loaded: they arrive in `estimators_` order,

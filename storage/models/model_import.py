@@ -28,6 +28,7 @@ import structlog
 from features.matrix import FeatureSpec, UnknownFeatureError
 from storage.clients.training_service import ModelInfo, TrainingServiceClient, TrainingServiceError
 from storage.config import Settings
+from storage.errors import StorageError
 from storage.model_files.probe import probe_in_child
 from storage.model_files.store import LoadedModel, ModelFileError, file_sha256, load_model
 from storage.models import active_models
@@ -60,8 +61,8 @@ _LOCK_CLASS: Final = 0x50504D46
 _INT4: Final = 2**31 - 1
 
 
-class ModelImportError(Exception):
-    """An import, reload or metrics refresh refused; `status` is the HTTP status to answer.
+class ModelImportError(StorageError):
+    """An import, reload or metrics refresh refused.
 
     `code` is stable for scripts: already_imported, model_busy, not_found,
     model_not_found, not_ready, unsupported_model_type, invalid_target,
@@ -69,13 +70,10 @@ class ModelImportError(Exception):
     training_service_unreachable, training_service_error.
     """
 
-    def __init__(
-        self, code: str, message: str, *, status: int, details: dict[str, Any] | None = None
-    ) -> None:
+    def __init__(self, code: str, message: str, *, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
-        self.status = status
         self.details = details or {}
 
 
@@ -103,7 +101,6 @@ async def model_lock(pool: asyncpg.Pool, model_id: int) -> AsyncIterator[asyncpg
             raise ModelImportError(
                 "model_busy",
                 f"model {model_id} is being imported, reloaded or deleted right now; try again",
-                status=409,
                 details={"model_id": model_id},
             )
         try:
@@ -149,7 +146,6 @@ def _text_errors(info: ModelInfo, details: dict[str, Any]) -> list[ModelImportEr
                 "invalid_name",
                 f"model {info.id}: name: {len(info.name)} characters, at most "
                 f"{MAX_NAME_LENGTH} allowed",
-                status=422,
                 details={**details, "field": "name"},
             )
         )
@@ -160,7 +156,6 @@ def _text_errors(info: ModelInfo, details: dict[str, Any]) -> list[ModelImportEr
                 ModelImportError(
                     "invalid_text",
                     f"model {info.id}: {field}: {problem}",
-                    status=422,
                     details={**details, "field": field},
                 )
             )
@@ -176,7 +171,6 @@ def _metadata_errors(info: ModelInfo) -> list[ModelImportError]:
             ModelImportError(
                 "not_ready",
                 f"model {info.id} is deleted at the Training Service",
-                status=422,
                 details=details,
             )
         )
@@ -186,7 +180,6 @@ def _metadata_errors(info: ModelInfo) -> list[ModelImportError]:
             ModelImportError(
                 "not_ready",
                 f"model {info.id} is {info.status or 'without a status'}, not READY",
-                status=422,
                 details={**details, "status": info.status},
             )
         )
@@ -196,7 +189,6 @@ def _metadata_errors(info: ModelInfo) -> list[ModelImportError]:
                 "unsupported_model_type",
                 f"model {info.id} has model_type {info.model_type!r}; supported: "
                 f"{', '.join(SUPPORTED_MODEL_TYPES)}",
-                status=422,
                 details={**details, "model_type": info.model_type},
             )
         )
@@ -215,7 +207,6 @@ def _metadata_errors(info: ModelInfo) -> list[ModelImportError]:
             ModelImportError(
                 "invalid_target",
                 f"model {info.id} has a {kind} target without {', '.join(missing)}",
-                status=422,
                 details={**details, "fields": missing},
             )
         )
@@ -224,7 +215,6 @@ def _metadata_errors(info: ModelInfo) -> list[ModelImportError]:
             ModelImportError(
                 "invalid_target",
                 f"model {info.id}: future_minutes must be positive, got {info.future_minutes}",
-                status=422,
                 details={**details, "fields": ["future_minutes"]},
             )
         )
@@ -238,14 +228,12 @@ def _engine_check(model_id: int, features: Sequence[str], params: dict[str, Any]
         raise ModelImportError(
             "unknown_features",
             f"model {model_id}: {exc}",
-            status=422,
             details={"model_id": model_id, "features": exc.names},
         ) from exc
     except ValueError as exc:
         raise ModelImportError(
             "invalid_features",
             f"model {model_id}: {exc}",
-            status=422,
             details={"model_id": model_id},
         ) from exc
 
@@ -268,13 +256,11 @@ def training_service_failure(
     if model_id is not None:
         details["model_id"] = model_id
     if exc.status is None:
-        return ModelImportError(
-            "training_service_unreachable", str(exc), status=502, details=details
-        )
+        return ModelImportError("training_service_unreachable", str(exc), details=details)
     if exc.status == 404:
-        return ModelImportError("model_not_found", str(exc), status=404, details=details)
+        return ModelImportError("model_not_found", str(exc), details=details)
     return ModelImportError(
-        "training_service_error", str(exc), status=502, details={**details, "status": exc.status}
+        "training_service_error", str(exc), details={**details, "status": exc.status}
     )
 
 
@@ -294,7 +280,6 @@ def _file_refused(model_id: int, exc: Exception) -> ModelImportError:
     return ModelImportError(
         "file_refused",
         f"model {model_id}: the model file was refused: {exc}",
-        status=422,
         details={"model_id": model_id, "reason": str(exc)},
     )
 
@@ -350,7 +335,6 @@ def _reconcile_features(
             "feature_mismatch",
             f"model {model_id}: the Training Service lists {len(listed)} features but the "
             f"model file expects {loaded.n_features_in} inputs (and does not name them)",
-            status=422,
             details={
                 "model_id": model_id,
                 "features": list(listed),
@@ -463,7 +447,6 @@ def _already_imported(model_id: int, active_model_id: int | None) -> ModelImport
         "already_imported",
         f"model {model_id} is already imported"
         + (f" as active model {active_model_id}" if active_model_id is not None else ""),
-        status=409,
         details={"model_id": model_id, "active_model_id": active_model_id},
     )
 
@@ -472,7 +455,6 @@ def _not_found(active_model_id: int) -> ModelImportError:
     return ModelImportError(
         "not_found",
         f"model {active_model_id} not found",
-        status=404,
         details={"resource": "model", "id": active_model_id},
     )
 
@@ -508,7 +490,6 @@ def _check_same_features(row: ActiveModelRow, loaded: LoadedModel) -> None:
             f"model {row.model_id}: the model file expects "
             f"{names if names is not None else f'{loaded.n_features_in} features'}, "
             f"but the model was imported with {list(row.features)}",
-            status=422,
             details={"model_id": row.model_id, "features": list(row.features)},
         )
 

@@ -36,6 +36,7 @@ from storage.models.model_import import (
     reload_model,
     update_metrics,
 )
+from web.errors import status_of
 
 __all__ = ["training_service"]  # the fixture, imported for pytest
 
@@ -153,7 +154,7 @@ async def test_import_of_an_imported_model_is_refused_without_downloading_again(
     first = await import_model(pool, settings, client, 7)
     with pytest.raises(ModelImportError) as caught:
         await import_model(pool, settings, client, 7)
-    assert caught.value.status == 409 and caught.value.code == "already_imported"
+    assert status_of(caught.value.code) == 409 and caught.value.code == "already_imported"
     assert caught.value.details["active_model_id"] == first
     assert training_service.downloads(7) == 1
     assert await _count(pool) == 1
@@ -180,7 +181,7 @@ async def test_a_model_the_service_cannot_run_is_refused_before_download(
     model = training_service.add_model(7, "xgboost", FEATURES)
     model.info.update(overrides)
     error = await _refused(pool, settings, client, 7)
-    assert (error.status, error.code) == (422, code)
+    assert (status_of(error.code), error.code) == (422, code)
     assert words in error.message
     assert training_service.downloads(7) == 0
 
@@ -194,7 +195,7 @@ async def test_unknown_feature_is_refused_naming_it(
     features = [*FEATURES, "moon_phase", "volume_ratio_10"]
     training_service.add_model(7, "random_forest", features)
     error = await _refused(pool, settings, client, 7)
-    assert (error.status, error.code) == (422, "unknown_features")
+    assert (status_of(error.code), error.code) == (422, "unknown_features")
     assert error.details["features"] == ["moon_phase"]
     assert "moon_phase" in error.message and "volume_ratio_10" not in error.details["features"]
 
@@ -228,7 +229,7 @@ async def test_a_refused_file_leaves_no_row_and_no_file(
     }[kind]
     training_service.models[7].file = data
     error = await _refused(pool, settings, client, 7)
-    assert (error.status, error.code) == (422, "file_refused")
+    assert (status_of(error.code), error.code) == (422, "file_refused")
     reason = error.details["reason"]
     expected = {"exploit": "system", "truncated": "truncated", "garbage": "unknown model file"}
     assert expected[kind] in reason, reason
@@ -256,7 +257,7 @@ async def test_a_missing_file_at_the_training_service_is_an_error_not_a_placehol
 ) -> None:
     training_service.add_model(7, "xgboost", FEATURES).file = None
     error = await _refused(pool, settings, client, 7)
-    assert error.status == 404 and "/models/7/download" in error.message
+    assert status_of(error.code) == 404 and "/models/7/download" in error.message
 
 
 async def test_training_service_down_is_an_error_naming_the_url(
@@ -265,7 +266,7 @@ async def test_training_service_down_is_an_error_naming_the_url(
     url = f"http://127.0.0.1:{closed_port()}/api"
     async with client_from_settings(settings.replace(training_service_api_url=url)) as down:
         error = await _refused(pool, settings, down, 7)
-    assert (error.status, error.code) == (502, "training_service_unreachable")
+    assert (status_of(error.code), error.code) == (502, "training_service_unreachable")
     assert f"{url}/models/7" in error.message and "cannot connect" in error.message
     assert error.details["url"] == f"{url}/models/7"
 
@@ -454,7 +455,7 @@ async def test_a_second_import_during_a_download_is_refused_as_busy(
         # Refused at once, not queued behind the download.
         with anyio.fail_after(5), pytest.raises(ModelImportError) as caught:
             await import_model(pool, settings, client, 7)
-        assert (caught.value.status, caught.value.code) == (409, "model_busy")
+        assert (status_of(caught.value.code), caught.value.code) == (409, "model_busy")
         gate.set()
     assert len(imported) == 1 and await _count(pool) == 1
     assert training_service.downloads(7) == 1 and len(_files(settings)) == 1
