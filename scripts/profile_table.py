@@ -22,9 +22,12 @@ from collections.abc import Sequence
 CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("webhook POST (aiohttp request, response)", ("WebhookDispatcher._post",)),
     ("webhook settlement (batched UPDATE + INSERT)", ("SettlementWriter",)),
-    ("webhook claim + model snapshots", ("WebhookDispatcher._claim", "_with_models")),
+    (
+        "webhook claim or hand-over + model snapshots",
+        ("WebhookDispatcher._claim", "_with_models", "_queue_handed", "WebhookDispatcher.take"),
+    ),
     ("webhook: rest of the dispatcher, aiohttp tasks", ("WebhookDispatcher", "aiohttp/")),
-    ("building the webhook jobs", ("tick_jobs", "webhook_items", "webhook_payload.py")),
+    ("building the webhook jobs", ("tick_jobs", "webhook_items", "webhooks/payload.py")),
     ("storing the batch (predictions, jobs, cursor)", ("Batcher._store", "write_batch")),
     ("history load (query, COPY, parse)", ("load_history",)),
     ("history merge (cache)", ("HistoryCache",)),
