@@ -10,6 +10,7 @@ whose lease expired (and whose job was claimed again) cannot settle it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -314,6 +315,20 @@ RETURNING o.id, o.idempotency_key, o.target_url, o.coin_id, o.data_timestamp,
 """
 
 
+# The claim is planned again every REPLAN_SECONDS (its text changes, so asyncpg prepares
+# it anew and PostgreSQL makes custom plans before it settles on a generic one). A
+# generic plan made while the outbox was nearly empty (a service started on a new
+# database) leases the claimed rows by reading the whole table, and PostgreSQL keeps
+# it until the next ANALYZE: in the 1000-coin pipeline bench that was ~5 000 pages per
+# claim and most of PostgreSQL's time. Any plan made on a few dozen jobs is sound.
+REPLAN_SECONDS = 20.0
+
+
+def claim_sql(now: float, replan_seconds: float = REPLAN_SECONDS) -> str:
+    """The claim's text for the planning period that `now` (time.monotonic()) falls in."""
+    return f"{_CLAIM_SQL}-- planning period {int(now // replan_seconds)}\n"
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     """What one claim leased, and whether the limit cut it short (more is due)."""
@@ -328,6 +343,7 @@ async def claim_due(
     limit: int,
     lease_seconds: float,
     exclude_urls: Sequence[str] = (),
+    replan_seconds: float = REPLAN_SECONDS,
 ) -> Claim:
     """Lease up to `limit` due jobs (oldest due first), skipping `exclude_urls`, plus the
     due jobs of the same URL and coin tick (so one POST carries every model).
@@ -337,7 +353,8 @@ async def claim_due(
     """
     if limit <= 0:
         return Claim([], False)
-    rows = await conn.fetch(_CLAIM_SQL, limit, list(exclude_urls), float(lease_seconds))
+    sql = claim_sql(time.monotonic(), replan_seconds)
+    rows = await conn.fetch(sql, limit, list(exclude_urls), float(lease_seconds))
     jobs = [
         ClaimedJob(
             id=r["id"],

@@ -10,10 +10,13 @@ the message: the dispatcher claims several times a second.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import AsyncIterator
 
 import pytest
-from query_plans import RecordingConnection, index_tables, plans, recording_connection
+from query_plans import Plan, RecordingConnection, index_tables, plans, recording_connection
+from waiting import wait_for
 
 from storage.outbox import jobs as outbox
 from storage.outbox.attempts import model_status
@@ -123,3 +126,47 @@ async def test_a_models_dead_jobs_and_failed_attempts_are_found_through_the_part
         "Bitmap Index Scan webhook_attempts_models" in p.scans_of("webhook_attempts", indexes)
         for p in errors
     ), [str(p) for p in errors]
+
+
+async def test_a_claim_planned_on_a_young_outbox_is_planned_again_once_it_grew(
+    db_dsn: str,
+) -> None:
+    """A service started on an empty outbox plans its claim then, and PostgreSQL keeps a
+    generic plan until the next ANALYZE: one made on a nearly empty table leases the
+    claimed rows by reading all of it (the bench's pipeline: ~5 000 pages per claim).
+    The claim is planned again every period, so the plan in use once the outbox grew
+    was made on the grown outbox."""
+    conn = await recording_connection(db_dsn)
+    try:
+        # As PostgreSQL does after five runs: the generic plan, made on the empty outbox.
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        await outbox.claim_due(conn, limit=20, lease_seconds=30.0, replan_seconds=0.5)
+        started = time.monotonic() // 0.5
+        await conn.execute(
+            """
+            INSERT INTO webhook_outbox (idempotency_key, target_url, coin_id, data_timestamp,
+                active_model_ids, model_ids, payload, status)
+            SELECT 'key-' || g, 'https://n8n.example/webhook/pump', 'Coin' || (g % 2000),
+                   now() - make_interval(secs => 50000 - g), '{1}', '{41}',
+                   '{"timestamp": "t", "predictions": [],
+                     "metadata": {"alerts_count": 0, "version": "v"}}'::jsonb,
+                   CASE WHEN g % 100 = 0 THEN 'pending' ELSE 'delivered' END
+            FROM generate_series(1, 50000) AS g
+            """
+        )
+        await wait_for(lambda: time.monotonic() // 0.5 > started, what="the next period")
+        claimed = await outbox.claim_due(conn, limit=20, lease_seconds=30.0, replan_seconds=0.5)
+        assert len(claimed.jobs) == 20
+        # The plan of the claim statement prepared last (asyncpg's, as it ran).
+        name = await conn.fetchval(
+            "SELECT name FROM pg_prepared_statements WHERE statement LIKE $1"
+            " ORDER BY prepare_time DESC LIMIT 1",
+            "%WITH due AS%locked_until = clock_timestamp()%",
+        )
+        tree = await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE {name}(20, '{{}}', 30.0)")
+        document = (tree if isinstance(tree, list) else json.loads(tree))[0]
+        plan = Plan(outbox.claim_sql(time.monotonic()), "generic", document["Plan"])
+        indexes = await index_tables(conn)
+        assert "Seq Scan" not in plan.scans_of("webhook_outbox", indexes), str(plan)
+    finally:
+        await conn.close()
