@@ -75,6 +75,8 @@ COMMIT_ATTEMPTS = 3
 SKIPPED_ROWS = "skipped_rows"
 # Batches whose predictions are being stored at once (each holds a pool connection).
 STORES_IN_FLIGHT = 3
+# The longest a storing transaction may hold up a batcher that is being cancelled.
+STORE_DEADLINE_SECONDS = 30.0
 T = TypeVar("T")
 
 
@@ -474,7 +476,20 @@ class Batcher:
     async def _write(
         self, scores: Sequence[ModelScores], items: Sequence[WebhookItem]
     ) -> tuple[Written, int]:
-        """Returns what was stored and how many of its jobs wait for a claim."""
+        """Returns what was stored and how many of its jobs wait for a claim.
+
+        The transaction runs to its end even when the batcher is cancelled (another of its
+        tasks failed): cancelled half-way, its COMMIT could still land while the restarted
+        batcher stores the same ticks again, and asyncpg would be left mid-operation on
+        the connection. STORE_DEADLINE_SECONDS bounds the wait for a stuck database.
+        """
+        with anyio.CancelScope(shield=True), anyio.fail_after(STORE_DEADLINE_SECONDS):
+            written = await self._write_once(scores, items)
+        return written
+
+    async def _write_once(
+        self, scores: Sequence[ModelScores], items: Sequence[WebhookItem]
+    ) -> tuple[Written, int]:
         handed: list[outbox.ClaimedJob] = []
         started = lease_seconds = 0.0
         async with self._pool.acquire() as conn, conn.transaction():
