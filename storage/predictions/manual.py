@@ -29,8 +29,8 @@ _STORE_PARAMS = 10
 _SQL = predictions.store_sql(f""",
 jobs AS ({outbox.enqueue_sql(_STORE_PARAMS + 1, _JOBS_WHERE)}),
 snapshots AS ({outbox.snapshots_sql(_STORE_PARAMS + 8)})
-SELECT new.id, new.coin_id, new.data_timestamp, (SELECT count(*) FROM jobs) AS queued
-FROM new ORDER BY new.position
+SELECT o.*, (SELECT count(*) FROM jobs) AS queued
+FROM outcome o ORDER BY o.position
 """)
 
 
@@ -43,11 +43,8 @@ async def insert_with_jobs(
     if not rows:
         return [], 0
     arrays = await predictions.store_arrays(conn, rows)
-    args = (
-        *arrays.parameters(),
-        *outbox.job_arrays(jobs),
-        *outbox.snapshot_arrays(jobs),
+    records, results = await predictions.fetch_stored(
+        conn, _SQL, arrays, *outbox.job_arrays(jobs), *outbox.snapshot_arrays(jobs)
     )
-    result = await conn.fetch(_SQL, *args)
-    queued = int(result[0]["queued"]) if result else 0
-    return predictions.stored(result), queued
+    queued = sum(int(result[0]["queued"]) for result in results if result)
+    return predictions.stored(records), queued

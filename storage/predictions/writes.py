@@ -190,8 +190,21 @@ async def target_ids(conn: asyncpg.Connection, models: Sequence[ModelTarget]) ->
 
 # The store, for a source: parameters $1-$5 one array per tick (coin, time, phase,
 # close, market cap: the ticks distinct), $6-$9 one per prediction (its tick's 0-based
-# index, target id or NULL, probability, code), $10 the source. Ends with the CTE
-# `new` (position, id, tick_id, coin_id, data_timestamp) of the predictions stored.
+# index, target id or NULL, probability, code), $10 the source. Ends with the CTEs
+# `new` (position, id, tick_id, coin_id, data_timestamp) of the predictions stored and
+# `raced` (position) of those this statement could not place: another transaction
+# created their tick row after this statement's snapshot and it holds one of their
+# models already; a new statement stores them (`_store_raced`), appending what the row
+# lacks by then.
+#
+# Each model once per tick row, under concurrent stores (the batcher's stores in
+# flight, two workers during a shard handover): `held` is the snapshot, good for
+# skipping what was stored before; what is appended is decided against the row's
+# current version, locked. `locked` takes the row lock before the UPDATE (in read
+# committed a locking read waits for a concurrent writer, then returns the version it
+# committed), so `extra` filters against the version the UPDATE writes; a row created
+# after the snapshot is reached only through the INSERT's conflict, whose append is
+# guarded by the same check on the locked row.
 _STORE_CTES = f"""
 tk AS (
     SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::int[], $4::float8[], $5::float8[])
@@ -209,7 +222,7 @@ held AS MATERIALIZED (
     FROM tk JOIN prediction_ticks t
         ON t.coin_id = tk.coin_id AND t.data_timestamp = tk.data_timestamp
 ),
-fresh AS (
+fresh AS MATERIALIZED (
     SELECT DISTINCT ON (el.tick_index, el.active_model_id) el.*
     FROM el
     WHERE el.active_model_id IS NOT NULL
@@ -240,7 +253,8 @@ inserted AS (
     FROM grouped g JOIN tk ON tk.i = g.tick_index + 1
     WHERE NOT EXISTS (SELECT 1 FROM held h WHERE h.i = tk.i AND h.source = $10::text::"char")
     -- Another writer created the tick row since this statement's snapshot: append
-    -- to it rather than lose these predictions.
+    -- to it rather than lose these predictions, unless the row (its committed
+    -- version, locked now) holds one of their models; then `raced`.
     ON CONFLICT ON CONSTRAINT prediction_ticks_once DO UPDATE
     SET target_ids = prediction_ticks.target_ids || excluded.target_ids,
         probabilities = prediction_ticks.probabilities || excluded.probabilities,
@@ -250,7 +264,36 @@ inserted AS (
             || coalesce(excluded.codes,
                         array_fill(NULL::smallint, ARRAY[cardinality(excluded.target_ids)]))
         END
+    WHERE NOT EXISTS (
+        SELECT 1 FROM prediction_targets have JOIN prediction_targets come
+            ON come.active_model_id = have.active_model_id
+        WHERE have.id = ANY (prediction_ticks.target_ids) AND come.id = ANY (excluded.target_ids)
+    )
     RETURNING id, coin_id, data_timestamp, cardinality(target_ids) AS total
+),
+locked AS MATERIALIZED (
+    SELECT h.i - 1 AS tick_index, t.id, t.target_ids
+    FROM held h JOIN prediction_ticks t ON t.id = h.id
+    WHERE h.source = $10::text::"char" AND h.i - 1 IN (SELECT tick_index FROM grouped)
+    ORDER BY t.id
+    FOR NO KEY UPDATE OF t
+),
+extra AS (
+    SELECT f.tick_index,
+           array_agg(f.target_id ORDER BY f.position) AS target_ids,
+           array_agg(f.probability ORDER BY f.position) AS probabilities,
+           CASE WHEN bool_or(f.code IS NOT NULL)
+                THEN array_agg(f.code ORDER BY f.position) END AS codes,
+           array_agg(f.position ORDER BY f.position) AS positions,
+           array_agg(f.horizon_s ORDER BY f.position) AS horizons,
+           array_agg(f.outcome_variable ORDER BY f.position) AS variables
+    FROM fresh f JOIN locked l ON l.tick_index = f.tick_index
+    WHERE NOT EXISTS (
+        SELECT 1 FROM unnest(l.target_ids) AS x(target_id)
+        JOIN prediction_targets g ON g.id = x.target_id
+        WHERE g.active_model_id = f.active_model_id
+    )
+    GROUP BY f.tick_index
 ),
 appended AS (
     UPDATE prediction_ticks t
@@ -260,15 +303,15 @@ appended AS (
             coalesce(t.codes, array_fill(NULL::smallint, ARRAY[cardinality(t.target_ids)]))
             || coalesce(g.codes, array_fill(NULL::smallint, ARRAY[cardinality(g.target_ids)]))
         END
-    FROM grouped g JOIN held h ON h.i = g.tick_index + 1 AND h.source = $10::text::"char"
-    WHERE t.id = h.id
+    FROM extra g JOIN locked l ON l.tick_index = g.tick_index
+    WHERE t.id = l.id
     RETURNING t.id, t.coin_id, t.data_timestamp, cardinality(t.target_ids) AS total,
               g.tick_index
 ),
 -- Where this statement's elements start on each row: its length after the write minus
 -- theirs (a concurrent append committed first is counted, not the snapshot's length).
-placed AS (
-    SELECT i.id AS tick_id, i.coin_id, i.data_timestamp,
+placed AS MATERIALIZED (
+    SELECT g.tick_index, i.id AS tick_id, i.coin_id, i.data_timestamp,
            i.total - cardinality(g.target_ids) AS size,
            i.total > cardinality(g.target_ids) AS appended, g.positions, g.horizons,
            g.variables
@@ -276,9 +319,14 @@ placed AS (
     JOIN tk ON tk.coin_id = i.coin_id AND tk.data_timestamp = i.data_timestamp
     JOIN grouped g ON g.tick_index + 1 = tk.i
     UNION ALL
-    SELECT a.id, a.coin_id, a.data_timestamp, a.total - cardinality(g.target_ids), true,
-           g.positions, g.horizons, g.variables
-    FROM appended a JOIN grouped g ON g.tick_index = a.tick_index
+    SELECT a.tick_index, a.id, a.coin_id, a.data_timestamp, a.total - cardinality(g.target_ids),
+           true, g.positions, g.horizons, g.variables
+    FROM appended a JOIN extra g ON g.tick_index = a.tick_index
+),
+raced AS (
+    SELECT f.position FROM fresh f
+    WHERE NOT EXISTS (SELECT 1 FROM placed p WHERE p.tick_index = f.tick_index)
+      AND NOT EXISTS (SELECT 1 FROM locked l WHERE l.tick_index = f.tick_index)
 ),
 new AS MATERIALIZED (
     SELECT u.position, p.tick_id * {ID_SLOTS} + p.size + u.k - 1 AS id, p.tick_id,
@@ -298,27 +346,42 @@ queued AS (
         WHERE o.tick_id = n.tick_id AND o.horizon_s = n.horizon_s AND o.variable = n.variable
     )
     ON CONFLICT DO NOTHING
+),
+-- One row per element stored (its id) or raced (id NULL), by 1-based position.
+outcome AS (
+    SELECT position, id, coin_id, data_timestamp FROM new
+    UNION ALL
+    SELECT position, NULL, NULL, NULL FROM raced
 )"""
 
 _BATCH_SQL = f"""
 WITH {_STORE_CTES}
 SELECT coalesce(array_agg(el.position - 1 ORDER BY el.position)
-                FILTER (WHERE el.active_model_id IS NOT NULL), '{{}}') AS existing,
+                FILTER (WHERE el.active_model_id IS NOT NULL AND r.position IS NULL),
+                '{{}}') AS existing,
        coalesce(array_agg(el.position - 1 ORDER BY el.position)
-                FILTER (WHERE el.active_model_id IS NULL), '{{}}') AS model_gone
-FROM el
+                FILTER (WHERE el.active_model_id IS NULL), '{{}}') AS model_gone,
+       coalesce(array_agg(el.position - 1 ORDER BY el.position)
+                FILTER (WHERE r.position IS NOT NULL), '{{}}') AS raced
+FROM el LEFT JOIN raced r ON r.position = el.position
 WHERE NOT EXISTS (SELECT 1 FROM new WHERE new.position = el.position)
 """
 
 _ROWS_SQL = f"""
 WITH {_STORE_CTES}
-SELECT id, coin_id, data_timestamp FROM new ORDER BY position
+SELECT * FROM outcome ORDER BY position
 """
+
+# How many statements a store may take: the second stores what a concurrent writer's
+# new tick row made the first leave (`raced`); it sees that row, so a third is needed
+# only when the row was deleted meanwhile.
+STORE_ATTEMPTS = 4
 
 
 def store_sql(tail: str) -> str:
-    """The store's statement with more CTEs after `new` (from $11 on) and a final SELECT:
-    `tail` starts with the comma that continues the WITH list."""
+    """The store's statement with more CTEs after `outcome` (from $11 on) and a final
+    SELECT of `outcome`'s rows (see `fetch_stored`): `tail` starts with the comma that
+    continues the WITH list."""
     return f"WITH {_STORE_CTES}{tail}"
 
 
@@ -336,6 +399,21 @@ class StoreArrays:
     probabilities: list[float] = field(default_factory=list)
     codes: list[int | None] = field(default_factory=list)
     source: str = "s"
+
+    def only(self, elements: Sequence[int]) -> StoreArrays:
+        """These elements (0-based) of the arrays, with every tick."""
+        return StoreArrays(
+            self.coin_ids,
+            self.data_timestamps,
+            self.phase_ids,
+            self.price_closes,
+            self.market_caps,
+            [self.tick_index[k] for k in elements],
+            [self.target_ids[k] for k in elements],
+            [self.probabilities[k] for k in elements],
+            [self.codes[k] for k in elements],
+            self.source,
+        )
 
     def parameters(self) -> list[object]:
         return [
@@ -400,7 +478,35 @@ async def insert_predictions(
     if not rows:
         return []
     arrays = await store_arrays(conn, rows)
-    return stored(await conn.fetch(_ROWS_SQL, *arrays.parameters()))
+    records, _ = await fetch_stored(conn, _ROWS_SQL, arrays)
+    return stored(records)
+
+
+async def fetch_stored(
+    conn: asyncpg.Connection, sql: str, arrays: StoreArrays, *more: object
+) -> tuple[list[asyncpg.Record], list[list[asyncpg.Record]]]:
+    """Run a store statement selecting `outcome`'s rows, again for the elements that
+    raced, until none did: (the records of the stored predictions in element order,
+    each statement's whole result)."""
+    pending = list(range(len(arrays.target_ids)))
+    done: list[tuple[int, asyncpg.Record]] = []
+    results: list[list[asyncpg.Record]] = []
+    for _ in range(STORE_ATTEMPTS):
+        part = arrays if len(results) == 0 else arrays.only(pending)
+        result = await conn.fetch(sql, *part.parameters(), *more)
+        results.append(result)
+        raced = []
+        for r in result:
+            element = pending[r["position"] - 1]
+            if r["id"] is None:
+                raced.append(element)
+            else:
+                done.append((element, r))
+        if not raced:
+            done.sort(key=lambda pair: pair[0])
+            return [r for _, r in done], results
+        pending = raced
+    raise RuntimeError("predictions raced with other writers on every attempt")
 
 
 def stored(result: Sequence[asyncpg.Record]) -> list[StoredPrediction]:
@@ -413,8 +519,7 @@ async def insert_batch(conn: asyncpg.Connection, rows: BatchRows) -> BatchInsert
     if not rows.model_index:
         return BatchInsert([], [])
     ids = await target_ids(conn, rows.models)
-    record = await conn.fetchrow(
-        _BATCH_SQL,
+    arrays = StoreArrays(
         rows.coin_ids,
         rows.data_timestamps,
         rows.phase_ids,
@@ -431,8 +536,20 @@ async def insert_batch(conn: asyncpg.Connection, rows: BatchRows) -> BatchInsert
         ],
         "s",
     )
-    assert record is not None
-    return BatchInsert(list(record["existing"]), list(record["model_gone"]))
+    existing: list[int] = []
+    gone: list[int] = []
+    pending = list(range(len(rows.model_index)))
+    for attempt in range(STORE_ATTEMPTS):
+        # Normally one statement; the elements that raced again (see `_STORE_CTES`).
+        part = arrays if attempt == 0 else arrays.only(pending)
+        record = await conn.fetchrow(_BATCH_SQL, *part.parameters())
+        assert record is not None
+        existing += [pending[k] for k in record["existing"]]
+        gone += [pending[k] for k in record["model_gone"]]
+        if not record["raced"]:
+            return BatchInsert(sorted(existing), sorted(gone))
+        pending = [pending[k] for k in record["raced"]]
+    raise RuntimeError("predictions raced with other writers on every attempt")
 
 
 async def open_counts(

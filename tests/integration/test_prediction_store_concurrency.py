@@ -238,7 +238,7 @@ async def test_a_manual_prediction_has_its_own_tick_row_and_never_repeats_a_stre
         again = dataclasses.replace(_tick_job("MAN", AT, [a]), idempotency_key="manual-a")
         assert await insert_with_jobs(conn, [_manual(a, "MAN", AT)], [again]) == ([], 0)
     assert await _stored(pool) == [("MAN", AT, "manual", b), ("MAN", AT, "stream", a)]
-    sources = await pool.fetch("SELECT source FROM prediction_ticks ORDER BY source")
+    sources = await pool.fetch("SELECT source::text FROM prediction_ticks ORDER BY source")
     assert [r["source"] for r in sources] == ["m", "s"]
     await _assert_each_tick_row_holds_each_model_once(pool)
 
