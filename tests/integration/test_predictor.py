@@ -270,6 +270,9 @@ async def _predicted(conn: asyncpg.Connection, last: dict[str, datetime], models
         "GROUP BY coin_id, data_timestamp"
     )
     seen = {(r["coin_id"], r["data_timestamp"]): r["n"] for r in rows}
+    # A tick predicted more than once fails at once, by name, not as a wait that never ends.
+    twice = {key: n for key, n in seen.items() if n > models}
+    assert not twice, f"ticks predicted more than once per model: {twice}"
     return all(seen.get((coin, at), 0) == models for coin, at in last.items())
 
 
