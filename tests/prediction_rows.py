@@ -18,6 +18,33 @@ from storage.predictions import writes as predictions
 from storage.predictions.writes import NewPrediction
 
 
+def new_prediction(active_model_id: int, coin: str, at: datetime, **changes: Any) -> NewPrediction:
+    """A stream prediction of a coin tick (an alert, target +10 % in 5 min); `changes`
+    replace fields."""
+    return NewPrediction(
+        active_model_id=active_model_id,
+        model_id=7,
+        coin_id=coin,
+        data_timestamp=at,
+        phase_id=1,
+        prediction=1,
+        probability=0.9,
+        alert_threshold=0.7,
+        tag="alert",
+        price_close_at_t=1e-7,
+        market_cap_at_t=100.0,
+        target_kind="time_based",
+        target_variable="price_close",
+        target_operator=None,
+        target_value=None,
+        future_minutes=5,
+        price_change_percent=10.0,
+        target_direction="up",
+        source="stream",
+        evaluation_due_at=at + timedelta(minutes=5),
+    )._replace(**changes)
+
+
 async def add_model(conn: asyncpg.Connection, model_id: int, **columns: Any) -> int:
     """An active_models row (time-based, up 10 % in 5 min, no phases by default)."""
     defaults: dict[str, Any] = {"features": ["price_close"], "phases": None}

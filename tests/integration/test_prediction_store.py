@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
-from prediction_rows import add_model
+from prediction_rows import add_model, new_prediction
 from waiting import wait_for
 
 from storage.outbox.jobs import OutboxJob
@@ -18,37 +18,11 @@ from storage.predictions.writes import (
     BatchInsert,
     BatchRows,
     ModelTarget,
-    NewPrediction,
     insert_batch,
     insert_predictions,
 )
 
 AT = datetime(2026, 4, 1, 12, tzinfo=UTC)
-
-
-def _row(active_model_id: int, coin: str, at: datetime) -> NewPrediction:
-    return NewPrediction(
-        active_model_id=active_model_id,
-        model_id=7,
-        coin_id=coin,
-        data_timestamp=at,
-        phase_id=1,
-        prediction=1,
-        probability=0.9,
-        alert_threshold=0.7,
-        tag="alert",
-        price_close_at_t=1e-7,
-        market_cap_at_t=100.0,
-        target_kind="time_based",
-        target_variable="price_close",
-        target_operator=None,
-        target_value=None,
-        future_minutes=5,
-        price_change_percent=10.0,
-        target_direction="up",
-        source="stream",
-        evaluation_due_at=at + timedelta(minutes=5),
-    )
 
 
 def _job(active_model_id: int, coin: str, at: datetime) -> OutboxJob:
@@ -70,14 +44,18 @@ async def test_a_tick_stored_again_inserts_nothing_and_queues_no_second_job(
         model = await add_model(conn, 7)
         first = [("A", AT), ("B", AT)]
         stored, queued = await insert_with_jobs(
-            conn, [_row(model, c, t) for c, t in first], [_job(model, c, t) for c, t in first]
+            conn,
+            [new_prediction(model, c, t) for c, t in first],
+            [_job(model, c, t) for c, t in first],
         )
         assert {(s.coin_id, s.data_timestamp) for s in stored} == set(first)
         assert queued == 2
         # B's tick again, plus C's first tick: only C is new, only C gets a job.
         again = [("B", AT), ("C", AT)]
         stored, queued = await insert_with_jobs(
-            conn, [_row(model, c, t) for c, t in again], [_job(model, c, t) for c, t in again]
+            conn,
+            [new_prediction(model, c, t) for c, t in again],
+            [_job(model, c, t) for c, t in again],
         )
         assert [(s.coin_id, s.data_timestamp) for s in stored] == [("C", AT)]
         assert queued == 1
@@ -94,7 +72,7 @@ async def test_a_failing_job_insert_stores_no_prediction(pool: asyncpg.Pool) -> 
         model = await add_model(conn, 7)
         bad = dataclasses.replace(_job(model, "A", AT), payload="not json")
         with pytest.raises(asyncpg.PostgresError):
-            await insert_with_jobs(conn, [_row(model, "A", AT)], [bad])
+            await insert_with_jobs(conn, [new_prediction(model, "A", AT)], [bad])
         assert await conn.fetchval("SELECT count(*) FROM predictions") == 0
         assert await conn.fetchval("SELECT count(*) FROM webhook_outbox") == 0
 
@@ -105,8 +83,10 @@ async def test_rows_of_two_models_in_one_call_keep_their_own_model_fields(
     """One model's rows send the model's fields once; mixed rows send them per row."""
     async with pool.acquire() as conn:
         first, second = await add_model(conn, 7), await add_model(conn, 8)
-        other = _row(second, "B", AT)._replace(model_id=8, alert_threshold=0.9, future_minutes=10)
-        stored, _ = await insert_with_jobs(conn, [_row(first, "A", AT), other], [])
+        other = new_prediction(second, "B", AT)._replace(
+            model_id=8, alert_threshold=0.9, future_minutes=10
+        )
+        stored, _ = await insert_with_jobs(conn, [new_prediction(first, "A", AT), other], [])
         assert len(stored) == 2
         rows = await conn.fetch(
             "SELECT coin_id, active_model_id, model_id, alert_threshold, future_minutes"
@@ -140,7 +120,7 @@ async def test_a_batch_of_several_models_is_one_insert_that_says_what_it_left_ou
         first, second = await add_model(conn, 7), await add_model(conn, 8)
         gone = await add_model(conn, 9)
         await conn.execute("DELETE FROM active_models WHERE id = $1", gone)
-        await insert_predictions(conn, [_row(first, "A", AT)])  # A predicted before
+        await insert_predictions(conn, [new_prediction(first, "A", AT)])  # A predicted before
         later = AT + timedelta(seconds=3)
         rows = BatchRows(
             models=[
@@ -202,8 +182,8 @@ async def test_two_writers_creating_one_coin_tick_at_once_both_keep_their_predic
         b = await add_model(first, 32)
         transaction = first.transaction()
         await transaction.start()
-        stored_a = await insert_predictions(first, [_row(a, "RACE", AT)])
-        late = asyncio.create_task(insert_predictions(second, [_row(b, "RACE", AT)]))
+        stored_a = await insert_predictions(first, [new_prediction(a, "RACE", AT)])
+        late = asyncio.create_task(insert_predictions(second, [new_prediction(b, "RACE", AT)]))
 
         async def waiting_on_the_key() -> bool:
             state = await pool.fetchval(

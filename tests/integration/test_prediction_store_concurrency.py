@@ -16,7 +16,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-from prediction_rows import add_model
+from prediction_rows import add_model, new_prediction
 from waiting import wait_for
 
 from storage.outbox import jobs as outbox
@@ -26,13 +26,14 @@ from storage.predictions.writes import (
     BatchInsert,
     BatchRows,
     ModelTarget,
-    NewPrediction,
     insert_batch,
     target_ids,
 )
 
 AT = datetime(2026, 4, 1, 12, tzinfo=UTC)
 URL = "http://127.0.0.1:9/hook"
+# A manual prediction of 0 (its own tick row: source manual).
+MANUAL = {"prediction": 0, "probability": 0.3, "tag": "negative", "source": "manual"}
 
 
 def _target(active_model_id: int) -> ModelTarget:
@@ -71,31 +72,6 @@ def _batch(ticks: list[tuple[str, datetime]], models: list[int]) -> BatchRows:
                 "alert" if probability >= 0.7 else "positive" if probability >= 0.5 else "negative"
             )
     return rows
-
-
-def _manual(active_model_id: int, coin: str, at: datetime) -> NewPrediction:
-    return NewPrediction(
-        active_model_id=active_model_id,
-        model_id=active_model_id,
-        coin_id=coin,
-        data_timestamp=at,
-        phase_id=1,
-        prediction=0,
-        probability=0.3,
-        alert_threshold=0.7,
-        tag="negative",
-        price_close_at_t=1e-7,
-        market_cap_at_t=100.0,
-        target_kind="time_based",
-        target_variable="price_close",
-        target_operator=None,
-        target_value=None,
-        future_minutes=5,
-        price_change_percent=10.0,
-        target_direction="up",
-        source="manual",
-        evaluation_due_at=at + timedelta(minutes=5),
-    )
 
 
 def _tick_job(coin: str, at: datetime, models: list[int]) -> OutboxJob:
@@ -233,10 +209,14 @@ async def test_a_manual_prediction_has_its_own_tick_row_and_never_repeats_a_stre
         a, b = await add_model(conn, 61), await add_model(conn, 62)
         await insert_batch(conn, _batch([("MAN", AT)], [a]))
         job = _tick_job("MAN", AT, [b])
-        stored, queued = await insert_with_jobs(conn, [_manual(b, "MAN", AT)], [job])
+        stored, queued = await insert_with_jobs(
+            conn, [new_prediction(b, "MAN", AT, model_id=b, **MANUAL)], [job]
+        )
         assert (len(stored), queued) == (1, 1)
         again = dataclasses.replace(_tick_job("MAN", AT, [a]), idempotency_key="manual-a")
-        assert await insert_with_jobs(conn, [_manual(a, "MAN", AT)], [again]) == ([], 0)
+        assert await insert_with_jobs(
+            conn, [new_prediction(a, "MAN", AT, model_id=a, **MANUAL)], [again]
+        ) == ([], 0)
     assert await _stored(pool) == [("MAN", AT, "manual", b), ("MAN", AT, "stream", a)]
     sources = await pool.fetch("SELECT source::text FROM prediction_ticks ORDER BY source")
     assert [r["source"] for r in sources] == ["m", "s"]
