@@ -125,7 +125,7 @@ async def _refuse(request: web.Request, reason: str, message: str) -> ApiError:
         reason=reason,
     )
     await anyio.sleep(settings.api_auth_failure_delay_seconds)
-    return ApiError(401, "unauthorized", message, {"header": "Authorization"})
+    return ApiError("unauthorized", message, {"header": "Authorization"})
 
 
 @web.middleware
@@ -150,7 +150,6 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             retry_after_seconds=retry_after,
         )
         raise ApiError(
-            429,
             "too_many_requests",
             f"too many failed authentications from this client; retry in {retry_after} s",
             {"header": "Authorization", "retry_after_seconds": retry_after},

@@ -20,16 +20,18 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class ApiError(Exception):
+    """An error answer of the API. Its status follows from its stable `code` (`status_of`):
+    handlers name what went wrong, this module alone decides the HTTP status."""
+
     def __init__(
         self,
-        status: int,
         code: str,
         message: str,
         details: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
-        self.status = status
+        self.status = status_of(code)
         self.code = code
         self.message = message
         self.details = details or {}
@@ -58,13 +60,22 @@ def error_response(
     )
 
 
-def bad_field(field: str, message: str, status: int = 422) -> ApiError:
-    """A request value that is wrong; the field name is in the message and the details."""
-    return ApiError(status, "invalid_field", f"{field}: {message}", {"field": field})
+def bad_field(field: str, message: str) -> ApiError:
+    """A wrong field of a request body (422); the field name is in the message and the
+    details."""
+    return ApiError("invalid_field", f"{field}: {message}", {"field": field})
+
+
+def bad_parameter(field: str, message: str) -> ApiError:
+    """A wrong query or path parameter: the same code as a body field, but 400 (the
+    request itself is malformed, as the OpenAPI document says)."""
+    error = bad_field(field, message)
+    error.status = 400
+    return error
 
 
 def not_found(what: str, ident: Any) -> ApiError:
-    return ApiError(404, "not_found", f"{what} {ident} not found", {"resource": what, "id": ident})
+    return ApiError("not_found", f"{what} {ident} not found", {"resource": what, "id": ident})
 
 
 _CODES = {
@@ -98,6 +109,11 @@ _STATUS_OF_CODE = {code: status for status, code in _CODES.items()} | {
     "file_refused": 422,
     "training_service_unreachable": 502,
     "training_service_error": 502,
+    # raised by the web layer itself
+    "invalid_json": 400,
+    "invalid_body": 400,
+    "not_backtestable": 422,
+    "model_file_unusable": 409,
 }
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from storage.text_rules import text_problem
-from web.errors import ApiError, Handler, bad_field
+from web.errors import ApiError, Handler, bad_field, bad_parameter
 
 __all__ = [
     "MAX_JSON_DEPTH",
@@ -38,15 +38,20 @@ def _shown(name: str) -> str:
     return name.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
-def check_text(field: str, value: str, status: int = 400) -> str:
-    """`value` unchanged, or a 4xx naming `field` when it cannot be stored as text."""
+def check_text(field: str, value: str, *, in_body: bool = False) -> str:
+    """`value` unchanged, or a 4xx naming `field` when it cannot be stored as text (a body
+    field's 422, a query or path parameter's 400: `web.errors`)."""
     problem = text_problem(value)
     if problem is not None:
-        raise bad_field(_shown(field), problem, status)
+        raise _refused(_shown(field), problem, in_body)
     return value
 
 
-def parse_datetime(field: str, raw: str, status: int = 400) -> datetime | None:
+def _refused(field: str, message: str, in_body: bool) -> ApiError:
+    return bad_field(field, message) if in_body else bad_parameter(field, message)
+
+
+def parse_datetime(field: str, raw: str, *, in_body: bool = False) -> datetime | None:
     """An aware datetime (naive means UTC), None when `raw` is not ISO 8601, and a 4xx
     naming `field` when it is a date-time no database or client can represent in UTC."""
     try:
@@ -58,8 +63,8 @@ def parse_datetime(field: str, raw: str, status: int = 400) -> datetime | None:
     try:
         value.astimezone(UTC)
     except OverflowError:
-        raise bad_field(
-            field, "is outside the representable range (years 1 to 9999 in UTC)", status
+        raise _refused(
+            field, "is outside the representable range (years 1 to 9999 in UTC)", in_body
         ) from None
     return value
 
@@ -89,7 +94,6 @@ def _check_tree(body: Any) -> None:
         if isinstance(value, dict | list):
             if depth > MAX_JSON_DEPTH:
                 raise ApiError(
-                    400,
                     "invalid_json",
                     f"{path or 'body'}: JSON nested deeper than {MAX_JSON_DEPTH} levels",
                     {"field": path or "body", "max_depth": MAX_JSON_DEPTH},
@@ -98,10 +102,10 @@ def _check_tree(body: Any) -> None:
             for key, item in items:
                 field = _field(path, key)
                 if isinstance(key, str):
-                    check_text(field, key, 422)
+                    check_text(field, key, in_body=True)
                 stack.append((field, item, depth + 1))
         elif isinstance(value, str):
-            check_text(path or "body", value, 422)
+            check_text(path or "body", value, in_body=True)
         elif isinstance(value, float) and not math.isfinite(value):
             raise bad_field(_shown(path or "body"), "must be a finite number")
 
@@ -112,20 +116,19 @@ async def parse_json_body(request: web.Request) -> Any:
         text = await request.text()
     except UnicodeDecodeError:
         raise ApiError(
-            400, "invalid_json", "request body is not valid UTF-8", {"field": "body"}
+            "invalid_json", "request body is not valid UTF-8", {"field": "body"}
         ) from None
     try:
         body = json.loads(text)
     except RecursionError:
         raise ApiError(
-            400,
             "invalid_json",
             f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels",
             {"field": "body", "max_depth": MAX_JSON_DEPTH},
         ) from None
     except ValueError as exc:
         raise ApiError(
-            400, "invalid_json", f"request body is not valid JSON: {exc}", {"field": "body"}
+            "invalid_json", f"request body is not valid JSON: {exc}", {"field": "body"}
         ) from None
     _check_tree(body)
     return body
@@ -139,10 +142,10 @@ async def read_json_object(request: web.Request, *, allow_empty: bool = False) -
     if not request.can_read_body:
         if allow_empty:
             return {}
-        raise ApiError(400, "invalid_body", "request body must be a JSON object", {"field": "body"})
+        raise ApiError("invalid_body", "request body must be a JSON object", {"field": "body"})
     body = await parse_json_body(request)
     if body is None and allow_empty:
         return {}
     if not isinstance(body, dict):
-        raise ApiError(400, "invalid_body", "request body must be a JSON object", {"field": "body"})
+        raise ApiError("invalid_body", "request body must be a JSON object", {"field": "body"})
     return body

@@ -597,7 +597,7 @@ async def retry_dead_webhook(request: web.Request) -> web.Response:
         raise not_found("webhook job", job_id)
     if result == "not_dead":
         raise ApiError(
-            409, "conflict", f"webhook job {job_id} is neither dead nor waiting", {"id": job_id}
+            "conflict", f"webhook job {job_id} is neither dead nor waiting", {"id": job_id}
         )
     _poke(request)
     return web.json_response({"id": job_id, "status": "pending"})

@@ -17,7 +17,7 @@ from storage.backtests import store as backtests
 from storage.backtests.store import BacktestRow
 from storage.models import active_models, model_import
 from web.context import ctx
-from web.errors import ApiError, bad_field, not_found
+from web.errors import ApiError, bad_field, bad_parameter, not_found
 from web.request_input import parse_datetime, read_json_object
 from web.routes.models import _api_error, _training_service
 from web.routes.predictions import choice_param, int_param
@@ -36,7 +36,7 @@ def _time(body: dict[str, Any], field: str) -> datetime | None:
         return None
     if not isinstance(raw, str):
         raise bad_field(field, "must be an ISO 8601 date-time string")
-    value = parse_datetime(field, raw, 422)
+    value = parse_datetime(field, raw, in_body=True)
     if value is None:
         raise bad_field(field, "must be an ISO 8601 date-time, e.g. 2026-01-01T12:00:00Z")
     return value
@@ -52,7 +52,7 @@ def _model_id(body: dict[str, Any]) -> int:
 def _backtest_id(request: web.Request) -> int:
     raw = request.match_info["backtest_id"]
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_ID:
-        raise bad_field("backtest_id", "must be a positive integer", status=400)
+        raise bad_parameter("backtest_id", "must be a positive integer")
     return int(raw)
 
 
@@ -95,7 +95,7 @@ async def _check_model(request: web.Request, model_id: int) -> None:
             raise _api_error(exc) from None
     problems = model_import.preflight_problems(info)
     if problems:
-        raise ApiError(422, "not_backtestable", "; ".join(problems), {"field": "model_id"})
+        raise ApiError("not_backtestable", "; ".join(problems), {"field": "model_id"})
 
 
 @routes.post("/api/backtests")
@@ -164,16 +164,16 @@ async def backtest_coin(request: web.Request) -> web.Response:
     backtest_id = _backtest_id(request)
     coin = request.match_info["coin_id"]
     if len(coin) > 64:
-        raise bad_field("coin_id", "must be at most 64 characters", status=400)
-    at = parse_datetime("at", request.query.get("at", ""), 400)
+        raise bad_parameter("coin_id", "must be at most 64 characters")
+    at = parse_datetime("at", request.query.get("at", ""))
     if at is None:
-        raise bad_field("at", "is required: the tick's ISO 8601 time", status=400)
+        raise bad_parameter("at", "is required: the tick's ISO 8601 time")
     minutes = int_param(request.query, "minutes", low=1, high=1440, default=30)
     assert minutes is not None
     try:
         window = (at - timedelta(minutes=minutes), at + timedelta(minutes=minutes))
     except OverflowError:
-        raise bad_field("at", "is too close to the representable range", status=400) from None
+        raise bad_parameter("at", "is too close to the representable range") from None
     async with ctx(request).pool.acquire() as conn:
         if await backtests.get(conn, backtest_id) is None:
             raise not_found("backtest", backtest_id)

@@ -20,7 +20,7 @@ from features.outcome_curves import compare
 from storage.models import active_models, model_mode
 from storage.predictions.outcome_samples import tick_outcomes
 from web.context import ctx
-from web.errors import bad_field, not_found
+from web.errors import bad_field, bad_parameter, not_found
 from web.request_input import read_json_object
 from web.routes.models import apply_to_pipeline
 from web.routes.predictions import check_known, check_range, path_model, time_param
@@ -63,10 +63,10 @@ async def promote_model(request: web.Request) -> web.Response:
 def _ids(raw: str | None) -> list[int]:
     parts = [p.strip() for p in (raw or "").split(",") if p.strip()]
     if not all(p.isdigit() and 1 <= int(p) <= 2**63 - 1 for p in parts):
-        raise bad_field("ids", "must be active model ids separated by commas", 400)
+        raise bad_parameter("ids", "must be active model ids separated by commas")
     ids = list(dict.fromkeys(int(p) for p in parts))
     if not 2 <= len(ids) <= COMPARED_MAX:
-        raise bad_field("ids", f"must name 2 to {COMPARED_MAX} different models", 400)
+        raise bad_parameter("ids", f"must name 2 to {COMPARED_MAX} different models")
     return ids
 
 

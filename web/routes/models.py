@@ -29,7 +29,7 @@ from storage.models.model_import import (
 from storage.predictions import statistics
 from storage.text_rules import MAX_NAME_LENGTH
 from web.context import ctx
-from web.errors import ApiError, bad_field, not_found, status_of
+from web.errors import ApiError, bad_field, not_found
 from web.request_input import read_json_object
 
 log = structlog.get_logger(__name__)
@@ -52,7 +52,7 @@ async def _training_service(request: web.Request) -> AsyncIterator[TrainingServi
 
 
 def _api_error(exc: ModelImportError) -> ApiError:
-    return ApiError(status_of(exc.code), exc.code, exc.message, exc.details)
+    return ApiError(exc.code, exc.message, exc.details)
 
 
 # ---- request values
@@ -313,7 +313,6 @@ async def _set_active(request: web.Request, active: bool) -> web.Response:
     row = await _get_row(request)
     if active and row.file_state in UNUSABLE_FILE_STATES:
         raise ApiError(
-            409,
             "model_file_unusable",
             f"model {row.id} cannot be activated: its file is {row.file_state} "
             f"({row.file_error or 'no details'}); reload it first",

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from actors.ports import ManualPredictError, ManualResult
 from web.context import ctx
-from web.errors import ApiError, bad_field, status_of
+from web.errors import ApiError, bad_field
 from web.request_input import parse_datetime, read_json_object
 
 routes = web.RouteTableDef()
@@ -43,7 +43,7 @@ def _timestamp(body: dict[str, Any]) -> datetime | None:
         return None
     if not isinstance(raw, str):
         raise bad_field("timestamp", "must be an ISO 8601 date-time string")
-    value = parse_datetime("timestamp", raw, 422)
+    value = parse_datetime("timestamp", raw, in_body=True)
     if value is None:
         raise bad_field("timestamp", "must be an ISO 8601 date-time, e.g. 2026-01-01T12:00:00Z")
     return value
@@ -73,9 +73,9 @@ async def predict(request: web.Request) -> web.Response:
     coin, model_ids, timestamp = _coin(body), _model_ids(body), _timestamp(body)
     predictions = ctx(request).manual_predictions
     if predictions is None:
-        raise ApiError(503, "unavailable", "the prediction actors are not running")
+        raise ApiError("unavailable", "the prediction actors are not running")
     try:
         results = await predictions.predict(coin, model_ids, timestamp)
     except ManualPredictError as exc:
-        raise ApiError(status_of(exc.code), exc.code, exc.message, {"field": exc.field}) from None
+        raise ApiError(exc.code, exc.message, {"field": exc.field}) from None
     return web.json_response({"coin_id": coin, "predictions": [_result(r) for r in results]})

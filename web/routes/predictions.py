@@ -33,7 +33,7 @@ from storage.predictions.reads import (
     model_exists,
 )
 from web.context import ctx
-from web.errors import bad_field, not_found
+from web.errors import bad_parameter, not_found
 from web.request_input import parse_datetime
 
 routes = web.RouteTableDef()
@@ -51,9 +51,9 @@ def check_known(query: MultiMapping[str], known: Iterable[str]) -> None:
     for name in query:
         if name not in allowed:
             known_text = ", ".join(sorted(allowed)) or "none"
-            raise bad_field(name, f"unknown parameter; known: {known_text}", 400)
+            raise bad_parameter(name, f"unknown parameter; known: {known_text}")
         if len(query.getall(name)) > 1:
-            raise bad_field(name, "given more than once", 400)
+            raise bad_parameter(name, "given more than once")
 
 
 def int_param(
@@ -65,9 +65,9 @@ def int_param(
     try:
         value = int(raw)
     except ValueError:
-        raise bad_field(name, "must be an integer", 400) from None
+        raise bad_parameter(name, "must be an integer") from None
     if not low <= value <= high:
-        raise bad_field(name, f"must be between {low} and {high}", 400)
+        raise bad_parameter(name, f"must be between {low} and {high}")
     return value
 
 
@@ -78,9 +78,9 @@ def float_param(query: Mapping[str, str], name: str, *, low: float, high: float)
     try:
         value = float(raw)
     except ValueError:
-        raise bad_field(name, "must be a number", 400) from None
+        raise bad_parameter(name, "must be a number") from None
     if not low <= value <= high:  # also refuses nan
-        raise bad_field(name, f"must be between {low} and {high}", 400)
+        raise bad_parameter(name, f"must be between {low} and {high}")
     return value
 
 
@@ -99,7 +99,7 @@ def time_param(query: Mapping[str, str], name: str) -> datetime | None:
         value = parse_datetime(name, candidate)
         if value is not None:
             return value
-    raise bad_field(name, "must be an ISO 8601 date-time, e.g. 2026-01-01T12:00:00Z", 400)
+    raise bad_parameter(name, "must be an ISO 8601 date-time, e.g. 2026-01-01T12:00:00Z")
 
 
 def choice_param(query: Mapping[str, str], name: str, choices: Iterable[str]) -> str | None:
@@ -108,7 +108,7 @@ def choice_param(query: Mapping[str, str], name: str, choices: Iterable[str]) ->
         return None
     options = tuple(choices)
     if raw not in options:
-        raise bad_field(name, f"must be one of: {', '.join(options)}", 400)
+        raise bad_parameter(name, f"must be one of: {', '.join(options)}")
     return raw
 
 
@@ -117,19 +117,19 @@ def text_param(query: Mapping[str, str], name: str, *, max_length: int) -> str |
     if raw is None or raw == "":
         return None
     if len(raw) > max_length:
-        raise bad_field(name, f"must be at most {max_length} characters", 400)
+        raise bad_parameter(name, f"must be at most {max_length} characters")
     return raw
 
 
 def check_range(low: Any, high: Any, low_name: str, high_name: str) -> None:
     if low is not None and high is not None and low > high:
-        raise bad_field(high_name, f"must not be before/below {low_name}", 400)
+        raise bad_parameter(high_name, f"must not be before/below {low_name}")
 
 
 def path_coin(request: web.Request) -> str:
     coin = request.match_info["coin_id"]
     if not coin or len(coin) > MAX_MINT_LENGTH:
-        raise bad_field("coin_id", f"must be 1-{MAX_MINT_LENGTH} characters", 400)
+        raise bad_parameter("coin_id", f"must be 1-{MAX_MINT_LENGTH} characters")
     return coin
 
 
@@ -165,7 +165,7 @@ def _filters(query: Mapping[str, str]) -> PredictionFilters:
     # data_from/data_to: the names of the first API document, still accepted.
     for alias, name in (("data_from", "date_from"), ("data_to", "date_to")):
         if alias in query and name in query:
-            raise bad_field(alias, f"give either {name} or {alias}, not both", 400)
+            raise bad_parameter(alias, f"give either {name} or {alias}, not both")
     date_from = time_param(query, "date_from") or time_param(query, "data_from")
     date_to = time_param(query, "date_to") or time_param(query, "data_to")
     filters = PredictionFilters(
