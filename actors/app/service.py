@@ -161,7 +161,6 @@ class Service:
                 default_webhook_url=settings.n8n_webhook_url or None,
                 poke_webhooks=poke,
                 state=self.state,
-                shards=shards,
             )
 
         async def repair_file(active_model_id: int) -> None:

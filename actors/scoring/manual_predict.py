@@ -139,7 +139,7 @@ async def _one(
             "conflict", "model_ids", f"model {runtime.active_model_id} is restarting"
         )
     predictor: Predictor = supervisor.actor(name)
-    stored = await predictor.store(runtime, scored, source="manual")
+    stored = await predictor.store_manual(runtime, scored)
     p = float(scored.probabilities[0])
     return ManualResult(
         runtime.active_model_id,

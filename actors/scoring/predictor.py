@@ -33,8 +33,7 @@ from actors.scoring.batch_bus import BatchBus
 from actors.scoring.batch_writer import STORE_FAILED, ModelScores, stored_items
 from actors.scoring.model_runtime import ModelRuntime, Scored, score
 from actors.scoring.store_limits import IGNORE_WINDOW, Limits, keep_under_caps
-from actors.shards.shard_set import ShardSet
-from actors.webhooks.payload import WebhookItem, target_url, webhook_items, webhook_jobs
+from actors.webhooks.payload import WebhookItem, target_url, webhook_jobs
 from storage.db.pool import PERMANENT_ERRORS, store_in_halves
 from storage.outbox import jobs as outbox
 from storage.predictions import manual as prediction_store
@@ -61,10 +60,8 @@ class Predictor:
         default_webhook_url: str | None,
         poke_webhooks: Callable[[], None] | None = None,
         state: ServiceState | None = None,
-        shards: ShardSet | None = None,
     ) -> None:
         self._runtime = runtime
-        self._shards = shards
         self._next: ModelRuntime | None = None
         self._bus = bus
         self._pool = pool
@@ -225,56 +222,42 @@ class Predictor:
                 kept.append(tick)
         return kept
 
-    async def store(
-        self, runtime: ModelRuntime, scored: Scored, source: str = "stream"
-    ) -> list[StoredPrediction]:
+    async def store_manual(self, runtime: ModelRuntime, scored: Scored) -> list[StoredPrediction]:
         """Insert this model's manual predictions with their webhook jobs (and, for a
         model with caps or ignore windows, its scan state) atomically. Stream
         predictions go to the batcher with the acknowledgement."""
         probabilities, tags = scored.tagged(float(runtime.row["alert_threshold"]))
-        rows = runtime.new_predictions(scored.ticks, probabilities, tags, scored.snapshots, source)
-        manual = source != "stream"
-        queued = 0
+        rows = runtime.new_predictions(
+            scored.ticks, probabilities, tags, scored.snapshots, "manual"
+        )
         limits = Limits.of(runtime.row)
         if limits.capped or limits.windowed:
-            rows, stored, fresh, queued = await self._store_isolating(
-                runtime, rows, queue_jobs=manual
-            )
+            rows, stored, fresh, queued = await self._store_isolating(runtime, rows)
         else:
-            # A manual prediction of a plain model (its stream batches go to the batcher).
             jobs = webhook_jobs(runtime.webhook, rows, default_url=self._default_url)
             async with self._pool.acquire() as conn:
                 stored, queued = await prediction_store.insert_with_jobs(conn, rows, jobs)
             fresh = _fresh(rows, stored)
-        if not manual:
-            self._items.extend(webhook_items(runtime.webhook, fresh, default_url=self._default_url))
         for tag, count in Counter(r.tag for r in fresh).items():
             metrics.PREDICTIONS.add({"model": str(self.key), "tag": tag}, count)
-        if manual:
-            now = time.time()
-            for r in fresh:
-                metrics.PREDICTION_LAG.observe({}, max(now - r.data_timestamp.timestamp(), 0.0))
+        now = time.time()
+        for r in fresh:
+            metrics.PREDICTION_LAG.observe({}, max(now - r.data_timestamp.timestamp(), 0.0))
         if len(fresh) < len(rows):
             self._skip("already_predicted", len(rows) - len(fresh))
         if queued and self._poke is not None:
-            # Not part of a batch (manual predictions): due now, wake the dispatcher.
+            # Not part of a batch: due now, wake the dispatcher.
             self._poke()
         return stored
 
-    async def _store_isolating(
-        self,
-        runtime: ModelRuntime,
-        rows: list[NewPrediction],
-        *,
-        queue_jobs: bool,
-    ) -> _Checked:
+    async def _store_isolating(self, runtime: ModelRuntime, rows: list[NewPrediction]) -> _Checked:
         """`_store_checked`, and when the database refuses the rows for good
         (PERMANENT_ERRORS: the same rows would fail on every retry), the rows in halves
         as the batcher does (`storage.db.pool.store_in_halves`): every tick it accepts is
         stored once, a tick it refuses alone is skipped and logged."""
 
         async def store(part: Sequence[NewPrediction]) -> _Checked:
-            return await self._store_checked(runtime, list(part), queue_jobs=queue_jobs)
+            return await self._store_checked(runtime, list(part))
 
         try:
             results = [await store(rows)]
@@ -303,31 +286,20 @@ class Predictor:
         if self._state is not None:
             self._state.store_refused(row.coin_id, row.data_timestamp, [self.key], str(error))
 
-    async def _store_checked(
-        self,
-        runtime: ModelRuntime,
-        rows: list[NewPrediction],
-        *,
-        queue_jobs: bool,
-    ) -> _Checked:
-        """With caps or ignore windows: read, insert and record in one transaction.
-        Returns the rows kept by the caps, the stored ones, the new ones, jobs queued."""
-        queued = 0
+    async def _store_checked(self, runtime: ModelRuntime, rows: list[NewPrediction]) -> _Checked:
+        """With caps or ignore windows: read, insert, record and queue the webhook jobs in
+        one transaction. Returns the rows kept by the caps, the stored ones, the new ones,
+        jobs queued."""
         limits = Limits.of(runtime.row)
         async with self._pool.acquire() as conn, conn.transaction():
-            if self._shards is not None and not queue_jobs:
-                # Stream ticks (manual ones queue their jobs): fenced like the batcher's.
-                kept = await self._shards.fence_coins(conn, [r.coin_id for r in rows])
-                rows = [r for r in rows if r.coin_id in kept]
             rows = await self._apply_caps(conn, limits, rows)
             stored = await predictions.insert_predictions(conn, rows)
             fresh = _fresh(rows, stored)
             if limits.windowed:
                 scans = [limits.scan(r.coin_id, r.tag, r.data_timestamp) for r in fresh]
                 await scan_state.record(conn, self.key, scans)
-            if queue_jobs:
-                jobs = webhook_jobs(runtime.webhook, fresh, default_url=self._default_url)
-                queued = await outbox.enqueue(conn, jobs)
+            jobs = webhook_jobs(runtime.webhook, fresh, default_url=self._default_url)
+            queued = await outbox.enqueue(conn, jobs)
         return rows, stored, fresh, queued
 
     async def _apply_caps(
