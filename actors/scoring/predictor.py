@@ -32,7 +32,7 @@ from actors.scoring.batch import Batch
 from actors.scoring.batch_bus import BatchBus
 from actors.scoring.batch_writer import STORE_FAILED, ModelScores, stored_items
 from actors.scoring.model_runtime import ModelRuntime, Scored, score
-from actors.scoring.store_limits import IGNORE_WINDOW, Limits, keep_under_caps
+from actors.scoring.store_limits import IGNORE_WINDOW, Limits, keep_under_caps, limits_apply
 from actors.webhooks.payload import WebhookItem, target_url, webhook_jobs
 from storage.db.pool import PERMANENT_ERRORS, store_in_halves
 from storage.outbox import jobs as outbox
@@ -230,8 +230,7 @@ class Predictor:
         rows = runtime.new_predictions(
             scored.ticks, probabilities, tags, scored.snapshots, "manual"
         )
-        limits = Limits.of(runtime.row)
-        if limits.capped or limits.windowed:
+        if limits_apply(runtime):
             rows, stored, fresh, queued = await self._store_isolating(runtime, rows)
         else:
             jobs = webhook_jobs(runtime.webhook, rows, default_url=self._default_url)
