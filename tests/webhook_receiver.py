@@ -17,12 +17,14 @@ import json
 import socket
 import time
 from collections import defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
 import asyncpg
 from aiohttp import web
 from model_factory import train_model
@@ -279,3 +281,16 @@ def quick_dispatcher(pool: asyncpg.Pool, **overrides: Any) -> WebhookDispatcher:
     }
     options.update(overrides)
     return WebhookDispatcher(pool, **options)
+
+
+@asynccontextmanager
+async def running(*dispatchers: WebhookDispatcher) -> AsyncIterator[None]:
+    """The dispatchers running in a task group, asked to stop when the block ends."""
+    async with anyio.create_task_group() as tg:
+        for dispatcher in dispatchers:
+            await tg.start(dispatcher.run)
+        try:
+            yield
+        finally:
+            for dispatcher in dispatchers:
+                dispatcher.request_stop()

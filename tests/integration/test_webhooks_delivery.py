@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +20,7 @@ from webhook_receiver import (
     insert_active_model,
     load_webhook_model,
     quick_dispatcher,
+    running,
     store_predictions,
 )
 
@@ -34,18 +33,6 @@ from storage.outbox.attempts import attempts_for_job
 from storage.version import VERSION
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-
-
-@asynccontextmanager
-async def running(*dispatchers: WebhookDispatcher) -> AsyncIterator[None]:
-    async with anyio.create_task_group() as tg:
-        for dispatcher in dispatchers:
-            await tg.start(dispatcher.run)
-        try:
-            yield
-        finally:
-            for dispatcher in dispatchers:
-                dispatcher.request_stop()
 
 
 def _counter(metric: Any, labels: dict[str, str] | None = None) -> float:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import anyio
@@ -23,25 +21,13 @@ from webhook_receiver import (
     insert_active_model,
     load_webhook_model,
     quick_dispatcher,
+    running,
 )
 
-from actors.webhooks.dispatcher import WebhookDispatcher
 from actors.webhooks.payload import ReportedPrediction, tick_jobs, webhook_items
 from storage.outbox import jobs as outbox
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-
-
-@asynccontextmanager
-async def running(*dispatchers: WebhookDispatcher) -> AsyncIterator[None]:
-    async with anyio.create_task_group() as tg:
-        for dispatcher in dispatchers:
-            await tg.start(dispatcher.run)
-        try:
-            yield
-        finally:
-            for dispatcher in dispatchers:
-                dispatcher.request_stop()
 
 
 async def _queue_batch(
