@@ -274,6 +274,16 @@ def _forward_fill(values: np.ndarray, missing: int | None = None) -> np.ndarray:
     return np.where(last >= 0, filled, np.nan if missing is None else missing)
 
 
+def _epoch_us(times: pl.Series) -> np.ndarray:
+    """Microseconds since the epoch, NULL as _NAT. A microsecond column's own values
+    (NumPy's NaT is _NAT) without a Polars expression (~0.1 ms per call on a batch);
+    epoch("us") is absolute whatever another column's zone and unit."""
+    dtype = times.dtype
+    if isinstance(dtype, pl.Datetime) and dtype.time_unit == "us":
+        return times.to_numpy().view(np.int64)
+    return times.dt.epoch("us").fill_null(_NAT).to_numpy().astype(np.int64)
+
+
 def _seed_arrays(grid: _Grid, seed: pl.DataFrame | None) -> dict[str, np.ndarray]:
     """The prefix state (features.running) of each coin in grid order; neutral without one."""
     n = grid.coins
@@ -297,9 +307,7 @@ def _seed_arrays(grid: _Grid, seed: pl.DataFrame | None) -> dict[str, np.ndarray
         return np.where(found, _column(seed, name)[picked], np.nan)
 
     def times(name: str) -> np.ndarray:
-        # epoch("us") is absolute whatever the column's zone and unit.
-        values = seed[name].dt.epoch("us").fill_null(_NAT).to_numpy().astype(np.int64)
-        return np.where(found, values[picked], _NAT)
+        return np.where(found, _epoch_us(seed[name])[picked], _NAT)
 
     out["max"] = floats("prefix_max_high")
     out["last_ath"] = floats("prefix_last_ath")

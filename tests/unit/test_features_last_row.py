@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from test_features_properties import SETTINGS, START, _coins
 
 from actors.runtime.messages import Tick
+from actors.scoring.prefix_cache import phase_rows
 from actors.scoring.shared_features import compute_for, rows_for, tick_frame
 from features import compute, engineered_names, prefix_state
 from features.engineering import HAS_DATA_SUFFIX
@@ -433,3 +434,31 @@ def test_a_frame_without_rows_gives_no_rows_and_every_column_like_compute() -> N
     assert last.values.shape == (0, len(last.columns))
     assert set(engineered_names(windows)) <= set(last.columns)
     assert compute(empty, windows).height == 0
+
+
+def test_each_phase_key_reads_only_its_own_prefix_rows() -> None:
+    """A batch's prefix frame holds one state per coin and phase key; the features of a
+    key are seeded with its rows only (a NULL key is nobody's), whether the frame holds
+    one key or several."""
+    full = (
+        _coins(5, count=4, max_rows=80)
+        .sort(["mint", "timestamp"])
+        .with_columns((pl.int_range(pl.len()) % 3 + 1).alias("phase_id_at_time"))
+    )
+    window = full.group_by("mint", maintain_order=True).tail(12)
+    head = full.join(window, on=["mint", "timestamp"], how="anti")
+    spec = FeatureSpec.from_model(["price_close", *engineered_names([5, 10])[:30]])
+    states = {key: prefix_state(phase_rows(head, key)) for key in ("all", "1", "2,3")}
+    keyed = {k: s.with_columns(pl.lit(k).alias("phase_key")) for k, s in states.items()}
+    nobody = keyed["all"].with_columns(pl.lit(None, dtype=pl.String).alias("phase_key"))
+    for key, state in states.items():
+        own = phase_rows(window, key)
+        newest = own.group_by("mint", maintain_order=True).tail(1)
+        frame = tick_frame(
+            [Tick(0, r["mint"], r["timestamp"], 1, 0.0) for r in newest.iter_rows(named=True)]
+        )
+        expected = spec.compute_shared_last(own, seed=state)
+        for prefix in (pl.concat([*keyed.values(), nobody]), keyed[key]):
+            served = rows_for(spec, window, prefix, key, frame)
+            assert list(served.index) == list(zip(expected.mints, expected.timestamps, strict=True))
+            assert np.array_equal(served.values, expected.values, equal_nan=True)
