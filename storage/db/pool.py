@@ -7,6 +7,7 @@ into NULL on the way).
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -97,6 +98,34 @@ async def _released(conn: asyncpg.Connection) -> None:
     del conn
 
 
+class PooledConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped
+    """A pool connection that counts as closed once its server has hung up on it.
+
+    A backend killed while its connection idles in the pool (pg_terminate_backend, a
+    restart) sends a FATAL error before it closes the socket. asyncpg, expecting nothing
+    while idle, then holds that message as a failed result in its ERROR_CONSUME state
+    until the end-of-file arrives; a query in between fails with InternalClientError
+    "another operation is in progress" (an actor restart for nothing). `is_closed` is
+    what the pool asks before handing a connection out, so a connection in that state
+    is replaced by a fresh one instead (its socket closed at once).
+    """
+
+    def is_closed(self) -> bool:
+        if super().is_closed():
+            return True
+        if _holds_protocol_failure(self._protocol):
+            self._transport.abort()
+            return True
+        return False
+
+
+def _holds_protocol_failure(protocol: object) -> bool:
+    """Whether asyncpg's protocol keeps an InternalClientError as its pending result:
+    it does only after a server message it could not place (its state is not visible
+    from Python, its result is among the objects it references). No round trip."""
+    return any(type(ref) is asyncpg.InternalClientError for ref in gc.get_referents(protocol))
+
+
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn,
@@ -104,6 +133,7 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asy
         max_size=max_size,
         init=init_connection,
         reset=_released,
+        connection_class=PooledConnection,
         # Prepared statements stay on; a pgbouncer in transaction mode would need 0.
         command_timeout=60,
     )
