@@ -9,8 +9,8 @@ constant to make a model run.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -176,18 +176,43 @@ class Matrix:
     positions: np.ndarray  # the TickRows row of each matrix row (for `TickRows.column`)
 
 
+# Up to this many found rows, a batch's rows are copied once (every column) and checked
+# once for NULL and huge values, and each model takes its columns from that copy; more
+# rows (a backtest) are gathered per model, cell by cell (a copy of every column of
+# every row would cost more than the models).
+SHARED_BLOCK_ROWS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """What every model scoring the same ticks shares within a batch (`TickRows.found`)."""
+
+    keys: object  # the tick sequence it was made for (kept so that its id stays unique)
+    found: np.ndarray  # TickRows row of each tick, -1: none
+    has_row: np.ndarray  # found >= 0
+    block: np.ndarray | None  # the found rows, every column (None: too many rows)
+    clean: bool  # no NULL and no value beyond float32 anywhere in `block`
+    rows: list[int]  # tick indices with a row
+    skipped: list[tuple[int, str]]  # ticks without a row
+    positions: np.ndarray  # found[has_row], read-only
+
+
 @dataclass(frozen=True, slots=True)
 class TickRows:
     """A computed frame as a float64 matrix whose rows are found by (mint, timestamp).
 
     Built once per batch and feature key; every model then takes its columns and
     its ticks' rows with NumPy indexing instead of joining frames (Polars calls
-    have a fixed cost that dominated small batches with many models).
+    have a fixed cost that dominated small batches with many models). What the
+    models of a batch share (their ticks' rows, the NULL check, the snapshot
+    columns) is computed by the first and kept in `memo` for the others.
     """
 
     values: np.ndarray  # float64 [rows, columns]; NULL is NaN
     columns: dict[str, int]
     index: dict[tuple[str, datetime], int]
+    # (kind, id of the shared input) -> result; this batch's only, never compared.
+    memo: dict[tuple[str, int], Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_frame(cls, computed: pl.DataFrame) -> TickRows:
@@ -208,26 +233,76 @@ class TickRows:
         get = self.index.get
         return np.fromiter((get(key, -1) for key in keys), dtype=np.intp, count=len(keys))
 
+    def found(self, ticks: Sequence[Any], keys: Callable[[], np.ndarray]) -> _Found:
+        """The rows of these ticks and their checks, computed once per tick sequence.
+
+        `ticks` is the sequence models pass (the same object for every model that
+        scores the whole batch); `keys()` gives its positions when not known yet.
+        """
+        memo_key = ("found", id(ticks))
+        shared: _Found | None = self.memo.get(memo_key)
+        if shared is not None and shared.keys is ticks:
+            return shared
+        found = keys()
+        has_row = found >= 0
+        picked = found[has_row]
+        block = None
+        clean = False
+        if len(picked) <= SHARED_BLOCK_ROWS:
+            block = self.values[picked]
+            clean = not _any_bad(block)
+        positions = picked
+        positions.flags.writeable = False
+        shared = _Found(
+            keys=ticks,
+            found=found,
+            has_row=has_row,
+            block=block,
+            clean=clean,
+            rows=np.flatnonzero(has_row).tolist(),
+            skipped=[(int(i), NO_ROW) for i in np.flatnonzero(~has_row)],
+            positions=positions,
+        )
+        self.memo[memo_key] = shared
+        return shared
+
     def matrix(
         self,
         keys: Sequence[tuple[str, datetime]],
         spec: FeatureSpec,
         found: np.ndarray | None = None,
+        shared: _Found | None = None,
     ) -> Matrix:
         """The feature row at each key's exact timestamp, columns in the model's order.
 
-        `found`: `positions(keys)`, when the caller already has it.
+        `found`: `positions(keys)`, when the caller already has it; `shared`: `found(...)`
+        of these keys, when the models of a batch share it (then `keys`/`found` are unused).
         """
         missing_cols = [f for f in spec.features if f not in self.columns]
         if missing_cols:
             raise UnknownFeatureError(missing_cols)
-        cols = [self.columns[f] for f in spec.features]
+        columns = self.columns
+        cols = np.fromiter((columns[f] for f in spec.features), dtype=np.intp)
+        if shared is not None and shared.block is not None:
+            values = shared.block.take(cols, axis=1)
+            if shared.clean:
+                # No cell of these rows is NULL or huge, so none of this model's is: the
+                # checks below would keep every row.
+                return Matrix(values, list(shared.rows), list(shared.skipped), shared.positions)
+            return self._checked(values, shared.found, shared.has_row)
+        if shared is not None:
+            found = shared.found
         if found is None:
             found = self.positions(keys)
         has_row = found >= 0
         # One gather of the wanted cells: copying whole rows first (a wide shared frame) cost
         # more than the model itself when most rows are wanted (a backtest).
-        values = self.values[np.ix_(found[has_row], np.asarray(cols, dtype=np.intp))]
+        return self._checked(self.values[np.ix_(found[has_row], cols)], found, has_row)
+
+    @staticmethod
+    def _checked(values: np.ndarray, found: np.ndarray, has_row: np.ndarray) -> Matrix:
+        """The matrix of the found rows' `values` without the rows that have a NULL or a
+        value beyond float32 in them, each skipped with its reason."""
         keep = has_row.copy()
         skipped = [(int(i), NO_ROW) for i in np.flatnonzero(~has_row)]
         if values.size:
@@ -261,6 +336,24 @@ class TickRows:
             values: list[float | None] = picked.tolist()
             return values
         return [None if v != v else v for v in picked.tolist()]  # NaN (NULL) -> None
+
+    def snapshots(self, positions: np.ndarray) -> list[tuple[float | None, float | None]]:
+        """(price_close, market_cap_close) at these rows; computed once per batch for the
+        positions models share (`_Found.positions`)."""
+        memo_key = ("snapshots", id(positions))
+        kept = self.memo.get(memo_key)
+        if kept is not None and kept[0] is positions:
+            return list(kept[1])
+        closes = self.column(positions, "price_close")
+        caps = self.column(positions, "market_cap_close")
+        pairs = list(zip(closes, caps, strict=True))
+        self.memo[memo_key] = (positions, pairs)
+        return list(pairs)
+
+
+def _any_bad(values: np.ndarray) -> bool:
+    """A NULL (NaN) or a value beyond float32 anywhere (see `TickRows._checked`)."""
+    return bool(np.isnan(values).any() or (np.abs(values) > FLOAT32_MAX).any())
 
 
 def build_matrix(computed: pl.DataFrame, ticks: pl.DataFrame, spec: FeatureSpec) -> Matrix:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -176,26 +176,32 @@ def score(
     `rows` holds the features of the batch's coins as of each tick (see
     `actors.scoring.shared_features`); the row at each tick's exact timestamp is used.
     `positions`: `rows.positions` of the ticks, when models share them (a backtest).
+    Models of a batch that pass the same `ticks` object share the rows' lookup, their
+    checks and their snapshot columns (`TickRows.found`).
     """
     if not ticks:
         return Scored([], np.empty(0), [], [])
     if positions is None:
-        keys = [(t.coin_id, t.data_timestamp) for t in ticks]
-        matrix = rows.matrix(keys, runtime.spec)
+        shared = rows.found(ticks, lambda: rows.positions(_keys(ticks)))
     else:
-        matrix = rows.matrix((), runtime.spec, found=positions)
+        found = positions
+        shared = rows.found(ticks, lambda: found)
+    matrix = rows.matrix((), runtime.spec, shared=shared)
     skipped = [(ticks[i], reason) for i, reason in matrix.skipped]
     if not matrix.rows:
         return Scored([], np.empty(0), [], skipped)
     probabilities = runtime.model.predict_proba(matrix.values)[:, 1]
     kept, positions = [ticks[i] for i in matrix.rows], matrix.positions
-    valid = np.isfinite(probabilities) & (probabilities >= 0.0) & (probabilities <= 1.0)
+    # NaN fails both comparisons, an infinity one of them.
+    valid = (probabilities >= 0.0) & (probabilities <= 1.0)
     if not valid.all():
         # Never stored (the table refuses it) nor sent: one bad row must not sink the batch.
         skipped += [(t, INVALID_PROBABILITY) for t, ok in zip(kept, valid, strict=True) if not ok]
         kept = [t for t, ok in zip(kept, valid, strict=True) if ok]
         positions = positions[valid]
         probabilities = probabilities[valid]
-    closes = rows.column(positions, "price_close")
-    caps = rows.column(positions, "market_cap_close")
-    return Scored(kept, probabilities, list(zip(closes, caps, strict=True)), skipped)
+    return Scored(kept, probabilities, rows.snapshots(positions), skipped)
+
+
+def _keys(ticks: Sequence[Tick]) -> list[tuple[str, datetime]]:
+    return [(t.coin_id, t.data_timestamp) for t in ticks]

@@ -208,10 +208,15 @@ class Predictor:
             items = await stored_items(conn, runtime.webhook, hidden, default_url=self._default_url)
         self._items.extend(items)
 
-    def _eligible(self, runtime: ModelRuntime, ticks: tuple[Tick, ...]) -> list[Tick]:
+    def _eligible(self, runtime: ModelRuntime, ticks: tuple[Tick, ...]) -> Sequence[Tick]:
+        """The ticks the model's phases and coin whitelist let through. Without either,
+        the batch's own tuple: models scoring the same object share its feature rows'
+        lookup (`features.matrix.TickRows.found`)."""
         phases = runtime.phases
         row = runtime.row
         whitelist = set(row["coin_whitelist"]) if row["coin_filter_mode"] == "whitelist" else None
+        if not phases and whitelist is None:
+            return ticks
         kept = []
         for tick in ticks:
             if phases and tick.phase_id not in phases:

@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from actors.runtime.messages import Tick
 from actors.scoring.batch_writer import ModelScores, batch_rows
 from actors.scoring.model_runtime import INVALID_PROBABILITY, ModelRuntime, build_runtime, score
-from features.matrix import TickRows
+from features import matrix as features_matrix
+from features.matrix import HUGE_FEATURE, NO_ROW, NULL_FEATURE, TickRows
 from storage.model_files.store import LoadedModel
 
 AT = datetime(2026, 5, 1, 12, tzinfo=UTC)
@@ -30,11 +32,12 @@ class _Misbehaving:
 
 
 def _runtime(estimator: Any, active_model_id: int = 1, **row: Any) -> ModelRuntime:
+    features = row.get("features", FEATURES)
     loaded = LoadedModel(
         estimator=estimator,
         kind="xgboost",
-        feature_names_in=FEATURES,
-        n_features_in=len(FEATURES),
+        feature_names_in=features,
+        n_features_in=len(features),
         sha256="0" * 64,
         path=Path("m.pkl"),
         file_format="joblib",
@@ -45,7 +48,7 @@ def _runtime(estimator: Any, active_model_id: int = 1, **row: Any) -> ModelRunti
         "name": "m",
         "custom_name": None,
         "model_type": "xgboost",
-        "features": FEATURES,
+        "features": features,
         "params": {},
         "phases": None,
         "alert_threshold": 0.7,
@@ -116,3 +119,67 @@ def test_batch_rows_send_each_tick_and_each_model_once() -> None:
     assert batch.tags == ["alert", "positive", "negative", "positive", "negative"]
     assert [m.active_model_id for m in batch.models] == [1, 2]
     assert [m.evaluation_delay for m in batch.models] == [timedelta(minutes=5), timedelta(0)]
+
+
+class _Echo:
+    """A model whose probability is a fixed function of its row: what it was fed shows."""
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        positive = 1.0 / (1.0 + np.exp(-X.sum(axis=1)))
+        return np.column_stack([1 - positive, positive])
+
+
+@pytest.mark.parametrize("coins", [6, features_matrix.SHARED_BLOCK_ROWS + 1])
+@pytest.mark.parametrize("trouble", ["none", "other_model_null", "own_null", "huge", "no_row"])
+def test_models_sharing_a_batchs_rows_get_what_each_would_get_alone(
+    coins: int, trouble: str
+) -> None:
+    """The models of a batch share its rows' lookup and checks (`TickRows.found`): every
+    model must still get exactly its own rows, probabilities, snapshots and skips, also
+    when a NULL sits in a column only another model reads."""
+    ticks = _ticks(coins)
+    names = ["price_close", "market_cap_close", "volume_sol", "num_buys", "unique_wallets"]
+    values = np.random.default_rng(3).normal(size=(coins, len(names)))
+    index = {(t.coin_id, t.data_timestamp): i for i, t in enumerate(ticks)}
+    if trouble == "other_model_null":
+        values[2, names.index("unique_wallets")] = np.nan
+    elif trouble == "own_null":
+        values[2, names.index("volume_sol")] = np.nan
+    elif trouble == "huge":
+        values[1, names.index("num_buys")] = 1e300
+    elif trouble == "no_row":
+        del index[(ticks[3].coin_id, ticks[3].data_timestamp)]
+    rows = TickRows(values, {n: i for i, n in enumerate(names)}, index)
+    first = _runtime(_Echo(), 1, features=["price_close", "volume_sol"])
+    second = _runtime(_Echo(), 2, features=["num_buys", "volume_sol", "price_close"])
+    third = _runtime(_Echo(), 3, features=["unique_wallets"])
+    models = (first, second, third)
+    keys = [(t.coin_id, t.data_timestamp) for t in ticks]
+    # Each model alone: its own lookup and checks (the path before sharing, still the
+    # path of `matrix` without `shared`).
+    alone = [TickRows(values, rows.columns, index).matrix(keys, r.spec) for r in models]
+    together = [score(r, ticks, rows) for r in models]
+    shared = rows.found(ticks, lambda: pytest.fail("the lookup was not shared"))
+    for runtime, own in zip(models, alone, strict=True):
+        matrix = rows.matrix((), runtime.spec, shared=shared)
+        assert matrix.values.tobytes() == own.values.tobytes()
+        assert matrix.values.shape == own.values.shape
+        assert (matrix.rows, matrix.skipped) == (own.rows, own.skipped)
+        assert matrix.positions.tolist() == own.positions.tolist()
+    for scored, own in zip(together, alone, strict=True):
+        assert [t.coin_id for t in scored.ticks] == [ticks[i].coin_id for i in own.rows]
+        assert scored.skipped == [(ticks[i], reason) for i, reason in own.skipped]
+        closes = values[own.positions, 0].tolist()
+        assert [close for close, _ in scored.snapshots] == closes
+    reasons = [[reason for _, reason in s.skipped] for s in together]
+    null, huge, none = NULL_FEATURE, HUGE_FEATURE, NO_ROW
+    assert (
+        reasons
+        == {
+            "none": [[], [], []],
+            "other_model_null": [[], [], [null]],
+            "own_null": [[null], [null], []],
+            "huge": [[], [huge], []],
+            "no_row": [[none], [none], [none]],
+        }[trouble]
+    )
