@@ -391,7 +391,8 @@ def _engineered(
     since_first = _minutes(ts, np.broadcast_to(first_ts[:, None], ts.shape))
     minutes = np.where(any_bo[:, None], _minutes(ts, last_bo), since_first)
     minutes = np.where(grid.valid, minutes, np.nan)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    # A hostile high far below the close overflows to inf here; the block maps it to 0.
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         distance = np.where(ath != 0, (ath - close) / ath * 100, np.nan)
     distance_filled = _filled(grid, distance)
     minutes_filled = _filled(grid, minutes)

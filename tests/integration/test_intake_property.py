@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -222,14 +223,31 @@ def test_random_collector_rows_between_good_rows_never_stop_intake(
                         | {"mint": "huge", "timestamp": ten_seconds_ago, "volume_sol": "1e300"}
                     ]
                 )
+                # A high far below the close: the ATH distance overflows (a NaN/inf the
+                # features map to 0, and once a RuntimeWarning in the log).
+                @example(
+                    bad=[
+                        plausible_row(near)
+                        | {
+                            "mint": "tiny_high",
+                            "timestamp": ten_seconds_ago,
+                            "price_high": "1e-310",
+                            "price_close": "1e300",
+                        }
+                    ]
+                )
                 @given(bad=bad_rows(types, near))
                 def one_example(bad: list[Row]) -> None:
                     portal.call(_example, conn, service, next(counter), bad, len(models))
 
-                one_example()
+                # The service runs in the portal's thread: warnings are process-wide.
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    one_example()
                 restarts = dict(service.state.actor_restarts)
         finally:
             portal.call(conn.close)
             portal.call(pg_cluster.drop_database, database)
     assert restarts == {}, "an actor crashed over a collector row"
+    assert [str(w.message) for w in caught if w.category is RuntimeWarning] == []
     assert next(counter) >= 12
