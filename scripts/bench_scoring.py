@@ -131,12 +131,19 @@ def measure(coins: int, count: int, seconds: float) -> dict[str, float]:
     stored = batch_rows(scores)
     items_of: Callable[[], list[Any]]
     if hasattr(batch_writer, "fresh_items"):
-        no_rows: list[int] = []
 
         def items_of() -> list[Any]:
-            return list(
-                batch_writer.fresh_items(stored, scores, set(no_rows), set(no_rows), None, "u")
-            )
+            # write_batch's steps for a batch whose predictions were all new.
+            items = []
+            ticks = batch_writer.tick_texts(stored)
+            start = 0
+            for runtime, scored in scores:
+                positions = range(start, start + len(scored.ticks))
+                start = positions.stop
+                items += batch_writer.fresh_items(
+                    stored, ticks, runtime.webhook, positions, default_url="http://127.0.0.1:1/hook"
+                )
+            return items
     else:
 
         def items_of() -> list[Any]:

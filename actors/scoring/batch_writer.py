@@ -31,6 +31,8 @@ from actors.webhooks.payload import (
     ReportedPrediction,
     WebhookItem,
     WebhookModel,
+    column_items,
+    iso_timestamp,
     target_url,
     webhook_items,
 )
@@ -155,13 +157,17 @@ async def write_batch(
     existing, gone = set(outcome.existing), set(outcome.model_gone)
     written = Written([], Counter(), limited.skipped)
     items = written.items
+    ticks: list[tuple[str, datetime, str]] | None = None
     start = 0
     for runtime, scored in scores:
         stop = start + len(scored.ticks)
         positions = range(start, stop)
         start = stop
         key = str(runtime.active_model_id)
-        fresh = [k for k in positions if k not in existing and k not in gone]
+        if existing or gone:
+            fresh: Sequence[int] = [k for k in positions if k not in existing and k not in gone]
+        else:
+            fresh = positions
         written.stored.update((key, rows.tags[k]) for k in fresh)
         before = [scored.ticks[k - positions.start] for k in positions if k in existing]
         written.skipped[(key, "already_predicted")] += len(before)
@@ -176,19 +182,9 @@ async def write_batch(
         model = runtime.webhook
         if not model.n8n_enabled or not target_url(model, default_url):
             continue
-        threshold = model.alert_threshold
-        reported = [
-            ReportedPrediction(
-                rows.coin_ids[rows.tick_index[k]],
-                rows.data_timestamps[rows.tick_index[k]],
-                rows.predictions[k],
-                rows.probabilities[k],
-                rows.tags[k],
-                threshold,
-            )
-            for k in fresh
-        ]
-        items += webhook_items(model, reported, default_url=default_url)
+        if ticks is None:
+            ticks = tick_texts(rows)
+        items += fresh_items(rows, ticks, model, fresh, default_url=default_url)
         if before:
             items += await stored_items(conn, model, before, default_url=default_url)
     for runtime, dropped in limited.dropped:
@@ -196,6 +192,44 @@ async def write_batch(
         if model.n8n_enabled and target_url(model, default_url):
             items += await stored_items(conn, model, dropped, default_url=default_url)
     return written
+
+
+def tick_texts(rows: BatchRows) -> list[tuple[str, datetime, str]]:
+    """Each tick of the rows as (coin_id, data_timestamp, its ISO text), for `fresh_items`."""
+    return [
+        (coin, at, iso_timestamp(at))
+        for coin, at in zip(rows.coin_ids, rows.data_timestamps, strict=True)
+    ]
+
+
+def fresh_items(
+    rows: BatchRows,
+    ticks: Sequence[tuple[str, datetime, str]],
+    model: WebhookModel,
+    positions: Sequence[int],
+    *,
+    default_url: str | None,
+) -> list[WebhookItem]:
+    """Webhook items of the model's predictions at these positions of the rows (the
+    ones this batch stored), from the rows' columns (`tick_texts(rows)` as `ticks`)."""
+    if isinstance(positions, range) and positions.step == 1:
+        part = slice(positions.start, positions.stop)
+        return column_items(
+            model,
+            [ticks[i] for i in rows.tick_index[part]],
+            rows.predictions[part],
+            rows.probabilities[part],
+            rows.tags[part],
+            default_url=default_url,
+        )
+    return column_items(
+        model,
+        [ticks[rows.tick_index[k]] for k in positions],
+        [rows.predictions[k] for k in positions],
+        [rows.probabilities[k] for k in positions],
+        [rows.tags[k] for k in positions],
+        default_url=default_url,
+    )
 
 
 async def stored_items(

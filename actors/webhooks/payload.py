@@ -376,6 +376,63 @@ def webhook_items(
     ]
 
 
+@functools.lru_cache(maxsize=1024)
+def _item_tails(model: WebhookModel) -> dict[str, str]:
+    """Per tag the model sends: an item's text after its probability, the same for every
+    item of that model and tag (`_item_json` writes it per item)."""
+    reference = snapshot_reference(model_snapshot(model).key)
+    threshold = _float_json(model.alert_threshold)
+    return {
+        tag: (
+            f',"is_alert":{"true" if tag == TAG_ALERT else "false"}'
+            f',"alert_threshold":{threshold}'
+            f',"tag":{_TAG_JSON[tag]}'
+            f',"model":{reference}}}'
+        )
+        for tag in TAGS
+        if matches_send_modes(model.n8n_send_modes, tag)
+    }
+
+
+def column_items(
+    model: WebhookModel,
+    ticks: Sequence[tuple[str, datetime, str]],
+    predictions: Sequence[int],
+    probabilities: Sequence[float],
+    tags: Sequence[str],
+    *,
+    default_url: str | None,
+) -> list[WebhookItem]:
+    """`webhook_items` of a batch's predictions given as columns (each tick as coin,
+    data_timestamp, `iso_timestamp`; the model's own threshold): the same items, with
+    the text every item of a tag shares written once per model, not per item."""
+    url = target_url(model, default_url)
+    if not model.n8n_enabled or url is None:
+        return []
+    if not all(map(math.isfinite, probabilities)):
+        _float_json(next(p for p in probabilities if not math.isfinite(p)))  # raises
+    snapshot = model_snapshot(model)
+    tails = _item_tails(model)
+    active, model_id = model.active_model_id, model.model_id
+    return [
+        WebhookItem(
+            url,
+            coin,
+            at,
+            text,
+            active,
+            model_id,
+            f'{{"prediction":{int(prediction)},"probability":{float(p)!r}{tails[tag]}',
+            tag == TAG_ALERT,
+            snapshot,
+        )
+        for (coin, at, text), prediction, p, tag in zip(
+            ticks, predictions, probabilities, tags, strict=True
+        )
+        if tag in tails
+    ]
+
+
 def tick_key(url: str, coin_id: str, timestamp: str) -> str:
     """Idempotency key of a coin tick's POST to one URL, whichever models it carries.
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from actors.runtime.messages import Tick
-from actors.scoring.batch_writer import ModelScores, batch_rows
+from actors.scoring.batch_writer import ModelScores, batch_rows, fresh_items, tick_texts
 from actors.scoring.model_runtime import INVALID_PROBABILITY, ModelRuntime, build_runtime, score
+from actors.webhooks.payload import ReportedPrediction, webhook_items
 from features import matrix as features_matrix
 from features.matrix import HUGE_FEATURE, NO_ROW, NULL_FEATURE, TickRows
 from storage.model_files.store import LoadedModel
@@ -183,3 +184,34 @@ def test_models_sharing_a_batchs_rows_get_what_each_would_get_alone(
             "no_row": [[none], [none], [none]],
         }[trouble]
     )
+
+
+def test_a_batchs_webhook_items_come_from_its_stored_columns_as_from_reported_rows() -> None:
+    """`write_batch` builds each model's items from the batch's columns: the items of
+    the rows as they were reported one by one (a range of positions or some of them)."""
+    ticks = _ticks(4)
+    rows = _rows(ticks)
+    first = _runtime(_Misbehaving([0.95, 0.6, 0.1, 0.5]), active_model_id=1)
+    second = _runtime(_Misbehaving([0.75, 0.4]), active_model_id=2, alert_threshold=0.5)
+    scores = [
+        ModelScores(first, score(first, ticks, rows)),
+        ModelScores(second, score(second, [ticks[3], ticks[1]], rows)),
+    ]
+    batch = batch_rows(scores)
+    texts = tick_texts(batch)
+    url = "http://127.0.0.1:9/hook"
+    for runtime, positions in ((first, range(0, 4)), (second, range(4, 6)), (first, [0, 2])):
+        reported = [
+            ReportedPrediction(
+                batch.coin_ids[batch.tick_index[k]],
+                batch.data_timestamps[batch.tick_index[k]],
+                batch.predictions[k],
+                batch.probabilities[k],
+                batch.tags[k],
+                runtime.webhook.alert_threshold,
+            )
+            for k in positions
+        ]
+        expected = webhook_items(runtime.webhook, reported, default_url=url)
+        assert fresh_items(batch, texts, runtime.webhook, positions, default_url=url) == expected
+        assert len(expected) == len(positions)

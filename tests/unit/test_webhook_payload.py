@@ -22,7 +22,9 @@ from actors.webhooks.payload import (
     ReportedPrediction,
     WebhookModel,
     build_payload,
+    column_items,
     expand_snapshots,
+    iso_timestamp,
     matches_send_modes,
     tag_for,
     tick_jobs,
@@ -561,3 +563,52 @@ def test_retry_after_wins_over_backoff_and_limits_make_a_job_dead() -> None:
     old = now - timedelta(seconds=99)
     assert rules.decide(_result(500, "http_5xx", 5.0), attempt=1, created_at=old)[0] == "dead"
     assert rules.decide(_result(429, "http_429", 500.0), attempt=1, created_at=now)[0] == "dead"
+
+
+@given(
+    probabilities=st.lists(st.floats(0.0, 1.0), min_size=0, max_size=12),
+    threshold=st.sampled_from([0.5, 0.7, 0.123456789, 1.0]),
+    modes=st.lists(st.sampled_from(["all", "alerts_only", "positive_only", "negative_only"])),
+    url=st.sampled_from([None, "http://127.0.0.1:9/own"]),
+    enabled=st.booleans(),
+)
+def test_a_batchs_column_items_equal_the_items_of_its_reported_predictions(
+    probabilities: list[float], threshold: float, modes: list[str], url: str | None, enabled: bool
+) -> None:
+    """The batcher builds items from its stored columns (`column_items`): the same items,
+    byte for byte, as `webhook_items` of the same predictions one by one."""
+    model = _model(
+        alert_threshold=threshold,
+        n8n_send_modes=tuple(modes),
+        n8n_webhook_url=url,
+        n8n_enabled=enabled,
+    )
+    reported = [
+        ReportedPrediction(
+            f"Coin{i % 3}",
+            T0 + timedelta(seconds=i),
+            int(p >= 0.5),
+            p,
+            tag_for(p, threshold),
+            threshold,
+        )
+        for i, p in enumerate(probabilities)
+    ]
+    ticks = [(r.coin_id, r.data_timestamp, iso_timestamp(r.data_timestamp)) for r in reported]
+    items = column_items(
+        model,
+        ticks,
+        [r.prediction for r in reported],
+        [r.probability for r in reported],
+        [r.tag for r in reported],
+        default_url="http://127.0.0.1:9/global",
+    )
+    assert items == webhook_items(model, reported, default_url="http://127.0.0.1:9/global")
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_column_items_refuse_non_finite_probabilities_like_webhook_items(bad: float) -> None:
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        column_items(
+            _model(), [("C", T0, iso_timestamp(T0))], [1], [bad], ["alert"], default_url="u"
+        )
