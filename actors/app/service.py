@@ -42,7 +42,7 @@ from actors.scoring.predictor import Predictor
 from actors.shards.lease import ShardLeases
 from actors.shards.role_lease import RoleLease
 from actors.shards.shard_set import ShardSet
-from actors.webhooks.dispatcher import Handoff, WebhookDispatcher, poker
+from actors.webhooks.dispatcher import Handoff, UnsentJobs, WebhookDispatcher, poker
 from storage.config import Settings
 from storage.db.database import Database, migrate, open_pool
 from storage.intake.role_leases import HOUSEKEEPING
@@ -194,10 +194,13 @@ class Service:
                 handoff=Handoff(supervisor),
             )
 
+        unsent = UnsentJobs()  # what a crashed dispatcher held, for the next instance
         specs.append(
             ActorSpec(
                 "webhooks",
-                lambda: WebhookDispatcher.from_settings(settings, pool, demo=state.demo),
+                lambda: WebhookDispatcher.from_settings(
+                    settings, pool, demo=state.demo, unsent=unsent
+                ),
                 STAGE_OUTPUT,
             )
         )

@@ -230,7 +230,8 @@ class _Group:
 
     jobs: list[ClaimedJob]
     host: str
-    expires: float  # time.monotonic() by which the lease has surely ended
+    expires: float  # time.monotonic() until which the lease surely holds (taken before
+    # the statement that leased the jobs, so the lease ends a little later, never sooner)
     batched: bool = False  # the body is an array of coin ticks
 
 
@@ -444,8 +445,11 @@ class WebhookDispatcher:
         payload: str = "full",
         configured_url: str | None = None,
         batch_max_ticks: int = 1,
+        unsent: UnsentJobs | None = None,
     ) -> None:
         self.pool = pool
+        # Shared by this process's successive instances: what a crashed one held unsent.
+        self._unsent = unsent
         self.timeout = timeout
         self.concurrency = concurrency
         self.per_host_limit = per_host_limit
@@ -493,7 +497,7 @@ class WebhookDispatcher:
         self._look_at = 0.0
         self._waiting_hosts: set[str] = set()
         # Jobs the batcher leased to this dispatcher when it queued them (`take`), with
-        # the moment their lease surely ends, until the loop queues them as POSTs.
+        # the moment until which their lease surely holds, until the loop queues them.
         self._handed: list[tuple[list[ClaimedJob], float]] = []
         self._handed_per_host: Counter[str] = Counter()
         # Hosts with jobs queued without a lease (no room when they were stored): until
@@ -561,6 +565,8 @@ class WebhookDispatcher:
         while stopping, and none with batched delivery (a batch is formed by a claim)."""
         if self._stopping or self.batch_max_ticks > 1:
             return {}
+        if self._unsent is not None and self._unsent.holds(self):
+            return {}  # crashed: the jobs wait for the next instance's claim
         handed = sum(self._handed_per_host.values())
         total = 3 * self.concurrency - len(self._queue) - handed
         room: dict[str, int] = {}
@@ -578,8 +584,14 @@ class WebhookDispatcher:
     def take(self, jobs: list[ClaimedJob], snapshots: Mapping[str, str], expires: float) -> None:
         """Jobs leased to this dispatcher by the transaction that queued them (committed),
         with the texts of the model snapshots they refer to; `expires` is the
-        `time.monotonic()` by which their lease has surely ended."""
+        `time.monotonic()` until which their lease surely holds."""
         if not jobs:
+            return
+        if self._unsent is not None and self._unsent.holds(self):
+            # This instance crashed after the batcher asked it for room: the next one
+            # sends them.
+            self._unsent.handed.append((jobs, expires))
+            self._unsent.snapshots.update(snapshots)
             return
         self._snapshots.update(snapshots)
         self._handed.append((jobs, expires))
@@ -604,6 +616,34 @@ class WebhookDispatcher:
     # ---- the loop --------------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        self._adopt_unsent()
+        try:
+            await self._run(task_status)
+        except BaseException:
+            self._leave_unsent()
+            raise
+
+    def _adopt_unsent(self) -> None:
+        """Queue what the crashed instance before this one held unsent: leased to this
+        process, so sent now rather than claimed after the lease (~30 s)."""
+        if self._unsent is None:
+            return
+        groups, handed, snapshots = self._unsent.take_all()
+        for jobs, expires in handed:
+            self.take(jobs, snapshots, expires)
+        for group in groups:
+            self._host_urls.setdefault(group.host, set()).add(group.jobs[0].target_url)
+            self._queue.append(group)
+            self._queued[group.host] += 1
+
+    def _leave_unsent(self) -> None:
+        """Crashed (or cancelled): the leased jobs not started yet go to the next instance."""
+        if self._unsent is not None:
+            self._unsent.leave(self, list(self._queue), self._handed, self._snapshots)
+        self._queue.clear()
+        self._handed = []
+
+    async def _run(self, task_status: TaskStatus[None]) -> None:
         # Every name is resolved through the policy: the addresses checked are the ones
         # connected to, so DNS rebinding cannot slip a refused address in.
         connector = aiohttp.TCPConnector(
@@ -782,9 +822,13 @@ class WebhookDispatcher:
             or urls - self._streaks.keys()
             or time.monotonic() - self._overrides_read >= 5.0
         ):
-            async with self.pool.acquire() as conn:
-                await self._load_streaks(conn, urls)
-                await self._read_models(conn, wanted)
+            try:
+                async with self.pool.acquire() as conn:
+                    await self._load_streaks(conn, urls)
+                    await self._read_models(conn, wanted)
+            except BaseException:
+                self._handed[:0] = handed  # still ours: left to the next instance
+                raise
         for part, expires in handed:
             for group in delivery_groups(self._expanded(part, wanted), 1):
                 host = _host_key(group.jobs[0].target_url)
@@ -1142,13 +1186,53 @@ def poker(
     return poke
 
 
+class UnsentJobs:
+    """Jobs leased to this process that a dispatcher instance held unsent when it crashed
+    (a database outage), for the instance the supervisor starts next. Their lease is
+    this process's, so that one sends them at once; without it they would wait for the
+    lease to end (~30 s) and another claim. POSTs started before the crash are not
+    among them: those are sent again after their lease, as before."""
+
+    def __init__(self) -> None:
+        self.groups: list[_Group] = []
+        self.handed: list[tuple[list[ClaimedJob], float]] = []
+        self.snapshots: dict[str, str] = {}
+        self._crashed: WebhookDispatcher | None = None
+
+    def holds(self, dispatcher: WebhookDispatcher) -> bool:
+        """Whether `dispatcher` is the instance that crashed (and none has started since)."""
+        return dispatcher is self._crashed
+
+    def leave(
+        self,
+        dispatcher: WebhookDispatcher,
+        groups: list[_Group],
+        handed: list[tuple[list[ClaimedJob], float]],
+        snapshots: Mapping[str, str],
+    ) -> None:
+        self._crashed = dispatcher
+        self.groups += groups
+        self.handed += handed
+        if handed:
+            self.snapshots.update(snapshots)
+
+    def take_all(
+        self,
+    ) -> tuple[list[_Group], list[tuple[list[ClaimedJob], float]], dict[str, str]]:
+        taken = (self.groups, self.handed, self.snapshots)
+        self.groups, self.handed, self.snapshots = [], [], {}
+        self._crashed = None
+        return taken
+
+
 class Handoff:
     """The batcher's way to give the jobs it queues straight to this process's running
     dispatcher (whichever instance runs now), instead of poking it to claim them.
 
     Before its transaction the batcher asks how many jobs of each URL to lease
-    (`room`); after the commit it hands those over (`take`). A job leased to an
-    instance that stopped meanwhile waits for its lease to end and is claimed then.
+    (`room`); after the commit it hands those over (`take`). Jobs an instance had not
+    sent when it crashed go to the next instance (`UnsentJobs`); those of a process
+    that died wait for their lease to end and are claimed then.
     Only this process's batcher queues these jobs, so with several workers each
     dispatches the coin ticks of the shards it holds.
     """

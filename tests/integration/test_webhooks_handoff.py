@@ -12,9 +12,12 @@ from __future__ import annotations
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import anyio
 import asyncpg
+from anyio.abc import TaskStatus
+from conftest import PgCluster
 from waiting import wait_for
 from webhook_receiver import (
     WebhookReceiver,
@@ -24,6 +27,7 @@ from webhook_receiver import (
     running,
 )
 
+from actors.webhooks.dispatcher import UnsentJobs
 from actors.webhooks.payload import ReportedPrediction, tick_jobs, webhook_items
 from storage.outbox import jobs as outbox
 
@@ -110,3 +114,47 @@ async def test_after_jobs_waited_for_a_claim_newer_ones_are_not_handed_over_unti
         await wait_for(lambda: _delivered(pool, 6), what="the waiting jobs delivered")
         # (Its local queue may now be deeper: the receiver answers quickly.)
         await wait_for(lambda: dispatcher.handoff_room([url])[url] >= 4, what="handing over")
+
+
+async def test_jobs_a_crashed_dispatcher_had_not_sent_are_sent_by_its_successor_at_once(
+    pg_cluster: PgCluster, db_dsn: str, pool: asyncpg.Pool, receiver: WebhookReceiver
+) -> None:
+    """A database outage crashes the dispatcher holding handed-over jobs; the instance the
+    supervisor starts next in the same process sends them well before their lease ends
+    (a claim would find them only then), once each under their Idempotency-Key."""
+    lease = 30.0
+    unsent = UnsentJobs()
+    first = quick_dispatcher(pool, lease_seconds=lease, unsent=unsent)
+    leased, snapshots = await _queue_batch(pool, receiver.url(), 6, lease_seconds=lease)
+    crashed: list[BaseException] = []
+
+    async def until_crash(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await first.run(task_status=task_status)
+        except Exception as exc:
+            crashed.append(exc)
+
+    database = urlsplit(db_dsn).path.lstrip("/")
+    admin = await asyncpg.connect(pg_cluster.admin_dsn)
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(until_crash)
+            await wait_for(lambda: first.claims > 0, what="the first claim")
+            await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                database,
+            )
+            first.take(leased, snapshots, time.monotonic() + lease)
+            await wait_for(lambda: crashed, what="the dispatcher to crash")
+    finally:
+        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        await admin.close()
+    assert receiver.received() == []
+    assert first.handoff_room([receiver.url()]) == {}  # the batcher leases it nothing more
+    successor = quick_dispatcher(pool, lease_seconds=lease, unsent=unsent)
+    async with running(successor):
+        await wait_for(lambda: _delivered(pool, 6), timeout=lease / 3, what="all delivered")
+    keys = Counter(r.headers["Idempotency-Key"] for r in receiver.received())
+    assert keys == Counter({job.idempotency_key: 1 for job in leased})
+    assert successor.delivered_jobs == 6
