@@ -11,7 +11,9 @@ model's predictions (`actors.scoring.batch_writer`) with the batch's webhook job
 per URL and coin tick with every model's prediction (CONTRACTS.md section 4:
 one POST per URL and processed coin). The durable cursor advances in batch
 order, past batches whose transaction committed: never before the work it
-confirms.
+confirms. When every batch before it has moved the cursor already (the usual
+case), a batch moves it in its own storing transaction; otherwise once the
+batches before it did, with a statement of its own.
 """
 
 from __future__ import annotations
@@ -130,6 +132,11 @@ class Batcher:
         self._confirm_send: MemoryObjectSendStream[tuple[Batch, datetime | None]] | None = None
         self._in_flight = 0  # batches published and not yet acknowledged by every predictor
         self.cursor_position = 0
+        # The newest batch id up to which every batch's cursor move is committed, and the
+        # positions of the batches that moved it in their storing transaction (committed,
+        # not yet taken by `_advance`).
+        self._cursor_batch = 0
+        self._moved: dict[int, int] = {}
 
     @classmethod
     def from_settings(
@@ -361,12 +368,13 @@ class Batcher:
                     after = None
                     if any(limits_apply(r) for r, _ in batch.completion.scores):
                         after, limited = limited, stored
-                    tg.start_soon(self._store, batch, stored, slots, after)
+                    tg.start_soon(self._store, batch, newest, stored, slots, after)
                     await stored_send.send((batch, newest, stored))
 
     async def _store(
         self,
         batch: Batch,
+        newest: datetime | None,
         stored: anyio.Event,
         slots: anyio.Semaphore,
         after: anyio.Event | None = None,
@@ -385,7 +393,7 @@ class Batcher:
             return
         try:
             queued = await self._store_ticks(
-                batch, completion.scores, completion.webhook_items, refused
+                batch, newest, completion.scores, completion.webhook_items, refused
             )
         finally:
             slots.release()
@@ -402,6 +410,7 @@ class Batcher:
     async def _store_ticks(
         self,
         batch: Batch,
+        newest: datetime | None,
         scores: Sequence[ModelScores],
         items: Sequence[WebhookItem],
         refused: set[TickKey],
@@ -424,7 +433,8 @@ class Batcher:
             self._skip_refused(batch, key, *restrict(scores, items, [key]), error)
 
         try:
-            whole = functools.partial(self._write, scores, items)
+            # Only the whole batch's transaction may move the cursor past it, not a part.
+            whole = functools.partial(self._write, scores, items, (batch, newest))
             results = [await _retrying(batch, whole, "batch_store_failed")]
         except PERMANENT_ERRORS as exc:
             keys = tick_keys(scores, items)
@@ -474,7 +484,10 @@ class Batcher:
         self._state.store_refused(coin_id, data_timestamp, models, error)
 
     async def _write(
-        self, scores: Sequence[ModelScores], items: Sequence[WebhookItem]
+        self,
+        scores: Sequence[ModelScores],
+        items: Sequence[WebhookItem],
+        whole: tuple[Batch, datetime | None] | None = None,
     ) -> tuple[Written, int]:
         """Returns what was stored and how many of its jobs wait for a claim.
 
@@ -484,13 +497,20 @@ class Batcher:
         the connection. STORE_DEADLINE_SECONDS bounds the wait for a stuck database.
         """
         with anyio.CancelScope(shield=True), anyio.fail_after(STORE_DEADLINE_SECONDS):
-            written = await self._write_once(scores, items)
+            written = await self._write_once(scores, items, whole)
         return written
 
     async def _write_once(
-        self, scores: Sequence[ModelScores], items: Sequence[WebhookItem]
+        self,
+        scores: Sequence[ModelScores],
+        items: Sequence[WebhookItem],
+        whole: tuple[Batch, datetime | None] | None = None,
     ) -> tuple[Written, int]:
+        """`whole`: these are all of this batch's scores and items (with its newest tick
+        time); then, if every batch before it has moved the cursor, the cursor moves past
+        it in this transaction, saving `_advance` a transaction of its own."""
         handed: list[outbox.ClaimedJob] = []
+        moved: int | None = None
         started = lease_seconds = 0.0
         async with self._pool.acquire() as conn, conn.transaction():
             if self._shards is not None:  # fencing: only ticks of shards still held
@@ -505,6 +525,15 @@ class Batcher:
                 )
             else:
                 queued = await outbox.enqueue(conn, jobs) if jobs else 0
+            if whole is not None and self._cursor_batch == whole[0].batch_id - 1:
+                # The batches before it are stored and confirmed (their cursor moves are
+                # committed), so the cursor may pass this one once this commits; only
+                # this task can move it now (`_advance` waits for this batch's store).
+                moved = await self._cursor_in(conn, *whole)
+        if moved is not None and whole is not None:  # committed
+            self._batch_covered.pop(whole[0].batch_id, None)
+            self._moved[whole[0].batch_id] = moved
+            self._cursor_batch = whole[0].batch_id
         if handed and self._handoff is not None:  # committed: the dispatcher may send them
             snapshots = {s.key: s.json for job in jobs for s in job.snapshots}
             self._handoff.take(handed, snapshots, started + lease_seconds)
@@ -517,23 +546,35 @@ class Batcher:
         async with stored:
             async for batch, newest, done in stored:
                 await done.wait()
-                self.cursor_position = await _retrying(
-                    batch, functools.partial(self._move_cursor, batch, newest), "cursor_failed"
-                )
+                position = self._moved.pop(batch.batch_id, None)
+                if position is None:  # not moved by its storing transaction
+                    position = await _retrying(
+                        batch, functools.partial(self._move_cursor, batch, newest), "cursor_failed"
+                    )
+                    self._cursor_batch = batch.batch_id
+                self.cursor_position = position
                 metrics.INTAKE_CURSOR.set({}, float(self.cursor_position))
 
     async def _move_cursor(self, batch: Batch, newest: datetime | None) -> int:
-        covered = self._batch_covered.get(batch.batch_id)
         async with self._pool.acquire() as conn:
-            if self._shards is None:
-                return await cursor.advance(conn, batch.max_row_id, newest, self._cursor_name)
-            if covered:
-                # Fenced too: a shard lost meanwhile keeps its cursor for its new holder.
-                await shard_leases.advance_cursors(
-                    conn, self._shards.holder, covered, batch.max_row_id, newest
-                )
-            self._batch_covered.pop(batch.batch_id, None)
-            return batch.max_row_id
+            position = await self._cursor_in(conn, batch, newest)
+        self._batch_covered.pop(batch.batch_id, None)
+        return position
+
+    async def _cursor_in(
+        self, conn: asyncpg.Connection, batch: Batch, newest: datetime | None
+    ) -> int:
+        """Move the cursor past `batch` on `conn` (every batch before it is stored); the
+        caller forgets the batch's shards once this is committed."""
+        if self._shards is None:
+            return await cursor.advance(conn, batch.max_row_id, newest, self._cursor_name)
+        covered = self._batch_covered.get(batch.batch_id)
+        if covered:
+            # Fenced too: a shard lost meanwhile keeps its cursor for its new holder.
+            await shard_leases.advance_cursors(
+                conn, self._shards.holder, covered, batch.max_row_id, newest
+            )
+        return batch.max_row_id
 
 
 async def _retrying(batch: Batch, attempt_once: Callable[[], Awaitable[T]], event: str) -> T:
