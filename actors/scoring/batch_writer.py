@@ -37,7 +37,7 @@ from actors.webhooks.payload import (
     webhook_items,
 )
 from storage.predictions import writes as predictions
-from storage.predictions.writes import BatchRows
+from storage.predictions.writes import BatchRows, ModelTarget, TargetIds
 
 
 class Written(NamedTuple):
@@ -47,6 +47,8 @@ class Written(NamedTuple):
     items: list[WebhookItem]
     stored: Counter[tuple[str, str]]  # (model, tag) -> predictions stored
     skipped: Counter[tuple[str, str]]  # (model, reason) -> predictions not stored
+    # Target ids looked up, for the caller's `TargetIds` once the transaction committed.
+    learned: tuple[tuple[ModelTarget, int], ...] = ()
 
     def record_metrics(self) -> None:
         for (model, tag), count in self.stored.items():
@@ -141,7 +143,11 @@ def batch_rows(scores: Sequence[ModelScores]) -> BatchRows:
 
 
 async def write_batch(
-    conn: asyncpg.Connection, scores: Sequence[ModelScores], *, default_url: str | None
+    conn: asyncpg.Connection,
+    scores: Sequence[ModelScores],
+    *,
+    default_url: str | None,
+    known: TargetIds | None = None,
 ) -> Written:
     """Store the models' predictions; return the webhook items of the stored ones.
 
@@ -153,9 +159,9 @@ async def write_batch(
     limited = await store_limits.apply(conn, scores)
     scores = [ModelScores(r, s) for (r, _), s in zip(scores, limited.kept, strict=True) if s.ticks]
     rows = batch_rows(scores)
-    outcome = await predictions.insert_batch(conn, rows)
+    outcome = await predictions.insert_batch(conn, rows, known)
     existing, gone = set(outcome.existing), set(outcome.model_gone)
-    written = Written([], Counter(), limited.skipped)
+    written = Written([], Counter(), limited.skipped, outcome.learned)
     items = written.items
     ticks: list[tuple[str, datetime, str]] | None = None
     start = 0

@@ -58,6 +58,7 @@ from storage.config import Settings
 from storage.db.pool import PERMANENT_ERRORS, store_in_halves
 from storage.intake import coin_metrics, cursor, shard_leases
 from storage.outbox import jobs as outbox
+from storage.predictions.writes import TargetIds
 
 log = structlog.get_logger(__name__)
 
@@ -137,6 +138,8 @@ class Batcher:
         # not yet taken by `_advance`).
         self._cursor_batch = 0
         self._moved: dict[int, int] = {}
+        # The models' prediction target ids, known committed: no lookup per batch.
+        self._targets = TargetIds()
 
     @classmethod
     def from_settings(
@@ -515,7 +518,9 @@ class Batcher:
         async with self._pool.acquire() as conn, conn.transaction():
             if self._shards is not None:  # fencing: only ticks of shards still held
                 scores, items = await fence(self._shards, conn, scores, items)
-            written = await write_batch(conn, scores, default_url=self._default_url)
+            written = await write_batch(
+                conn, scores, default_url=self._default_url, known=self._targets
+            )
             jobs = tick_jobs([*written.items, *items])
             if jobs and self._handoff is not None:
                 leased, lease_seconds = self._handoff.room(jobs)
@@ -530,7 +535,8 @@ class Batcher:
                 # committed), so the cursor may pass this one once this commits; only
                 # this task can move it now (`_advance` waits for this batch's store).
                 moved = await self._cursor_in(conn, *whole)
-        if moved is not None and whole is not None:  # committed
+        self._targets.remember(written.learned)  # committed
+        if moved is not None and whole is not None:
             self._batch_covered.pop(whole[0].batch_id, None)
             self._moved[whole[0].batch_id] = moved
             self._cursor_batch = whole[0].batch_id

@@ -100,6 +100,41 @@ class BatchInsert(NamedTuple):
 
     existing: list[int]  # predicted before (a tick processed again)
     model_gone: list[int]  # the active model was deleted meanwhile
+    # The target ids this transaction looked up (with a `TargetIds`): for the caller to
+    # remember once it committed.
+    learned: tuple[tuple[ModelTarget, int], ...] = ()
+
+
+class TargetIds:
+    """The `prediction_targets` ids this process knows are committed, by model version,
+    so that a batch of the same models as the last one needs no lookup statement.
+
+    Only the caller that committed the transaction which looked them up `remember`s
+    them: an id looked up (or inserted) by a transaction that rolls back is never
+    taken for stored. A known id whose row is gone (DELETE /predictions of the model
+    deletes its target rows) is found out by the store itself, which reports its
+    elements as of a deleted model: `insert_batch` then forgets it, looks the model
+    up again and stores those elements once more. Target rows are never rewritten
+    and ids never reused, so an id whose row exists is that model version's.
+    """
+
+    LIMIT = 4096  # model versions remembered at most (a few per model, normally)
+
+    def __init__(self) -> None:
+        self._ids: dict[ModelTarget, int] = {}
+
+    def get(self, model: ModelTarget) -> int | None:
+        return self._ids.get(model)
+
+    def remember(self, learned: Sequence[tuple[ModelTarget, int]]) -> None:
+        """Ids looked up by a transaction that committed."""
+        if len(self._ids) + len(learned) > self.LIMIT:
+            self._ids.clear()
+        self._ids.update(learned)
+
+    def forget(self, models: Sequence[ModelTarget]) -> None:
+        for model in models:
+            self._ids.pop(model, None)
 
 
 class StoredPrediction(NamedTuple):
@@ -513,12 +548,21 @@ def stored(result: Sequence[asyncpg.Record]) -> list[StoredPrediction]:
     return [StoredPrediction(r["id"], r["coin_id"], r["data_timestamp"]) for r in result]
 
 
-async def insert_batch(conn: asyncpg.Connection, rows: BatchRows) -> BatchInsert:
+async def insert_batch(
+    conn: asyncpg.Connection, rows: BatchRows, known: TargetIds | None = None
+) -> BatchInsert:
     """Insert a batch's predictions of every model in one statement; say which were not
-    inserted (normally none)."""
+    inserted (normally none). The target ids of the models `known` holds are not looked
+    up (see `TargetIds`); the others' are, and come back in `learned`."""
     if not rows.model_index:
         return BatchInsert([], [])
-    ids = await target_ids(conn, rows.models)
+    ids: list[int | None] = [None if known is None else known.get(m) for m in rows.models]
+    cached = [i is not None for i in ids]
+    missing = [m for m, hit in enumerate(cached) if not hit]
+    if missing:
+        looked = await target_ids(conn, [rows.models[m] for m in missing])
+        for m, target_id in zip(missing, looked, strict=True):
+            ids[m] = target_id
     arrays = StoreArrays(
         rows.coin_ids,
         rows.data_timestamps,
@@ -540,15 +584,32 @@ async def insert_batch(conn: asyncpg.Connection, rows: BatchRows) -> BatchInsert
     gone: list[int] = []
     pending = list(range(len(rows.model_index)))
     for attempt in range(STORE_ATTEMPTS):
-        # Normally one statement; the elements that raced again (see `_STORE_CTES`).
+        # Normally one statement; the elements that raced again (see `_STORE_CTES`), and
+        # those of a known target id whose row is gone, with the id looked up again.
         part = arrays if attempt == 0 else arrays.only(pending)
         record = await conn.fetchrow(_BATCH_SQL, *part.parameters())
         assert record is not None
         existing += [pending[k] for k in record["existing"]]
-        gone += [pending[k] for k in record["model_gone"]]
-        if not record["raced"]:
-            return BatchInsert(sorted(existing), sorted(gone))
-        pending = [pending[k] for k in record["raced"]]
+        dropped = [pending[k] for k in record["model_gone"]]
+        stale = [k for k in dropped if cached[rows.model_index[k]]]
+        gone += [k for k in dropped if not cached[rows.model_index[k]]]
+        if stale:
+            models = sorted({rows.model_index[k] for k in stale})
+            assert known is not None
+            known.forget([rows.models[m] for m in models])
+            looked = await target_ids(conn, [rows.models[m] for m in models])
+            for m, target_id in zip(models, looked, strict=True):
+                ids[m], cached[m] = target_id, False
+            for k in stale:
+                arrays.target_ids[k] = ids[rows.model_index[k]]
+        if not record["raced"] and not stale:
+            learned = tuple(
+                (rows.models[m], i)
+                for m, i in enumerate(ids)
+                if known is not None and not cached[m] and i is not None
+            )
+            return BatchInsert(sorted(existing), sorted(gone), learned)
+        pending = sorted([pending[k] for k in record["raced"]] + stale)
     raise RuntimeError("predictions raced with other writers on every attempt")
 
 

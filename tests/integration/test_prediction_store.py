@@ -14,10 +14,12 @@ from waiting import wait_for
 
 from storage.outbox.jobs import OutboxJob
 from storage.predictions.manual import insert_with_jobs
+from storage.predictions.reads import delete_model_predictions
 from storage.predictions.writes import (
     BatchInsert,
     BatchRows,
     ModelTarget,
+    TargetIds,
     insert_batch,
     insert_predictions,
 )
@@ -201,3 +203,76 @@ async def test_two_writers_creating_one_coin_tick_at_once_both_keep_their_predic
         (stored_b[0].id, b),
     ]
     assert await pool.fetchval("SELECT count(*) FROM prediction_ticks") == 1
+
+
+def _one_tick(model: int, coin: str, at: datetime) -> BatchRows:
+    return BatchRows(
+        models=[_target(model, 7, 5, 0.7)],
+        coin_ids=[coin],
+        data_timestamps=[at],
+        phase_ids=[1],
+        price_closes=[1e-7],
+        market_caps=[100.0],
+        model_index=[0],
+        tick_index=[0],
+        predictions=[1],
+        probabilities=[0.8],
+        tags=["positive"],
+    )
+
+
+async def _stored_models(conn: asyncpg.Connection, coin: str) -> list[tuple[int, int, float]]:
+    rows = await conn.fetch(
+        "SELECT active_model_id, future_minutes, probability FROM predictions WHERE coin_id = $1",
+        coin,
+    )
+    return [tuple(r) for r in rows]
+
+
+async def test_a_known_target_id_whose_row_was_deleted_is_written_again(
+    pool: asyncpg.Pool,
+) -> None:
+    """The batcher remembers its models' target ids (no lookup per batch). Deleting a
+    model's predictions deletes its target rows while the model stays: its next
+    predictions get a new target row, none is dropped as of a deleted model."""
+    async with pool.acquire() as conn:
+        model = await add_model(conn, 7)
+        known = TargetIds()
+        first = await insert_batch(conn, _one_tick(model, "A", AT), known)
+        assert first.existing == first.model_gone == []
+        known.remember(first.learned)
+        assert await delete_model_predictions(conn, model) == 1
+        again = await insert_batch(conn, _one_tick(model, "B", AT), known)
+        assert again.existing == again.model_gone == []
+        assert await _stored_models(conn, "B") == [(model, 5, 0.8)]
+        assert await conn.fetchval("SELECT count(*) FROM prediction_targets") == 1
+        # The new row's id is learned again; the model's next batch needs no lookup.
+        known.remember(again.learned)
+        third = await insert_batch(conn, _one_tick(model, "C", AT), known)
+        assert third == BatchInsert([], [], ())
+        assert await _stored_models(conn, "C") == [(model, 5, 0.8)]
+
+
+async def test_a_target_row_of_a_rolled_back_transaction_is_not_taken_for_stored(
+    pool: asyncpg.Pool,
+) -> None:
+    """The first store of a model version inserts its target row; if that transaction
+    rolls back, the id it learned names no row: a store that uses it anyway (had a
+    caller remembered it) writes the row again rather than drop the predictions."""
+    async with pool.acquire() as conn:
+        model = await add_model(conn, 7)
+        known = TargetIds()
+        tx = conn.transaction()
+        await tx.start()
+        lost = await insert_batch(conn, _one_tick(model, "A", AT), known)
+        await tx.rollback()
+        assert await conn.fetchval("SELECT count(*) FROM prediction_targets") == 0
+        known.remember(lost.learned)
+        stored = await insert_batch(conn, _one_tick(model, "B", AT), known)
+        assert stored.model_gone == []
+        assert await _stored_models(conn, "B") == [(model, 5, 0.8)]
+        # A model really deleted is still reported so.
+        known.remember(stored.learned)
+        await conn.execute("DELETE FROM active_models WHERE id = $1", model)
+        gone = await insert_batch(conn, _one_tick(model, "C", AT), known)
+        assert gone.model_gone == [0]
