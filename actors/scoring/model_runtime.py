@@ -190,7 +190,7 @@ def score(
     skipped = [(ticks[i], reason) for i, reason in matrix.skipped]
     if not matrix.rows:
         return Scored([], np.empty(0), [], skipped)
-    probabilities = runtime.model.predict_proba(matrix.values)[:, 1]
+    probabilities = runtime.model.predict_positive(matrix.values)
     kept, positions = [ticks[i] for i in matrix.rows], matrix.positions
     # NaN fails both comparisons, an infinity one of them.
     valid = (probabilities >= 0.0) & (probabilities <= 1.0)

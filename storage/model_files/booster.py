@@ -46,7 +46,12 @@ class BoosterPredictor:
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Shape (n, 2): [1 - p, p], as `XGBClassifier.predict_proba` stacks them."""
-        positive = self.booster.inplace_predict(
+        positive = self.predict_positive(X)
+        return np.vstack((1.0 - positive, positive)).transpose()
+
+    def predict_positive(self, X: np.ndarray) -> np.ndarray:
+        """p, column 1 of `predict_proba` (what scoring reads), without stacking."""
+        positive: np.ndarray = self.booster.inplace_predict(
             X, iteration_range=self.iteration_range, predict_type="value", missing=self.missing
         )
-        return np.vstack((1.0 - positive, positive)).transpose()
+        return positive

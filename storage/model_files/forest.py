@@ -42,6 +42,7 @@ class CompiledForest:
     feature: np.ndarray  # [trees * nodes] int32, 0 for leaves (never used)
     threshold: np.ndarray  # [trees * nodes] float64
     proba: np.ndarray  # [trees * nodes, classes] leaf class distributions (rows sum to 1)
+    positive: np.ndarray  # proba[:, 1], contiguous (`predict_positive` reads only it)
     roots: np.ndarray  # [trees, 1] flat index of each tree's root
     depth: int
     # scikit-learn's Tree objects (their node arrays were checked at load,
@@ -84,6 +85,7 @@ class CompiledForest:
             feature=feature.ravel().astype(np.int32),
             threshold=threshold.ravel(),
             proba=proba.reshape(-1, 2),
+            positive=np.ascontiguousarray(proba.reshape(-1, 2)[:, 1]),
             roots=roots,
             depth=depth,
             trees=tuple(trees),
@@ -91,9 +93,27 @@ class CompiledForest:
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Mean of the trees' leaf distributions, shape (n, 2). X must hold no NaN."""
-        # scikit-learn feeds trees float32: compare the same rounded values.
         if len(X) >= LARGE_BATCH and self.trees:
-            return self._per_tree(X)
+            return self._per_tree(X, self.proba)
+        leaves = self._leaves(X)
+        trees, rows = len(self.roots), len(X)
+        return np.asarray(self.proba[leaves].reshape(trees, rows, 2).sum(axis=0) / trees)
+
+    def predict_positive(self, X: np.ndarray) -> np.ndarray:
+        """`predict_proba(X)[:, 1]`, the same bits (the same sums in the same order) without
+        gathering and summing the other class (scoring reads only this one)."""
+        if len(X) >= LARGE_BATCH and self.trees:
+            return self._per_tree(X, self.positive)
+        leaves = self._leaves(X)
+        trees, rows = len(self.roots), len(X)
+        per_tree = self.positive.take(leaves).reshape(trees, rows)
+        # Summed tree after tree, as scikit-learn adds them up. Not `sum(axis=0)`: with one
+        # row the trees' values are contiguous and NumPy sums them pairwise (other bits).
+        return np.asarray(np.add.accumulate(per_tree, axis=0)[-1] / trees)
+
+    def _leaves(self, X: np.ndarray) -> np.ndarray:
+        """The flat index of the leaf each (tree, row) reaches, tree-major."""
+        # scikit-learn feeds trees float32: compare the same rounded values.
         x = np.asarray(X, dtype=np.float32).astype(np.float64)
         rows, width = x.shape
         trees = len(self.roots)
@@ -123,13 +143,14 @@ class CompiledForest:
             np.add(node, right, out=node, casting="unsafe")
             children.take(node, out=spare, mode="clip")
             node, spare = spare, node
-        return np.asarray(self.proba[node].reshape(trees, rows, 2).sum(axis=0) / trees)
+        return node
 
-    def _per_tree(self, X: np.ndarray) -> np.ndarray:
-        """Large batches: each tree's leaves from `Tree.apply`, summed in tree order."""
+    def _per_tree(self, X: np.ndarray, leaf_values: np.ndarray) -> np.ndarray:
+        """Large batches: each tree's leaves from `Tree.apply`, their `leaf_values`
+        (`proba` or `positive`) summed in tree order."""
         x = np.ascontiguousarray(X, dtype=np.float32)
         nodes = len(self.feature) // len(self.trees)
-        total = np.zeros((len(x), 2), dtype=np.float64)
+        total = np.zeros((len(x), *leaf_values.shape[1:]), dtype=np.float64)
         for i, tree in enumerate(self.trees):
-            total += self.proba[tree.apply(x) + i * nodes]
+            total += leaf_values[tree.apply(x) + i * nodes]
         return total / len(self.trees)

@@ -110,15 +110,27 @@ class LoadedModel:
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities, shape (n, 2); column 1 is the positive class."""
+        matrix = self._checked(X)
+        if self.compiled is not None and not np.isnan(matrix).any():
+            return np.asarray(self.compiled.predict_proba(matrix), dtype=np.float64)
+        return np.asarray(self.estimator.predict_proba(matrix), dtype=np.float64)
+
+    def predict_positive(self, X: np.ndarray) -> np.ndarray:
+        """`predict_proba(X)[:, 1]`, the same bits; the compiled predictors compute only
+        this column (scoring reads nothing else)."""
+        matrix = self._checked(X)
+        if self.compiled is not None and not np.isnan(matrix).any():
+            return np.asarray(self.compiled.predict_positive(matrix), dtype=np.float64)
+        return np.asarray(self.estimator.predict_proba(matrix), dtype=np.float64)[:, 1]
+
+    def _checked(self, X: np.ndarray) -> np.ndarray:
         matrix = np.asarray(X, dtype=np.float64)
         if matrix.ndim != 2 or matrix.shape[1] != self.n_features_in:
             raise ValueError(
                 f"model {self.path.name} expects a 2-D matrix with {self.n_features_in} "
                 f"columns, got shape {matrix.shape}"
             )
-        if self.compiled is not None and not np.isnan(matrix).any():
-            return np.asarray(self.compiled.predict_proba(matrix), dtype=np.float64)
-        return np.asarray(self.estimator.predict_proba(matrix), dtype=np.float64)
+        return matrix
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -468,7 +480,11 @@ def _with_fast_path(model: LoadedModel, n_features: int, fast: Any) -> LoadedMod
         return model
     rows = _probe_rows(n_features)
     expected = np.asarray(model.estimator.predict_proba(rows), dtype=np.float64)
-    if not np.allclose(fast.predict_proba(rows), expected, rtol=0, atol=1e-12):
+    proba = np.asarray(fast.predict_proba(rows), dtype=np.float64)
+    positive = np.asarray(fast.predict_positive(rows), dtype=np.float64)
+    if not np.allclose(proba, expected, rtol=0, atol=1e-12) or not np.array_equal(
+        positive, proba[:, 1]
+    ):
         log.warning(
             "fast predictor disagrees with the estimator; not used",
             path=str(model.path),

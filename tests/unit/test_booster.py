@@ -37,8 +37,12 @@ def test_a_loaded_xgboost_model_predicts_through_its_booster_with_the_wrappers_r
     assert isinstance(loaded.compiled, BoosterPredictor)
     rows = np.vstack([X[:100], np.random.default_rng(6).normal(scale=3, size=(100, 8))])
     assert np.array_equal(loaded.predict_proba(rows), model.predict_proba(rows))
+    # What scoring reads: p alone, the same bits as the wrapper's column 1.
+    positive = loaded.predict_positive(rows)
+    assert positive.tobytes() == model.predict_proba(rows)[:, 1].astype(np.float64).tobytes()
     rows[3, 2] = np.nan  # missing values: the wrapper predicts, as before
     assert np.array_equal(loaded.predict_proba(rows), model.predict_proba(rows))
+    assert np.array_equal(loaded.predict_positive(rows), model.predict_proba(rows)[:, 1])
 
 
 def test_other_objectives_keep_the_wrapper() -> None:

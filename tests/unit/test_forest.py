@@ -109,3 +109,20 @@ def test_both_walks_give_scikit_learns_bits(rows: int) -> None:
     assert compiled is not None
     batch = np.vstack([X, rng.normal(scale=2, size=(5000, 9))])[:rows]
     assert np.array_equal(compiled.predict_proba(batch), forest.predict_proba(batch))
+
+
+@pytest.mark.parametrize("rows", [1, 20, forest_module.LARGE_BATCH + 3])
+def test_the_positive_column_alone_has_the_same_bits(rows: int) -> None:
+    """Scoring asks only for p (`predict_positive`): exactly column 1 of the probabilities,
+    on both walks."""
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(500, 6))
+    X[:, 1] = np.round(X[:, 1], 1)
+    y = (X[:, 0] + X[:, 1] * X[:, 2] + rng.normal(scale=0.5, size=500) > 0).astype(int)
+    forest = RandomForestClassifier(n_estimators=40, max_depth=9, random_state=5).fit(X, y)
+    forest.n_jobs = 1
+    compiled = CompiledForest.from_estimator(forest)
+    assert compiled is not None
+    batch = np.vstack([X, rng.normal(scale=2, size=(500, 6))])[:rows]
+    positive = compiled.predict_positive(batch)
+    assert positive.tobytes() == forest.predict_proba(batch)[:, 1].tobytes()
