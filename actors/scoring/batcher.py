@@ -51,6 +51,7 @@ from actors.scoring.prefix_cache import PrefixCache
 from actors.scoring.shared_features import SharedFeatures, tick_frame
 from actors.scoring.store_limits import limits_apply
 from actors.shards.shard_set import ShardSet
+from actors.webhooks.follow_ups import queue_follow_ups
 from actors.webhooks.payload import WebhookItem, tick_jobs
 from features.columns import BASE_COLUMNS
 from features.running import empty_prefix
@@ -521,7 +522,8 @@ class Batcher:
             written = await write_batch(
                 conn, scores, default_url=self._default_url, known=self._targets
             )
-            jobs = tick_jobs([*written.items, *items])
+            every = [*written.items, *items]
+            jobs = tick_jobs(every)
             if jobs and self._handoff is not None:
                 leased, lease_seconds = self._handoff.room(jobs)
                 started = time.monotonic()
@@ -530,6 +532,8 @@ class Batcher:
                 )
             else:
                 queued = await outbox.enqueue(conn, jobs) if jobs else 0
+            if queued < len(jobs):  # a tick's job existed: models it lacks follow up
+                queued += await queue_follow_ups(conn, every)
             if whole is not None and self._cursor_batch == whole[0].batch_id - 1:
                 # The batches before it are stored and confirmed (their cursor moves are
                 # committed), so the cursor may pass this one once this commits; only

@@ -481,6 +481,16 @@ async def settle(conn: asyncpg.Connection, settlements: Sequence[Settlement]) ->
     return sorted(r["id"] for r in rows)
 
 
+async def models_by_key(conn: asyncpg.Connection, keys: Sequence[str]) -> dict[str, list[int]]:
+    """The active model ids of the jobs with these idempotency keys (the ones that exist)."""
+    rows = await conn.fetch(
+        "SELECT idempotency_key, active_model_ids FROM webhook_outbox"
+        " WHERE idempotency_key = ANY($1::text[])",
+        list(keys),
+    )
+    return {r["idempotency_key"]: list(r["active_model_ids"]) for r in rows}
+
+
 async def release(conn: asyncpg.Connection, leases: Sequence[Lease]) -> list[int]:
     """Hand claimed jobs back without an attempt (stopping, or the lease ran low unstarted)."""
     if not leases:
