@@ -142,6 +142,7 @@ async def test_a_small_read_gives_exactly_the_frame_a_copy_read_gives(
                 price_close = CASE WHEN mint = 'A' THEN 'NaN'::numeric ELSE price_close END,
                 volume_sol = CASE WHEN mint = 'B' THEN 'Infinity'::numeric ELSE NULL END,
                 price_high = 1e400,
+                price_open = CASE WHEN mint = 'C' THEN '-Infinity'::numeric ELSE -0.0 END,
                 price_low = 0.000000031234567890123456789,
                 is_koth = (id % 3 = 0),
                 num_buys = CASE WHEN id % 2 = 0 THEN NULL ELSE num_buys END
@@ -159,3 +160,4 @@ async def test_a_small_read_gives_exactly_the_frame_a_copy_read_gives(
     assert small.schema == copied.schema
     assert small.equals(copied) and small_delta.equals(copied_delta)
     assert small["price_high"].null_count() > 0  # beyond double: missing, as before
+    assert small["price_open"].null_count() > 0  # -Infinity: missing
