@@ -18,12 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import polars as pl
 
 from actors.runtime.messages import Tick
 from actors.scoring.window_store import WindowStore
+from features.columns import UTC_TIME
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,21 +70,51 @@ class HistoryCache:
 
     def merge(self, plan: HistoryPlan, fetched: pl.DataFrame) -> pl.DataFrame:
         """The batch's history (newest `plan.rows` rows per coin at or before its tick);
-        the held rows are replaced by it."""
-        reused = self._held.rows_of(
-            m for m, a in zip(plan.mints, plan.after, strict=True) if a is not None
-        )
-        combined = (
-            fetched if reused is None else pl.concat([reused, fetched], how="vertical_relaxed")
-        )
-        history = (
-            combined.sort(["mint", "timestamp"], maintain_order=True)
-            .group_by("mint", maintain_order=True)
-            .tail(plan.rows)
-            .select(fetched.columns)
-        )
-        groups = self._held.put(history)
-        self._newest.update(zip(groups["mint"].to_list(), groups["last"].to_list(), strict=True))
+        the held rows are replaced by it.
+
+        The rows are those of a stable sort by (mint, timestamp) of the held rows of the
+        coins read by delta (in plan order) followed by the fetched rows, each coin's
+        last `plan.rows` kept: worked out on NumPy keys and applied by one gather, as
+        each frame sort, group-by or concat cost a fixed ~0.05-0.1 ms per batch.
+        """
+        combined, start = self._held.frame_with(fetched)
+        picks: list[np.ndarray] = []  # rows of `combined`: held windows, then fetched
+        keys: list[np.ndarray] = []  # their sort keys (times)
+        names: list[str] = []  # the coin of each held window
+        for mint, after in zip(plan.mints, plan.after, strict=True):
+            held = self._held.window(mint) if after is not None else None
+            if held is not None:
+                picks.append(np.arange(held.offset, held.offset + held.rows))
+                keys.append(held.keys)
+                names.append(mint)
+        fetched_mints = np.array(fetched.get_column("mint").to_list(), dtype=object)
+        coins, inverse = np.unique(fetched_mints, return_inverse=True)
+        everyone = sorted({*coins.tolist(), *names})  # code point order: Polars' order
+        code = {mint: i for i, mint in enumerate(everyone)}
+        codes = [np.full(len(k), code[m], dtype=np.int64) for m, k in zip(names, keys, strict=True)]
+        codes.append(np.array([code[m] for m in coins.tolist()], dtype=np.int64)[inverse])
+        picks.append(np.arange(start, start + fetched.height))
+        times = fetched.get_column("timestamp")
+        keys.append(_sort_keys(times))
+        rows, all_codes, all_keys = (np.concatenate(a).reshape(-1) for a in (picks, codes, keys))
+        order = np.lexsort((all_keys, all_codes))  # stable: ties keep their order
+        sorted_codes = all_codes[order]
+        ends = np.searchsorted(sorted_codes, sorted_codes, side="right")
+        kept = order[ends - np.arange(len(order)) <= plan.rows]
+        history = combined[rows[kept]]
+        if history.columns != fetched.columns:
+            history = history.select(fetched.columns)
+        kept_codes, kept_keys = all_codes[kept], all_keys[kept]
+        firsts = np.flatnonzero(np.diff(kept_codes, prepend=-1))
+        lasts = np.append(firsts[1:], len(kept_codes))[: len(firsts)] - 1
+        windows = [
+            (everyone[c], n)
+            for c, n in zip(kept_codes[firsts].tolist(), (lasts - firsts + 1).tolist(), strict=True)
+        ]
+        if windows:
+            self._held.put(history, windows, kept_keys)
+        newest = _times_of(kept_keys[lasts], history.get_column("timestamp"), lasts)
+        self._newest.update(zip((m for m, _ in windows), newest, strict=True))
         self._evict()
         return history
 
@@ -98,3 +130,21 @@ class HistoryCache:
             for mint in gone:
                 del self._newest[mint]
             self._held.forget(gone)
+
+
+def _sort_keys(times: pl.Series) -> np.ndarray:
+    """The times as int64 values in the order a sort gives them (NULL first)."""
+    if isinstance(times.dtype, pl.Datetime):
+        return times.to_numpy().view(np.int64)  # NaT is the smallest int64
+    return times.to_physical().fill_null(np.iinfo(np.int64).min).to_numpy().astype(np.int64)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _times_of(keys: np.ndarray, times: pl.Series, rows: np.ndarray) -> list[datetime]:
+    """The datetimes of these sort keys, which are `times` at `rows`: from the keys
+    in Python for microsecond UTC times (a Series gather costs ~0.05 ms)."""
+    if times.dtype == UTC_TIME:
+        return [_EPOCH + timedelta(microseconds=k) for k in keys.tolist()]
+    return times[rows].to_list() if len(rows) else []

@@ -5,72 +5,75 @@ The history cache holds a window of rows for every coin it has seen
 batch (the batch's coins out, the new windows in) copied every held row for
 every batch: ~12 ms per 70-coin batch with 2000 coins held, more than the
 batch's own work. Here windows are appended to one frame (no copy), a coin's
-rows are a slice at its (offset, length), and the rows of replaced windows are
-dropped in one pass once they outnumber the live ones.
+rows are the ones at its (offset, length), and the rows of replaced windows are
+dropped in one pass once they outnumber the live ones. Each window also keeps
+its rows' sort keys (times as int64) so that a merge orders rows without
+reading them from the frame.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
+
+# Appended windows (one chunk per batch) held before they are copied into one chunk:
+# a gather across many chunks costs several times one across a few.
+MAX_CHUNKS = 16
+
+
+class HeldWindow(NamedTuple):
+    offset: int  # of its first row in the frame
+    rows: int
+    keys: np.ndarray  # int64 sort key (time) of each row
 
 
 class WindowStore:
     def __init__(self, *, compact_after: int = 10_000) -> None:
         self._compact_after = compact_after  # replaced rows tolerated before a compaction
         self._frame: pl.DataFrame | None = None  # live windows and replaced rows
-        self._ranges: dict[str, tuple[int, int]] = {}  # per coin: offset, length in _frame
+        self._windows: dict[str, HeldWindow] = {}
         self._dead = 0  # replaced rows still in _frame
 
     def __contains__(self, mint: object) -> bool:
-        return mint in self._ranges
+        return mint in self._windows
 
     def __len__(self) -> int:
-        return len(self._ranges)
+        return len(self._windows)
 
     def mints(self) -> list[str]:
         """The held coins, the one stored longest ago first."""
-        return list(self._ranges)
+        return list(self._windows)
 
-    def rows_of(self, mints: Iterable[str]) -> pl.DataFrame | None:
-        """The held windows of these coins (those held), in this order; None if none is."""
+    def window(self, mint: str) -> HeldWindow | None:
+        """Where a coin's window is in `frame_with`'s frame (None if not held)."""
+        return self._windows.get(mint)
+
+    def frame_with(self, extra: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+        """The held rows with `extra`'s after them (no copy), and where `extra` begins.
+        A frame of other columns or types than those held joins them as a concat does."""
         frame = self._frame
         if frame is None:
-            return None
-        parts = [frame.slice(*self._ranges[m]) for m in mints if m in self._ranges]
-        if not parts:
-            return None
-        return pl.concat(parts, how="vertical_relaxed") if len(parts) > 1 else parts[0]
+            return extra, 0
+        return _stacked(frame, extra), frame.height
 
-    def put(self, windows: pl.DataFrame) -> pl.DataFrame:
-        """Hold `windows` in place of those coins' windows.
-
-        Returns one row per coin of `windows`: mint, rows, first and last timestamp.
-        """
-        mint = windows["mint"]
-        if mint.ne_missing(mint.shift(1)).sum() != mint.n_unique():
-            # A coin's rows must be one slice (the caches' windows already are).
-            windows = windows.sort("mint", maintain_order=True)
-        groups = windows.group_by("mint", maintain_order=True).agg(
-            pl.len().alias("rows"),
-            pl.col("timestamp").min().alias("first"),
-            pl.col("timestamp").max().alias("last"),
-        )
-        if windows.is_empty():
-            return groups
+    def put(
+        self, windows: pl.DataFrame, coins: Sequence[tuple[str, int]], keys: np.ndarray
+    ) -> None:
+        """Hold `windows` in place of those coins' windows: its rows are the coins'
+        windows one after the other, in the order of `coins` (mint, rows); `keys` are
+        its rows' sort keys."""
         offset = 0 if self._frame is None else self._frame.height
-        for mint, rows in zip(groups["mint"].to_list(), groups["rows"].to_list(), strict=True):
+        start = 0
+        for mint, rows in coins:
             self._drop(mint)  # re-inserted below: dict order = least recently stored first
-            self._ranges[mint] = (offset, rows)
-            offset += rows
-        if self._frame is None:
-            self._frame = windows
-        else:
-            self._frame = pl.concat([self._frame, windows], how="vertical_relaxed", rechunk=False)
+            own = keys[start : start + rows].copy()  # not a view of the whole batch's keys
+            self._windows[mint] = HeldWindow(offset + start, rows, own)
+            start += rows
+        self._frame = windows if self._frame is None else _stacked(self._frame, windows)
         self._maybe_compact()
-        return groups
 
     def forget(self, mints: Iterable[str]) -> None:
         for mint in mints:
@@ -78,29 +81,38 @@ class WindowStore:
         self._maybe_compact()
 
     def clear(self) -> None:
-        self._frame, self._ranges, self._dead = None, {}, 0
+        self._frame, self._windows, self._dead = None, {}, 0
 
     def _drop(self, mint: str) -> None:
-        held = self._ranges.pop(mint, None)
+        held = self._windows.pop(mint, None)
         if held is not None:
-            self._dead += held[1]
+            self._dead += held.rows
 
     def _maybe_compact(self) -> None:
         if self._frame is None:
             return
         if self._dead > max(self._frame.height - self._dead, self._compact_after):
             self._compact(self._frame)
+        elif self._frame.n_chunks() > MAX_CHUNKS:
+            self._frame = self._frame.rechunk()
 
     def _compact(self, frame: pl.DataFrame) -> None:
         """Drop the replaced rows: one pass over the frame. The kept rows keep their
-        order in the frame; `_ranges` keeps its order (least recently stored first)."""
+        order in the frame; `_windows` keeps its order (least recently stored first)."""
         keep = np.zeros(frame.height, dtype=bool)
         moved: dict[str, int] = {}
         offset = 0
-        for mint, (start, rows) in sorted(self._ranges.items(), key=lambda item: item[1][0]):
-            keep[start : start + rows] = True
+        for mint, held in sorted(self._windows.items(), key=lambda item: item[1].offset):
+            keep[held.offset : held.offset + held.rows] = True
             moved[mint] = offset
-            offset += rows
+            offset += held.rows
         self._frame = frame.filter(pl.Series(keep)).rechunk()
-        self._ranges = {mint: (moved[mint], rows) for mint, (_, rows) in self._ranges.items()}
+        self._windows = {m: held._replace(offset=moved[m]) for m, held in self._windows.items()}
         self._dead = 0
+
+
+def _stacked(frame: pl.DataFrame, extra: pl.DataFrame) -> pl.DataFrame:
+    """`frame` and then `extra`'s rows: no copy (vstack) when their columns agree."""
+    if frame.columns == extra.columns and frame.dtypes == extra.dtypes:
+        return frame.vstack(extra)
+    return pl.concat([frame, extra], how="vertical_relaxed", rechunk=False)
