@@ -25,7 +25,7 @@ import asyncpg
 from actors.runtime import metrics
 from actors.runtime.messages import Tick
 from actors.scoring import store_limits
-from actors.scoring.model_runtime import ModelRuntime, Scored, prediction_of
+from actors.scoring.model_runtime import ModelRuntime, Scored
 from actors.shards.shard_set import ShardSet
 from actors.webhooks.payload import (
     ReportedPrediction,
@@ -118,26 +118,33 @@ def batch_rows(scores: Sequence[ModelScores]) -> BatchRows:
     predictions of a model are consecutive, in the order of `scores`."""
     rows = BatchRows()
     where: dict[tuple[str, datetime], int] = {}
+    # Most models score the same ticks as the one before: their positions are reused.
+    previous: list[Tick] | None = None
+    previous_positions: list[int] = []
     for index, (runtime, scored) in enumerate(scores):
         target = runtime.target
         rows.models.append(target)
-        positions = []
-        for tick, (close, cap) in zip(scored.ticks, scored.snapshots, strict=True):
-            key = (tick.coin_id, tick.data_timestamp)
-            position = where.get(key)
-            if position is None:
-                position = where[key] = len(rows.coin_ids)
-                rows.coin_ids.append(tick.coin_id)
-                rows.data_timestamps.append(tick.data_timestamp)
-                rows.phase_ids.append(tick.phase_id)
-                rows.price_closes.append(close)
-                rows.market_caps.append(cap)
-            positions.append(position)
+        if scored.ticks == previous:
+            positions = previous_positions
+        else:
+            positions = []
+            for tick, (close, cap) in zip(scored.ticks, scored.snapshots, strict=True):
+                key = (tick.coin_id, tick.data_timestamp)
+                position = where.get(key)
+                if position is None:
+                    position = where[key] = len(rows.coin_ids)
+                    rows.coin_ids.append(tick.coin_id)
+                    rows.data_timestamps.append(tick.data_timestamp)
+                    rows.phase_ids.append(tick.phase_id)
+                    rows.price_closes.append(close)
+                    rows.market_caps.append(cap)
+                positions.append(position)
+            previous, previous_positions = scored.ticks, positions
         probabilities, tags = scored.tagged(target.alert_threshold)
         rows.model_index.extend([index] * len(positions))
         rows.tick_index.extend(positions)
         rows.probabilities.extend(probabilities)
-        rows.predictions.extend([prediction_of(p) for p in probabilities])
+        rows.predictions.extend(scored.predictions())
         rows.tags.extend(tags)
     return rows
 

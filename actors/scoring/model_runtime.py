@@ -15,12 +15,13 @@ from typing import Any
 import numpy as np
 
 from actors.runtime.messages import Tick, phase_key
-from actors.webhooks.payload import WebhookModel, tag_for
+from actors.webhooks.payload import TAG_ALERT, TAG_NEGATIVE, TAG_POSITIVE, WebhookModel
 from features.matrix import FeatureSpec, TickRows
 from storage.model_files.store import LoadedModel, ModelFileError, load_model
 from storage.predictions.writes import ModelTarget, NewPrediction
 
 ZERO = timedelta(0)
+_TAG_OF_CODE = (TAG_NEGATIVE, TAG_POSITIVE, TAG_ALERT)
 INVALID_PROBABILITY = "invalid probability"
 
 
@@ -162,7 +163,15 @@ class Scored:
     def tagged(self, alert_threshold: float) -> tuple[list[float], list[str]]:
         """The probabilities as Python floats and their tags (CONTRACTS.md section 3)."""
         probabilities: list[float] = self.probabilities.tolist()
-        return probabilities, [tag_for(p, alert_threshold) for p in probabilities]
+        # `tag_for` for the whole array: alert first, then positive from 0.5 (NaN: negative).
+        p = self.probabilities
+        codes = np.where(p >= alert_threshold, 2, (p >= 0.5).astype(np.int64)).tolist()
+        return probabilities, [_TAG_OF_CODE[c] for c in codes]
+
+    def predictions(self) -> list[int]:
+        """`prediction_of` each probability (1 when p >= 0.5)."""
+        predicted: list[int] = (self.probabilities >= 0.5).astype(np.int64).tolist()
+        return predicted
 
 
 def score(

@@ -8,11 +8,20 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from actors.runtime.messages import Tick
 from actors.scoring.batch_writer import ModelScores, batch_rows, fresh_items, tick_texts
-from actors.scoring.model_runtime import INVALID_PROBABILITY, ModelRuntime, build_runtime, score
-from actors.webhooks.payload import ReportedPrediction, webhook_items
+from actors.scoring.model_runtime import (
+    INVALID_PROBABILITY,
+    ModelRuntime,
+    Scored,
+    build_runtime,
+    prediction_of,
+    score,
+)
+from actors.webhooks.payload import ReportedPrediction, tag_for, webhook_items
 from features import matrix as features_matrix
 from features.matrix import HUGE_FEATURE, NO_ROW, NULL_FEATURE, TickRows
 from storage.model_files.store import LoadedModel
@@ -215,3 +224,23 @@ def test_a_batchs_webhook_items_come_from_its_stored_columns_as_from_reported_ro
         expected = webhook_items(runtime.webhook, reported, default_url=url)
         assert fresh_items(batch, texts, runtime.webhook, positions, default_url=url) == expected
         assert len(expected) == len(positions)
+
+
+@given(
+    probabilities=st.lists(
+        st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.5, 0.7, 0.4999999999999999, 1.0])),
+        max_size=30,
+    ),
+    threshold=st.sampled_from([0.7, 0.5, 0.3, 1.0, 0.7000000000000001]),
+)
+def test_tags_and_predictions_of_a_whole_batch_follow_tag_for_and_prediction_of(
+    probabilities: list[float], threshold: float
+) -> None:
+    """The batch's tags and predictions are computed on the array at once: each equals
+    `tag_for` / `prediction_of` of its probability (alert first, boundaries included)."""
+    scored = Scored([], np.array(probabilities, dtype=np.float64), [], [])
+    floats, tags = scored.tagged(threshold)
+    assert floats == probabilities
+    assert tags == [tag_for(p, threshold) for p in probabilities]
+    assert scored.predictions() == [prediction_of(p) for p in probabilities]
+    assert all(type(v) is int for v in scored.predictions())
