@@ -14,7 +14,9 @@ import functools
 import hashlib
 import json
 import math
+import operator
 import re
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -266,6 +268,12 @@ def _item_json(model_text: str, prediction: Reported) -> str:
     )
 
 
+@functools.lru_cache(maxsize=16)
+def _version_json(version: str) -> str:
+    """The version as JSON (one or two versions per process: encoded once)."""
+    return _json(version)
+
+
 def payload_json(
     coin_id: str,
     timestamp: str,
@@ -288,7 +296,7 @@ def payload_json(
         f',"predictions":[{items_json}]'
         f',"metadata":{{"total_predictions":{int(total_predictions)}'
         f',"alerts_count":{int(alerts_count)},"service":{_SERVICE_JSON}'
-        f',"version":{_json(version)}{sent}}}}}'
+        f',"version":{_version_json(version)}{sent}}}}}'
     )
 
 
@@ -465,25 +473,29 @@ def webhook_jobs(
     )
 
 
+_BY_MODEL = operator.attrgetter("active_model_id")
+
+
 def _jobs(
     items: Iterable[WebhookItem], key: Callable[[WebhookItem], str], version: str
 ) -> list[OutboxJob]:
-    groups: dict[tuple[str, str, datetime], list[WebhookItem]] = {}
+    groups: defaultdict[tuple[str, str, datetime], list[WebhookItem]] = defaultdict(list)
     for item in items:
-        groups.setdefault((item.target_url, item.coin_id, item.data_timestamp), []).append(item)
+        groups[(item.target_url, item.coin_id, item.data_timestamp)].append(item)
     jobs = []
     for group in groups.values():
-        group.sort(key=lambda item: item.active_model_id)
+        group.sort(key=_BY_MODEL)
         first = group[0]
-        items_json = ",".join(i.item_json for i in group)
-        alerts = sum(1 for i in group if i.is_alert)
+        items_json = ",".join([i.item_json for i in group])
+        alerts = sum([i.is_alert for i in group])
         jobs.append(
             OutboxJob(
                 idempotency_key=key(first),
                 target_url=first.target_url,
                 coin_id=first.coin_id,
                 data_timestamp=first.data_timestamp,
-                active_model_ids=tuple(sorted({i.active_model_id for i in group})),
+                # Sorted by the group's order, each once.
+                active_model_ids=tuple(dict.fromkeys(map(_BY_MODEL, group))),
                 model_ids=tuple(sorted({i.model_id for i in group})),
                 snapshots=tuple({i.snapshot.key: i.snapshot for i in group}.values()),
                 payload=payload_json(
