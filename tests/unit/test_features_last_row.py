@@ -18,7 +18,7 @@ from actors.scoring.prefix_cache import phase_rows
 from actors.scoring.shared_features import compute_for, rows_for, tick_frame
 from features import compute, engineered_names, prefix_state
 from features.engineering import HAS_DATA_SUFFIX
-from features.last_row import _sliding_sums, _typed, compute_last
+from features.last_row import _sliding_sums, _typed, compute_last, sorted_runs
 from features.matrix import FeatureSpec
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "features"
@@ -462,3 +462,40 @@ def test_each_phase_key_reads_only_its_own_prefix_rows() -> None:
             served = rows_for(spec, window, prefix, key, frame)
             assert list(served.index) == list(zip(expected.mints, expected.timestamps, strict=True))
             assert np.array_equal(served.values, expected.values, equal_nan=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    rows=st.integers(0, 30),
+    unit=st.sampled_from(["us", "ns", "ms"]),
+    shuffle=st.booleans(),
+)
+def test_sorted_runs_equal_a_sort_and_group_by(
+    seed: int, rows: int, unit: str, shuffle: bool
+) -> None:
+    """Skipping the sort of an already sorted frame changes nothing: mints that order
+    differently by bytes and by case, repeated and NULL times, any time unit."""
+    rng = np.random.default_rng(seed)
+    mints = rng.choice(["b", "B", "a", "ab", "é", "\u4e00"], size=rows).tolist()
+    seconds = rng.integers(0, 5, size=rows).tolist()
+    frame = pl.DataFrame(
+        {
+            "mint": mints,
+            "timestamp": [
+                None if rng.random() < 0.1 else START + timedelta(microseconds=s * 7)
+                for s in seconds
+            ],
+            "row": list(range(rows)),
+        },
+        schema={"mint": pl.String(), "timestamp": pl.Datetime(unit, "UTC"), "row": pl.Int64()},
+    )
+    ordered = frame.sort(["mint", "timestamp"], maintain_order=True)
+    sizes = ordered.group_by("mint", maintain_order=True).len()
+    by_mint = frame.sort("mint", maintain_order=True)  # times in any order within a coin
+    by_case = ordered.sort(pl.col("mint").str.to_lowercase(), maintain_order=True)
+    for given_frame in (frame, by_mint, by_case, ordered) if shuffle else (ordered,):
+        got, coins, counts = sorted_runs(given_frame)
+        assert got.equals(ordered)
+        assert coins == sizes["mint"].to_list()
+        assert counts.tolist() == sizes["len"].to_list()
