@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from actors.scoring.prefix_cache import PrefixCache, RowsBefore, phase_filter
+from actors.scoring.prefix_cache import _NO_PHASE, PrefixCache, RowsBefore, _windows, phase_filter
 from features.running import PREFIX_SCHEMA, prefix_state
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -130,3 +130,35 @@ async def test_a_coin_with_less_than_a_full_window_needs_no_database_read() -> N
     assert_frame_equal(got.sort("mint"), everyone.sort("mint"))
     coin2 = got.filter(pl.col("mint") == "coin2")
     assert coin2["prefix_rows"].to_list() == [0]
+
+
+@pytest.mark.parametrize("order", ["sorted", "shuffled"])
+def test_windows_are_each_coins_rows_in_time_order(order: str) -> None:
+    """The arrays the prefix rolls forward from (read column by column, the sort skipped
+    when the history is sorted) are what a cast, sort and split of the frame give:
+    NULL phases (in no phase list), NULL and NaN highs, repeated times."""
+    history = _history(4, 60, seed=3).with_columns(
+        pl.when(pl.int_range(pl.len()) % 7 == 0)
+        .then(None)
+        .otherwise(pl.col("phase_id_at_time"))
+        .alias("phase_id_at_time"),
+        pl.when(pl.int_range(pl.len()) % 11 == 0)
+        .then(float("nan"))
+        .otherwise(pl.col("price_high"))
+        .alias("price_high"),
+    )
+    history = pl.concat([history, history.tail(3)])  # repeated times
+    history = (
+        history.sort(["mint", "timestamp"], maintain_order=True)
+        if order == "sorted"
+        else history.sample(fraction=1.0, shuffle=True, seed=5)
+    )
+    mints, windows = _windows(history)
+    expected = history.sort(["mint", "timestamp"], maintain_order=True)
+    assert mints == expected["mint"].unique(maintain_order=True).to_list()
+    for mint, window in zip(mints, windows, strict=True):
+        rows = expected.filter(pl.col("mint") == mint)
+        assert window.times_us.tolist() == rows["timestamp"].dt.epoch("us").to_list()
+        assert window.phases.tolist() == rows["phase_id_at_time"].fill_null(_NO_PHASE).to_list()
+        for got, name in ((window.highs, "price_high"), (window.devs, "dev_sold_amount")):
+            assert np.array_equal(got, rows[name].to_numpy(), equal_nan=True)
