@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import anyio
 import polars as pl
@@ -87,11 +88,26 @@ def rows_for(
 
 
 def tick_frame(ticks: Sequence[Tick]) -> pl.DataFrame:
-    """(mint, timestamp) of ticks, typed like the feature frames."""
+    """(mint, timestamp) of ticks, typed like the feature frames. The times go in as
+    microseconds: Polars converting datetime objects cost ~0.1 ms per 20-tick batch."""
+    micros = [_micros(t.data_timestamp) for t in ticks]
     return pl.DataFrame(
-        {"mint": [t.coin_id for t in ticks], "timestamp": [t.data_timestamp for t in ticks]},
-        schema={"mint": pl.String(), "timestamp": UTC_TIME},
+        [
+            pl.Series("mint", [t.coin_id for t in ticks], dtype=pl.String),
+            pl.Series("timestamp", micros, dtype=pl.Int64).cast(UTC_TIME),
+        ]
     )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _micros(moment: datetime) -> int:
+    """Microseconds since the epoch (a time without a zone is UTC, as Polars reads it)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _MICROSECOND
 
 
 def compute_for(

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 from test_features_properties import SETTINGS, START, _coins
 
 from actors.runtime.messages import Tick
 from actors.scoring.prefix_cache import phase_rows
 from actors.scoring.shared_features import compute_for, rows_for, tick_frame
 from features import compute, engineered_names, prefix_state
+from features.columns import UTC_TIME
 from features.engineering import HAS_DATA_SUFFIX
 from features.last_row import _sliding_sums, _typed, compute_last, sorted_runs
 from features.matrix import FeatureSpec
@@ -499,3 +502,23 @@ def test_sorted_runs_equal_a_sort_and_group_by(
         assert got.equals(ordered)
         assert coins == sizes["mint"].to_list()
         assert counts.tolist() == sizes["len"].to_list()
+
+
+def test_the_tick_frame_holds_the_ticks_times_to_the_microsecond() -> None:
+    """Times in any zone, without one (UTC), before 1970 and at microsecond precision
+    become the same UTC instants as Polars' own conversion of the datetimes gives."""
+    berlin = ZoneInfo("Europe/Berlin")
+    moments = [
+        datetime(2026, 3, 29, 1, 59, 59, 999_999, tzinfo=UTC),
+        datetime(2026, 3, 29, 3, 0, 0, 1, tzinfo=berlin),
+        datetime(2026, 10, 25, 2, 30, tzinfo=berlin),
+        datetime(2026, 1, 1, 12, 0, 0, 7),  # no zone
+        datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+    ]
+    ticks = [Tick(i, f"coin{i}", m, 1, 0.0) for i, m in enumerate(moments)]
+    expected = pl.DataFrame(
+        {"mint": [t.coin_id for t in ticks], "timestamp": moments},
+        schema={"mint": pl.String(), "timestamp": UTC_TIME},
+    )
+    assert_frame_equal(tick_frame(ticks), expected)
+    assert_frame_equal(tick_frame([]), expected.clear())
