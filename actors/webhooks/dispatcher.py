@@ -51,6 +51,7 @@ import random
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -79,7 +80,7 @@ from storage.config import Settings, redact_url
 from storage.models import model_settings
 from storage.outbox import endpoints as webhook_endpoints
 from storage.outbox import jobs as outbox
-from storage.outbox.attempts import AttemptRecord, record_attempts
+from storage.outbox.attempts import AttemptRecord
 from storage.outbox.jobs import ClaimedJob
 
 ACTOR_NAME = "webhooks"
@@ -397,12 +398,16 @@ class SettlementWriter:
             now,
             self.reconfirm_seconds,
         )
-        async with self.pool.acquire() as conn, conn.transaction():
-            settled = set(await outbox.settle(conn, settlements))
-            await record_attempts(conn, attempts)
-            recovered = await webhook_endpoints.record_successes(conn, recovered_urls)
-            released = await outbox.release_waiting(conn, recovered)
-            missing = await webhook_endpoints.record_failures(conn, failures)
+        async with self.pool.acquire() as conn:
+            # Usually the settlements and attempts alone: one statement, its own transaction.
+            together: AbstractAsyncContextManager[object] = (
+                conn.transaction() if recovered_urls or failures else nullcontext()
+            )
+            async with together:
+                settled = set(await outbox.settle(conn, settlements, attempts))
+                recovered = await webhook_endpoints.record_successes(conn, recovered_urls)
+                released = await outbox.release_waiting(conn, recovered)
+                missing = await webhook_endpoints.record_failures(conn, failures)
         self.flushes += 1
         if len(self._confirmed) > 10_000:
             self._confirmed.clear()

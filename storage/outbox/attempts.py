@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import asyncpg
 
@@ -60,23 +60,26 @@ class ModelWebhookStatus:
     counts: dict[str, int]  # by outcome, every outcome present
 
 
-# One multi-row INSERT for a whole flush of attempts (executemany sends a row per
-# round trip); array columns as text literals (storage.db.pool.int_array_literal).
-_INSERT_SQL = """
+def insert_sql(first_param: int = 1) -> str:
+    """One multi-row INSERT for a whole flush of attempts (executemany sends a row per
+    round trip), its arrays (`attempt_arrays`) numbered from `first_param`; array
+    columns as text literals (storage.db.pool.int_array_literal)."""
+    types = ("bigint", "int", "text", "text", "text", "int", "float8", "text", "text")
+    arrays = ", ".join(f"${first_param + i}::{t}[]" for i, t in enumerate(types))
+    return f"""
 INSERT INTO webhook_attempts (outbox_id, attempt, target_url, active_model_ids, model_ids,
                               status_code, latency_ms, error, outcome)
 SELECT o, n, u, a::bigint[], m::bigint[], s, l, e, r
-FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::int[],
-            $7::float8[], $8::text[], $9::text[]) AS t(o, n, u, a, m, s, l, e, r)
+FROM unnest({arrays}) AS t(o, n, u, a, m, s, l, e, r)
 """
 
 
-async def record_attempts(conn: asyncpg.Connection, records: Sequence[AttemptRecord]) -> None:
-    """Insert the attempts with one statement, in the caller's transaction."""
-    if not records:
-        return
-    await conn.execute(
-        _INSERT_SQL,
+_INSERT_SQL = insert_sql()
+
+
+def attempt_arrays(records: Sequence[AttemptRecord]) -> list[list[Any]]:
+    """The attempts as one array per column, in `insert_sql`'s parameter order."""
+    return [
         [r.outbox_id for r in records],
         [r.attempt for r in records],
         [r.target_url for r in records],
@@ -86,7 +89,14 @@ async def record_attempts(conn: asyncpg.Connection, records: Sequence[AttemptRec
         [r.latency_ms for r in records],
         [r.error for r in records],
         [r.outcome for r in records],
-    )
+    ]
+
+
+async def record_attempts(conn: asyncpg.Connection, records: Sequence[AttemptRecord]) -> None:
+    """Insert the attempts with one statement, in the caller's transaction."""
+    if not records:
+        return
+    await conn.execute(_INSERT_SQL, *attempt_arrays(records))
 
 
 _COLUMNS = """id, outbox_id, attempt, attempted_at, target_url, active_model_ids, model_ids,

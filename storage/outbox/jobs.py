@@ -19,6 +19,8 @@ from typing import Any, Literal
 import asyncpg
 
 from storage.db.pool import int_array_literal
+from storage.outbox.attempts import AttemptRecord, attempt_arrays
+from storage.outbox.attempts import insert_sql as insert_attempts_sql
 
 JobStatus = Literal["pending", "delivered", "dead", "waiting"]
 # Jobs an operator may send again: given up, or parked on a missing endpoint.
@@ -464,12 +466,26 @@ class Settlement:
     attempted_at: datetime | None = None  # when the POST started
 
 
-async def settle(conn: asyncpg.Connection, settlements: Sequence[Settlement]) -> list[int]:
-    """Write many settlements with one statement; returns the ids whose lease still held."""
-    if not settlements:
+# The settlements and the attempts they end, logged in the same statement: a flush of
+# the dispatcher is then one statement (its own transaction) instead of BEGIN, two
+# statements and COMMIT.
+_SETTLE_LOGGED_SQL = f"""
+WITH settled AS ({_SETTLE_SQL}),
+logged AS ({insert_attempts_sql(8)})
+SELECT id FROM settled
+"""
+
+
+async def settle(
+    conn: asyncpg.Connection,
+    settlements: Sequence[Settlement],
+    attempts: Sequence[AttemptRecord] = (),
+) -> list[int]:
+    """Write many settlements with one statement, and log `attempts` (all of them,
+    whether their lease held or not) in it; returns the ids whose lease still held."""
+    if not settlements and not attempts:
         return []
-    rows = await conn.fetch(
-        _SETTLE_SQL,
+    arrays = [
         [s.lease.job_id for s in settlements],
         [s.lease.locked_until for s in settlements],
         [s.status for s in settlements],
@@ -477,7 +493,11 @@ async def settle(conn: asyncpg.Connection, settlements: Sequence[Settlement]) ->
         [s.error for s in settlements],
         [s.status_code for s in settlements],
         [s.attempted_at for s in settlements],
-    )
+    ]
+    if attempts:
+        rows = await conn.fetch(_SETTLE_LOGGED_SQL, *arrays, *attempt_arrays(attempts))
+    else:
+        rows = await conn.fetch(_SETTLE_SQL, *arrays)
     return sorted(r["id"] for r in rows)
 
 
