@@ -384,7 +384,26 @@ def webhook_items(
     ]
 
 
-@functools.lru_cache(maxsize=1024)
+# id(model) -> (model, its snapshot, its item tails), for `column_items`.
+_MODEL_TEXTS: dict[int, tuple[WebhookModel, ModelSnapshot, dict[str, str]]] = {}
+
+
+def _model_texts(model: WebhookModel) -> tuple[ModelSnapshot, dict[str, str]]:
+    """`model_snapshot` and `_item_tails` of this model object, found by its identity:
+    the snapshot cache's key is the frozen model, whose hash (every field, the whole
+    feature list) cost more per batch than the lookup it served. The entry holds the
+    model, so its id is not reused while it is kept; a changed model is a new object."""
+    entry = _MODEL_TEXTS.get(id(model))
+    if entry is not None and entry[0] is model:
+        return entry[1], entry[2]
+    snapshot = model_snapshot(model)
+    tails = _item_tails(model)
+    if len(_MODEL_TEXTS) >= _SNAPSHOTS_SIZE:
+        _MODEL_TEXTS.clear()
+    _MODEL_TEXTS[id(model)] = (model, snapshot, tails)
+    return snapshot, tails
+
+
 def _item_tails(model: WebhookModel) -> dict[str, str]:
     """Per tag the model sends: an item's text after its probability, the same for every
     item of that model and tag (`_item_json` writes it per item)."""
@@ -419,8 +438,7 @@ def column_items(
         return []
     if not all(map(math.isfinite, probabilities)):
         _float_json(next(p for p in probabilities if not math.isfinite(p)))  # raises
-    snapshot = model_snapshot(model)
-    tails = _item_tails(model)
+    snapshot, tails = _model_texts(model)
     active, model_id = model.active_model_id, model.model_id
     return [
         WebhookItem(

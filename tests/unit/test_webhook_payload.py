@@ -612,3 +612,20 @@ def test_column_items_refuse_non_finite_probabilities_like_webhook_items(bad: fl
         column_items(
             _model(), [("C", T0, iso_timestamp(T0))], [1], [bad], ["alert"], default_url="u"
         )
+
+
+def test_column_items_of_a_changed_model_carry_its_new_settings() -> None:
+    """The per-model texts are kept per model object: new settings are a new object."""
+    ticks = [("C", T0, iso_timestamp(T0))]
+    for threshold in (0.7, 0.9, 0.7):
+        model = _model(alert_threshold=threshold)
+        (item,) = column_items(model, ticks, [1], [0.8], [tag_for(0.8, threshold)], default_url="u")
+        assert json.loads(item.item_json)["alert_threshold"] == threshold
+        assert (
+            item.item_json
+            == webhook_items(
+                model,
+                [ReportedPrediction("C", T0, 1, 0.8, tag_for(0.8, threshold), threshold)],
+                default_url="u",
+            )[0].item_json
+        )
