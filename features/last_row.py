@@ -224,15 +224,19 @@ _TIE_BAND = 1e-9
 def _window_sums(
     grids: Sequence[np.ndarray], windows: Sequence[int]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each window summed alone, as `_sliding_sums` shapes it (cheap, not bit-exact)."""
-    width = grids[0].shape[1]
-    sums = np.empty((len(grids), len(windows), grids[0].shape[0], 2))
+    """Each window summed alone, as `_sliding_sums` shapes it (cheap, not bit-exact).
+    The grids are stacked so that each window is one NumPy call for all of them: each
+    row is reduced by the same pairwise sum as a grid alone, so the bits are the same."""
+    stack = np.stack(grids)  # [grid, coin, row]
+    width = stack.shape[2]
+    sums = np.empty((len(grids), len(windows), stack.shape[1], 2))
     counts = np.empty_like(sums)
-    for i, grid in enumerate(grids):
-        for j, w in enumerate(windows):
-            for k, end in enumerate((width - 1, width)):
-                window = grid[:, max(end - w, 0) : end]
-                sums[i, j, :, k], counts[i, j, :, k] = _sum(window), _count(window)
+    for j, w in enumerate(windows):
+        for k, end in enumerate((width - 1, width)):
+            window = stack[:, :, max(end - w, 0) : end]
+            n = np.sum(~np.isnan(window), axis=2)
+            sums[:, j, :, k] = np.where(n > 0, np.nansum(window, axis=2), np.nan)
+            counts[:, j, :, k] = n
     return sums, counts
 
 

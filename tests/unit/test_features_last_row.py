@@ -18,7 +18,7 @@ from test_features_properties import SETTINGS, START, _coins
 from actors.runtime.messages import Tick
 from actors.scoring.prefix_cache import phase_rows
 from actors.scoring.shared_features import compute_for, rows_for, tick_frame
-from features import compute, engineered_names, prefix_state
+from features import compute, engineered_names, last_row, prefix_state
 from features.columns import UTC_TIME
 from features.engineering import HAS_DATA_SUFFIX
 from features.last_row import _sliding_sums, _typed, compute_last, sorted_runs
@@ -522,3 +522,42 @@ def test_the_tick_frame_holds_the_ticks_times_to_the_microsecond() -> None:
     )
     assert_frame_equal(tick_frame(ticks), expected)
     assert_frame_equal(tick_frame([]), expected.clear())
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    width=st.integers(1, 70),
+    windows=st.lists(st.integers(1, 80), min_size=1, max_size=4, unique=True),
+)
+def test_window_sums_of_stacked_grids_are_those_of_each_grid_bit_for_bit(
+    seed: int, width: int, windows: list[int]
+) -> None:
+    """Summing every grid's window in one NumPy call rounds as a grid alone does:
+    NaN, infinities, -0.0, magnitudes far apart, windows wider than the grid."""
+    rng = np.random.default_rng(seed)
+    special = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e300, -1e-300, 0.1])
+    grids = []
+    for _ in range(int(rng.integers(1, 5))):
+        grid = rng.normal(size=(int(rng.integers(1, 9)), width)) * 10.0 ** rng.integers(-8, 9)
+        grid = grid[:1].repeat(len(grid), axis=0) if rng.random() < 0.1 else grid
+        picks = rng.random(grid.shape) < 0.15
+        grid[picks] = rng.choice(special, size=int(picks.sum()))
+        grids.append(grid)
+    coins = min(len(g) for g in grids)
+    grids = [g[:coins] for g in grids]
+    with np.errstate(invalid="ignore"):  # inf - inf in a window, as in the engine
+        sums, counts = last_row._window_sums(grids, windows)
+        _check_window_sums(grids, windows, sums, counts)
+
+
+def _check_window_sums(
+    grids: list[np.ndarray], windows: list[int], sums: np.ndarray, counts: np.ndarray
+) -> None:
+    width = grids[0].shape[1]
+    for i, grid in enumerate(grids):
+        for j, w in enumerate(windows):
+            for k, end in enumerate((width - 1, width)):
+                window = grid[:, max(end - w, 0) : end]
+                assert sums[i, j, :, k].tobytes() == last_row._sum(window).tobytes()
+                assert np.array_equal(counts[i, j, :, k], last_row._count(window))
