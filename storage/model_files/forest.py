@@ -4,10 +4,12 @@ scikit-learn's `predict_proba` walks the forest one tree at a time with Python
 overhead per tree: ~15 ms for a handful of rows and 100 trees, the largest
 single cost of a predictor batch in the benchmark profile. Here every tree's
 nodes sit in padded arrays and all trees advance one level per step, so a batch
-costs about max_depth vectorised steps. The comparison is exactly
-scikit-learn's (the input as float32, against the float64 threshold, `<=` goes
-left), and `load_model` checks the result against scikit-learn on probe rows
-before using it.
+costs about max_depth vectorised steps. The comparison decides as
+scikit-learn's does (the input as float32 against the float64 threshold, `<=`
+goes left: here against the threshold rounded down to float32, which no float32
+input can tell apart, and one gather fetches a node's feature and threshold),
+and `load_model` checks the result against scikit-learn on probe rows before
+using it.
 
 That level-by-level walk touches every (tree, row) pair max_depth times through
 NumPy temporaries, which is the wrong trade for large batches (a backtest's
@@ -39,8 +41,10 @@ class CompiledForest:
     # [2 * trees * nodes] int32: flat index of node k's left child at 2k, right at 2k + 1;
     # a leaf is its own child. One gather per level instead of two and a select.
     children: np.ndarray
-    feature: np.ndarray  # [trees * nodes] int32, 0 for leaves (never used)
-    threshold: np.ndarray  # [trees * nodes] float64
+    # [trees * nodes] uint64: each node's feature (int32, 0 for leaves: never used) in the
+    # low half and its threshold rounded down to float32 (`_floor32`) in the high half,
+    # so that one gather per level fetches both.
+    split: np.ndarray
     proba: np.ndarray  # [trees * nodes, classes] leaf class distributions (rows sum to 1)
     positive: np.ndarray  # proba[:, 1], contiguous (`predict_positive` reads only it)
     roots: np.ndarray  # [trees, 1] flat index of each tree's root
@@ -80,10 +84,12 @@ class CompiledForest:
         children = np.empty(2 * left.size, dtype=np.int32)
         children[0::2] = (left + roots).ravel()
         children[1::2] = (right + roots).ravel()
+        words = np.empty((left.size, 2), dtype=np.uint32)
+        words[:, 0] = feature.ravel().astype(np.int32).view(np.uint32)
+        words[:, 1] = _floor32(threshold.ravel()).view(np.uint32)
         return cls(
             children=children,
-            feature=feature.ravel().astype(np.int32),
-            threshold=threshold.ravel(),
+            split=words.view(np.uint64).ravel(),
             proba=proba.reshape(-1, 2),
             positive=np.ascontiguousarray(proba.reshape(-1, 2)[:, 1]),
             roots=roots,
@@ -113,8 +119,10 @@ class CompiledForest:
 
     def _leaves(self, X: np.ndarray) -> np.ndarray:
         """The flat index of the leaf each (tree, row) reaches, tree-major."""
-        # scikit-learn feeds trees float32: compare the same rounded values.
-        x = np.asarray(X, dtype=np.float32).astype(np.float64)
+        # scikit-learn feeds trees float32 and compares them with float64 thresholds;
+        # a float32 x is above a threshold t exactly when it is above t rounded down to
+        # float32 (no float32 lies between the two), so the walk compares in float32.
+        x = np.ascontiguousarray(X, dtype=np.float32)
         rows, width = x.shape
         trees = len(self.roots)
         # Flat indices: 1-D takes cost about half of 2-D fancy indexing per element.
@@ -128,16 +136,17 @@ class CompiledForest:
         cells = rows * trees
         spare = np.empty(cells, dtype=np.int32)
         cell = np.empty(cells, dtype=np.int32)
-        value = np.empty(cells, dtype=np.float64)
-        limit = np.empty(cells, dtype=np.float64)
+        value = np.empty(cells, dtype=np.float32)
+        both = np.empty(cells, dtype=np.uint64)
+        feature = both.view(np.int32)[0::2]  # the halves of each gathered node
+        limit = both.view(np.float32)[1::2]
         right = np.empty(cells, dtype=np.bool_)
         # The arrays' own `take` methods: `np.take` adds a Python wrapper call to each.
-        feature, threshold, children = self.feature, self.threshold, self.children
+        split, children = self.split, self.children
         for _ in range(self.depth):
-            feature.take(node, out=cell, mode="clip")
-            np.add(cell, row_start, out=cell)
+            split.take(node, out=both, mode="clip")
+            np.add(feature, row_start, out=cell)
             values.take(cell, out=value, mode="clip")
-            threshold.take(node, out=limit, mode="clip")
             np.greater(value, limit, out=right)
             np.multiply(node, 2, out=node)
             np.add(node, right, out=node, casting="unsafe")
@@ -149,8 +158,18 @@ class CompiledForest:
         """Large batches: each tree's leaves from `Tree.apply`, their `leaf_values`
         (`proba` or `positive`) summed in tree order."""
         x = np.ascontiguousarray(X, dtype=np.float32)
-        nodes = len(self.feature) // len(self.trees)
+        nodes = len(self.split) // len(self.trees)
         total = np.zeros((len(x), *leaf_values.shape[1:]), dtype=np.float64)
         for i, tree in enumerate(self.trees):
             total += leaf_values[tree.apply(x) + i * nodes]
         return total / len(self.trees)
+
+
+def _floor32(threshold: np.ndarray) -> np.ndarray:
+    """Each float64 threshold rounded down to float32: the largest float32 <= it (one
+    beyond float32's range becomes its largest finite value, or -inf below it)."""
+    with np.errstate(over="ignore"):  # beyond float32: inf, brought back below
+        rounded = threshold.astype(np.float32)
+    above = rounded.astype(np.float64) > threshold
+    rounded[above] = np.nextafter(rounded[above], np.float32(-np.inf))
+    return rounded

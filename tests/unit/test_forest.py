@@ -126,3 +126,26 @@ def test_the_positive_column_alone_has_the_same_bits(rows: int) -> None:
     batch = np.vstack([X, rng.normal(scale=2, size=(500, 6))])[:rows]
     positive = compiled.predict_positive(batch)
     assert positive.tobytes() == forest.predict_proba(batch)[:, 1].tobytes()
+
+
+def test_a_threshold_rounded_down_to_float32_splits_every_float32_input_the_same_way() -> None:
+    """The walk compares float32 inputs with float32 thresholds: for each float64
+    threshold t, every float32 x near it (and at float32's ends) goes the same way as
+    scikit-learn sends it (x <= t left)."""
+    rng = np.random.default_rng(0)
+    t = np.concatenate(
+        [
+            rng.normal(scale=10.0, size=2000),
+            rng.normal(size=500).astype(np.float32).astype(np.float64),  # exactly float32
+            [0.0, -0.0, 1e300, -1e300, 3.5e38, -3.5e38, 1e-46, -1e-46, -2.0],
+        ]
+    )
+    limit = forest_module._floor32(t)
+    with np.errstate(over="ignore"):  # t beyond float32: x near it is +-inf
+        near = t.astype(np.float32)
+    top, bottom = np.float32(np.inf), np.float32(-np.inf)
+    f32 = np.finfo(np.float32)
+    for x in (near, np.nextafter(near, top), np.nextafter(near, bottom)):
+        assert np.array_equal(x > limit, x.astype(np.float64) > t)
+    for x in (np.float32(f32.max), np.float32(-f32.max), top, bottom):
+        assert np.array_equal(x > limit, np.float64(x) > t)
