@@ -377,7 +377,8 @@ def compute_last(
     grid = _Grid(mints, counts)
     base_names = [c for c in frame.columns if c not in ("mint", "timestamp")]
     last = grid.last_index
-    base = np.column_stack([_column(frame, c)[last] for c in base_names]) if base_names else None
+    read = {c: _column(frame, c) for c in base_names}  # the features read ~12 of them again
+    base = np.column_stack([read[c][last] for c in base_names]) if base_names else None
     times = frame.get_column("timestamp")
     ts_us = epoch_us(times)
     timestamps = times[last].to_list() if grid.coins else []
@@ -390,7 +391,11 @@ def compute_last(
     names = [*engineered_names(ws), *flags]
     if not grid.coins:  # as compute() answers an empty frame: no rows, every column
         return LastRows([], [], np.empty((0, len(base_names) + len(names))), [*base_names, *names])
-    features = _engineered(frame, grid, ts_us, ws, flags, _seed_arrays(grid, seed))
+
+    def column(name: str) -> np.ndarray:
+        return read[name] if name in read else _column(frame, name)
+
+    features = _engineered(column, grid, ts_us, ws, flags, _seed_arrays(grid, seed))
     engineered = np.column_stack([features[n] for n in names])
     # Every NULL / NaN / inf of the engineered block becomes 0, as fillna(0) does.
     engineered[~np.isfinite(engineered)] = 0.0
@@ -399,7 +404,7 @@ def compute_last(
 
 
 def _engineered(
-    frame: pl.DataFrame,
+    column: Callable[[str], np.ndarray],
     grid: _Grid,
     ts_us: np.ndarray,
     windows: tuple[int, ...],
@@ -407,8 +412,8 @@ def _engineered(
     seed: dict[str, np.ndarray],
 ) -> dict[str, np.ndarray]:
     g = grid.floats
-    high, close = g(_column(frame, "price_high")), g(_column(frame, "price_close"))
-    volume = g(_column(frame, "volume_sol"))
+    high, close = g(column("price_high")), g(column("price_close"))
+    volume = g(column("volume_sol"))
     ts = grid.times(ts_us)
     first_row = np.zeros_like(grid.valid)
     first_row[np.arange(grid.coins), grid.first_col] = True
@@ -446,14 +451,14 @@ def _engineered(
         out["ath_is_recent"] = _flag(m_last < 60)
         out["ath_is_old"] = _flag(m_last > 1440)
 
-    dev = _filled(grid, g(_column(frame, "dev_sold_amount")))
-    bp = _filled(grid, g(_column(frame, "buy_pressure_ratio")))
-    whale_buy = _filled(grid, g(_column(frame, "whale_buy_volume_sol")))
-    whale_sell = _filled(grid, g(_column(frame, "whale_sell_volume_sol")))
-    net = g(_column(frame, "net_volume_sol"))
-    volatility = g(_column(frame, "volatility_pct"))
-    signers = g(_column(frame, "unique_signer_ratio"))
-    mcap = g(_column(frame, "market_cap_close"))
+    dev = _filled(grid, g(column("dev_sold_amount")))
+    bp = _filled(grid, g(column("buy_pressure_ratio")))
+    whale_buy = _filled(grid, g(column("whale_buy_volume_sol")))
+    whale_sell = _filled(grid, g(column("whale_sell_volume_sol")))
+    net = g(column("net_volume_sol"))
+    volatility = g(column("volatility_pct"))
+    signers = g(column("unique_signer_ratio"))
+    mcap = g(column("market_cap_close"))
     out["dev_sold_flag"] = _flag(dev[:, -1] > 0)
     out["dev_sold_cumsum"] = np.nansum(dev, axis=1) + seed["dev"]
     out["whale_net_volume"] = whale_buy[:, -1] - whale_sell[:, -1]
