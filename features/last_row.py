@@ -132,6 +132,16 @@ def _mean(window: np.ndarray) -> np.ndarray:
         return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
 
+def _stacked_sums(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`_sum` and `_mean` of each grid's window in a stack [grid, coin, row]: each row
+    is reduced as a grid alone reduces it (the same bits), in one call for all."""
+    n = np.sum(~np.isnan(windows), axis=2)
+    total = np.nansum(windows, axis=2)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        mean = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+    return np.where(n > 0, total, np.nan), mean
+
+
 def _exact_mean(window: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
     """The value itself when every present value is equal, as pandas gives it;
     otherwise `mean` (the window's mean, computed here when not given)."""
@@ -486,8 +496,11 @@ def _engineered(
     layer = {name: i for i, name in enumerate(ties)}
     at = {w: i for i, w in enumerate(windows)}
 
+    # Summed or averaged over each window: all at once, one NumPy call per window.
+    summed = np.stack([bp, whale_buy, whale_sell, net, breakout, breakout_volume, minutes_filled])
     for w in windows:
         win = slice(max(grid.width - w, 0), None)
+        total, mean = _stacked_sums(summed[:, :, win])
         d = dev[:, win]
         spike = np.where(
             np.fmin.reduce(d, axis=1) >= 0,
@@ -495,10 +508,10 @@ def _engineered(
             sums[layer["dev"], at[w], :, 1] > 0 if "dev" in layer else False,
         )
         out[f"dev_sold_spike_{w}"] = _flag(spike)
-        bp_ma = _mean(bp[:, win])
+        bp_ma = mean[0]
         out[f"buy_pressure_ma_{w}"] = bp_ma
         out[f"buy_pressure_trend_{w}"] = bp[:, -1] - bp_ma
-        out[f"whale_activity_{w}"] = _sum(whale_buy[:, win]) + _sum(whale_sell[:, win])
+        out[f"whale_activity_{w}"] = total[1] + total[2]
         vol_ma = _exact_mean(volatility[:, win], means[layer["volatility"], at[w], :, 1])
         out[f"volatility_ma_{w}"] = vol_ma
         mean_volume = _exact_mean(volume[:, win])
@@ -514,7 +527,7 @@ def _engineered(
             out[f"volatility_spike_{w}"] = _flag(volatility[:, -1] > 1.5 * vol_ma)
             signer_mean = _exact_mean(signers[:, win], means[layer["signers"], at[w], :, 1])
             out[f"wash_trading_flag_{w}"] = _flag(signer_mean < 0.15)
-            out[f"net_volume_ma_{w}"] = _mean(net[:, win])
+            out[f"net_volume_ma_{w}"] = mean[3]
             out[f"volume_flip_{w}"] = flip
             old_filled = _at(close_filled, grid, w)
             out[f"price_change_{w}"] = (close_filled[:, -1] / old_filled - 1) * 100
@@ -536,9 +549,9 @@ def _engineered(
             # The row before the newest exists only when the coin has two loaded rows.
             has_before = grid.first_col < grid.width - 1
             out[f"ath_approach_{w}"] = _flag(has_before & (trend - trend_before < 0))
-        out[f"ath_breakout_count_{w}"] = _sum(breakout[:, win])
-        out[f"ath_breakout_volume_ma_{w}"] = _mean(breakout_volume[:, win])
-        out[f"ath_age_trend_{w}"] = _mean(minutes_filled[:, win])
+        out[f"ath_breakout_count_{w}"] = total[4]
+        out[f"ath_breakout_volume_ma_{w}"] = mean[5]
+        out[f"ath_age_trend_{w}"] = mean[6]
 
     age = since_first[:, -1]
     with np.errstate(invalid="ignore"):  # one comparison for every flag (~90 of them)

@@ -533,7 +533,8 @@ def test_the_tick_frame_holds_the_ticks_times_to_the_microsecond() -> None:
 def test_window_sums_of_stacked_grids_are_those_of_each_grid_bit_for_bit(
     seed: int, width: int, windows: list[int]
 ) -> None:
-    """Summing every grid's window in one NumPy call rounds as a grid alone does:
+    """Summing (and averaging) every grid's window in one NumPy call rounds as a grid
+    alone does:
     NaN, infinities, -0.0, magnitudes far apart, windows wider than the grid."""
     rng = np.random.default_rng(seed)
     special = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e300, -1e-300, 0.1])
@@ -561,3 +562,10 @@ def _check_window_sums(
                 window = grid[:, max(end - w, 0) : end]
                 assert sums[i, j, :, k].tobytes() == last_row._sum(window).tobytes()
                 assert np.array_equal(counts[i, j, :, k], last_row._count(window))
+    stack = np.stack(grids)
+    for w in windows:
+        total, mean = last_row._stacked_sums(stack[:, :, max(width - w, 0) :])
+        for i, grid in enumerate(grids):
+            window = grid[:, max(width - w, 0) :]
+            assert total[i].tobytes() == last_row._sum(window).tobytes()
+            assert mean[i].tobytes() == last_row._mean(window).tobytes()
