@@ -132,14 +132,14 @@ def _mean(window: np.ndarray) -> np.ndarray:
         return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
 
-def _stacked_sums(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`_sum` and `_mean` of each grid's window in a stack [grid, coin, row]: each row
-    is reduced as a grid alone reduces it (the same bits), in one call for all."""
+def _stacked_sums(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_sum`, `_mean` and `_count` of each grid's window in a stack [grid, coin, row]:
+    each row is reduced as a grid alone reduces it (the same bits), in one call for all."""
     n = np.sum(~np.isnan(windows), axis=2)
     total = np.nansum(windows, axis=2)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         mean = np.where(n > 0, total / np.maximum(n, 1), np.nan)
-    return np.where(n > 0, total, np.nan), mean
+    return np.where(n > 0, total, np.nan), mean, n
 
 
 def _exact_mean(window: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
@@ -275,10 +275,12 @@ def _threshold_sums(
     return sums, counts
 
 
-def _exact_std(window: np.ndarray) -> np.ndarray:
-    """Sample std (ddof 1): NaN below two values, exactly 0 for equal values."""
-    n = _count(window)
-    mean = _mean(window)
+def _exact_std(
+    window: np.ndarray, counted: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
+    """Sample std (ddof 1): NaN below two values, exactly 0 for equal values.
+    `counted`: the window's `_count` and `_mean`, when known already."""
+    n, mean = (_count(window), _mean(window)) if counted is None else counted
     # A collector value near the top of double overflows the square: infinite, then 0 at
     # the end like every infinite feature (FEATURES.md), not a RuntimeWarning per batch.
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -497,10 +499,12 @@ def _engineered(
     at = {w: i for i, w in enumerate(windows)}
 
     # Summed or averaged over each window: all at once, one NumPy call per window.
-    summed = np.stack([bp, whale_buy, whale_sell, net, breakout, breakout_volume, minutes_filled])
+    summed = np.stack(
+        [bp, whale_buy, whale_sell, net, breakout, breakout_volume, minutes_filled, volume]
+    )
     for w in windows:
         win = slice(max(grid.width - w, 0), None)
-        total, mean = _stacked_sums(summed[:, :, win])
+        total, mean, counts_w = _stacked_sums(summed[:, :, win])
         d = dev[:, win]
         spike = np.where(
             np.fmin.reduce(d, axis=1) >= 0,
@@ -514,8 +518,8 @@ def _engineered(
         out[f"whale_activity_{w}"] = total[1] + total[2]
         vol_ma = _exact_mean(volatility[:, win], means[layer["volatility"], at[w], :, 1])
         out[f"volatility_ma_{w}"] = vol_ma
-        mean_volume = _exact_mean(volume[:, win])
-        std_volume = _exact_std(volume[:, win])
+        mean_volume = _exact_mean(volume[:, win], mean[7])
+        std_volume = _exact_std(volume[:, win], (counts_w[7], mean[7]))
         trend = _exact_mean(distance_filled[:, win], means[layer["trend"], at[w], :, 1])
         before = slice(max(grid.width - w - 1, 0), grid.width - 1)
         trend_before = (

@@ -564,8 +564,9 @@ def _check_window_sums(
                 assert np.array_equal(counts[i, j, :, k], last_row._count(window))
     stack = np.stack(grids)
     for w in windows:
-        total, mean = last_row._stacked_sums(stack[:, :, max(width - w, 0) :])
+        total, mean, count = last_row._stacked_sums(stack[:, :, max(width - w, 0) :])
         for i, grid in enumerate(grids):
             window = grid[:, max(width - w, 0) :]
             assert total[i].tobytes() == last_row._sum(window).tobytes()
             assert mean[i].tobytes() == last_row._mean(window).tobytes()
+            assert np.array_equal(count[i], last_row._count(window))
