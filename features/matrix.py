@@ -278,11 +278,13 @@ class TickRows:
         `found`: `positions(keys)`, when the caller already has it; `shared`: `found(...)`
         of these keys, when the models of a batch share it (then `keys`/`found` are unused).
         """
-        missing_cols = [f for f in spec.features if f not in self.columns]
-        if missing_cols:
-            raise UnknownFeatureError(missing_cols)
         columns = self.columns
-        cols = np.fromiter((columns[f] for f in spec.features), dtype=np.intp)
+        try:
+            cols = np.fromiter(
+                map(columns.__getitem__, spec.features), dtype=np.intp, count=len(spec.features)
+            )
+        except KeyError:
+            raise UnknownFeatureError([f for f in spec.features if f not in columns]) from None
         if shared is not None and shared.block is not None:
             values = shared.block.take(cols, axis=1)
             if shared.clean:

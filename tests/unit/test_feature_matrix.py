@@ -140,3 +140,15 @@ def test_the_shared_frame_gives_every_model_exactly_its_own_features() -> None:
         alone = spec.compute(history).select(spec.features)
         shared = spec.compute_shared(history).select(spec.features)
         assert alone.equals(shared), features
+
+
+def test_rows_without_a_column_the_model_reads_name_every_missing_one() -> None:
+    import numpy as np
+
+    from features.matrix import TickRows
+
+    rows = TickRows(np.zeros((1, 2)), {"price_close": 0, "volume_sol": 1}, {("A", START): 0})
+    spec = FeatureSpec.from_model(["num_buys", "price_close", "num_sells"])
+    with pytest.raises(UnknownFeatureError) as err:
+        rows.matrix([("A", START)], spec)
+    assert err.value.names == ["num_buys", "num_sells"]
