@@ -282,21 +282,29 @@ async def test_a_failed_pass_is_counted_and_the_next_one_deletes(pool: asyncpg.P
         )
     errors_before = _errors()
     actor = _retention(pool, lock_timeout_seconds=0.1)
-    async with anyio.create_task_group() as tg, pool.acquire() as conn:
-        await tg.start(actor.run)
-        async with pool.acquire() as blocker, blocker.transaction():
-            # Someone holds the snapshot table (a writer that never commits, a manual session).
-            await blocker.execute("LOCK TABLE webhook_model_snapshots IN ROW EXCLUSIVE MODE")
+    async with pool.acquire() as conn, pool.acquire() as blocker:
+        # Someone holds the snapshot table (a writer that never commits, a manual session)
+        # before the first pass, which would otherwise delete the snapshot unhindered.
+        held = blocker.transaction()
+        await held.start()
+        await blocker.execute("LOCK TABLE webhook_model_snapshots IN ROW EXCLUSIVE MODE")
+        async with anyio.create_task_group() as tg:
+            await tg.start(actor.run)
             await wait_for(lambda: actor.failed_sweeps >= 2, what="two failed passes")
             assert _errors() >= errors_before + 2
-        # The lock is gone (commit): a later pass deletes what the failed ones could not.
+            assert await _snapshot_keys(conn)
+            await held.commit()
+            # The lock is gone: a later pass deletes what the failed ones could not.
+            await _await_snapshot_gone(conn)
+            assert await _job_ids(conn) == set()
+            actor.request_stop()
 
-        async def snapshot_gone() -> bool:
-            return not await _snapshot_keys(conn)
 
-        await wait_for(snapshot_gone, what="the snapshot to be deleted after the lock")
-        assert await _job_ids(conn) == set()
-        actor.request_stop()
+async def _await_snapshot_gone(conn: asyncpg.Connection) -> None:
+    async def snapshot_gone() -> bool:
+        return not await _snapshot_keys(conn)
+
+    await wait_for(snapshot_gone, what="the snapshot to be deleted after the lock")
 
 
 async def test_the_running_service_deletes_an_aged_delivered_job_by_itself(
