@@ -37,7 +37,7 @@ from actors.webhooks.payload import (
     webhook_items,
 )
 from storage.predictions import writes as predictions
-from storage.predictions.writes import BatchRows, ModelTarget, TargetIds
+from storage.predictions.writes import BatchRows, ModelTarget, TargetIds, tick_position
 
 
 class Written(NamedTuple):
@@ -127,18 +127,12 @@ def batch_rows(scores: Sequence[ModelScores]) -> BatchRows:
         if scored.ticks == previous:
             positions = previous_positions
         else:
-            positions = []
-            for tick, (close, cap) in zip(scored.ticks, scored.snapshots, strict=True):
-                key = (tick.coin_id, tick.data_timestamp)
-                position = where.get(key)
-                if position is None:
-                    position = where[key] = len(rows.coin_ids)
-                    rows.coin_ids.append(tick.coin_id)
-                    rows.data_timestamps.append(tick.data_timestamp)
-                    rows.phase_ids.append(tick.phase_id)
-                    rows.price_closes.append(close)
-                    rows.market_caps.append(cap)
-                positions.append(position)
+            positions = [
+                tick_position(
+                    rows, where, tick.coin_id, tick.data_timestamp, tick.phase_id, close, cap
+                )
+                for tick, (close, cap) in zip(scored.ticks, scored.snapshots, strict=True)
+            ]
             previous, previous_positions = scored.ticks, positions
         probabilities, tags = scored.tagged(target.alert_threshold)
         rows.model_index.extend([index] * len(positions))

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import asyncpg
 
@@ -93,6 +93,39 @@ class BatchRows:
     predictions: list[int] = field(default_factory=list)
     probabilities: list[float] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
+
+
+class TickColumns(Protocol):
+    """The tick columns `BatchRows` and `StoreArrays` share: each tick listed once."""
+
+    coin_ids: list[str]
+    data_timestamps: list[datetime]
+    phase_ids: list[int | None]
+    price_closes: list[float | None]
+    market_caps: list[float | None]
+
+
+def tick_position(
+    columns: TickColumns,
+    where: dict[tuple[str, datetime], int],
+    coin_id: str,
+    data_timestamp: datetime,
+    phase_id: int | None,
+    price_close: float | None,
+    market_cap: float | None,
+) -> int:
+    """The tick's index in `columns` (`where` maps the ticks listed so far); a tick
+    seen for the first time is appended."""
+    key = (coin_id, data_timestamp)
+    position = where.get(key)
+    if position is None:
+        position = where[key] = len(columns.coin_ids)
+        columns.coin_ids.append(coin_id)
+        columns.data_timestamps.append(data_timestamp)
+        columns.phase_ids.append(phase_id)
+        columns.price_closes.append(price_close)
+        columns.market_caps.append(market_cap)
+    return position
 
 
 class BatchInsert(NamedTuple):
@@ -489,15 +522,15 @@ async def store_arrays(conn: asyncpg.Connection, rows: Sequence[NewPrediction]) 
             r.evaluation_due_at - r.data_timestamp,
         )
         element_models.append(models.setdefault(target, len(models)))
-        key = (r.coin_id, r.data_timestamp)
-        index = ticks.get(key)
-        if index is None:
-            index = ticks[key] = len(out.coin_ids)
-            out.coin_ids.append(r.coin_id)
-            out.data_timestamps.append(r.data_timestamp)
-            out.phase_ids.append(r.phase_id)
-            out.price_closes.append(r.price_close_at_t)
-            out.market_caps.append(r.market_cap_at_t)
+        index = tick_position(
+            out,
+            ticks,
+            r.coin_id,
+            r.data_timestamp,
+            r.phase_id,
+            r.price_close_at_t,
+            r.market_cap_at_t,
+        )
         out.tick_index.append(index)
         out.probabilities.append(r.probability)
         out.codes.append(code_of(r.prediction, r.probability, r.tag, r.alert_threshold))
