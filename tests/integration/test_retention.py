@@ -294,17 +294,14 @@ async def test_a_failed_pass_is_counted_and_the_next_one_deletes(pool: asyncpg.P
             assert _errors() >= errors_before + 2
             assert await _snapshot_keys(conn)
             await held.commit()
+
             # The lock is gone: a later pass deletes what the failed ones could not.
-            await _await_snapshot_gone(conn)
+            async def snapshot_gone() -> bool:
+                return not await _snapshot_keys(conn)
+
+            await wait_for(snapshot_gone, what="the snapshot to be deleted after the lock")
             assert await _job_ids(conn) == set()
             actor.request_stop()
-
-
-async def _await_snapshot_gone(conn: asyncpg.Connection) -> None:
-    async def snapshot_gone() -> bool:
-        return not await _snapshot_keys(conn)
-
-    await wait_for(snapshot_gone, what="the snapshot to be deleted after the lock")
 
 
 async def test_the_running_service_deletes_an_aged_delivered_job_by_itself(
