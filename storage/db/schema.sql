@@ -759,7 +759,7 @@ CREATE TABLE public.webhook_outbox (
     data_timestamp timestamp with time zone NOT NULL,
     active_model_ids bigint[] NOT NULL,
     model_ids bigint[] NOT NULL,
-    payload jsonb NOT NULL,
+    payload json NOT NULL,
     status text DEFAULT 'pending'::text NOT NULL,
     attempts integer DEFAULT 0 NOT NULL,
     next_attempt_at timestamp with time zone DEFAULT now() NOT NULL,
@@ -773,6 +773,7 @@ CREATE TABLE public.webhook_outbox (
     CONSTRAINT webhook_outbox_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'delivered'::text, 'dead'::text, 'waiting'::text])))
 )
 WITH (fillfactor='70');
+ALTER TABLE ONLY public.webhook_outbox ALTER COLUMN payload SET STORAGE EXTERNAL;
 
 
 --

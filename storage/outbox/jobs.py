@@ -45,7 +45,7 @@ class OutboxJob:
     data_timestamp: datetime
     active_model_ids: tuple[int, ...]
     model_ids: tuple[int, ...]
-    payload: str  # the CONTRACTS.md section 4 body as JSON text (stored as jsonb)
+    payload: str  # the CONTRACTS.md section 4 body as JSON text (stored as json, as written)
     # The models the payload refers to by key instead of holding them (migration 0008).
     snapshots: tuple[ModelSnapshot, ...] = ()
     # The payload's parts as a claim reads them back (`ClaimedJob`), so a job leased by
@@ -129,7 +129,7 @@ def enqueue_sql(first_param: int = 1, where: str = "") -> str:
     return f"""
 INSERT INTO webhook_outbox (idempotency_key, target_url, coin_id, data_timestamp,
                             active_model_ids, model_ids, payload)
-SELECT k, u, c, t, a::bigint[], m::bigint[], p::jsonb
+SELECT k, u, c, t, a::bigint[], m::bigint[], p::json
 FROM unnest({arrays}) AS j(k, u, c, t, a, m, p)
 {where}
 ON CONFLICT (idempotency_key) DO NOTHING
@@ -194,7 +194,7 @@ _ENQUEUE_LEASED_SQL = f"""
 WITH snapshots AS ({snapshots_sql(10)})
 INSERT INTO webhook_outbox (idempotency_key, target_url, coin_id, data_timestamp,
                             active_model_ids, model_ids, payload, locked_until)
-SELECT k, u, c, t, a::bigint[], m::bigint[], p::jsonb,
+SELECT k, u, c, t, a::bigint[], m::bigint[], p::json,
        CASE WHEN l THEN clock_timestamp() + make_interval(secs => $9) END
 FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[],
             $7::text[], $8::bool[]) AS j(k, u, c, t, a, m, p, l)
@@ -301,7 +301,7 @@ RETURNING o.id, o.idempotency_key, o.target_url, o.coin_id, o.data_timestamp,
           o.first_attempt_at, o.batch_key,
           o.payload->>'timestamp' AS payload_timestamp,
           (o.payload->'predictions')::text AS items_json,
-          jsonb_array_length(o.payload->'predictions') AS item_count,
+          json_array_length(o.payload->'predictions') AS item_count,
           (o.payload->'metadata'->>'alerts_count')::int AS alerts_count,
           o.payload->'metadata'->>'version' AS version,
           -- More due beyond this claim? Only asked when the limit was reached; the
@@ -541,7 +541,7 @@ async def outbox_depth(conn: asyncpg.Connection) -> int:
 
 _ROW_COLUMNS = """
 o.id, o.idempotency_key, o.target_url, o.coin_id, o.data_timestamp, o.active_model_ids,
-o.model_ids, webhook_payload_expanded(o.payload) AS payload, o.status, o.attempts,
+o.model_ids, webhook_payload_expanded(o.payload::jsonb) AS payload, o.status, o.attempts,
 o.next_attempt_at, o.last_error, o.last_status_code, o.created_at, o.delivered_at,
 (SELECT max(a.attempted_at) FROM webhook_attempts a WHERE a.outbox_id = o.id) AS last_attempt_at,
 o.first_attempt_at

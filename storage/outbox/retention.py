@@ -185,9 +185,10 @@ LIMIT $4
 """
 
 # How a job's payload refers to a snapshot: {"predictions": [{"model": {"snapshot": key}}]}
-# (actors.webhooks.payload.snapshot_reference).
-_REFERS = """o.payload->'predictions' @> jsonb_build_array(
-    jsonb_build_object('model', jsonb_build_object('snapshot', {key})))"""
+# (actors.webhooks.payload.snapshot_reference). The payload is json, the text as written
+# (migration 0027): the quoted key (64 hex digits) found anywhere in it counts. A collector
+# value that happened to quote one (a coin id) would only keep a snapshot longer.
+_REFERS = """strpos(o.payload::text, '"' || {key} || '"') > 0"""
 
 _UNREFERENCED_UP_TO_SQL = f"""
 SELECT c.key FROM unnest($1::text[]) AS c(key)
