@@ -58,6 +58,14 @@ class BatchBus:
         if sub is not None:
             sub.phase_key, sub.history_rows = phase_key, history_rows
 
+    def end_stream(self, key: int) -> None:
+        """No more batches for predictor `key`: it receives the ones buffered, then the
+        end of its stream. It stays subscribed (owing them) until it unsubscribes; a
+        batch published meanwhile is acknowledged for it (`publish`)."""
+        sub = self._subscribers.get(key)
+        if sub is not None:
+            sub.send.close()
+
     def unsubscribe(self, key: int) -> None:
         sub = self._subscribers.pop(key, None)
         if sub is None:

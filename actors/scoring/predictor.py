@@ -88,6 +88,8 @@ class Predictor:
     def request_stop(self) -> None:
         """Finish the batches already handed over, then return."""
         self._stopping = True
+        # A receive waiting for the next batch gets the ones buffered, then the end.
+        self._bus.end_stream(self.key)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         runtime = self.runtime
@@ -95,6 +97,8 @@ class Predictor:
             self.key, phase_key=runtime.phase_key, history_rows=runtime.spec.history_rows
         )
         metrics.ACTIVE_MODELS.set({}, float(len(self._bus.subscriber_ids)))
+        if self._stopping:  # asked to stop before it subscribed
+            self._bus.end_stream(self.key)
         task_status.started()
         try:
             while True:
@@ -120,17 +124,13 @@ class Predictor:
         batch.completion.ack(self.key)
 
     async def _next_batch(self, receive: MemoryObjectReceiveStream[Batch]) -> Batch | None:
-        while True:
-            if self._stopping:
-                try:
-                    return receive.receive_nowait()
-                except (anyio.WouldBlock, anyio.EndOfStream):
-                    return None
-            with anyio.move_on_after(0.5):
-                try:
-                    return await receive.receive()
-                except anyio.EndOfStream:
-                    return None
+        """The next batch; None once the stream ended (`request_stop`, replaced). No
+        timeout to poll a stop flag: a cancel scope per batch and model cost the loop
+        more than the rest of a predictor's wake-up."""
+        try:
+            return await receive.receive()
+        except anyio.EndOfStream:
+            return None
 
     async def _process_with_retry(self, batch: Batch) -> None:
         for attempt in range(1, BATCH_ATTEMPTS + 1):
