@@ -291,19 +291,15 @@ batch_mates AS (
       AND (o.locked_until IS NULL OR o.locked_until <= now())
     FOR UPDATE OF o SKIP LOCKED
 ),
-picked AS (SELECT id FROM due UNION SELECT id FROM mates UNION SELECT id FROM batch_mates)
+picked AS (SELECT id FROM due UNION SELECT id FROM mates UNION SELECT id FROM batch_mates),
+leased AS (
 UPDATE webhook_outbox AS o
 SET locked_until = clock_timestamp() + make_interval(secs => $3)
 FROM picked
 WHERE o.id = picked.id
 RETURNING o.id, o.idempotency_key, o.target_url, o.coin_id, o.data_timestamp,
           o.active_model_ids, o.model_ids, o.attempts, o.created_at, o.locked_until,
-          o.first_attempt_at, o.batch_key,
-          o.payload->>'timestamp' AS payload_timestamp,
-          (o.payload->'predictions')::text AS items_json,
-          json_array_length(o.payload->'predictions') AS item_count,
-          (o.payload->'metadata'->>'alerts_count')::int AS alerts_count,
-          o.payload->'metadata'->>'version' AS version,
+          o.first_attempt_at, o.batch_key, o.payload,
           -- More due beyond this claim? Only asked when the limit was reached; the
           -- other models' jobs of the claimed ticks (mates) do not count.
           -- Read in due order (index), so it stops right after the rows just claimed.
@@ -317,6 +313,20 @@ RETURNING o.id, o.idempotency_key, o.target_url, o.coin_id, o.data_timestamp,
               ORDER BY w.next_attempt_at, w.id
               LIMIT 1
           ), false) ELSE false END AS more_due
+)
+-- The payload (json, the text as written) parsed once per job: each json operator on
+-- the column would fetch it from TOAST and parse it again (80 -> 63 us per claimed job).
+-- `predictions` comes back as the text it was written with.
+SELECT l.id, l.idempotency_key, l.target_url, l.coin_id, l.data_timestamp,
+       l.active_model_ids, l.model_ids, l.attempts, l.created_at, l.locked_until,
+       l.first_attempt_at, l.batch_key, l.more_due,
+       p."timestamp" AS payload_timestamp,
+       p.predictions::text AS items_json,
+       json_array_length(p.predictions) AS item_count,
+       (p.metadata->>'alerts_count')::int AS alerts_count,
+       p.metadata->>'version' AS version
+FROM leased AS l
+CROSS JOIN LATERAL json_to_record(l.payload) AS p("timestamp" text, predictions json, metadata json)
 """
 
 
