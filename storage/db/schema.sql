@@ -773,7 +773,6 @@ CREATE TABLE public.webhook_outbox (
     CONSTRAINT webhook_outbox_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'delivered'::text, 'dead'::text, 'waiting'::text])))
 )
 WITH (fillfactor='70');
-ALTER TABLE ONLY public.webhook_outbox ALTER COLUMN payload SET STORAGE EXTERNAL;
 
 
 --
