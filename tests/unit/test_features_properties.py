@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
@@ -91,11 +91,39 @@ def _assert_close(ours: pl.DataFrame, theirs: pl.DataFrame, columns: list[str]) 
     assert not bad.any(), [columns[j] for j in sorted(set(np.where(bad)[1]))]
 
 
+def _volume_spike_by_definition(frame: pl.DataFrame, w: int) -> np.ndarray:
+    """volume_spike_w computed window by window in two passes (the last w rows of the
+    coin, sample standard deviation; 0 where that is 0 or undefined, as the engines
+    fill a missing feature)."""
+    volume = frame["volume_sol"].cast(pl.Float64).to_numpy()
+    mints = frame["mint"].to_list()
+    out = np.zeros(frame.height)
+    start = 0
+    for i in range(frame.height):
+        if mints[i] != mints[start]:
+            start = i
+        window = volume[max(start, i - w + 1) : i + 1]
+        std = window.std(ddof=1) if len(window) > 1 else 0.0
+        if std != 0:
+            out[i] = (volume[i] - window.mean()) / std
+    return out
+
+
+def _assert_matches(values: np.ndarray, expected: np.ndarray, rtol: float, name: str) -> None:
+    assert np.array_equal(np.isnan(values), np.isnan(expected)), name
+    both = ~np.isnan(expected)
+    bad = np.abs(values[both] - expected[both]) > np.maximum(1e-12, rtol * np.abs(expected[both]))
+    assert not bad.any(), (name, values[both][bad][:3], expected[both][bad][:3])
+
+
 @SETTINGS
 @given(
     seed=st.integers(0, 10_000),
     windows=st.lists(st.integers(1, 40), min_size=1, max_size=4, unique=True),
 )
+# Two zero volumes and one other in a window of 3 (z = -1/sqrt(3)): pandas' rolling
+# variance, updated row by row, was 1.1e-5 off there; ours is exact.
+@example(seed=95, windows=[3])
 def test_any_positive_window_list_matches_the_pandas_reference(
     seed: int, windows: list[int]
 ) -> None:
@@ -108,7 +136,15 @@ def test_any_positive_window_list_matches_the_pandas_reference(
     )
     names = engineered_names(windows)
     assert [c for c in ours.columns if c in names] == names
-    _assert_close(ours, theirs, names)
+    spikes = [f"volume_spike_{w}" for w in windows]
+    _assert_close(ours, theirs, [n for n in names if n not in spikes])
+    # A z-score over nearly equal volumes is ill-conditioned: pandas' running variance
+    # carries the rounding of every earlier row into it (up to ~1e-5 relative seen in
+    # 1 500 seeds). Ours is held to the definition, pandas to it within 1e-4.
+    for w, name in zip(windows, spikes, strict=True):
+        exact = _volume_spike_by_definition(ours, w)
+        _assert_matches(ours[name].cast(pl.Float64).to_numpy(), exact, 1e-9, name)
+        _assert_matches(theirs[name].cast(pl.Float64).to_numpy(), exact, 1e-4, name)
 
 
 @SETTINGS
