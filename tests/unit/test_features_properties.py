@@ -87,7 +87,8 @@ def _coins(seed: int, count: int, max_rows: int, nulls: bool = True) -> pl.DataF
 def _assert_close(ours: pl.DataFrame, theirs: pl.DataFrame, columns: list[str]) -> None:
     a = ours.select(columns).cast(pl.Float64).to_numpy()
     b = theirs.select(columns).cast(pl.Float64).to_numpy()
-    bad = np.abs(a - b) > np.maximum(1e-12, 1e-9 * np.abs(b))
+    # A value against a missing one differs too (NaN compares false to everything).
+    bad = (np.isnan(a) != np.isnan(b)) | (np.abs(a - b) > np.maximum(1e-12, 1e-9 * np.abs(b)))
     assert not bad.any(), [columns[j] for j in sorted(set(np.where(bad)[1]))]
 
 
