@@ -84,11 +84,16 @@ def _coins(seed: int, count: int, max_rows: int, nulls: bool = True) -> pl.DataF
     )
 
 
+def _differ(a: np.ndarray, b: np.ndarray, rtol: float = 1e-9) -> np.ndarray:
+    """Where `a` is not `b` within `rtol`; a value against a missing one differs too
+    (NaN compares false to everything)."""
+    return (np.isnan(a) != np.isnan(b)) | (np.abs(a - b) > np.maximum(1e-12, rtol * np.abs(b)))
+
+
 def _assert_close(ours: pl.DataFrame, theirs: pl.DataFrame, columns: list[str]) -> None:
     a = ours.select(columns).cast(pl.Float64).to_numpy()
     b = theirs.select(columns).cast(pl.Float64).to_numpy()
-    # A value against a missing one differs too (NaN compares false to everything).
-    bad = (np.isnan(a) != np.isnan(b)) | (np.abs(a - b) > np.maximum(1e-12, 1e-9 * np.abs(b)))
+    bad = _differ(a, b)
     assert not bad.any(), [columns[j] for j in sorted(set(np.where(bad)[1]))]
 
 
@@ -111,10 +116,8 @@ def _volume_spike_by_definition(frame: pl.DataFrame, w: int) -> np.ndarray:
 
 
 def _assert_matches(values: np.ndarray, expected: np.ndarray, rtol: float, name: str) -> None:
-    assert np.array_equal(np.isnan(values), np.isnan(expected)), name
-    both = ~np.isnan(expected)
-    bad = np.abs(values[both] - expected[both]) > np.maximum(1e-12, rtol * np.abs(expected[both]))
-    assert not bad.any(), (name, values[both][bad][:3], expected[both][bad][:3])
+    bad = _differ(values, expected, rtol)
+    assert not bad.any(), (name, values[bad][:3], expected[bad][:3])
 
 
 @SETTINGS
