@@ -166,6 +166,9 @@ class GeneratorResult:
     statements: int
     seconds: float
     max_slip_s: float  # how far behind its schedule the generator ever was
+    # Its connections' server processes: their CPU is the collector's, not the service's,
+    # and is left out of the step's PostgreSQL CPU (`CpuMeter.seconds`).
+    backend_pids: list[int] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -193,7 +196,12 @@ async def generate(
     k = max(1, min(rows_per_statement, len(mints)))
     interval = k / rate
     rows: list[tuple[str, int, int, float]] = []
-    pool = await asyncpg.create_pool(dsn, min_size=concurrency, max_size=concurrency)
+    backend_pids: list[int] = []
+
+    async def remember(conn: asyncpg.Connection) -> None:
+        backend_pids.append(conn.get_server_pid())
+
+    pool = await asyncpg.create_pool(dsn, min_size=concurrency, max_size=concurrency, init=remember)
     slots = anyio.Semaphore(concurrency)
     next_coin = 0
     statements = 0
@@ -233,7 +241,7 @@ async def generate(
         elapsed = time.perf_counter() - started
     finally:
         await pool.close()
-    return GeneratorResult(rows, statements, elapsed, max_slip)
+    return GeneratorResult(rows, statements, elapsed, max_slip, backend_pids)
 
 
 def _generator_process(conn: Any, kwargs: dict[str, Any]) -> None:
@@ -432,9 +440,13 @@ class CpuMeter:
     def sample(self) -> None:
         self._last.update(_cpu_of(self._find()))
 
-    def seconds(self) -> float:
+    def seconds(self, exclude: Sequence[int] = ()) -> float:
+        """CPU seconds since `start`, without the processes `exclude` names."""
         self.sample()
-        return sum(v - self._start.get(pid, 0.0) for pid, v in self._last.items())
+        left_out = set(exclude)
+        return sum(
+            v - self._start.get(pid, 0.0) for pid, v in self._last.items() if pid not in left_out
+        )
 
 
 class SampledCpuMeter(CpuMeter):
@@ -452,9 +464,9 @@ class SampledCpuMeter(CpuMeter):
         while not self._stop.wait(0.1):
             self.sample()
 
-    def seconds(self) -> float:
+    def seconds(self, exclude: Sequence[int] = ()) -> float:
         self._stop.set()
-        return super().seconds()
+        return super().seconds(exclude)
 
 
 def _started_meter(data_dir: Path | None) -> SampledCpuMeter:
@@ -1001,7 +1013,11 @@ class Pipeline:
             if self.receiver is not None:
                 await self.wait_outbox(conn, 30)
             cpu = sum(self.proc.cpu_times()[:2]) - cpu0
-            db_seconds = db_cpu.seconds() if self.db.data_dir is not None else None
+            # The generator's backends have usually exited by now (then never sampled);
+            # one still exiting would count its whole life: left out either way.
+            db_seconds = (
+                db_cpu.seconds(exclude=gen.backend_pids) if self.db.data_dir is not None else None
+            )
             bench_cpu = time.process_time() - bench0
             metric_delta = {
                 k: v - metrics0.get(k, 0.0)
