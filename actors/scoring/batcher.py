@@ -67,7 +67,7 @@ log = structlog.get_logger(__name__)
 class JobHandoff(Protocol):
     """This process's webhook dispatcher, as the batcher sees it (`actors.webhooks.Handoff`)."""
 
-    def room(self, jobs: Sequence[outbox.OutboxJob]) -> tuple[list[bool], float]: ...
+    def room(self, jobs: Sequence[outbox.OutboxJob]) -> outbox.LeasePlan: ...
 
     def take(
         self, jobs: list[outbox.ClaimedJob], snapshots: Mapping[str, str], expires: float
@@ -525,10 +525,11 @@ class Batcher:
             every = [*written.items, *items]
             jobs = tick_jobs(every)
             if jobs and self._handoff is not None:
-                leased, lease_seconds = self._handoff.room(jobs)
+                plan = self._handoff.room(jobs)
+                lease_seconds = plan.lease_seconds
                 started = time.monotonic()
                 queued, handed = await outbox.enqueue_leased(
-                    conn, jobs, leased, lease_seconds=lease_seconds
+                    conn, jobs, plan.leased, lease_seconds=lease_seconds, batch_keys=plan.batch_keys
                 )
             else:
                 queued = await outbox.enqueue(conn, jobs) if jobs else 0

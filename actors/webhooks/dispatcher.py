@@ -203,6 +203,28 @@ def delivery_groups(jobs: Sequence[ClaimedJob], batch_max_ticks: int) -> list[De
     return groups
 
 
+def handoff_batches(
+    jobs: Sequence[outbox.OutboxJob], leased: Sequence[bool], batch_max_ticks: int
+) -> list[str | None]:
+    """With batched delivery, the batch of each job the batcher leases to its dispatcher:
+    per URL, up to `batch_max_ticks` of them (one coin tick each) in queueing order, keyed
+    as a claim keys the batches it forms. None for the others, and without batching."""
+    keys: list[str | None] = [None] * len(jobs)
+    if batch_max_ticks <= 1:
+        return keys
+    per_url: dict[str, list[int]] = {}
+    for i, (job, lease) in enumerate(zip(jobs, leased, strict=True)):
+        if lease:
+            per_url.setdefault(job.target_url, []).append(i)
+    for members in per_url.values():
+        for start in range(0, len(members), batch_max_ticks):
+            chunk = members[start : start + batch_max_ticks]
+            key = group_key_header([jobs[i].idempotency_key for i in chunk])
+            for i in chunk:
+                keys[i] = key
+    return keys
+
+
 def delivery_headers(jobs: Sequence[ClaimedJob], started_at: datetime) -> dict[str, str]:
     """Headers of one POST: idempotency key, attempt number, first attempt time (ISO UTC).
 
@@ -567,8 +589,9 @@ class WebhookDispatcher:
         """How many new jobs of each URL this dispatcher can take now (`take`), within the
         bounds a claim keeps (its local queue, each host's depth): the batcher leases that
         many to it in the transaction that queues them, the rest wait for a claim. None
-        while stopping, and none with batched delivery (a batch is formed by a claim)."""
-        if self._stopping or self.batch_max_ticks > 1:
+        while stopping. With batched delivery a POST takes up to `batch_max_ticks` jobs
+        (`handoff_batches`), so the room for POSTs is that many times as many jobs."""
+        if self._stopping:
             return {}
         if self._unsent is not None and self._unsent.holds(self):
             return {}  # crashed: the jobs wait for the next instance's claim
@@ -579,7 +602,8 @@ class WebhookDispatcher:
             host = _host_key(url)
             ahead = self._queued[host] + self._handed_per_host[host]
             spilled = host in self._spilled
-            room[url] = 0 if spilled else max(0, min(total, self._depth(host) - ahead))
+            posts = 0 if spilled else max(0, min(total, self._depth(host) - ahead))
+            room[url] = posts * max(1, self.batch_max_ticks)
         return room
 
     def spilled(self, urls: Iterable[str]) -> None:
@@ -600,8 +624,9 @@ class WebhookDispatcher:
             return
         self._snapshots.update(snapshots)
         self._handed.append((jobs, expires))
-        for job in jobs:
-            self._handed_per_host[_host_key(job.target_url)] += 1
+        # Counted in POSTs, as the queue is: a batch is one.
+        for host, _ in {(_host_key(job.target_url), job.batch_key or job.id) for job in jobs}:
+            self._handed_per_host[host] += 1
         self._wake.set()
 
     def request_stop(self) -> None:
@@ -835,10 +860,11 @@ class WebhookDispatcher:
                 self._handed[:0] = handed  # still ours: left to the next instance
                 raise
         for part, expires in handed:
+            # Jobs handed with a batch key go out together, as a claim's batch would.
             for group in delivery_groups(self._expanded(part, wanted), 1):
                 host = _host_key(group.jobs[0].target_url)
                 self._host_urls.setdefault(host, set()).add(group.jobs[0].target_url)
-                self._queue.append(_Group(group.jobs, host, expires))
+                self._queue.append(_Group(group.jobs, host, expires, group.batch_key is not None))
                 self._queued[host] += 1
 
     async def _load_streaks(self, conn: asyncpg.Connection, urls: set[str]) -> None:
@@ -1252,11 +1278,12 @@ class Handoff:
         actor = self._supervisor.actor(self._name)
         return actor if isinstance(actor, WebhookDispatcher) else None
 
-    def room(self, jobs: Sequence[outbox.OutboxJob]) -> tuple[list[bool], float]:
-        """Which of these jobs to lease to the dispatcher, and for how many seconds."""
+    def room(self, jobs: Sequence[outbox.OutboxJob]) -> outbox.LeasePlan:
+        """Which of these jobs to lease to the dispatcher, for how many seconds, and in
+        which batches (batched delivery)."""
         dispatcher = self._dispatcher()
         if dispatcher is None:
-            return [False] * len(jobs), 0.0
+            return outbox.LeasePlan([False] * len(jobs), 0.0, [None] * len(jobs))
         room = dispatcher.handoff_room({job.target_url for job in jobs})
         flags = []
         for job in jobs:
@@ -1266,7 +1293,8 @@ class Handoff:
         dispatcher.spilled(
             {job.target_url for job, leased in zip(jobs, flags, strict=True) if not leased}
         )
-        return flags, dispatcher.lease_seconds
+        batches = handoff_batches(jobs, flags, dispatcher.batch_max_ticks)
+        return outbox.LeasePlan(flags, dispatcher.lease_seconds, batches)
 
     def take(self, jobs: list[ClaimedJob], snapshots: Mapping[str, str], expires: float) -> None:
         dispatcher = self._dispatcher()

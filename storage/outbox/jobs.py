@@ -189,18 +189,30 @@ async def enqueue(conn: asyncpg.Connection, jobs: Sequence[OutboxJob]) -> int:
 # transaction that queues them: that dispatcher sends them without a claim (a query over
 # the due rows and a second row version per job). The lease is the fence as for a claim:
 # if the process dies, the jobs come back when it ends and any dispatcher claims them.
-# With the snapshots, in one statement as `_ENQUEUE_SQL`.
+# With the snapshots, in one statement as `_ENQUEUE_SQL`. A leased job may come with
+# its batch (batched delivery: `b`), recorded here as `fix_batches` records a claim's.
 _ENQUEUE_LEASED_SQL = f"""
 WITH snapshots AS ({snapshots_sql(10)})
 INSERT INTO webhook_outbox (idempotency_key, target_url, coin_id, data_timestamp,
-                            active_model_ids, model_ids, payload, locked_until)
+                            active_model_ids, model_ids, payload, locked_until, batch_key)
 SELECT k, u, c, t, a::bigint[], m::bigint[], p::json,
-       CASE WHEN l THEN clock_timestamp() + make_interval(secs => $9) END
+       CASE WHEN l THEN clock_timestamp() + make_interval(secs => $9) END,
+       CASE WHEN l THEN b END
 FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[],
-            $7::text[], $8::bool[]) AS j(k, u, c, t, a, m, p, l)
+            $7::text[], $8::bool[], $12::text[]) AS j(k, u, c, t, a, m, p, l, b)
 ON CONFLICT (idempotency_key) DO NOTHING
-RETURNING idempotency_key, id, created_at, locked_until
+RETURNING idempotency_key, id, created_at, locked_until, batch_key
 """
+
+
+@dataclass(frozen=True, slots=True)
+class LeasePlan:
+    """Which of a batch's jobs the batcher leases to its dispatcher (`enqueue_leased`),
+    for how long, and in which batch each goes (batched delivery; None: one per tick)."""
+
+    leased: list[bool]
+    lease_seconds: float
+    batch_keys: list[str | None]
 
 
 async def enqueue_leased(
@@ -209,9 +221,11 @@ async def enqueue_leased(
     leased: Sequence[bool],
     *,
     lease_seconds: float,
+    batch_keys: Sequence[str | None] | None = None,
 ) -> tuple[int, list[ClaimedJob]]:
     """Add jobs in the caller's transaction, the `leased` ones under a lease of
-    `lease_seconds`; returns (how many were new, the new leased ones as claimed jobs).
+    `lease_seconds` (and in the batch `batch_keys` gives, if any); returns (how many were
+    new, the new leased ones as claimed jobs).
 
     The caller hands the leased jobs to its dispatcher once the transaction committed;
     the others wait for a claim. A job whose key exists is skipped, as by `enqueue`.
@@ -220,12 +234,16 @@ async def enqueue_leased(
         return 0, []
     # Only a job that carries its payload's parts can be sent without reading it back.
     flags = [bool(lease) and job.item_count > 0 for job, lease in zip(jobs, leased, strict=True)]
+    batches = [None] * len(jobs) if batch_keys is None else list(batch_keys)
+    if len(batches) != len(jobs):
+        raise ValueError(f"{len(batches)} batch keys for {len(jobs)} jobs")
     rows = await conn.fetch(
         _ENQUEUE_LEASED_SQL,
         *job_arrays(jobs),
         flags,
         float(lease_seconds),
         *snapshot_arrays(jobs),
+        batches,
     )
     by_key = {job.idempotency_key: job for job in jobs}
     claimed = [
@@ -245,6 +263,7 @@ async def enqueue_leased(
             attempts=0,
             created_at=r["created_at"],
             locked_until=r["locked_until"],
+            batch_key=r["batch_key"],
         )
         for r in rows
         if r["locked_until"] is not None

@@ -20,6 +20,7 @@ from anyio.abc import TaskStatus
 from conftest import PgCluster
 from waiting import wait_for
 from webhook_receiver import (
+    Answer,
     WebhookReceiver,
     insert_active_model,
     load_webhook_model,
@@ -27,29 +28,34 @@ from webhook_receiver import (
     running,
 )
 
-from actors.webhooks.dispatcher import UnsentJobs
+from actors.webhooks.dispatcher import UnsentJobs, handoff_batches
 from actors.webhooks.payload import ReportedPrediction, tick_jobs, webhook_items
 from storage.outbox import jobs as outbox
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
+async def _batch_jobs(conn: asyncpg.Connection, url: str, coins: int) -> list[outbox.OutboxJob]:
+    """A batch's jobs as the batcher makes them: two models, one job per coin tick."""
+    models = [await insert_active_model(conn, 41 + k) for k in range(2)]
+    items = []
+    for active_model_id in models:
+        model = await load_webhook_model(conn, active_model_id)
+        reported = [
+            ReportedPrediction(f"Coin{i}", T0 + timedelta(seconds=i), 1, 0.9, "alert", 0.8)
+            for i in range(coins)
+        ]
+        items += webhook_items(model, reported, default_url=url)
+    return tick_jobs(items)
+
+
 async def _queue_batch(
     pool: asyncpg.Pool, url: str, coins: int, *, lease_seconds: float
 ) -> tuple[list[outbox.ClaimedJob], dict[str, str]]:
-    """A batch's jobs (two models, one job per coin tick) queued as the batcher queues
-    them, every one leased; returns the leased jobs and their snapshots' texts."""
+    """A batch's jobs queued as the batcher queues them, every one leased; returns the
+    leased jobs and their snapshots' texts."""
     async with pool.acquire() as conn:
-        models = [await insert_active_model(conn, 41 + k) for k in range(2)]
-        items = []
-        for active_model_id in models:
-            model = await load_webhook_model(conn, active_model_id)
-            reported = [
-                ReportedPrediction(f"Coin{i}", T0 + timedelta(seconds=i), 1, 0.9, "alert", 0.8)
-                for i in range(coins)
-            ]
-            items += webhook_items(model, reported, default_url=url)
-        jobs = tick_jobs(items)
+        jobs = await _batch_jobs(conn, url, coins)
         async with conn.transaction():
             queued, leased = await outbox.enqueue_leased(
                 conn, jobs, [True] * len(jobs), lease_seconds=lease_seconds
@@ -158,3 +164,52 @@ async def test_jobs_a_crashed_dispatcher_had_not_sent_are_sent_by_its_successor_
     keys = Counter(r.headers["Idempotency-Key"] for r in receiver.received())
     assert keys == Counter({job.idempotency_key: 1 for job in leased})
     assert successor.delivered_jobs == 6
+
+
+async def test_with_batched_delivery_batches_are_handed_over_and_a_failed_one_is_retried_whole(
+    pool: asyncpg.Pool, receiver: WebhookReceiver
+) -> None:
+    """WEBHOOK_BATCH_MAX_TICKS > 1: the batcher leases whole batches (their keys recorded
+    by the INSERT, no claim needed to form them); a batch that failed comes back from a
+    claim with the same ticks under the same Idempotency-Key."""
+    url = receiver.url("/hook")
+    receiver.script("/hook", [Answer(503)])
+    holder = quick_dispatcher(pool, batch_max_ticks=4)
+    # Room for per_host_limit (4) POSTs of up to 4 ticks each.
+    assert holder.handoff_room([url]) == {url: 16}
+    async with pool.acquire() as conn:
+        jobs = await _batch_jobs(conn, url, 10)
+        leased = [True] * len(jobs)
+        planned = handoff_batches(jobs, leased, holder.batch_max_ticks)
+        async with conn.transaction():
+            _, handed = await outbox.enqueue_leased(
+                conn, jobs, leased, lease_seconds=holder.lease_seconds, batch_keys=planned
+            )
+        stored = dict(await conn.fetch("SELECT idempotency_key, batch_key FROM webhook_outbox"))
+    assert sorted(Counter(planned).values()) == [2, 4, 4]
+    assert stored == {job.idempotency_key: key for job, key in zip(jobs, planned, strict=True)}
+    snapshots = {s.key: s.json for job in jobs for s in job.snapshots}
+    async with running(holder):
+        holder.take(handed, snapshots, time.monotonic() + holder.lease_seconds)
+        await wait_for(lambda: _delivered(pool, 10), what="all delivered")
+
+    posts = receiver.received("/hook")
+    assert all(isinstance(p.body, list) for p in posts)
+    tick_sets = {
+        p.headers["Idempotency-Key"]: sorted((e["coin_id"], e["timestamp"]) for e in p.body)
+        for p in posts
+    }
+    # Each POST is one planned batch; the failed one was sent again whole, same key.
+    assert set(tick_sets) == set(planned)
+    failed = [p for p in posts if p.status == 503]
+    assert len(failed) == 1
+    retried = [
+        p for p in posts if p.headers["Idempotency-Key"] == failed[0].headers["Idempotency-Key"]
+    ]
+    assert [p.status for p in retried] == [503, 200]
+    delivered = [
+        tick for p in posts if p.status == 200 for tick in tick_sets[p.headers["Idempotency-Key"]]
+    ]
+    assert sorted(delivered) == sorted(
+        (f"Coin{i}", (T0 + timedelta(seconds=i)).isoformat()) for i in range(10)
+    )

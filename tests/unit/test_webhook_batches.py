@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from actors.webhooks.dispatcher import batch_body, delivery_groups, group_key_header
-from storage.outbox.jobs import ClaimedJob
+from actors.webhooks.dispatcher import (
+    batch_body,
+    delivery_groups,
+    group_key_header,
+    handoff_batches,
+)
+from storage.outbox.jobs import ClaimedJob, OutboxJob
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -81,3 +86,18 @@ def test_a_batch_body_is_an_array_of_tick_bodies_in_tick_order() -> None:
     assert [len(e["predictions"]) for e in body] == [1, 2, 1]
     assert body[1]["metadata"]["total_predictions"] == 2
     assert {e["metadata"]["sent_at"] for e in body} == {"2026-01-01T12:00:05+00:00"}
+
+
+def _queued(key: str, url: str = "https://n8n.example/hook") -> OutboxJob:
+    return OutboxJob(key, url, f"coin-{key}", T0, (1,), (1,), "{}")
+
+
+def test_handed_over_jobs_are_batched_per_url_in_queueing_order_and_only_when_leased() -> None:
+    jobs = [_queued(f"k{i}") for i in range(5)] + [_queued("x0", "https://x/h")]
+    leased = [True, True, False, True, True, True]
+    keys = handoff_batches(jobs, leased, 2)
+    assert keys[2] is None  # not leased: a claim batches it
+    assert keys[0] == keys[1] == group_key_header(["k0", "k1"])
+    assert keys[3] == keys[4] == group_key_header(["k3", "k4"])
+    assert keys[5] == "x0"  # alone for its URL: its own key, as a claim would make it
+    assert handoff_batches(jobs, leased, 1) == [None] * len(jobs)
