@@ -7,14 +7,12 @@ box gives), never an assertion on their size.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
+
+from bench_script import REPO, TINY_PIPELINE, run_script
 
 from scripts.bench_pair import FIGURES, ratios, summary
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _worktrees() -> list[str]:
@@ -50,27 +48,17 @@ def test_ratios_are_this_tree_over_the_reference_per_pair_and_skip_what_is_missi
 
 def test_a_pair_runs_in_a_temporary_worktree_and_reports_every_ratio() -> None:
     before = _worktrees()
-    env = {k: v for k, v in os.environ.items() if k != "DB_DSN"}  # embedded databases
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "scripts/bench_pair.py",
-            "--reference",
-            "HEAD",
-            "--pairs",
-            "1",
-            "--json",
-            "--",
-            *("--coins", "8", "--rate", "20", "--seconds", "2", "--models", "2"),
-            *("--history-rows", "20", "--baseline-seconds", "1"),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
+    completed = run_script(
+        "bench_pair.py",
+        "--reference",
+        "HEAD",
+        "--pairs",
+        "1",
+        "--json",
+        "--",
+        *TINY_PIPELINE,
         timeout=240,
     )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     lines = completed.stdout.strip().splitlines()
     assert [line.split(":")[0] for line in lines[:2]] == [
         "pair 1 reference HEAD",

@@ -6,12 +6,8 @@ Correctness only: tiny numbers, never an assertion on timing.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from bench_script import TINY_PIPELINE, run_script
 
 KEYS = (
     "rows_inserted",
@@ -36,33 +32,7 @@ KEYS = (
 
 
 def test_bench_pipeline_smoke_reports_every_key_and_no_lost_or_duplicated_row() -> None:
-    env = {k: v for k, v in os.environ.items() if k != "DB_DSN"}  # its own embedded database
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "scripts/bench.py",
-            "pipeline",
-            "--coins",
-            "8",
-            "--rate",
-            "20",
-            "--seconds",
-            "2",
-            "--models",
-            "2",
-            "--history-rows",
-            "20",
-            "--baseline-seconds",
-            "1",
-            "--json",
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    completed = run_script("bench.py", "pipeline", *TINY_PIPELINE, "--json", timeout=120)
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     missing = [k for k in KEYS if k not in result]
     assert not missing, f"missing keys {missing} in {result}"
