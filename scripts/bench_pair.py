@@ -25,7 +25,14 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 # Figures of `bench.py pipeline --json` compared as ratios (lower is better).
-FIGURES = ("service_cpu_ms_per_tick", "pg_cpu_ms_per_tick", "p50_ms", "p99_ms")
+FIGURES = (
+    "service_cpu_ms_per_tick",
+    "pg_cpu_ms_per_tick",
+    "p50_ms",
+    "p99_ms",
+    "webhook_p50_ms",
+    "webhook_p99_ms",
+)
 # Reported beside them, never compared.
 CHECKS = ("lost", "duplicated")
 

@@ -43,6 +43,8 @@ def test_ratios_are_this_tree_over_the_reference_per_pair_and_skip_what_is_missi
         "pg_cpu_ms_per_tick": 0.5,
         "p50_ms": 2.0,
         "p99_ms": None,
+        "webhook_p50_ms": None,
+        "webhook_p99_ms": None,
     }
 
 
