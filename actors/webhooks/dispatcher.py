@@ -50,11 +50,11 @@ import math
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -84,6 +84,8 @@ from storage.outbox.attempts import AttemptRecord
 from storage.outbox.jobs import ClaimedJob
 
 ACTOR_NAME = "webhooks"
+
+T = TypeVar("T")
 
 Decision = Verdict
 
@@ -196,9 +198,9 @@ def delivery_groups(jobs: Sequence[ClaimedJob], batch_max_ticks: int) -> list[De
     for (url, _, _, attempts), members in ticks.items():
         per_url.setdefault((url, attempts), []).append(members)
     for tick_groups in per_url.values():
-        for start in range(0, len(tick_groups), batch_max_ticks):
-            members = [job for tick in tick_groups[start : start + batch_max_ticks] for job in tick]
-            key = group_key_header([job.idempotency_key for job in members])
+        for members, key in tick_batches(
+            tick_groups, batch_max_ticks, lambda job: job.idempotency_key
+        ):
             groups.append(DeliveryGroup(members, key))
     return groups
 
@@ -212,17 +214,26 @@ def handoff_batches(
     keys: list[str | None] = [None] * len(jobs)
     if batch_max_ticks <= 1:
         return keys
-    per_url: dict[str, list[int]] = {}
+    per_url: dict[str, list[list[int]]] = {}
     for i, (job, lease) in enumerate(zip(jobs, leased, strict=True)):
         if lease:
-            per_url.setdefault(job.target_url, []).append(i)
-    for members in per_url.values():
-        for start in range(0, len(members), batch_max_ticks):
-            chunk = members[start : start + batch_max_ticks]
-            key = group_key_header([jobs[i].idempotency_key for i in chunk])
+            per_url.setdefault(job.target_url, []).append([i])
+    for ticks in per_url.values():
+        for chunk, key in tick_batches(ticks, batch_max_ticks, lambda i: jobs[i].idempotency_key):
             for i in chunk:
                 keys[i] = key
     return keys
+
+
+def tick_batches(
+    ticks: Sequence[list[T]], batch_max_ticks: int, key_of: Callable[[T], str]
+) -> Iterator[tuple[list[T], str]]:
+    """Consecutive runs of up to `batch_max_ticks` coin ticks (each a list of jobs, or of
+    their indexes) as one batch each: its members and its Idempotency-Key. Claims and
+    hand-overs both cut batches here, so a batch is keyed the same whichever formed it."""
+    for start in range(0, len(ticks), batch_max_ticks):
+        members = [member for tick in ticks[start : start + batch_max_ticks] for member in tick]
+        yield members, group_key_header([key_of(member) for member in members])
 
 
 def delivery_headers(jobs: Sequence[ClaimedJob], started_at: datetime) -> dict[str, str]:
