@@ -332,8 +332,8 @@ class SettlementWriter:
         on_settled: Callable[[_Finished, set[int]], None],
         on_endpoints: Callable[[list[str], int, list[str]], None],
         *,
-        max_delay: float = 0.25,
-        max_jobs: int = 500,
+        max_delay: float,
+        max_jobs: int,
         reconfirm_seconds: float = 1.0,
     ) -> None:
         self.pool = pool
