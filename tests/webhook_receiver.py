@@ -13,6 +13,8 @@ predictions.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import json
 import socket
 import time
@@ -30,7 +32,15 @@ from aiohttp import web
 from model_factory import train_model
 
 from actors.webhooks.dispatcher import WebhookDispatcher
-from actors.webhooks.payload import ReportedPrediction, WebhookModel, tag_for, webhook_jobs
+from actors.webhooks.payload import (
+    ReportedPrediction,
+    WebhookModel,
+    expand_snapshots,
+    is_tail_key,
+    snapshot_reference,
+    tag_for,
+    webhook_jobs,
+)
 from actors.webhooks.targets import TargetPolicy
 from storage.model_files.store import file_sha256
 from storage.models.model_settings import notify_model_changed
@@ -294,3 +304,23 @@ async def running(*dispatchers: WebhookDispatcher) -> AsyncIterator[None]:
         finally:
             for dispatcher in dispatchers:
                 dispatcher.request_stop()
+
+
+def model_reference_form(job: outbox.OutboxJob) -> outbox.OutboxJob:
+    """`job` as the code before item tails (migration 0028) stored it: each item whole,
+    its model object a reference to a model snapshot, and those snapshots carried."""
+    old_tails: dict[str, str] = {}
+    models: dict[str, outbox.ModelSnapshot] = {}
+    for tail in job.snapshots:
+        assert is_tail_key(tail.key), tail.key
+        start = tail.json.index(',"model":') + len(',"model":')
+        model_json = tail.json[start:-1]
+        model = outbox.ModelSnapshot(hashlib.sha256(model_json.encode()).hexdigest(), model_json)
+        models[model.key] = model
+        old_tails[tail.key] = f"{tail.json[:start]}{snapshot_reference(model.key)}}}"
+    return dataclasses.replace(
+        job,
+        payload=expand_snapshots(job.payload, old_tails),
+        items_json=expand_snapshots(job.items_json, old_tails),
+        snapshots=tuple(models.values()),
+    )

@@ -44,7 +44,6 @@ from __future__ import annotations
 import dataclasses
 import email.utils
 import hashlib
-import json
 import logging
 import math
 import random
@@ -67,11 +66,12 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from actors.runtime import metrics
 from actors.runtime.supervisor import Supervisor
 from actors.webhooks.payload import (
-    compact_model_json,
+    compact_snapshot_json,
     expand_snapshots,
     iso_timestamp,
     payload_json,
     snapshot_keys,
+    snapshot_model,
 )
 from actors.webhooks.retry import AnswerKind, Attempt, RetryRules, Verdict, classify, fixed_reason
 from actors.webhooks.retry import decide as decide_verdict
@@ -939,10 +939,12 @@ class WebhookDispatcher:
         return ready
 
     def _model_text(self, key: str) -> str:
-        """The model object of a snapshot in the form its model is sent with."""
+        """A snapshot's text (a model object, or an item tail with its model) in the form
+        its model is sent with."""
         full = self._snapshots[key]
         if key not in self._snapshot_models:
-            model_id = json.loads(full).get("active_model_id")
+            model = snapshot_model(key, full)
+            model_id = model.get("active_model_id") if isinstance(model, dict) else None
             self._snapshot_models[key] = model_id if isinstance(model_id, int) else None
         model_id = self._snapshot_models[key]
         form = self._payload_overrides.get(model_id, self.payload) if model_id else self.payload
@@ -950,7 +952,7 @@ class WebhookDispatcher:
             return full
         compact = self._compact.get(key)
         if compact is None:
-            compact = self._compact[key] = compact_model_json(full)
+            compact = self._compact[key] = compact_snapshot_json(key, full)
         return compact
 
     async def _start_queued(self) -> None:

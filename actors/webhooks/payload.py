@@ -215,28 +215,86 @@ def compact_model_json(model_json: str) -> str:
 
 
 def snapshot_reference(key: str) -> str:
-    """What a stored job holds in place of a model object (see `expand_snapshots`)."""
+    """What a job stored before item tails holds in place of a model object."""
     return f'{{"snapshot":"{key}"}}'
 
 
-# Our compact form and PostgreSQL's jsonb text output ({"snapshot": "..."}) alike.
-_REFERENCE = re.compile(r'\{\s*"snapshot"\s*:\s*"([0-9a-f]{64})"\s*\}')
+# A stored item is `{"prediction":..,"probability":..,"tail":key}`: everything after the
+# probability (is_alert, alert_threshold, tag and the whole model object) is the same for
+# every item of a model, tag and threshold, so it is stored once as a snapshot whose text
+# is that part as a JSON object (`item_tail`). An item was ~210 bytes, 64 of them a model
+# snapshot reference; ten of them made a payload past PostgreSQL's compression threshold.
+# Tail keys are 32 hex digits (128 bits of SHA-256), model snapshot keys 64.
+TAIL_KEY_LENGTH = 32
+
+# Both references, in our text and in PostgreSQL's jsonb text output (spaces after ':'
+# and ','): a model object `{"snapshot":"<64 hex>"}` (jobs stored before item tails) and
+# an item's member `"tail":"<32 hex>"` (written last; replaced by the tail's members
+# wherever it is, so a reordered object expands as well).
+_REFERENCE = re.compile(
+    r'\{\s*"snapshot"\s*:\s*"([0-9a-f]{64})"\s*\}'
+    rf'|"tail"\s*:\s*"([0-9a-f]{{{TAIL_KEY_LENGTH}}})"'
+)
+
+
+def is_tail_key(key: str) -> bool:
+    return len(key) == TAIL_KEY_LENGTH
 
 
 def snapshot_keys(items_json: str) -> set[str]:
-    """The snapshot keys a stored job's items refer to."""
-    return set(_REFERENCE.findall(items_json))
+    """The snapshot keys (models and item tails) a stored job's items refer to."""
+    return {model or tail for model, tail in _REFERENCE.findall(items_json)}
 
 
 def expand_snapshots(items_json: str, models: Mapping[str, str]) -> str:
-    """Items text with every snapshot reference replaced by the model's JSON text.
+    """Items text with every reference replaced by its snapshot's text: a model object
+    by the model, an item's tail by the tail object's members (the item as sent).
 
     Raises KeyError naming a key that `models` lacks: sending a reference instead
     of the model would break the receiver's contract.
     """
-    if '"snapshot"' not in items_json:
+    if '"snapshot"' not in items_json and '"tail"' not in items_json:
         return items_json
-    return _REFERENCE.sub(lambda m: models[m.group(1)], items_json)
+    return _REFERENCE.sub(lambda m: _expansion(m, models), items_json)
+
+
+def _expansion(match: re.Match[str], models: Mapping[str, str]) -> str:
+    model, tail = match.groups()
+    if model is not None:
+        return models[model]
+    return models[tail][1:-1]  # the tail object's members
+
+
+def item_tail(model_json: str, tag: str, alert_threshold: float) -> ModelSnapshot:
+    """The part every item of a model, tag and threshold shares, as a snapshot: a JSON
+    object of the item's members after its probability, in the order they are sent."""
+    text = (
+        f'{{"is_alert":{"true" if tag == TAG_ALERT else "false"}'
+        f',"alert_threshold":{_float_json(alert_threshold)}'
+        f',"tag":{_TAG_JSON.get(tag) or _json(tag)}'
+        f',"model":{model_json}}}'
+    )
+    return ModelSnapshot(hashlib.sha256(text.encode()).hexdigest()[:TAIL_KEY_LENGTH], text)
+
+
+def tail_reference(key: str) -> str:
+    """What a stored item holds after its probability (see `expand_snapshots`)."""
+    return f',"tail":"{key}"}}'
+
+
+def snapshot_model(key: str, text: str) -> Any:
+    """The model object (decoded) a snapshot holds: the snapshot itself or a tail's."""
+    decoded = json.loads(text)
+    return decoded.get("model") if is_tail_key(key) and isinstance(decoded, dict) else decoded
+
+
+def compact_snapshot_json(key: str, text: str) -> str:
+    """A snapshot's text with its model in the compact form (N8N_PAYLOAD=compact)."""
+    if not is_tail_key(key):
+        return compact_model_json(text)
+    tail = json.loads(text)
+    tail["model"] = json.loads(compact_model_json(_json(tail["model"])))
+    return _json(tail)
 
 
 def _float_json(value: float) -> str:
@@ -257,14 +315,11 @@ def prediction_item_json(model: WebhookModel, prediction: Reported) -> str:
 
 
 def _item_json(model_text: str, prediction: Reported) -> str:
-    tag = prediction.tag
+    """An item as sent: what a stored item and its tail expand to."""
+    tail = item_tail(model_text, prediction.tag, prediction.alert_threshold)
     return (
         f'{{"prediction":{int(prediction.prediction)}'
-        f',"probability":{_float_json(prediction.probability)}'
-        f',"is_alert":{"true" if tag == TAG_ALERT else "false"}'
-        f',"alert_threshold":{_float_json(prediction.alert_threshold)}'
-        f',"tag":{_TAG_JSON.get(tag) or _json(tag)}'
-        f',"model":{model_text}}}'
+        f',"probability":{_float_json(prediction.probability)},{tail.json[1:]}'
     )
 
 
@@ -351,9 +406,9 @@ class WebhookItem(NamedTuple):
     timestamp: str  # iso_timestamp(data_timestamp)
     active_model_id: int
     model_id: int
-    item_json: str  # the entry of payload.predictions, its model as a snapshot reference
+    item_json: str  # the entry of payload.predictions, its tail as a snapshot reference
     is_alert: bool
-    snapshot: ModelSnapshot
+    snapshot: ModelSnapshot  # the item's tail (`item_tail`)
 
 
 def webhook_items(
@@ -365,60 +420,63 @@ def webhook_items(
     if not model.n8n_enabled or url is None:
         return []
     snapshot = model_snapshot(model)
-    reference = snapshot_reference(snapshot.key)
     sent = {tag for tag in TAGS if matches_send_modes(model.n8n_send_modes, tag)}
-    return [
-        WebhookItem(
-            url,
-            p.coin_id,
-            p.data_timestamp,
-            iso_timestamp(p.data_timestamp),
-            model.active_model_id,
-            model.model_id,
-            _item_json(reference, p),
-            p.tag == TAG_ALERT,
-            snapshot,
+    items = []
+    for p in predictions:
+        if p.tag not in sent:
+            continue
+        # A stored prediction keeps the threshold it was made with.
+        tail, tail_snapshot = _tail_text(snapshot, p.tag, float(p.alert_threshold))
+        items.append(
+            WebhookItem(
+                url,
+                p.coin_id,
+                p.data_timestamp,
+                iso_timestamp(p.data_timestamp),
+                model.active_model_id,
+                model.model_id,
+                f'{{"prediction":{int(p.prediction)}'
+                f',"probability":{_float_json(p.probability)}{tail}',
+                p.tag == TAG_ALERT,
+                tail_snapshot,
+            )
         )
-        for p in predictions
-        if p.tag in sent
-    ]
+    return items
 
 
-# id(model) -> (model, its snapshot, its item tails), for `column_items`.
-_MODEL_TEXTS: dict[int, tuple[WebhookModel, ModelSnapshot, dict[str, str]]] = {}
+# id(model) -> (model, its item tails), for `column_items`.
+_MODEL_TEXTS: dict[int, tuple[WebhookModel, dict[str, tuple[str, ModelSnapshot]]]] = {}
 
 
-def _model_texts(model: WebhookModel) -> tuple[ModelSnapshot, dict[str, str]]:
-    """`model_snapshot` and `_item_tails` of this model object, found by its identity:
-    the snapshot cache's key is the frozen model, whose hash (every field, the whole
-    feature list) cost more per batch than the lookup it served. The entry holds the
-    model, so its id is not reused while it is kept; a changed model is a new object."""
+def _model_tails(model: WebhookModel) -> dict[str, tuple[str, ModelSnapshot]]:
+    """`_item_tails` of this model object, found by its identity: the snapshot cache's
+    key is the frozen model, whose hash (every field, the whole feature list) cost more
+    per batch than the lookup it served. The entry holds the model, so its id is not
+    reused while it is kept; a changed model is a new object."""
     entry = _MODEL_TEXTS.get(id(model))
     if entry is not None and entry[0] is model:
-        return entry[1], entry[2]
-    snapshot = model_snapshot(model)
+        return entry[1]
     tails = _item_tails(model)
     if len(_MODEL_TEXTS) >= _SNAPSHOTS_SIZE:
         _MODEL_TEXTS.clear()
-    _MODEL_TEXTS[id(model)] = (model, snapshot, tails)
-    return snapshot, tails
+    _MODEL_TEXTS[id(model)] = (model, tails)
+    return tails
 
 
-def _item_tails(model: WebhookModel) -> dict[str, str]:
-    """Per tag the model sends: an item's text after its probability, the same for every
-    item of that model and tag (`_item_json` writes it per item)."""
-    reference = snapshot_reference(model_snapshot(model).key)
-    threshold = _float_json(model.alert_threshold)
+def _item_tails(model: WebhookModel) -> dict[str, tuple[str, ModelSnapshot]]:
+    """Per tag the model sends at its own threshold: an item's stored text after its
+    probability and the tail snapshot it refers to."""
     return {
-        tag: (
-            f',"is_alert":{"true" if tag == TAG_ALERT else "false"}'
-            f',"alert_threshold":{threshold}'
-            f',"tag":{_TAG_JSON[tag]}'
-            f',"model":{reference}}}'
-        )
+        tag: _tail_text(model_snapshot(model), tag, model.alert_threshold)
         for tag in TAGS
         if matches_send_modes(model.n8n_send_modes, tag)
     }
+
+
+@functools.lru_cache(maxsize=4096)
+def _tail_text(model: ModelSnapshot, tag: str, alert_threshold: float) -> tuple[str, ModelSnapshot]:
+    tail = item_tail(model.json, tag, alert_threshold)
+    return tail_reference(tail.key), tail
 
 
 def column_items(
@@ -438,7 +496,7 @@ def column_items(
         return []
     if not all(map(math.isfinite, probabilities)):
         _float_json(next(p for p in probabilities if not math.isfinite(p)))  # raises
-    snapshot, tails = _model_texts(model)
+    tails = _model_tails(model)
     active, model_id = model.active_model_id, model.model_id
     return [
         WebhookItem(
@@ -448,9 +506,9 @@ def column_items(
             text,
             active,
             model_id,
-            f'{{"prediction":{int(prediction)},"probability":{float(p)!r}{tails[tag]}',
+            f'{{"prediction":{int(prediction)},"probability":{float(p)!r}{tails[tag][0]}',
             tag == TAG_ALERT,
-            snapshot,
+            tails[tag][1],
         )
         for (coin, at, text), prediction, p, tag in zip(
             ticks, predictions, probabilities, tags, strict=True

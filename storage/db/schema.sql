@@ -57,11 +57,13 @@ CREATE FUNCTION public.webhook_payload_expanded(payload jsonb) RETURNS jsonb
     SELECT CASE WHEN jsonb_typeof(payload->'predictions') = 'array' THEN
         jsonb_set(payload, '{predictions}', coalesce((
             SELECT jsonb_agg(
-                CASE WHEN s.key IS NULL THEN e.item
-                     ELSE jsonb_set(e.item, '{model}', s.model_json::jsonb) END
+                CASE WHEN t.key IS NOT NULL THEN (e.item - 'tail') || t.model_json::jsonb
+                     WHEN s.key IS NOT NULL THEN jsonb_set(e.item, '{model}', s.model_json::jsonb)
+                     ELSE e.item END
                 ORDER BY e.ord)
             FROM jsonb_array_elements(payload->'predictions') WITH ORDINALITY AS e(item, ord)
             LEFT JOIN webhook_model_snapshots s ON s.key = e.item->'model'->>'snapshot'
+            LEFT JOIN webhook_model_snapshots t ON t.key = e.item->>'tail'
         ), '[]'::jsonb))
     ELSE payload END
 $$;
@@ -745,6 +747,20 @@ CREATE TABLE public.webhook_model_snapshots (
     model_json text NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL
 );
+
+
+--
+-- Name: COLUMN webhook_model_snapshots.key; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.webhook_model_snapshots.key IS 'sha256 of model_json: 64 hex digits for a model object, its first 32 for an item tail';
+
+
+--
+-- Name: COLUMN webhook_model_snapshots.model_json; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.webhook_model_snapshots.model_json IS 'a model object exactly as sent, or an item tail: the members after an item''s probability';
 
 
 --

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from webhook_receiver import insert_active_model, load_webhook_model
+from webhook_receiver import insert_active_model, load_webhook_model, model_reference_form
 
 from actors.webhooks.payload import (
     ReportedPrediction,
@@ -45,7 +45,7 @@ def _before_0027(tmp_path: Path) -> Path:
 
 
 def _job(coin: str, *scores: tuple[WebhookModel, float]) -> OutboxJob:
-    """The coin tick's job as the batcher builds it (items refer to model snapshots)."""
+    """The coin tick's job as the batcher builds it (items refer to item tails)."""
     items = [
         item
         for model, p in scores
@@ -114,9 +114,10 @@ async def test_jobs_queued_before_the_upgrade_are_claimed_shown_and_swept(
         await load_webhook_model(conn, await insert_active_model(conn, 11 + k, name=name))
         for k, name in enumerate(("A", "B", "unused"))
     ]
-    pending = _job("CoinP", (a, 0.75), (b, 0.25))
+    # As the code before 0027 wrote them: models as references (no item tails yet).
+    pending = model_reference_form(_job("CoinP", (a, 0.75), (b, 0.25)))
     pending_id = await _old_job(conn, pending, "pending")
-    await _old_job(conn, _job("CoinD", (b, 0.9)), "delivered")
+    await _old_job(conn, model_reference_form(_job("CoinD", (b, 0.9))), "delivered")
     await _old_snapshots(conn, [model_snapshot(unused)])  # no job refers to it
 
     assert "0027" in await apply_migrations(conn, embedded=True)

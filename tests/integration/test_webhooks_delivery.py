@@ -26,7 +26,7 @@ from webhook_receiver import (
 
 from actors.runtime import metrics
 from actors.webhooks.dispatcher import WebhookDispatcher
-from actors.webhooks.payload import ReportedPrediction, build_payload, model_snapshot, webhook_jobs
+from actors.webhooks.payload import ReportedPrediction, build_payload, webhook_jobs
 from storage.db.pool import create_pool
 from storage.outbox import jobs as outbox
 from storage.outbox.attempts import attempts_for_job
@@ -517,11 +517,13 @@ async def test_a_job_whose_model_snapshot_is_missing_is_given_up_with_a_clear_er
         kept = await insert_active_model(conn, 42, n8n_webhook_url=receiver.url("/b"))
         await store_predictions(conn, gone, [("CoinA", T0, 0.9)], default_url=None)
         await store_predictions(conn, kept, [("CoinA", T0, 0.9)], default_url=None)
-        model = model_snapshot(await load_webhook_model(conn, gone))
-        assert (
-            await conn.execute("DELETE FROM webhook_model_snapshots WHERE key = $1", model.key)
-            == "DELETE 1"
+        # The job refers to its item's tail, which holds the model's definition.
+        model = await conn.fetchrow(
+            "DELETE FROM webhook_model_snapshots"
+            " WHERE (model_json::jsonb->'model'->>'active_model_id')::bigint = $1 RETURNING key",
+            gone,
         )
+        assert model is not None
     async with running(quick_dispatcher(pool)):
         await wait_for(lambda: _all_settled(pool), what="both jobs settled")
     rows = await pool.fetch(
@@ -530,7 +532,7 @@ async def test_a_job_whose_model_snapshot_is_missing_is_given_up_with_a_clear_er
         [gone],
     )
     assert [(r["status"], r["outcome"]) for r in rows] == [("dead", "dead")]
-    assert f"model snapshot {model.key} is missing" in rows[0]["error"]
+    assert f"model snapshot {model['key']} is missing" in rows[0]["error"]
     [received] = receiver.received()
     assert received.path == "/b"
     assert received.body["predictions"][0]["model"]["active_model_id"] == kept

@@ -9,16 +9,22 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from webhook_receiver import model_reference_form
 
 from actors.webhooks.payload import (
     ReportedPrediction,
     WebhookModel,
     build_payload,
+    column_items,
     compact_model_json,
+    compact_snapshot_json,
     expand_snapshots,
+    iso_timestamp,
     model_snapshot,
     payload_json,
+    prediction_item_json,
     snapshot_keys,
+    snapshot_model,
     snapshot_reference,
     tag_for,
     tick_jobs,
@@ -166,7 +172,7 @@ def test_a_jobs_items_name_exactly_the_snapshots_it_carries() -> None:
     payload = json.loads(job.payload)
     items_json = json.dumps(payload["predictions"])
     carried = {s.key: s.json for s in job.snapshots}
-    assert snapshot_keys(items_json) == set(carried) == {model_snapshot(m).key for m in models}
+    assert snapshot_keys(items_json) == set(carried) == {item.snapshot.key for item in items}
     expanded = json.loads(expand_snapshots(items_json, carried))
     assert [p["model"]["name"] for p in expanded] == ["My RF", "Other"]
 
@@ -208,3 +214,78 @@ def test_the_compact_model_object_keeps_who_and_what_without_features_or_phases(
     compact = json.loads(compact_model_json(model_snapshot(model).json))
     assert compact == {k: v for k, v in full.items() if k not in ("features", "phases")}
     assert list(compact) == [k for k in full if k not in ("features", "phases")]
+
+
+@pytest.mark.parametrize("probability", [0.05, 0.55, 0.93])
+def test_a_stored_item_expands_to_exactly_the_item_as_sent(probability: float) -> None:
+    """Stored, an item is its prediction, probability and a tail key; expanded, it is
+    byte for byte the item CONTRACTS.md section 4 sends (`prediction_item_json`), from the
+    batcher's columns and from stored predictions alike; a job stored before item tails
+    (its model as a reference) expands to the same text."""
+    model = WebhookModel.from_row({**ROW, "n8n_send_modes": ["all"]})
+    tag = tag_for(probability, model.alert_threshold)
+    p = ReportedPrediction("CoinA", T0, int(probability >= 0.5), probability, tag, 0.8)
+    sent = prediction_item_json(model, p)
+    (stored,) = webhook_items(model, [p], default_url=None)
+    (column,) = column_items(
+        model,
+        [("CoinA", T0, iso_timestamp(T0))],
+        [p.prediction],
+        [probability],
+        [tag],
+        default_url=None,
+    )
+    assert column.item_json == stored.item_json and column.snapshot == stored.snapshot
+    assert '"model"' not in stored.item_json and len(stored.item_json) < 100
+    assert stored.snapshot.key in stored.item_json
+    assert expand_snapshots(stored.item_json, {stored.snapshot.key: stored.snapshot.json}) == sent
+    (job,) = tick_jobs([stored])
+    old = model_reference_form(job)
+    (snapshot,) = old.snapshots
+    assert snapshot == model_snapshot(model)
+    assert old.items_json == sent.replace(snapshot.json, snapshot_reference(snapshot.key))
+    assert snapshot_keys(old.items_json) == {snapshot.key}
+    assert expand_snapshots(old.items_json, {snapshot.key: snapshot.json}) == sent
+
+
+def test_a_tail_expands_wherever_jsonb_puts_it() -> None:
+    """jsonb's text output orders keys by length (the tail first) and adds spaces."""
+    model = WebhookModel.from_row(ROW)
+    p = ReportedPrediction("CoinA", T0, 1, 0.9, tag_for(0.9, 0.8), 0.8)
+    (item,) = webhook_items(model, [p], default_url=None)
+    stored = json.loads(item.item_json)
+    reordered = json.dumps({"tail": stored["tail"], **stored})
+    assert reordered.startswith('{"tail": ')
+    expanded = expand_snapshots(reordered, {item.snapshot.key: item.snapshot.json})
+    assert json.loads(expanded) == json.loads(prediction_item_json(model, p))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"p":1,"tail":"' + "a" * 31 + '"}',  # too short
+        '{"p":1,"tail":"' + "a" * 33 + '"}',  # too long
+        '{"p":1,"tail":"' + "A" * 32 + '"}',  # upper case
+        '{"p":1,"tails":"' + "a" * 32 + '"}',  # another key
+        '{"p":"\\"tail\\":\\"' + "a" * 32 + '\\""}',  # inside a string
+    ],
+)
+def test_text_that_is_not_a_tail_reference_names_no_snapshot(text: str) -> None:
+    json.loads(text)  # each is valid JSON
+    assert snapshot_keys(text) == set()
+    assert expand_snapshots(text, {}) == text
+
+
+def test_a_tail_in_compact_form_holds_the_compact_model() -> None:
+    model = WebhookModel.from_row(ROW)
+    p = ReportedPrediction("CoinA", T0, 1, 0.9, tag_for(0.9, 0.8), 0.8)
+    (item,) = webhook_items(model, [p], default_url=None)
+    tail = item.snapshot
+    compact = json.loads(compact_snapshot_json(tail.key, tail.json))
+    assert compact == {
+        **json.loads(tail.json),
+        "model": json.loads(compact_model_json(model_snapshot(model).json)),
+    }
+    assert snapshot_model(tail.key, tail.json) == json.loads(model_snapshot(model).json)
+    full = model_snapshot(model)
+    assert compact_snapshot_json(full.key, full.json) == compact_model_json(full.json)

@@ -371,7 +371,7 @@ def test_one_job_per_coin_with_only_the_selected_predictions() -> None:
     for job in jobs:
         assert job.active_model_ids == (7,) and job.model_ids == (41,)
         assert job.data_timestamp == T0
-        payload = json.loads(job.payload)
+        payload = _body(job)
         assert payload["coin_id"] == job.coin_id
         assert [p["tag"] for p in payload["predictions"]] == (
             ["alert"] if job.coin_id == "CoinA" else ["negative"]
@@ -620,7 +620,8 @@ def test_column_items_of_a_changed_model_carry_its_new_settings() -> None:
     for threshold in (0.7, 0.9, 0.7):
         model = _model(alert_threshold=threshold)
         (item,) = column_items(model, ticks, [1], [0.8], [tag_for(0.8, threshold)], default_url="u")
-        assert json.loads(item.item_json)["alert_threshold"] == threshold
+        sent = expand_snapshots(item.item_json, {item.snapshot.key: item.snapshot.json})
+        assert json.loads(sent)["alert_threshold"] == threshold
         assert (
             item.item_json
             == webhook_items(
