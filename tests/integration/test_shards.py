@@ -236,6 +236,39 @@ async def test_a_shard_taken_away_is_not_committed_and_catches_up_when_held_agai
     assert max(counts.values()) == 1, [t for t, n in counts.items() if n > 1]
 
 
+async def test_every_shard_is_shown_caught_up_once_quiet_though_the_rows_touched_two(
+    hooked: Settings, db_dsn: str, tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    """Rows of two coins (at most two of 64 shards), then nothing: every held shard's
+    cursor still reaches the newest row (no shard had a row left to predict), so GET
+    /api/shards shows none behind and a takeover re-reads nothing."""
+    conn = await connect(db_dsn)
+    start = datetime.now(UTC) - timedelta(seconds=300)
+    try:
+        models = await _models(conn, tmp_path)
+        async with running_service(hooked) as service:
+            await wait_for(lambda: _predictors(service, len(models)), what="predictors")
+            shards = service.shards
+            assert shards is not None
+            coins = ["quietA", "quietB"]
+            rows = [r for i, c in enumerate(coins) for r in coin_rows(c, 12, start=start, seed=i)]
+            await insert_rows(conn, rows)
+            newest = int(await conn.fetchval("SELECT max(id) FROM coin_metrics"))
+            await wait_for(arrived(receiver, ticks_of(rows)), what="the ticks")
+
+            async def none_behind() -> bool:
+                body = await get_json(service, "/api/shards")
+                return [s["ids_behind"] for s in body["shards"]] == [0] * 64
+
+            await wait_for(none_behind, what="every shard's cursor at the newest row")
+            cursors = await shard_leases.load_cursors(conn, range(64))
+            assert set(cursors.values()) == {newest}
+            assert len({shards.shard_of(c) for c in coins}) <= 2
+    finally:
+        await conn.close()
+    assert max(posted(receiver).values()) == 1
+
+
 async def test_a_shard_whose_holder_died_after_this_start_is_caught_up_past_the_age_bound(
     hooked: Settings, db_dsn: str, tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
