@@ -4,6 +4,9 @@ and a job queued after it is read back byte for byte as it was written.
 
 The schema before 0027 is built from the real migration files without it; the jobs
 are written with plain SQL into the jsonb column as the old code left them.
+
+Migration 0028 (item tails): a job queued before it, its items holding model
+references, is sent exactly as a job queued after it.
 """
 
 from __future__ import annotations
@@ -16,17 +19,27 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from webhook_receiver import insert_active_model, load_webhook_model, model_reference_form
+from waiting import wait_for
+from webhook_receiver import (
+    WebhookReceiver,
+    insert_active_model,
+    load_webhook_model,
+    model_reference_form,
+    quick_dispatcher,
+    running,
+)
 
 from actors.webhooks.payload import (
     ReportedPrediction,
     WebhookModel,
+    build_payload,
     model_snapshot,
+    tag_for,
     tick_jobs,
     webhook_items,
 )
 from storage.db.migrate import MIGRATIONS_DIR, apply_migrations
-from storage.db.pool import connect
+from storage.db.pool import connect, create_pool
 from storage.outbox import jobs as outbox
 from storage.outbox.jobs import ModelSnapshot, OutboxJob
 from storage.outbox.retention import delete_unreferenced_snapshots
@@ -37,27 +50,34 @@ T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 def _before_0027(tmp_path: Path) -> Path:
     """The migration files as they were before 0027 (the embedded set included)."""
+    return _migrations_before(tmp_path, 27)
+
+
+def _migrations_before(tmp_path: Path, version: int) -> Path:
+    """The migration files older than `version` (the embedded set included)."""
     directory = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, directory)
-    for later in directory.glob("002[7-9]_*.sql"):
-        later.unlink()
+    for migration in directory.glob("[0-9][0-9][0-9][0-9]_*.sql"):
+        if int(migration.name[:4]) >= version:
+            migration.unlink()
     return directory
 
 
-def _job(coin: str, *scores: tuple[WebhookModel, float]) -> OutboxJob:
+def _predictions(
+    coin: str, *scores: tuple[WebhookModel, float]
+) -> list[tuple[WebhookModel, ReportedPrediction]]:
+    return [
+        (model, ReportedPrediction(coin, T0, int(p >= 0.5), p, tag_for(p, 0.7), 0.7))
+        for model, p in scores
+    ]
+
+
+def _job(coin: str, *scores: tuple[WebhookModel, float], url: str = URL) -> OutboxJob:
     """The coin tick's job as the batcher builds it (items refer to item tails)."""
     items = [
         item
-        for model, p in scores
-        for item in webhook_items(
-            model,
-            [
-                ReportedPrediction(
-                    coin, T0, int(p >= 0.5), p, "alert" if p >= 0.7 else "negative", 0.7
-                )
-            ],
-            default_url=URL,
-        )
+        for model, prediction in _predictions(coin, *scores)
+        for item in webhook_items(model, [prediction], default_url=url)
     ]
     (job,) = tick_jobs(items)
     return job
@@ -159,3 +179,41 @@ async def test_a_job_queued_after_the_upgrade_reads_back_as_written(
     # Not JSON: refused by the column, as jsonb refused it.
     with pytest.raises(asyncpg.InvalidTextRepresentationError):
         await outbox.enqueue(conn, [OutboxJob("k-bad", URL, "CoinX", T0, (1,), (10,), "{oops")])
+
+
+async def test_a_job_queued_before_item_tails_is_sent_as_one_queued_after(
+    empty_db_dsn: str, tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    """A pending job written before migration 0028 (its items hold model references) and
+    one written after (items refer to tails): a dispatcher sends each with every item
+    as CONTRACTS.md section 4 has it, the models in full."""
+    url = receiver.url("/hook")
+    conn = await connect(empty_db_dsn)
+    try:
+        await apply_migrations(conn, embedded=True, directory=_migrations_before(tmp_path, 28))
+        a, b = [
+            await load_webhook_model(conn, await insert_active_model(conn, 11 + k, name=name))
+            for k, name in enumerate(("A", "B"))
+        ]
+        scores = ((a, 0.75), (b, 0.25))
+        old = model_reference_form(_job("CoinOld", *scores, url=url))
+        assert '"tail"' not in old.payload and await outbox.enqueue(conn, [old]) == 1
+        assert "0028" in await apply_migrations(conn, embedded=True)
+        new = _job("CoinNew", *scores, url=url)
+        assert '"tail"' in new.payload and await outbox.enqueue(conn, [new]) == 1
+    finally:
+        await conn.close()
+    pool = await create_pool(empty_db_dsn, min_size=1, max_size=3)
+    try:
+        async with running(quick_dispatcher(pool)):
+            await wait_for(lambda: len(receiver.bodies()) == 2, what="both jobs sent")
+    finally:
+        await pool.close()
+    sent = {body["coin_id"]: body for body in receiver.bodies()}
+    for coin in ("CoinOld", "CoinNew"):
+        expected = build_payload(coin, T0, _predictions(coin, *scores))
+        assert sent[coin]["predictions"] == expected["predictions"]
+        assert [p["model"]["features"] for p in sent[coin]["predictions"]] == [
+            list(a.features),
+            list(b.features),
+        ]
