@@ -528,17 +528,22 @@ class Batcher:
                 plan = self._handoff.room(jobs)
                 lease_seconds = plan.lease_seconds
                 started = time.monotonic()
+                also = self._cursor_write(whole)
                 queued, handed = await outbox.enqueue_leased(
-                    conn, jobs, plan.leased, lease_seconds=lease_seconds, batch_keys=plan.batch_keys
+                    conn,
+                    jobs,
+                    plan.leased,
+                    lease_seconds=lease_seconds,
+                    batch_keys=plan.batch_keys,
+                    also=also,
                 )
+                if also is not None and whole is not None:
+                    moved = whole[0].max_row_id
             else:
                 queued = await outbox.enqueue(conn, jobs) if jobs else 0
             if queued < len(jobs):  # a tick's job existed: models it lacks follow up
                 queued += await queue_follow_ups(conn, every)
-            if whole is not None and self._cursor_batch == whole[0].batch_id - 1:
-                # The batches before it are stored and confirmed (their cursor moves are
-                # committed), so the cursor may pass this one once this commits; only
-                # this task can move it now (`_advance` waits for this batch's store).
+            if moved is None and whole is not None and self._may_move(whole[0]):
                 moved = await self._cursor_in(conn, *whole)
         self._targets.remember(written.learned)  # committed
         if moved is not None and whole is not None:
@@ -571,6 +576,28 @@ class Batcher:
             position = await self._cursor_in(conn, batch, newest)
         self._batch_covered.pop(batch.batch_id, None)
         return position
+
+    def _may_move(self, batch: Batch) -> bool:
+        """The batches before it are stored and confirmed (their cursor moves are
+        committed), so the cursor may pass this one in its storing transaction; only
+        that task can move it now (`_advance` waits for this batch's store)."""
+        return self._cursor_batch == batch.batch_id - 1
+
+    def _cursor_write(self, whole: tuple[Batch, datetime | None] | None) -> outbox.AlsoWrite | None:
+        """`_cursor_in` as a part of the statement that queues the batch's jobs (a round
+        trip fewer per batch), when the cursor may move now and shard cursors move."""
+        if whole is None or self._shards is None or not self._may_move(whole[0]):
+            return None
+        batch, newest = whole
+        covered = self._batch_covered.get(batch.batch_id)
+        if not covered:
+            return None
+        return outbox.AlsoWrite(
+            shard_leases.advance_cursors_sql,
+            shard_leases.advance_cursors_args(
+                self._shards.holder, covered, batch.max_row_id, newest
+            ),
+        )
 
     async def _cursor_in(
         self, conn: asyncpg.Connection, batch: Batch, newest: datetime | None

@@ -20,6 +20,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -283,6 +284,38 @@ async def load_cursors(conn: asyncpg.Connection, shards: Iterable[int]) -> dict[
     return {s: found.get(cursor_name(s), 0) for s in wanted}
 
 
+def advance_cursors_sql(first_param: int = 1) -> str:
+    """The cursor move of `advance_cursors` (without its RETURNING), its parameters
+    (`advance_cursors_args`) numbered from `first_param`: also run as a part of another
+    statement of the storing transaction (a round trip fewer)."""
+    holder, shards, generations, prefix, last_id, last_timestamp = (
+        f"${first_param + i}" for i in range(6)
+    )
+    return f"""
+        INSERT INTO intake_cursor AS c (name, last_id, last_timestamp, updated_at)
+        SELECT {prefix} || l.shard, {last_id}, {last_timestamp}, now()
+        FROM shard_leases AS l
+        JOIN unnest({shards}::int[], {generations}::bigint[]) AS w(shard, generation)
+          ON l.shard = w.shard AND l.generation = w.generation
+        WHERE l.holder = {holder}
+        ON CONFLICT (name) DO UPDATE
+        SET last_id = greatest(c.last_id, excluded.last_id),
+            last_timestamp = CASE WHEN excluded.last_id > c.last_id
+                                  THEN coalesce(excluded.last_timestamp, c.last_timestamp)
+                                  ELSE c.last_timestamp END,
+            updated_at = now()
+        """
+
+
+def advance_cursors_args(
+    holder: str, leases: Mapping[int, int], last_id: int, last_timestamp: datetime | None
+) -> list[Any]:
+    return [holder, list(leases), list(leases.values()), CURSOR_PREFIX, last_id, last_timestamp]
+
+
+_ADVANCE_CURSORS_SQL = f"{advance_cursors_sql()}RETURNING 1"
+
+
 async def advance_cursors(
     conn: asyncpg.Connection,
     holder: str,
@@ -296,27 +329,7 @@ async def advance_cursors(
     if not leases:
         return 0
     rows = await conn.fetch(
-        """
-        INSERT INTO intake_cursor AS c (name, last_id, last_timestamp, updated_at)
-        SELECT $4 || l.shard, $5, $6, now()
-        FROM shard_leases AS l
-        JOIN unnest($2::int[], $3::bigint[]) AS w(shard, generation)
-          ON l.shard = w.shard AND l.generation = w.generation
-        WHERE l.holder = $1
-        ON CONFLICT (name) DO UPDATE
-        SET last_id = greatest(c.last_id, excluded.last_id),
-            last_timestamp = CASE WHEN excluded.last_id > c.last_id
-                                  THEN coalesce(excluded.last_timestamp, c.last_timestamp)
-                                  ELSE c.last_timestamp END,
-            updated_at = now()
-        RETURNING 1
-        """,
-        holder,
-        list(leases),
-        list(leases.values()),
-        CURSOR_PREFIX,
-        last_id,
-        last_timestamp,
+        _ADVANCE_CURSORS_SQL, *advance_cursors_args(holder, leases, last_id, last_timestamp)
     )
     return len(rows)
 
