@@ -32,6 +32,18 @@ async def load(conn: asyncpg.Connection, name: str = DEFAULT_NAME) -> Cursor | N
     return Cursor(row["last_id"], row["last_timestamp"], row["updated_at"])
 
 
+# How every cursor row moves: forward only; a move that carries no newer row's time
+# (only skipped rows) keeps the old one. `excluded` is the row the INSERT proposed.
+MOVE_FORWARD = """
+        ON CONFLICT (name) DO UPDATE
+        SET last_id = greatest(c.last_id, excluded.last_id),
+            last_timestamp = CASE WHEN excluded.last_id > c.last_id
+                                  THEN coalesce(excluded.last_timestamp, c.last_timestamp)
+                                  ELSE c.last_timestamp END,
+            updated_at = now()
+"""
+
+
 async def advance(
     conn: asyncpg.Connection,
     last_id: int,
@@ -41,15 +53,10 @@ async def advance(
     """Move the cursor to `last_id` unless it is already further; return where it is.
     `last_timestamp` None (only skipped rows since the last move) keeps the old one."""
     value = await conn.fetchval(
-        """
+        f"""
         INSERT INTO intake_cursor AS c (name, last_id, last_timestamp, updated_at)
         VALUES ($1, $2, $3, now())
-        ON CONFLICT (name) DO UPDATE
-        SET last_id = greatest(c.last_id, excluded.last_id),
-            last_timestamp = CASE WHEN excluded.last_id > c.last_id
-                                  THEN coalesce(excluded.last_timestamp, c.last_timestamp)
-                                  ELSE c.last_timestamp END,
-            updated_at = now()
+        {MOVE_FORWARD}
         RETURNING last_id
         """,
         name,

@@ -25,6 +25,7 @@ from typing import Any
 import asyncpg
 
 from storage.errors import StorageError
+from storage.intake.cursor import MOVE_FORWARD
 
 CURSOR_PREFIX = "coin_metrics/"
 LEGACY_CURSOR = "coin_metrics"
@@ -298,13 +299,7 @@ def advance_cursors_sql(first_param: int = 1) -> str:
         JOIN unnest({shards}::int[], {generations}::bigint[]) AS w(shard, generation)
           ON l.shard = w.shard AND l.generation = w.generation
         WHERE l.holder = {holder}
-        ON CONFLICT (name) DO UPDATE
-        SET last_id = greatest(c.last_id, excluded.last_id),
-            last_timestamp = CASE WHEN excluded.last_id > c.last_id
-                                  THEN coalesce(excluded.last_timestamp, c.last_timestamp)
-                                  ELSE c.last_timestamp END,
-            updated_at = now()
-        """
+        {MOVE_FORWARD}"""
 
 
 def advance_cursors_args(
