@@ -147,8 +147,15 @@ def test_a_prediction_row_opens_its_coin_chart(
     browser.assert_clean()
     browser.screenshot("predictions")
 
-    # The overview's alert feed links to the same chart of one alert.
-    alert = _api(demo, "GET", "/api/predictions?tag=alert&limit=1")["items"][0]
+    # The overview's alert feed links to the same chart of one alert. The live demo's
+    # alerts come by chance (an earlier test raised model 1's threshold): wait for one.
+    alerts = browser.wait(
+        lambda: _api(demo, "GET", "/api/predictions?tag=alert&limit=1")["items"],
+        "the demo's first alert",
+        timeout=120.0,
+    )
+    assert isinstance(alerts, list)
+    alert = alerts[0]
     browser.driver.get(
         f"{demo.dashboard_url}/?page=Predictions&coin={alert['coin_id']}&prediction={alert['id']}"
     )
