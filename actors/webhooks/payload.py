@@ -210,8 +210,11 @@ _COMPACT_KEYS = (
 def compact_model_json(model_json: str) -> str:
     """A model object (as stored in a snapshot) without its feature list and phases:
     N8N_PAYLOAD=compact. Same key names, so workflows reading `model.name` still work."""
-    model = json.loads(model_json)
-    return _json({key: model.get(key) for key in _COMPACT_KEYS})
+    return _json(_compact_model(json.loads(model_json)))
+
+
+def _compact_model(model: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: model.get(key) for key in _COMPACT_KEYS}
 
 
 def snapshot_reference(key: str) -> str:
@@ -293,7 +296,7 @@ def compact_snapshot_json(key: str, text: str) -> str:
     if not is_tail_key(key):
         return compact_model_json(text)
     tail = json.loads(text)
-    tail["model"] = json.loads(compact_model_json(_json(tail["model"])))
+    tail["model"] = _compact_model(tail["model"])
     return _json(tail)
 
 
@@ -317,9 +320,15 @@ def prediction_item_json(model: WebhookModel, prediction: Reported) -> str:
 def _item_json(model_text: str, prediction: Reported) -> str:
     """An item as sent: what a stored item and its tail expand to."""
     tail = item_tail(model_text, prediction.tag, prediction.alert_threshold)
+    return _item_text(prediction, f",{tail.json[1:]}")
+
+
+def _item_text(prediction: Reported, rest: str) -> str:
+    """An item's prediction and probability, then `rest`: the tail's members (the item
+    as sent) or its reference (as stored). `column_items` writes the same per item."""
     return (
         f'{{"prediction":{int(prediction.prediction)}'
-        f',"probability":{_float_json(prediction.probability)},{tail.json[1:]}'
+        f',"probability":{_float_json(prediction.probability)}{rest}'
     )
 
 
@@ -435,8 +444,7 @@ def webhook_items(
                 iso_timestamp(p.data_timestamp),
                 model.active_model_id,
                 model.model_id,
-                f'{{"prediction":{int(p.prediction)}'
-                f',"probability":{_float_json(p.probability)}{tail}',
+                _item_text(p, tail),
                 p.tag == TAG_ALERT,
                 tail_snapshot,
             )
@@ -466,8 +474,9 @@ def _model_tails(model: WebhookModel) -> dict[str, tuple[str, ModelSnapshot]]:
 def _item_tails(model: WebhookModel) -> dict[str, tuple[str, ModelSnapshot]]:
     """Per tag the model sends at its own threshold: an item's stored text after its
     probability and the tail snapshot it refers to."""
+    snapshot = model_snapshot(model)
     return {
-        tag: _tail_text(model_snapshot(model), tag, model.alert_threshold)
+        tag: _tail_text(snapshot, tag, model.alert_threshold)
         for tag in TAGS
         if matches_send_modes(model.n8n_send_modes, tag)
     }
