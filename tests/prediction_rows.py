@@ -15,7 +15,7 @@ from webhook_receiver import insert_active_model
 from storage.config import Settings
 from storage.predictions import evaluations
 from storage.predictions import writes as predictions
-from storage.predictions.writes import NewPrediction
+from storage.predictions.writes import BatchRows, ModelTarget, NewPrediction
 
 
 def new_prediction(active_model_id: int, coin: str, at: datetime, **changes: Any) -> NewPrediction:
@@ -43,6 +43,46 @@ def new_prediction(active_model_id: int, coin: str, at: datetime, **changes: Any
         source="stream",
         evaluation_due_at=at + timedelta(minutes=5),
     )._replace(**changes)
+
+
+def batch_target(active_model_id: int) -> ModelTarget:
+    """A time-based target of 10 % up in 5 minutes, as a batch store names a model."""
+    return ModelTarget(
+        active_model_id=active_model_id,
+        model_id=active_model_id,
+        alert_threshold=0.7,
+        target_kind="time_based",
+        target_variable="price_close",
+        target_operator=None,
+        target_value=None,
+        future_minutes=5,
+        price_change_percent=10.0,
+        target_direction="up",
+        evaluation_delay=timedelta(minutes=5),
+    )
+
+
+def batch_of(ticks: list[tuple[str, datetime]], models: list[int]) -> BatchRows:
+    """Every model's prediction of every tick, as the batch writer sends them
+    (`predictions.insert_batch`'s rows)."""
+    rows = BatchRows(models=[batch_target(m) for m in models])
+    for coin, at in ticks:
+        rows.coin_ids.append(coin)
+        rows.data_timestamps.append(at)
+        rows.phase_ids.append(1)
+        rows.price_closes.append(1e-7)
+        rows.market_caps.append(100.0)
+    for m, model in enumerate(models):
+        for t in range(len(ticks)):
+            probability = (model % 10) / 10 + 0.05
+            rows.model_index.append(m)
+            rows.tick_index.append(t)
+            rows.probabilities.append(probability)
+            rows.predictions.append(int(probability >= 0.5))
+            rows.tags.append(
+                "alert" if probability >= 0.7 else "positive" if probability >= 0.5 else "negative"
+            )
+    return rows
 
 
 async def add_model(conn: asyncpg.Connection, model_id: int, **columns: Any) -> int:

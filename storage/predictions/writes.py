@@ -286,9 +286,16 @@ el AS MATERIALIZED (
     LEFT JOIN prediction_targets g ON g.id = e.target_id
 ),
 held AS MATERIALIZED (
+    -- An index probe per tick, whatever the table's statistics: as a join, a plan made
+    -- while prediction_ticks was small (a fresh database) scans it whole, and a
+    -- prepared statement keeps that plan while the table grows, until an ANALYZE.
+    -- OFFSET 0 keeps the planner from turning the lateral subquery back into a join.
     SELECT tk.i, t.id, t.source, t.target_ids
-    FROM tk JOIN prediction_ticks t
-        ON t.coin_id = tk.coin_id AND t.data_timestamp = tk.data_timestamp
+    FROM tk CROSS JOIN LATERAL (
+        SELECT p.id, p.source, p.target_ids FROM prediction_ticks p
+        WHERE p.coin_id = tk.coin_id AND p.data_timestamp = tk.data_timestamp
+        OFFSET 0
+    ) AS t
 ),
 fresh AS MATERIALIZED (
     SELECT DISTINCT ON (el.tick_index, el.active_model_id) el.*

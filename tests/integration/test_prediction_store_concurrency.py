@@ -16,62 +16,18 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-from prediction_rows import add_model, new_prediction
+from prediction_rows import add_model, batch_of, batch_target, new_prediction
 from waiting import wait_for
 
 from storage.outbox import jobs as outbox
 from storage.outbox.jobs import OutboxJob
 from storage.predictions.manual import insert_with_jobs
-from storage.predictions.writes import (
-    BatchInsert,
-    BatchRows,
-    ModelTarget,
-    insert_batch,
-    target_ids,
-)
+from storage.predictions.writes import BatchInsert, BatchRows, insert_batch, target_ids
 
 AT = datetime(2026, 4, 1, 12, tzinfo=UTC)
 URL = "http://127.0.0.1:9/hook"
 # A manual prediction of 0 (its own tick row: source manual).
 MANUAL = {"prediction": 0, "probability": 0.3, "tag": "negative", "source": "manual"}
-
-
-def _target(active_model_id: int) -> ModelTarget:
-    return ModelTarget(
-        active_model_id=active_model_id,
-        model_id=active_model_id,
-        alert_threshold=0.7,
-        target_kind="time_based",
-        target_variable="price_close",
-        target_operator=None,
-        target_value=None,
-        future_minutes=5,
-        price_change_percent=10.0,
-        target_direction="up",
-        evaluation_delay=timedelta(minutes=5),
-    )
-
-
-def _batch(ticks: list[tuple[str, datetime]], models: list[int]) -> BatchRows:
-    """Every model's prediction of every tick, as the batch writer sends them."""
-    rows = BatchRows(models=[_target(m) for m in models])
-    for coin, at in ticks:
-        rows.coin_ids.append(coin)
-        rows.data_timestamps.append(at)
-        rows.phase_ids.append(1)
-        rows.price_closes.append(1e-7)
-        rows.market_caps.append(100.0)
-    for m, model in enumerate(models):
-        for t in range(len(ticks)):
-            probability = (model % 10) / 10 + 0.05
-            rows.model_index.append(m)
-            rows.tick_index.append(t)
-            rows.probabilities.append(probability)
-            rows.predictions.append(int(probability >= 0.5))
-            rows.tags.append(
-                "alert" if probability >= 0.7 else "positive" if probability >= 0.5 else "negative"
-            )
-    return rows
 
 
 def _tick_job(coin: str, at: datetime, models: list[int]) -> OutboxJob:
@@ -121,7 +77,7 @@ async def _models(conn: asyncpg.Connection, *numbers: int) -> list[int]:
     """Active models with their target rows committed, so that a second writer waits on
     the first's tick row or key, not on a target row the first created."""
     models = [await add_model(conn, n) for n in numbers]
-    await target_ids(conn, [_target(m) for m in models])
+    await target_ids(conn, [batch_target(m) for m in models])
     return models
 
 
@@ -163,8 +119,8 @@ async def test_two_batches_appending_the_same_models_to_one_tick_store_them_once
     second waits on the row, then finds them stored and appends nothing."""
     async with pool.acquire() as first, pool.acquire() as second:
         a, b, c = await _models(first, 41, 42, 43)
-        await insert_batch(first, _batch([("DUP", AT)], [a]))
-        later = _batch([("DUP", AT)], [b, c])
+        await insert_batch(first, batch_of([("DUP", AT)], [a]))
+        later = batch_of([("DUP", AT)], [b, c])
         held, late = await _hold_then_commit(pool, first, second, later, later)
     assert held == BatchInsert([], [])
     assert late == BatchInsert(existing=[0, 1], model_gone=[])
@@ -183,8 +139,8 @@ async def test_two_batches_creating_one_tick_with_the_same_models_store_them_onc
             pool,
             first,
             second,
-            _batch([("NEW", AT), ("OTHER", AT)], [a, b]),
-            _batch([("NEW", AT)], [b, c]),
+            batch_of([("NEW", AT), ("OTHER", AT)], [a, b]),
+            batch_of([("NEW", AT)], [b, c]),
         )
         ids = await first.fetch("SELECT id, active_model_id FROM predictions ORDER BY id")
     assert held == BatchInsert([], [])
@@ -207,7 +163,7 @@ async def test_a_manual_prediction_has_its_own_tick_row_and_never_repeats_a_stre
     stored manually again, and queues no job."""
     async with pool.acquire() as conn:
         a, b = await add_model(conn, 61), await add_model(conn, 62)
-        await insert_batch(conn, _batch([("MAN", AT)], [a]))
+        await insert_batch(conn, batch_of([("MAN", AT)], [a]))
         job = _tick_job("MAN", AT, [b])
         stored, queued = await insert_with_jobs(
             conn, [new_prediction(b, "MAN", AT, model_id=b, **MANUAL)], [job]
@@ -256,7 +212,7 @@ async def test_many_overlapping_batches_at_once_store_each_model_of_each_tick_on
         async with pool.acquire() as conn:
             for ticks, chosen in plan:
                 await barrier.wait()
-                rows = _batch(ticks, chosen)
+                rows = batch_of(ticks, chosen)
                 while True:
                     try:
                         async with conn.transaction():
