@@ -17,6 +17,17 @@ from storage.predictions import evaluations
 from storage.predictions import writes as predictions
 from storage.predictions.writes import BatchRows, ModelTarget, NewPrediction
 
+# The target of every model these helpers predict with: up 10 % within 5 minutes.
+TARGET: dict[str, Any] = {
+    "target_kind": "time_based",
+    "target_variable": "price_close",
+    "target_operator": None,
+    "target_value": None,
+    "future_minutes": 5,
+    "price_change_percent": 10.0,
+    "target_direction": "up",
+}
+
 
 def new_prediction(active_model_id: int, coin: str, at: datetime, **changes: Any) -> NewPrediction:
     """A stream prediction of a coin tick (an alert, target +10 % in 5 min); `changes`
@@ -33,13 +44,7 @@ def new_prediction(active_model_id: int, coin: str, at: datetime, **changes: Any
         tag="alert",
         price_close_at_t=1e-7,
         market_cap_at_t=100.0,
-        target_kind="time_based",
-        target_variable="price_close",
-        target_operator=None,
-        target_value=None,
-        future_minutes=5,
-        price_change_percent=10.0,
-        target_direction="up",
+        **TARGET,
         source="stream",
         evaluation_due_at=at + timedelta(minutes=5),
     )._replace(**changes)
@@ -51,13 +56,7 @@ def batch_target(active_model_id: int) -> ModelTarget:
         active_model_id=active_model_id,
         model_id=active_model_id,
         alert_threshold=0.7,
-        target_kind="time_based",
-        target_variable="price_close",
-        target_operator=None,
-        target_value=None,
-        future_minutes=5,
-        price_change_percent=10.0,
-        target_direction="up",
+        **TARGET,
         evaluation_delay=timedelta(minutes=5),
     )
 
