@@ -193,11 +193,14 @@ def _sliding_sums(
         err += step  # the new one where used, the old one where not
         total, t = t, total
 
-    for col in range(width):
-        kahan(leaving[col], use_out[col], err_sub)
-        kahan(entering[col][:, None, :], use_in[col][:, None, :], err_add)
-        if col >= width - 2:
-            sums[..., col - width + 2] = total
+    # Finite values near the top of double overflow the running sum to inf, and its
+    # compensation to NaN (inf - inf), as the engine's f64 arithmetic does, silently.
+    with np.errstate(invalid="ignore", over="ignore"):
+        for col in range(width):
+            kahan(leaving[col], use_out[col], err_sub)
+            kahan(entering[col][:, None, :], use_in[col][:, None, :], err_add)
+            if col >= width - 2:
+                sums[..., col - width + 2] = total
     # Counts and infinities are integers: differences of running counts give them.
     ends = np.array([width - 1, width])
     starts = np.maximum(ends[None, :] - np.array(windows)[:, None], 0)  # [window, 2]
@@ -407,7 +410,12 @@ def compute_last(
     def column(name: str) -> np.ndarray:
         return read[name] if name in read else _column(frame, name)
 
-    features = _engineered(column, grid, ts_us, ws, flags, _seed_arrays(grid, seed))
+    # A hostile collector value (near the top of double) overflows sums, products and
+    # quotients to inf, as it does in the training engine; every inf becomes 0 below
+    # (FEATURES.md). The overflow is expected there, not a RuntimeWarning per batch; the
+    # blocks inside set their own invalid / divide handling.
+    with np.errstate(over="ignore"):
+        features = _engineered(column, grid, ts_us, ws, flags, _seed_arrays(grid, seed))
     engineered = np.column_stack([features[n] for n in names])
     # Every NULL / NaN / inf of the engineered block becomes 0, as fillna(0) does.
     engineered[~np.isfinite(engineered)] = 0.0

@@ -156,6 +156,34 @@ def test_flat_prices_zeros_and_nulls_in_the_newest_rows() -> None:
     _compare(pl.concat([flat, nulls], how="vertical_relaxed"), [1, 2, 5, 15])
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_values_near_the_top_of_double_overflow_silently_as_compute_gives_them() -> None:
+    """Sums, products and quotients of hostile collector values overflow to inf (and a
+    running sum's compensation to NaN), which the features map to 0 as compute does:
+    no RuntimeWarning per batch (found by tests/integration/test_intake_property.py)."""
+    rows = 20
+    half = rows // 2
+    huge = 1.7e308
+    history = pl.DataFrame(
+        {
+            "mint": ["H"] * rows,
+            "timestamp": [START + timedelta(minutes=i) for i in range(rows)],
+            "price_high": [1e-300] * half + [huge] * half,
+            "price_close": [1e-300] * half + [huge] * half,  # price_roc: huge / tiny
+            "market_cap_close": [1e-300] * half + [huge] * half,
+            "volume_sol": [huge] * rows,  # window sums and their mean
+            "volatility_pct": [huge] * rows,
+            "unique_signer_ratio": [huge, -huge] * half,  # the engine's running sum
+            "net_volume_sol": [huge, -huge] * half,
+            "dev_sold_amount": [huge] * rows,
+            "buy_pressure_ratio": [huge] * rows,
+            "whale_buy_volume_sol": [huge] * rows,  # whale activity: buy + sell
+            "whale_sell_volume_sol": [huge] * rows,
+        }
+    )
+    _compare(history, [1, 2, 5, 15])
+
+
 def test_a_repeated_timestamp_uses_the_later_row_as_compute_does() -> None:
     coin = _coins(3, count=1, max_rows=30).sort("timestamp")
     again = coin.tail(1).with_columns(pl.col("price_close") * 2)
