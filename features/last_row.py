@@ -284,9 +284,8 @@ def _exact_std(
     """Sample std (ddof 1): NaN below two values, exactly 0 for equal values.
     `counted`: the window's `_count` and `_mean`, when known already."""
     n, mean = (_count(window), _mean(window)) if counted is None else counted
-    # A collector value near the top of double overflows the square: infinite, then 0 at
-    # the end like every infinite feature (FEATURES.md), not a RuntimeWarning per batch.
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+    # (An overflow of the square is ignored by `compute_last`, the only caller.)
+    with np.errstate(invalid="ignore", divide="ignore"):
         dev = np.where(np.isnan(window), 0.0, window - mean[:, None])
         std = np.sqrt(np.sum(dev * dev, axis=1) / (n - 1))
     low, high = np.fmin.reduce(window, axis=1), np.fmax.reduce(window, axis=1)
@@ -453,8 +452,7 @@ def _engineered(
     since_first = _minutes(ts, np.broadcast_to(first_ts[:, None], ts.shape))
     minutes = np.where(any_bo[:, None], _minutes(ts, last_bo), since_first)
     minutes = np.where(grid.valid, minutes, np.nan)
-    # A hostile high far below the close overflows to inf here; the block maps it to 0.
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):
         distance = np.where(ath != 0, (ath - close) / ath * 100, np.nan)
     distance_filled = _filled(grid, distance)
     minutes_filled = _filled(grid, minutes)
