@@ -143,7 +143,11 @@ def snapshots_sql(first_param: int = 1) -> str:
     `first_param`: queued in the statement or transaction of the jobs that refer to them."""
     return f"""
 INSERT INTO webhook_model_snapshots (key, model_json)
-SELECT * FROM unnest(${first_param}::text[], ${first_param + 1}::text[])
+SELECT * FROM unnest(${first_param}::text[], ${first_param + 1}::text[]) AS s(key, json)
+-- Key order: every batch queues the same models' snapshots, and two storing transactions
+-- inserting new ones (after a model change) in different orders could deadlock. (Jobs
+-- need no such order: the tick rows, locked first in key order, guard their keys.)
+ORDER BY key
 ON CONFLICT (key) DO NOTHING
 """
 

@@ -327,6 +327,9 @@ inserted AS (
            tk.market_cap_at_t, g.target_ids, g.probabilities, g.codes
     FROM grouped g JOIN tk ON tk.i = g.tick_index + 1
     WHERE NOT EXISTS (SELECT 1 FROM held h WHERE h.i = tk.i AND h.source = $10::text::"char")
+    -- Key order, not the batch's (row id) order: two stores holding the same ticks
+    -- then wait on each other's rows in one order, never in a cycle (a deadlock).
+    ORDER BY tk.coin_id, tk.data_timestamp
     -- Another writer created the tick row since this statement's snapshot: append
     -- to it rather than lose these predictions, unless the row (its committed
     -- version, locked now) holds one of their models; then `raced`.

@@ -14,6 +14,7 @@ import dataclasses
 import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 from prediction_rows import add_model, batch_of, batch_target, new_prediction
@@ -99,17 +100,19 @@ async def _hold_then_commit(
             return await insert_batch(second, second_write)
 
     late = asyncio.create_task(second_store())
+    await _waiting_on_a_lock(pool, second)
+    await transaction.commit()
+    return held, await late
 
-    async def waiting_on_a_lock() -> bool:
+
+async def _waiting_on_a_lock(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
+    async def waiting() -> bool:
         state = await pool.fetchval(
-            "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1",
-            second.get_server_pid(),
+            "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", conn.get_server_pid()
         )
         return bool(state == "Lock")
 
-    await wait_for(waiting_on_a_lock, what="the second writer waiting on the first's write")
-    await transaction.commit()
-    return held, await late
+    await wait_for(waiting, what="the second writer waiting on the first's write")
 
 
 async def test_two_batches_appending_the_same_models_to_one_tick_store_them_once(
@@ -154,6 +157,74 @@ async def test_two_batches_creating_one_tick_with_the_same_models_store_them_onc
     ]
     assert len({r["id"] for r in ids}) == 5
     await _assert_each_tick_row_holds_each_model_once(pool)
+
+
+async def test_two_transactions_writing_the_same_ticks_in_opposite_orders_do_not_deadlock(
+    pool: asyncpg.Pool,
+) -> None:
+    """A batch lists its ticks in row id order, which two batches holding the same ticks
+    need not share (a late row, a duplicate of a tick). The store takes the tick rows in
+    key order, so a store waiting on another holds no row the other still needs: here
+    the first writes A, the second B and A, then the first B (as its re-run of raced
+    elements does); in row order the second would hold B while it waits on A, and
+    PostgreSQL would abort one of them after deadlock_timeout."""
+    async with pool.acquire() as first, pool.acquire() as second:
+        [model] = await _models(first, 81)
+        transaction = first.transaction()
+        await transaction.start()
+        await insert_batch(first, batch_of([("A", AT)], [model]))
+
+        async def second_store() -> BatchInsert:
+            async with second.transaction():
+                return await insert_batch(second, batch_of([("B", AT), ("A", AT)], [model]))
+
+        late = asyncio.create_task(second_store())
+        await _waiting_on_a_lock(pool, second)
+        assert await insert_batch(first, batch_of([("B", AT)], [model])) == BatchInsert([], [])
+        await transaction.commit()
+        assert await late == BatchInsert(existing=[0, 1], model_gone=[])
+    assert await _stored(pool) == [("A", AT, "stream", model), ("B", AT, "stream", model)]
+    await _assert_each_tick_row_holds_each_model_once(pool)
+
+
+async def test_two_transactions_queueing_new_snapshots_in_opposite_orders_do_not_deadlock(
+    pool: asyncpg.Pool,
+) -> None:
+    """Every batch's jobs name the same models' snapshots; after a model change two
+    stores insert the new ones at once, in whatever order their jobs list them: they are
+    inserted in key order (plain and leased queueing)."""
+
+    def job(coin: str, snapshot: str) -> OutboxJob:
+        return dataclasses.replace(
+            _tick_job(coin, AT, [1]), snapshots=(outbox.ModelSnapshot(snapshot, "{}"),)
+        )
+
+    async with pool.acquire() as first, pool.acquire() as second:
+        for queue in (
+            outbox.enqueue,
+            lambda conn, jobs: outbox.enqueue_leased(
+                conn, jobs, [True] * len(jobs), lease_seconds=60.0
+            ),
+        ):
+            await first.execute("TRUNCATE webhook_outbox CASCADE")
+            await first.execute("DELETE FROM webhook_model_snapshots")
+            transaction = first.transaction()
+            await transaction.start()
+            await queue(first, [job("A1", "ka")])
+
+            async def second_queue(queue: Any = queue) -> Any:
+                async with second.transaction():
+                    return await queue(second, [job("B2", "kb"), job("A2", "ka")])
+
+            late = asyncio.create_task(second_queue())
+            await _waiting_on_a_lock(pool, second)
+            await queue(first, [job("B1", "kb")])
+            await transaction.commit()
+            await late
+            coins = await pool.fetch("SELECT coin_id FROM webhook_outbox ORDER BY 1")
+            assert [r[0] for r in coins] == ["A1", "A2", "B1", "B2"]
+            keys = await pool.fetch("SELECT key FROM webhook_model_snapshots ORDER BY 1")
+            assert [r[0] for r in keys] == ["ka", "kb"]
 
 
 async def test_a_manual_prediction_has_its_own_tick_row_and_never_repeats_a_stream_one(
