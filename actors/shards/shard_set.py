@@ -53,7 +53,7 @@ class ShardSet:
 
     async def fence_coins(self, conn: asyncpg.Connection, coin_ids: Sequence[str]) -> set[str]:
         """Inside a storing transaction: the coins whose shard this process still holds
-        (the lease rows stay share-locked until the commit); others are counted."""
+        (the lease rows stay locked against a takeover until the commit); others are counted."""
         wanted = {c: self.shard_of(c) for c in set(coin_ids)}
         leases = {s: self.held[s] for s in set(wanted.values()) if s in self.held}
         kept_shards = await shard_leases.fence(conn, self.holder, leases)

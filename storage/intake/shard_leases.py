@@ -255,8 +255,10 @@ async def leave(conn: asyncpg.Connection, holder: str) -> int:
 
 async def fence(conn: asyncpg.Connection, holder: str, leases: Mapping[int, int]) -> set[int]:
     """Inside the storing transaction: the shards of `leases` (shard -> generation) this
-    holder still holds with that generation. Their rows stay share-locked until the
-    transaction ends, so a takeover waits for the commit instead of racing it."""
+    holder still holds with that generation. Their rows stay locked until the transaction
+    ends, so a takeover (a claim locks FOR UPDATE) waits for the commit instead of racing
+    it. FOR KEY SHARE, not FOR SHARE: the holder's heartbeat (an UPDATE of the expiry
+    only) must not wait for a commit, nor the next batch's fence behind the heartbeat."""
     if not leases:
         return set()
     rows = await conn.fetch(
@@ -265,7 +267,7 @@ async def fence(conn: asyncpg.Connection, holder: str, leases: Mapping[int, int]
         JOIN unnest($2::int[], $3::bigint[]) AS w(shard, generation)
           ON l.shard = w.shard AND l.generation = w.generation
         WHERE l.holder = $1
-        FOR SHARE OF l
+        FOR KEY SHARE OF l
         """,
         holder,
         list(leases),

@@ -128,6 +128,26 @@ async def test_a_takeover_waits_for_the_commit_that_holds_the_fence(pool: asyncp
     assert set(taken) == {0, 1, 2, 3}
 
 
+async def test_a_heartbeat_does_not_wait_for_a_storing_transaction(pool: asyncpg.Pool) -> None:
+    """The fence locks its lease rows against a takeover only: the heartbeat extends them
+    while a batch is being stored (else every lease of the holder waits for that commit,
+    and the next batch's fence waits behind the heartbeat)."""
+    async with pool.acquire() as conn, pool.acquire() as beating:
+        await shard_leases.configure(conn, 4)
+        mine = ShardSet(4, holder="a")
+        mine.set_held((await shard_leases.claim(conn, "a", 4, 10.0)).generations)
+        await beating.execute("SET lock_timeout = '5s'")  # a wait fails the test
+        async with conn.transaction():
+            assert await mine.fence_coins(conn, ["x", "y", "z"]) == {"x", "y", "z"}
+            beat = await shard_leases.heartbeat(beating, "a", "host", 1, 60.0)
+            assert beat.held == mine.held
+        await beating.execute("RESET lock_timeout")
+        extended = await conn.fetchval(
+            "SELECT bool_and(expires_at > now() + interval '30 s') FROM shard_leases"
+        )
+    assert extended
+
+
 async def test_another_shard_count_is_refused_until_resharded(
     settings: Settings, db_dsn: str
 ) -> None:
