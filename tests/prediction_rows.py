@@ -12,11 +12,13 @@ import asyncpg
 from app_server import served
 from webhook_receiver import insert_active_model
 
+from actors.webhooks.payload import tag_for
 from storage.config import Settings
 from storage.predictions import evaluations
 from storage.predictions import writes as predictions
 from storage.predictions.writes import BatchRows, ModelTarget, NewPrediction
 
+ALERT_THRESHOLD = 0.7  # of a batch's models
 # The target of every model these helpers predict with: up 10 % within 5 minutes.
 TARGET: dict[str, Any] = {
     "target_kind": "time_based",
@@ -55,7 +57,7 @@ def batch_target(active_model_id: int) -> ModelTarget:
     return ModelTarget(
         active_model_id=active_model_id,
         model_id=active_model_id,
-        alert_threshold=0.7,
+        alert_threshold=ALERT_THRESHOLD,
         **TARGET,
         evaluation_delay=timedelta(minutes=5),
     )
@@ -78,9 +80,7 @@ def batch_of(ticks: list[tuple[str, datetime]], models: list[int]) -> BatchRows:
             rows.tick_index.append(t)
             rows.probabilities.append(probability)
             rows.predictions.append(int(probability >= 0.5))
-            rows.tags.append(
-                "alert" if probability >= 0.7 else "positive" if probability >= 0.5 else "negative"
-            )
+            rows.tags.append(tag_for(probability, ALERT_THRESHOLD))
     return rows
 
 
