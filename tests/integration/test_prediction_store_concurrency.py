@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import random
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -82,27 +83,37 @@ async def _models(conn: asyncpg.Connection, *numbers: int) -> list[int]:
     return models
 
 
+Write = Callable[[asyncpg.Connection], Awaitable[Any]]
+
+
+def stores(rows: BatchRows) -> Write:
+    return lambda conn: insert_batch(conn, rows)
+
+
 async def _hold_then_commit(
     pool: asyncpg.Pool,
     first: asyncpg.Connection,
     second: asyncpg.Connection,
-    first_write: BatchRows,
-    second_write: BatchRows,
-) -> tuple[BatchInsert, BatchInsert]:
-    """The first transaction writes and holds; the second starts its write and waits on
-    the first's row or key; the first commits, then the second finishes."""
+    first_write: Write,
+    second_write: Write,
+    meanwhile: Write | None = None,
+) -> tuple[Any, Any, Any]:
+    """The first transaction writes and holds; the second starts its write in a
+    transaction and waits on the first's row or key; the first writes `meanwhile` (if
+    any) and commits, then the second finishes. The three writes' results."""
     transaction = first.transaction()
     await transaction.start()
-    held = await insert_batch(first, first_write)
+    held = await first_write(first)
 
-    async def second_store() -> BatchInsert:
+    async def second_store() -> Any:
         async with second.transaction():
-            return await insert_batch(second, second_write)
+            return await second_write(second)
 
     late = asyncio.create_task(second_store())
     await _waiting_on_a_lock(pool, second)
+    between = None if meanwhile is None else await meanwhile(first)
     await transaction.commit()
-    return held, await late
+    return held, between, await late
 
 
 async def _waiting_on_a_lock(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
@@ -123,8 +134,8 @@ async def test_two_batches_appending_the_same_models_to_one_tick_store_them_once
     async with pool.acquire() as first, pool.acquire() as second:
         a, b, c = await _models(first, 41, 42, 43)
         await insert_batch(first, batch_of([("DUP", AT)], [a]))
-        later = batch_of([("DUP", AT)], [b, c])
-        held, late = await _hold_then_commit(pool, first, second, later, later)
+        later = stores(batch_of([("DUP", AT)], [b, c]))
+        held, _, late = await _hold_then_commit(pool, first, second, later, later)
     assert held == BatchInsert([], [])
     assert late == BatchInsert(existing=[0, 1], model_gone=[])
     assert await _stored(pool) == [("DUP", AT, "stream", m) for m in (a, b, c)]
@@ -138,12 +149,12 @@ async def test_two_batches_creating_one_tick_with_the_same_models_store_them_onc
     key, then stores only the model the first did not (its ids follow the first's)."""
     async with pool.acquire() as first, pool.acquire() as second:
         a, b, c = await _models(first, 51, 52, 53)
-        held, late = await _hold_then_commit(
+        held, _, late = await _hold_then_commit(
             pool,
             first,
             second,
-            batch_of([("NEW", AT), ("OTHER", AT)], [a, b]),
-            batch_of([("NEW", AT)], [b, c]),
+            stores(batch_of([("NEW", AT), ("OTHER", AT)], [a, b])),
+            stores(batch_of([("NEW", AT)], [b, c])),
         )
         ids = await first.fetch("SELECT id, active_model_id FROM predictions ORDER BY id")
     assert held == BatchInsert([], [])
@@ -170,19 +181,16 @@ async def test_two_transactions_writing_the_same_ticks_in_opposite_orders_do_not
     PostgreSQL would abort one of them after deadlock_timeout."""
     async with pool.acquire() as first, pool.acquire() as second:
         [model] = await _models(first, 81)
-        transaction = first.transaction()
-        await transaction.start()
-        await insert_batch(first, batch_of([("A", AT)], [model]))
-
-        async def second_store() -> BatchInsert:
-            async with second.transaction():
-                return await insert_batch(second, batch_of([("B", AT), ("A", AT)], [model]))
-
-        late = asyncio.create_task(second_store())
-        await _waiting_on_a_lock(pool, second)
-        assert await insert_batch(first, batch_of([("B", AT)], [model])) == BatchInsert([], [])
-        await transaction.commit()
-        assert await late == BatchInsert(existing=[0, 1], model_gone=[])
+        _, between, late = await _hold_then_commit(
+            pool,
+            first,
+            second,
+            stores(batch_of([("A", AT)], [model])),
+            stores(batch_of([("B", AT), ("A", AT)], [model])),
+            meanwhile=stores(batch_of([("B", AT)], [model])),
+        )
+        assert between == BatchInsert([], [])
+        assert late == BatchInsert(existing=[0, 1], model_gone=[])
     assert await _stored(pool) == [("A", AT, "stream", model), ("B", AT, "stream", model)]
     await _assert_each_tick_row_holds_each_model_once(pool)
 
@@ -208,19 +216,18 @@ async def test_two_transactions_queueing_new_snapshots_in_opposite_orders_do_not
         ):
             await first.execute("TRUNCATE webhook_outbox CASCADE")
             await first.execute("DELETE FROM webhook_model_snapshots")
-            transaction = first.transaction()
-            await transaction.start()
-            await queue(first, [job("A1", "ka")])
 
-            async def second_queue(queue: Any = queue) -> Any:
-                async with second.transaction():
-                    return await queue(second, [job("B2", "kb"), job("A2", "ka")])
+            def queues(*jobs: OutboxJob, queue: Any = queue) -> Write:
+                return lambda conn: queue(conn, list(jobs))
 
-            late = asyncio.create_task(second_queue())
-            await _waiting_on_a_lock(pool, second)
-            await queue(first, [job("B1", "kb")])
-            await transaction.commit()
-            await late
+            await _hold_then_commit(
+                pool,
+                first,
+                second,
+                queues(job("A1", "ka")),
+                queues(job("B2", "kb"), job("A2", "ka")),
+                meanwhile=queues(job("B1", "kb")),
+            )
             coins = await pool.fetch("SELECT coin_id FROM webhook_outbox ORDER BY 1")
             assert [r[0] for r in coins] == ["A1", "A2", "B1", "B2"]
             keys = await pool.fetch("SELECT key FROM webhook_model_snapshots ORDER BY 1")
